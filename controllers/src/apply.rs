@@ -1,0 +1,204 @@
+//! Server-side apply of owned children, skipped when the live object
+//! already is what Nestor last applied.
+//!
+//! Each child carries the hash of its desired form in an annotation. When
+//! the cached live object has the same hash, and no other writer changed
+//! it since Nestor's last apply, nothing is sent: a reconcile that has
+//! nothing to change sends no write.
+
+use crate::context::Context;
+use crate::error::{code_and_reason, Error, Result};
+use crate::meta::{APPLIED_HASH, FIELD_MANAGER};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// Managers whose writes to the main resource of a child are expected and
+/// are not drift (the workload controllers annotate their objects).
+const SYSTEM_MANAGERS: &[&str] = &["kube-controller-manager", "kube-scheduler", "kube-apiserver"];
+
+/// What an apply did.
+pub enum Applied<K> {
+    /// The live object already matched; nothing was sent.
+    Unchanged(Arc<K>),
+    /// A server-side apply was sent; this is the object it returned.
+    Written(Arc<K>),
+}
+
+impl<K> Applied<K> {
+    pub fn object(&self) -> &Arc<K> {
+        match self {
+            Applied::Unchanged(o) | Applied::Written(o) => o,
+        }
+    }
+}
+
+/// The hash of a desired object, as stored in its annotation.
+pub fn desired_hash<K: Serialize>(obj: &K) -> String {
+    // Serializing a k8s-openapi object cannot fail.
+    let bytes = serde_json::to_vec(obj).expect("object serializes");
+    hex::encode(&Sha256::digest(&bytes)[..8])
+}
+
+/// True when a writer other than Nestor and the system controllers changed
+/// the main resource after Nestor's last apply.
+pub fn changed_by_someone_else(meta: &ObjectMeta) -> bool {
+    let entries = meta.managed_fields.as_deref().unwrap_or_default();
+    let main = |e: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+        e.subresource.as_deref().unwrap_or("").is_empty()
+    };
+    let ours = entries.iter().filter(main).filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER)).filter_map(|e| e.time.clone()).max();
+    entries.iter().filter(main).any(|e| {
+        let manager = e.manager.as_deref().unwrap_or("");
+        manager != FIELD_MANAGER
+            && !SYSTEM_MANAGERS.contains(&manager)
+            && match (&e.time, &ours) {
+                (Some(theirs), Some(ours)) => theirs > ours,
+                _ => true,
+            }
+    })
+}
+
+/// Applies `desired` unless the cached live object already matches it.
+pub async fn apply_owned<K>(ctx: &Context, store: &Store<K>, mut desired: K) -> Result<Applied<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let hash = desired_hash(&desired);
+    desired.meta_mut().annotations.get_or_insert_with(Default::default).insert(APPLIED_HASH.into(), hash.clone());
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let namespace = desired.meta().namespace.clone().unwrap_or_default();
+    let kind = static_kind::<K>();
+    if let Some(live) = store.get(&ObjectRef::new(&name).within(&namespace)) {
+        let live_hash = live.meta().annotations.as_ref().and_then(|a| a.get(APPLIED_HASH));
+        if live_hash == Some(&hash) && !changed_by_someone_else(live.meta()) {
+            ctx.metrics.skipped_applies.get_or_create(&crate::metrics::WriteLabels { verb: "apply", kind }).inc();
+            return Ok(Applied::Unchanged(live));
+        }
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics.write("apply", kind);
+    let written = api
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+        .await
+        .map_err(|source| Error::ApplyChild { kind, namespace: namespace.clone(), name: name.clone(), source })?;
+    Ok(Applied::Written(Arc::new(written)))
+}
+
+/// Applies a Secret Nestor decided to (re)issue. Errors keep only the HTTP
+/// status, never the server's message.
+pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<()> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics.write("apply", "Secret");
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(secret)).await.map_err(|e| {
+        let (code, reason) = code_and_reason(&e);
+        Error::WriteSecret { namespace, name, code, reason }
+    })?;
+    Ok(())
+}
+
+/// Reads a Secret with its data (the caches hold none). Errors keep only the
+/// HTTP status.
+pub async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Secret>> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    api.get_opt(name).await.map_err(|e| {
+        let (code, reason) = code_and_reason(&e);
+        Error::ReadSecret { namespace: namespace.into(), name: name.into(), code, reason }
+    })
+}
+
+/// The kinds Nestor writes, as metric labels.
+pub const KINDS: &[&str] =
+    &["Secret", "ConfigMap", "Service", "StatefulSet", "Deployment", "NetworkPolicy", "VirtualCluster", "NodePool"];
+
+fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+    let kind = K::kind(&());
+    KINDS.iter().find(|k| **k == kind).copied().unwrap_or("Other")
+}
+
+/// Shrinks a watched object before it is cached: drops the field sets of
+/// managed fields (only who wrote and when is needed) and the last-applied
+/// annotation.
+pub fn slim_meta(meta: &mut ObjectMeta) {
+    if let Some(entries) = meta.managed_fields.as_mut() {
+        for entry in entries.iter_mut() {
+            entry.fields_v1 = None;
+        }
+    }
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Drops a Secret's content before it is cached: reconcilers read only its
+/// metadata from the cache and fetch data when they must.
+pub fn slim_secret(secret: &mut Secret) {
+    slim_meta(&mut secret.metadata);
+    secret.data = None;
+    secret.string_data = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+
+    fn entry(manager: &str, time: &str, subresource: Option<&str>) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            time: Some(Time(time.parse().unwrap())),
+            subresource: subresource.map(Into::into),
+            operation: Some("Update".into()),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    #[test]
+    fn drift_means_a_newer_foreign_write_to_the_main_resource() {
+        let mut meta = ObjectMeta::default();
+        meta.managed_fields = Some(vec![
+            entry(FIELD_MANAGER, "2026-01-01T00:00:00Z", None),
+            entry("kube-controller-manager", "2026-01-02T00:00:00Z", None),
+            entry("kubectl", "2026-01-02T00:00:00Z", Some("scale")),
+        ]);
+        assert!(!changed_by_someone_else(&meta));
+        meta.managed_fields.as_mut().unwrap().push(entry("kubectl-edit", "2026-01-03T00:00:00Z", None));
+        assert!(changed_by_someone_else(&meta));
+        meta.managed_fields.as_mut().unwrap().push(entry(FIELD_MANAGER, "2026-01-04T00:00:00Z", None));
+        assert!(!changed_by_someone_else(&meta), "our later apply settles it");
+    }
+
+    #[test]
+    fn hash_is_stable_and_sensitive() {
+        let mut a = k8s_openapi::api::core::v1::ConfigMap::default();
+        a.metadata.name = Some("x".into());
+        let h1 = desired_hash(&a);
+        assert_eq!(h1, desired_hash(&a.clone()));
+        a.data = Some([("k".to_string(), "v".to_string())].into());
+        assert_ne!(h1, desired_hash(&a));
+    }
+
+    #[test]
+    fn secrets_are_cached_without_data() {
+        let mut s = Secret::default();
+        s.data = Some([("k".to_string(), k8s_openapi::ByteString(b"v".to_vec()))].into());
+        slim_secret(&mut s);
+        assert!(s.data.is_none());
+    }
+}

@@ -1,0 +1,57 @@
+//! What every reconcile shares: the client, the caches of owned objects, the
+//! event recorder, the metrics and the operator's settings.
+
+use crate::metrics::Metrics;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::Store;
+use kube::Client;
+use nestor_crds::{NodePool, VirtualCluster};
+use std::sync::Arc;
+
+/// Operator-wide settings, from flags.
+#[derive(Clone, Debug)]
+pub struct OperatorSettings {
+    /// Registry prefix of the Kubernetes component images when a spec names
+    /// none.
+    pub default_registry: String,
+    /// Repository of the Nestor node image (tagged with the kubelet version).
+    pub node_image_repository: String,
+    /// How the operator reaches nested API servers.
+    pub nested_route: crate::nested::NestedRoute,
+}
+
+impl Default for OperatorSettings {
+    fn default() -> Self {
+        Self {
+            default_registry: "registry.k8s.io".into(),
+            node_image_repository: "ghcr.io/nestor-dev/nestor-node".into(),
+            nested_route: crate::nested::NestedRoute::Internal,
+        }
+    }
+}
+
+/// Read-only caches of what Nestor owns, filled by watches that select on the
+/// `app.kubernetes.io/managed-by` label. Secrets are cached without data.
+#[derive(Clone)]
+pub struct Stores {
+    pub secrets: Store<Secret>,
+    pub config_maps: Store<ConfigMap>,
+    pub services: Store<Service>,
+    pub stateful_sets: Store<StatefulSet>,
+    pub deployments: Store<Deployment>,
+    pub network_policies: Store<NetworkPolicy>,
+    pub virtual_clusters: Store<VirtualCluster>,
+    pub node_pools: Store<NodePool>,
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    pub metrics: Arc<Metrics>,
+    pub reporter: Reporter,
+    pub settings: OperatorSettings,
+}

@@ -1,0 +1,598 @@
+//! `NodePool`: a StatefulSet of node pods (kubelet, containerd, kube-proxy,
+//! CNI plugins) that join a virtual cluster the way kubeadm nodes do.
+//!
+//! Node credentials come from TLS bootstrapping: each pool has a bootstrap
+//! token that may only create node client certificate requests, which the
+//! nested controller-manager approves and signs with the cluster CA. Each
+//! node ends with its own certificate; no key is shared by all nodes.
+//!
+//! Node pods are the one privileged part of Nestor: containerd and the
+//! kubelet must create containers, mounts and network namespaces. They run
+//! without host networking, host PID or host paths, on volumes of their own.
+
+use crate::apply::{apply_owned, apply_secret, read_secret};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::kubeconfig::{self, Credentials};
+use crate::meta::{pool_child_meta, pool_selector_labels, selector_string, ClusterNames, INPUTS_HASH, FIELD_MANAGER};
+use crate::secrets::BUNDLE_FINGERPRINT;
+use crate::status::{settle_conditions, Computed, READY};
+use crate::validate::{parse_version, validate_pool};
+use crate::{images, nested, pki};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecurityContext, Service, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::ByteString;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use nestor_crds::{NodePool, NodePoolStatus, VirtualCluster};
+use rand::distr::{Alphanumeric, SampleString};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+
+pub const CONTROL_PLANE_READY: &str = "ControlPlaneReady";
+pub const NODES_READY: &str = "NodesReady";
+/// Annotation on the bootstrap Secret: the hash of what was installed into
+/// the nested cluster for this pool.
+pub const NESTED_INSTALLED: &str = "nestor.dev/nested-installed";
+/// The kubelet's health port, probed by the host kubelet.
+pub const KUBELET_HEALTHZ_PORT: i32 = 10248;
+
+/// Names of a pool's children.
+pub struct PoolNames {
+    pub pool: String,
+    pub namespace: String,
+}
+
+impl PoolNames {
+    pub fn new(pool: &NodePool) -> Self {
+        Self { pool: pool.name_any(), namespace: pool.namespace().unwrap_or_default() }
+    }
+    pub fn statefulset(&self) -> String {
+        format!("{}-node", self.pool)
+    }
+    pub fn service(&self) -> String {
+        format!("{}-nodes", self.pool)
+    }
+    pub fn bootstrap_secret(&self) -> String {
+        format!("{}-bootstrap", self.pool)
+    }
+    pub fn config_map(&self) -> String {
+        format!("{}-node-config", self.pool)
+    }
+}
+
+/// A bootstrap token, `<id>.<secret>` (6 and 16 lowercase alphanumerics).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    pub id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapToken").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl BootstrapToken {
+    pub fn generate() -> Self {
+        let mut rng = rand::rng();
+        let mut lower = |n| Alphanumeric.sample_string(&mut rng, n).to_ascii_lowercase();
+        Self { id: lower(6), secret: lower(16) }
+    }
+    pub fn token(&self) -> String {
+        format!("{}.{}", self.id, self.secret)
+    }
+    /// The group the token authenticates into, besides `system:bootstrappers`.
+    pub fn extra_group(pool: &str) -> String {
+        format!("system:bootstrappers:nestor:{pool}")
+    }
+}
+
+/// The host Secret holding the pool's bootstrap token and kubeconfig.
+pub fn desired_bootstrap_secret(
+    pool: &NodePool,
+    names: &ClusterNames,
+    token: &BootstrapToken,
+    ca_pem: &str,
+    ca_fingerprint: &str,
+) -> Secret {
+    let pn = PoolNames::new(pool);
+    let config = kubeconfig::render(
+        &names.cluster,
+        &names.internal_endpoint(),
+        ca_pem,
+        &format!("bootstrap-{}", token.id),
+        Credentials::Token(&token.token()),
+    );
+    let mut metadata = pool_child_meta(pool, pn.bootstrap_secret());
+    metadata.annotations = Some(BTreeMap::from([(INPUTS_HASH.into(), pki::inputs_hash(["bootstrap", ca_fingerprint]))]));
+    let data = BTreeMap::from([
+        ("token-id".to_string(), ByteString(token.id.clone().into_bytes())),
+        ("token-secret".to_string(), ByteString(token.secret.clone().into_bytes())),
+        ("bootstrap-kubeconfig".to_string(), ByteString(config.into_bytes())),
+        ("ca.crt".to_string(), ByteString(ca_pem.as_bytes().to_vec())),
+    ]);
+    Secret { metadata, type_: Some("Opaque".into()), data: Some(data), ..Secret::default() }
+}
+
+/// The token's Secret inside the nested cluster: it authenticates the
+/// bootstrapper and nothing else.
+pub fn nested_bootstrap_token_secret(pool: &str, token: &BootstrapToken) -> Secret {
+    let data = BTreeMap::from([
+        ("token-id".to_string(), token.id.clone()),
+        ("token-secret".to_string(), token.secret.clone()),
+        ("usage-bootstrap-authentication".to_string(), "true".to_string()),
+        ("auth-extra-groups".to_string(), BootstrapToken::extra_group(pool)),
+        ("description".to_string(), format!("Nestor node pool {pool}")),
+    ]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("bootstrap-token-{}", token.id)),
+            namespace: Some("kube-system".into()),
+            labels: Some(BTreeMap::from([(
+                crate::addons::NESTED_MANAGED_BY.0.into(),
+                crate::addons::NESTED_MANAGED_BY.1.into(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        type_: Some("bootstrap.kubernetes.io/token".into()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
+        ..Secret::default()
+    }
+}
+
+/// The kubelet's configuration for the pool's nodes.
+pub fn kubelet_config(pool: &NodePool, vc: &VirtualCluster) -> String {
+    let taints = serde_json::to_string(&pool.spec.taints).unwrap_or_else(|_| "[]".into());
+    format!(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: /etc/nestor/bootstrap/ca.crt\nauthorization:\n  mode: Webhook\ncgroupDriver: cgroupfs\nfailCgroupV1: false\nprotectKernelDefaults: true\nclusterDNS:\n- {}\nclusterDomain: {}\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\nrotateCertificates: true\nhealthzBindAddress: 0.0.0.0\nhealthzPort: {KUBELET_HEALTHZ_PORT}\nresolvConf: /etc/resolv.conf\nregisterWithTaints: {taints}\n",
+        vc.spec.networking.dns_service_ip, vc.spec.networking.cluster_domain
+    )
+}
+
+/// The ConfigMap holding the kubelet configuration.
+pub fn desired_node_config_map(pool: &NodePool, vc: &VirtualCluster) -> ConfigMap {
+    ConfigMap {
+        metadata: pool_child_meta(pool, PoolNames::new(pool).config_map()),
+        data: Some(BTreeMap::from([("kubelet-config.yaml".into(), kubelet_config(pool, vc))])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The headless Service that gives node pods stable names.
+pub fn desired_node_service(pool: &NodePool) -> Service {
+    Service {
+        metadata: pool_child_meta(pool, PoolNames::new(pool).service()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(pool_selector_labels(pool)),
+            publish_not_ready_addresses: Some(true),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn node_labels_flag(pool: &NodePool) -> String {
+    let mut labels = pool.spec.labels.clone();
+    labels.insert("nestor.dev/node-pool".into(), pool.name_any());
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// The node StatefulSet. Node pods are privileged (containerd and the
+/// kubelet need it) and say so in an annotation; they use neither the host's
+/// network, PID namespace nor paths.
+pub fn desired_node_statefulset(pool: &NodePool, vc: &VirtualCluster, image: &str) -> StatefulSet {
+    let pn = PoolNames::new(pool);
+    let names = ClusterNames::new(vc);
+    let empty = |name: &str, memory: bool| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource { medium: memory.then(|| "Memory".to_string()), ..Default::default() }),
+        ..Volume::default()
+    };
+    let config_map = |name: &str, cm: String| Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource { name: cm, ..Default::default() }),
+        ..Volume::default()
+    };
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    };
+    let field_env = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let resources = pool.spec.resources.clone().unwrap_or_else(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("250m".into())),
+            ("memory".to_string(), Quantity("512Mi".into())),
+        ])),
+        ..ResourceRequirements::default()
+    });
+    let container = Container {
+        name: "node".into(),
+        image: Some(image.into()),
+        command: Some(vec!["/usr/local/bin/nestor-node".into()]),
+        args: Some(vec![format!("--node-labels={}", node_labels_flag(pool))]),
+        env: Some(vec![field_env("NODE_NAME", "metadata.name"), field_env("POD_IP", "status.podIP")]),
+        ports: Some(vec![
+            ContainerPort { name: Some("kubelet".into()), container_port: 10250, ..Default::default() },
+            ContainerPort { name: Some("healthz".into()), container_port: KUBELET_HEALTHZ_PORT, ..Default::default() },
+        ]),
+        volume_mounts: Some(vec![
+            mount("bootstrap", "/etc/nestor/bootstrap", true),
+            mount("node-config", "/etc/nestor/node", true),
+            mount("kube-proxy", "/etc/nestor/kube-proxy", true),
+            mount("containerd", "/var/lib/containerd", false),
+            mount("kubelet", "/var/lib/kubelet", false),
+            mount("run", "/run", false),
+            mount("log", "/var/log", false),
+        ]),
+        readiness_probe: Some(crate::podspec::http_probe("/healthz", KUBELET_HEALTHZ_PORT, false, 5, 3)),
+        liveness_probe: Some(crate::podspec::http_probe("/healthz", KUBELET_HEALTHZ_PORT, false, 20, 6)),
+        startup_probe: Some(crate::podspec::http_probe("/healthz", KUBELET_HEALTHZ_PORT, false, 5, 120)),
+        resources: Some(resources),
+        // The one privileged container in Nestor: see docs/security.md.
+        security_context: Some(SecurityContext { privileged: Some(true), ..SecurityContext::default() }),
+        ..Container::default()
+    };
+    let selector = pool_selector_labels(pool);
+    let mut template_labels = crate::meta::pool_labels(pool);
+    template_labels.extend(selector.clone());
+    StatefulSet {
+        metadata: pool_child_meta(pool, pn.statefulset()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(pool.spec.replicas),
+            service_name: Some(pn.service()),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    annotations: Some(BTreeMap::from([(
+                        "nestor.dev/privileged".to_string(),
+                        "node pods run containerd and the kubelet; see docs/security.md".to_string(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        crate::podspec::secret_volume("bootstrap", &pn.bootstrap_secret()),
+                        config_map("node-config", pn.config_map()),
+                        config_map("kube-proxy", names.kube_proxy_config()),
+                        empty("containerd", false),
+                        empty("kubelet", false),
+                        empty("run", true),
+                        empty("log", false),
+                    ]),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    host_network: Some(false),
+                    host_pid: Some(false),
+                    termination_grace_period_seconds: Some(60),
+                    ..PodSpec::default()
+                }),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// What the pool reconciler observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolObserved {
+    pub invalid: Option<String>,
+    /// `None`: the cluster does not exist; `Some(false)`: not ready yet.
+    pub control_plane_ready: Option<bool>,
+    pub replicas: i32,
+    pub ready_replicas: i32,
+}
+
+/// The pool's status. Pure.
+pub fn compute_pool_status(pool: &NodePool, observed: &PoolObserved, now: &Time) -> NodePoolStatus {
+    let desired = pool.spec.replicas;
+    let cluster = &pool.spec.cluster_ref.name;
+    let cp = match observed.control_plane_ready {
+        None => Computed { type_: CONTROL_PLANE_READY, ok: false, reason: "ClusterNotFound", message: format!("VirtualCluster {cluster} does not exist") },
+        Some(false) => Computed { type_: CONTROL_PLANE_READY, ok: false, reason: "Waiting", message: format!("waiting for VirtualCluster {cluster} to be ready") },
+        Some(true) => Computed { type_: CONTROL_PLANE_READY, ok: true, reason: "Ready", message: format!("VirtualCluster {cluster} is ready") },
+    };
+    let nodes_ok = observed.ready_replicas >= desired && observed.replicas == desired;
+    let nodes = Computed {
+        type_: NODES_READY,
+        ok: nodes_ok,
+        reason: if nodes_ok { "Ready" } else { "NotReady" },
+        message: format!("{}/{desired} nodes ready", observed.ready_replicas),
+    };
+    let ready = if let Some(why) = &observed.invalid {
+        Computed { type_: READY, ok: false, reason: "InvalidSpec", message: why.clone() }
+    } else if cp.ok && nodes.ok {
+        Computed { type_: READY, ok: true, reason: "Ready", message: "every node is ready".into() }
+    } else {
+        Computed { type_: READY, ok: false, reason: "NotReady", message: if cp.ok { nodes.message.clone() } else { cp.message.clone() } }
+    };
+    let previous = pool.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    NodePoolStatus {
+        observed_generation: pool.metadata.generation,
+        desired_replicas: desired,
+        replicas: observed.replicas,
+        ready_replicas: observed.ready_replicas,
+        selector: Some(selector_string(&pool_selector_labels(pool))),
+        conditions: settle_conditions(&[cp, nodes, ready], previous, pool.metadata.generation, now),
+    }
+}
+
+/// Reconciles one `NodePool`.
+pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action> {
+    let pn = PoolNames::new(&pool);
+    let vc = ctx
+        .stores
+        .virtual_clusters
+        .get(&ObjectRef::new(&pool.spec.cluster_ref.name).within(&pn.namespace));
+    let Some(vc) = vc else {
+        update_status(&ctx, &pool, &PoolObserved::default()).await?;
+        return Ok(Action::await_change());
+    };
+    let cp_ready = vc.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.status == "True"));
+    let version = match validate_pool(&pn.pool, &pool.spec, &vc.spec.version) {
+        Ok(version) => version,
+        Err(invalid) => {
+            let message = invalid.to_string();
+            let previous = pool.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)).map(|c| c.message.clone());
+            if previous.as_deref() != Some(message.as_str()) {
+                publish(&ctx, &pool, EventType::Warning, "InvalidSpec", message.clone()).await;
+            }
+            let mut observed = observe(&ctx, &pn);
+            observed.invalid = Some(message);
+            observed.control_plane_ready = Some(cp_ready);
+            update_status(&ctx, &pool, &observed).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let names = ClusterNames::new(&vc);
+    let ca_fp = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
+        .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned());
+    let Some(ca_fp) = ca_fp else {
+        // The cluster's PKI does not exist yet; its creation wakes us.
+        let observed = PoolObserved { control_plane_ready: Some(false), ..observe(&ctx, &pn) };
+        update_status(&ctx, &pool, &observed).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    };
+    let token = ensure_bootstrap_secret(&ctx, &pool, &names, &ca_fp).await?;
+
+    apply_owned(&ctx, &ctx.stores.config_maps, desired_node_config_map(&pool, &vc)).await?;
+    apply_owned(&ctx, &ctx.stores.services, desired_node_service(&pool)).await?;
+    let minor = parse_version(&version).map(|v| v.minor).unwrap_or_default();
+    let _ = minor;
+    let image = images::node_image(&ctx.settings, vc.spec.images.registry.as_deref(), &version);
+    let image = if pool.spec.version.is_none() { vc.spec.images.node.clone().unwrap_or(image) } else { image };
+    apply_owned(&ctx, &ctx.stores.stateful_sets, desired_node_statefulset(&pool, &vc, &image)).await?;
+
+    if cp_ready {
+        if let Some(token) = token {
+            install_in_nested_cluster(&ctx, &pool, &names, &token).await?;
+        }
+    }
+    let observed = PoolObserved { control_plane_ready: Some(cp_ready), ..observe(&ctx, &pn) };
+    update_status(&ctx, &pool, &observed).await?;
+    Ok(Action::requeue(crate::virtualcluster::RESYNC))
+}
+
+/// Makes sure the pool's bootstrap Secret exists for the current CA.
+/// Returns the token when it still has to be installed in the nested
+/// cluster.
+async fn ensure_bootstrap_secret(
+    ctx: &Context,
+    pool: &NodePool,
+    names: &ClusterNames,
+    ca_fp: &str,
+) -> Result<Option<BootstrapToken>> {
+    let pn = PoolNames::new(pool);
+    let cached = ctx.stores.secrets.get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
+    let expected = pki::inputs_hash(["bootstrap", ca_fp]);
+    let current = cached.as_ref().and_then(|s| s.annotations().get(INPUTS_HASH).cloned());
+    let installed = cached.as_ref().and_then(|s| s.annotations().get(NESTED_INSTALLED).cloned());
+    if current.as_deref() == Some(expected.as_str()) {
+        if installed.as_deref() == Some(expected.as_str()) {
+            return Ok(None);
+        }
+        // Read the token back to install it.
+        let secret = read_secret(ctx, &pn.namespace, &pn.bootstrap_secret()).await?;
+        let text = |s: &Secret, key: &str| {
+            s.data.as_ref().and_then(|d| d.get(key)).and_then(|b| String::from_utf8(b.0.clone()).ok())
+        };
+        if let Some(secret) = secret {
+            if let (Some(id), Some(secret)) = (text(&secret, "token-id"), text(&secret, "token-secret")) {
+                return Ok(Some(BootstrapToken { id, secret }));
+            }
+        }
+    }
+    let ca = read_secret(ctx, &names.namespace, &names.ca_secret())
+        .await?
+        .and_then(|s| crate::secrets::bundle_from_secret(&s))
+        .ok_or_else(|| Error::DamagedCa { namespace: names.namespace.clone(), name: names.ca_secret() })?;
+    let token = BootstrapToken::generate();
+    apply_secret(ctx, &desired_bootstrap_secret(pool, names, &token, &ca.cluster.cert_pem, ca_fp)).await?;
+    Ok(Some(token))
+}
+
+/// Writes the pool's bootstrap token and the node RBAC into the nested
+/// cluster, then records that on the host Secret.
+async fn install_in_nested_cluster(ctx: &Context, pool: &NodePool, names: &ClusterNames, token: &BootstrapToken) -> Result<()> {
+    let pn = PoolNames::new(pool);
+    let client = nested::client(ctx, names).await?;
+    let (roles, bindings) = crate::addons::nested_cluster_roles();
+    for role in &roles {
+        nested::apply(ctx, &client, names, role).await?;
+    }
+    for binding in &bindings {
+        nested::apply(ctx, &client, names, binding).await?;
+    }
+    nested::apply(ctx, &client, names, &nested_bootstrap_token_secret(&pn.pool, token)).await?;
+    let cached = ctx.stores.secrets.get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
+    let hash = cached.and_then(|s| s.annotations().get(INPUTS_HASH).cloned()).unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pn.namespace);
+    ctx.metrics.write("patch", "Secret");
+    let patch = serde_json::json!({"metadata": {"annotations": {NESTED_INSTALLED: hash}}});
+    api.patch(&pn.bootstrap_secret(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| {
+        let (code, reason) = crate::error::code_and_reason(&e);
+        Error::WriteSecret { namespace: pn.namespace.clone(), name: pn.bootstrap_secret(), code, reason }
+    })?;
+    let _ = FIELD_MANAGER;
+    Ok(())
+}
+
+fn observe(ctx: &Context, pn: &PoolNames) -> PoolObserved {
+    let sts = ctx.stores.stateful_sets.get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace));
+    let status = sts.and_then(|s| s.status.clone()).unwrap_or_default();
+    PoolObserved { replicas: status.replicas, ready_replicas: status.ready_replicas.unwrap_or(0), ..PoolObserved::default() }
+}
+
+async fn update_status(ctx: &Context, pool: &NodePool, observed: &PoolObserved) -> Result<()> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = compute_pool_status(pool, observed, &now);
+    if pool.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let pn = PoolNames::new(pool);
+    let api: Api<NodePool> = Api::namespaced(ctx.client.clone(), &pn.namespace);
+    ctx.metrics.write("patch_status", "NodePool");
+    api.patch_status(&pn.pool, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": status })))
+        .await
+        .map_err(|source| Error::PatchStatus { kind: "NodePool", namespace: pn.namespace, name: pn.pool, source })?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, pool: &NodePool, type_: EventType, reason: &str, note: String) {
+    let event = KubeEvent { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    ctx.metrics.write("create", "Event");
+    if let Err(e) = Recorder::new(ctx.client.clone(), ctx.reporter.clone()).publish(&event, &pool.object_ref(&())).await {
+        warn!(error = %e, "publishing an event failed");
+    }
+}
+
+/// Transient errors back off.
+pub fn error_policy(_pool: Arc<NodePool>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .failures
+        .get_or_create(&crate::metrics::ErrorLabels { controller: "nodepool", error: error.metric_label() })
+        .inc();
+    warn!(error = %error, "node pool reconcile failed");
+    if error.needs_human() { Action::requeue(Duration::from_secs(300)) } else { Action::requeue(Duration::from_secs(5)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures;
+    use k8s_openapi::api::core::v1::Taint;
+    use nestor_crds::{ClusterReference, NodePoolSpec};
+    use serde_json::json;
+
+    fn pool() -> NodePool {
+        let mut p = NodePool::new(
+            "workers",
+            NodePoolSpec {
+                cluster_ref: ClusterReference { name: "demo".into() },
+                replicas: 2,
+                labels: BTreeMap::from([("team".into(), "a".into())]),
+                taints: vec![Taint { key: "dedicated".into(), value: Some("a".into()), effect: "NoSchedule".into(), ..Default::default() }],
+                ..NodePoolSpec::default()
+            },
+        );
+        p.metadata.namespace = Some("tenants".into());
+        p.metadata.uid = Some("00000000-0000-0000-0000-000000000002".into());
+        p.metadata.generation = Some(1);
+        p
+    }
+
+    #[test]
+    fn statefulset_runs_privileged_nodes_without_host_namespaces() {
+        let vc = fixtures::vc(json!({}));
+        let sts = desired_node_statefulset(&pool(), &vc, "ghcr.io/nestor-dev/nestor-node:v1.35.4");
+        assert_eq!(sts.metadata.name.as_deref(), Some("workers-node"));
+        assert_eq!(sts.metadata.owner_references.as_ref().unwrap()[0].kind, "NodePool");
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.host_network, Some(false));
+        assert_eq!(pod.host_pid, Some(false));
+        assert!(pod.volumes.as_ref().unwrap().iter().all(|v| v.host_path.is_none()));
+        let c = &pod.containers[0];
+        assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
+        assert_eq!(c.args.as_ref().unwrap()[0], "--node-labels=nestor.dev/node-pool=workers,team=a");
+        assert!(c.resources.as_ref().unwrap().requests.is_some());
+        assert!(spec.template.metadata.unwrap().annotations.unwrap().contains_key("nestor.dev/privileged"));
+    }
+
+    #[test]
+    fn kubelet_config_carries_dns_and_taints() {
+        let vc = fixtures::vc(json!({}));
+        let text = kubelet_config(&pool(), &vc);
+        assert!(text.contains("- 10.96.0.10") && text.contains("clusterDomain: cluster.local"));
+        assert!(text.contains("failCgroupV1: false") && text.contains("cgroupDriver: cgroupfs"));
+        assert!(text.contains(r#""key":"dedicated""#) && text.contains(r#""effect":"NoSchedule""#));
+    }
+
+    #[test]
+    fn bootstrap_token_is_well_formed_and_scoped() {
+        let token = BootstrapToken::generate();
+        assert_eq!(token.id.len(), 6);
+        assert_eq!(token.secret.len(), 16);
+        assert!(token.token().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'));
+        assert!(!format!("{token:?}").contains(&token.secret));
+        let nested = nested_bootstrap_token_secret("workers", &token);
+        assert_eq!(nested.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
+        let data = nested.data.unwrap();
+        assert_eq!(data["usage-bootstrap-authentication"].0, b"true");
+        assert!(!data.contains_key("usage-bootstrap-signing"));
+        assert_eq!(data["auth-extra-groups"].0, b"system:bootstrappers:nestor:workers");
+        let vc = fixtures::vc(json!({}));
+        let host = desired_bootstrap_secret(&pool(), &ClusterNames::new(&vc), &token, "CA", "fp");
+        let config = String::from_utf8(host.data.unwrap()["bootstrap-kubeconfig"].0.clone()).unwrap();
+        assert!(config.contains("https://demo-apiserver.tenants.svc:6443"));
+    }
+
+    #[test]
+    fn pool_status_tells_what_it_waits_for() {
+        let now = Time("2026-01-01T00:00:00Z".parse().unwrap());
+        let p = pool();
+        let missing = compute_pool_status(&p, &PoolObserved::default(), &now);
+        assert_eq!(missing.conditions[0].reason, "ClusterNotFound");
+        let waiting = compute_pool_status(&p, &PoolObserved { control_plane_ready: Some(false), ..Default::default() }, &now);
+        let ready = waiting.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(ready.message, "waiting for VirtualCluster demo to be ready");
+        assert_eq!(waiting.selector.as_deref(), Some("app.kubernetes.io/component=node,nestor.dev/cluster=demo,nestor.dev/node-pool=workers"));
+        let done = compute_pool_status(
+            &p,
+            &PoolObserved { control_plane_ready: Some(true), replicas: 2, ready_replicas: 2, ..Default::default() },
+            &now,
+        );
+        assert!(done.conditions.iter().all(|c| c.status == "True"));
+        assert_eq!((done.desired_replicas, done.replicas, done.ready_replicas), (2, 2, 2));
+    }
+}

@@ -1,0 +1,86 @@
+//! The `NodePool` kind: a scalable group of kubelet nodes of one
+//! `VirtualCluster`.
+
+use crate::common::{one, ClusterReference};
+use k8s_openapi::api::core::v1::{ResourceRequirements, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A group of kubelet node pods that join one `VirtualCluster` as Nodes,
+/// scaled like a Deployment (`kubectl scale np/NAME --replicas=N`).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "nestor.dev",
+    version = "v1alpha1",
+    kind = "NodePool",
+    namespaced,
+    shortname = "np",
+    category = "nestor",
+    status = "NodePoolStatus",
+    doc = "A scalable group of kubelet nodes that join one VirtualCluster.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef.name", description = "VirtualCluster the nodes join"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas", description = "Nodes wanted"),
+    printcolumn(name = "Current", type_ = "integer", json_path = ".status.replicas", description = "Node pods that exist"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Node pods that are ready"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 40").message("a NodePool name may have at most 40 characters (children add suffixes)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePoolSpec {
+    /// The `VirtualCluster` (in this namespace) whose Nodes this pool adds.
+    /// Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("clusterRef is immutable; create another NodePool for another cluster"))]
+    pub cluster_ref: ClusterReference,
+    /// Number of nodes. Lowering it drains the nodes being removed first.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// Kubelet version of the pool's nodes, as `1.MINOR.PATCH`. Defaults to
+    /// the cluster's version. It may not be newer than the control plane nor
+    /// more than three minor versions older (the Kubernetes skew policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 5, max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^1\\\\.[0-9]{1,3}\\\\.[0-9]{1,4}$')").message("version must be MAJOR.MINOR.PATCH with major 1, for example 1.35.4 (no leading 'v')"))]
+    pub version: Option<String>,
+    /// CPU and memory of each node pod: what the node's workloads share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Labels put on every Node of the pool in the nested cluster.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Taints put on every Node of the pool in the nested cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+}
+
+/// What the operator observed of a `NodePool`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePoolStatus {
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Nodes wanted (the spec's replicas once it is applied).
+    #[serde(default)]
+    pub desired_replicas: i32,
+    /// Node pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Node pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the pool's node pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// `ControlPlaneReady`, `NodesReady` and `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

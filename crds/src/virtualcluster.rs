@@ -1,0 +1,345 @@
+//! The `VirtualCluster` kind: one nested Kubernetes control plane.
+
+use crate::common::{one, ComponentSpec};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The Kubernetes version a `VirtualCluster` runs when its spec names none.
+pub const DEFAULT_VERSION: &str = "1.35.4";
+
+/// A nested Kubernetes cluster whose control plane (etcd, kube-apiserver,
+/// kube-controller-manager, kube-scheduler, CoreDNS) runs as pods in this
+/// namespace of the host cluster. Every field has a default: an empty spec
+/// gives a working single-member control plane.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "nestor.dev",
+    version = "v1alpha1",
+    kind = "VirtualCluster",
+    namespaced,
+    shortname = "vc",
+    category = "nestor",
+    status = "VirtualClusterStatus",
+    doc = "A nested Kubernetes cluster whose control plane runs as pods on the host cluster.",
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Kubernetes version running"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the control plane serves"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", description = "Where the nested API server is reached"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 40").message("a VirtualCluster name may have at most 40 characters (children add suffixes)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualClusterSpec {
+    /// Kubernetes version of the nested control plane, as `1.MINOR.PATCH`
+    /// (for example `1.35.4`). It may be raised one minor version at a time
+    /// and never lowered.
+    #[serde(default = "default_version")]
+    #[schemars(length(min = 5, max = 16))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^1\\\\.[0-9]{1,3}\\\\.[0-9]{1,4}$')").message("version must be MAJOR.MINOR.PATCH with major 1, for example 1.35.4 (no leading 'v')"),
+        validation = Rule::new("!isSemver(self) || !isSemver(oldSelf) || semver(self).compareTo(semver(oldSelf)) >= 0").message("version cannot be downgraded"),
+        validation = Rule::new("!isSemver(self) || !isSemver(oldSelf) || semver(self).minor() <= semver(oldSelf).minor() + 1").message("version can be upgraded by one minor version at a time")
+    )]
+    pub version: String,
+
+    /// The nested cluster's etcd: its members, storage and resources.
+    #[serde(default)]
+    pub etcd: EtcdSpec,
+
+    /// The nested cluster's kube-apiserver and how it is exposed.
+    #[serde(default)]
+    pub api_server: ApiServerSpec,
+
+    /// The nested cluster's kube-controller-manager.
+    #[serde(default)]
+    pub controller_manager: ComponentSpec,
+
+    /// The nested cluster's kube-scheduler.
+    #[serde(default)]
+    pub scheduler: ComponentSpec,
+
+    /// Address ranges and DNS settings of the nested cluster. Immutable once
+    /// the cluster is created.
+    #[serde(default)]
+    pub networking: NetworkingSpec,
+
+    /// Cluster add-ons that Nestor runs for the nested cluster.
+    #[serde(default)]
+    pub addons: AddonsSpec,
+
+    /// Where component images come from. Set a registry to mirror every image
+    /// on an air-gapped host, or replace single images.
+    #[serde(default)]
+    pub images: ImagesSpec,
+}
+
+fn default_version() -> String {
+    DEFAULT_VERSION.to_string()
+}
+
+/// The nested cluster's etcd.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdSpec {
+    /// Number of etcd members: 1, 3 or 5. Raft needs a majority of members,
+    /// so an even count adds no fault tolerance.
+    #[serde(default = "one")]
+    #[x_kube(
+        validation = Rule::new("self == 1 || self == 3 || self == 5").message("etcd replicas must be 1, 3 or 5 (an odd number, for a Raft majority)"),
+        validation = Rule::new("self == oldSelf").message("etcd replicas cannot change after creation (members are not yet added to or removed from a running etcd cluster)")
+    )]
+    pub replicas: i32,
+    /// Size of each member's persistent volume, as a Kubernetes quantity.
+    #[serde(default = "default_etcd_storage")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("etcd storage must be a positive quantity such as 1Gi"))]
+    pub storage: String,
+    /// Storage class of the members' volumes; the host's default class when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// CPU and memory of each etcd member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for EtcdSpec {
+    fn default() -> Self {
+        Self { replicas: 1, storage: default_etcd_storage(), storage_class_name: None, resources: None }
+    }
+}
+
+fn default_etcd_storage() -> String {
+    "1Gi".to_string()
+}
+
+/// How the nested kube-apiserver is reached from outside its pods.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ExposureType {
+    /// A cluster-internal Service: reachable from the host cluster's pods.
+    #[default]
+    ClusterIP,
+    /// A NodePort Service: reachable on every host node's address.
+    NodePort,
+    /// A LoadBalancer Service: reachable on the address the host's load
+    /// balancer assigns.
+    LoadBalancer,
+}
+
+/// The nested cluster's kube-apiserver.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiServerSpec {
+    /// Number of kube-apiserver replicas; they all serve.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: i32,
+    /// Type of the Service that exposes the API server.
+    #[serde(default)]
+    pub exposure: ExposureType,
+    /// Extra DNS names and IP addresses for the serving certificate, for
+    /// example a load balancer's name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "certSANs")]
+    #[schemars(length(max = 32))]
+    pub cert_sans: Vec<String>,
+    /// Extra kube-apiserver flags, as `flag-name: value` (without the leading
+    /// dashes). Flags that Nestor manages itself are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_args: BTreeMap<String, String>,
+    /// CPU and memory of each kube-apiserver replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ApiServerSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            exposure: ExposureType::ClusterIP,
+            cert_sans: Vec::new(),
+            extra_args: BTreeMap::new(),
+            resources: None,
+        }
+    }
+}
+
+/// Address ranges and DNS of the nested cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self == oldSelf").message("networking is immutable after creation; create a new VirtualCluster to change it"),
+    validation = Rule::new("!isCIDR(self.podCIDR) || !isCIDR(self.serviceCIDR) || !(cidr(self.podCIDR).containsIP(cidr(self.serviceCIDR).masked().ip()) || cidr(self.serviceCIDR).containsIP(cidr(self.podCIDR).masked().ip()))").message("podCIDR and serviceCIDR must not overlap"),
+    validation = Rule::new("!isCIDR(self.serviceCIDR) || !isIP(self.dnsServiceIP) || cidr(self.serviceCIDR).containsIP(self.dnsServiceIP)").message("dnsServiceIP must lie inside serviceCIDR")
+)]
+pub struct NetworkingSpec {
+    /// Address range of the nested cluster's pods, in CIDR notation.
+    #[serde(default = "default_pod_cidr", rename = "podCIDR")]
+    #[schemars(length(min = 9, max = 43))]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("podCIDR must be a CIDR such as 10.244.0.0/16"))]
+    pub pod_cidr: String,
+    /// Address range of the nested cluster's Services, in CIDR notation.
+    #[serde(default = "default_service_cidr", rename = "serviceCIDR")]
+    #[schemars(length(min = 9, max = 43))]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("serviceCIDR must be a CIDR such as 10.96.0.0/12"))]
+    pub service_cidr: String,
+    /// DNS domain of the nested cluster's Services.
+    #[serde(default = "default_cluster_domain")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub cluster_domain: String,
+    /// Service address of the nested cluster's DNS; it must lie inside
+    /// `serviceCIDR`.
+    #[serde(default = "default_dns_ip", rename = "dnsServiceIP")]
+    #[schemars(length(min = 7, max = 39))]
+    #[x_kube(validation = Rule::new("isIP(self)").message("dnsServiceIP must be an IP address such as 10.96.0.10"))]
+    pub dns_service_ip: String,
+}
+
+impl Default for NetworkingSpec {
+    fn default() -> Self {
+        Self {
+            pod_cidr: default_pod_cidr(),
+            service_cidr: default_service_cidr(),
+            cluster_domain: default_cluster_domain(),
+            dns_service_ip: default_dns_ip(),
+        }
+    }
+}
+
+fn default_pod_cidr() -> String {
+    "10.244.0.0/16".into()
+}
+fn default_service_cidr() -> String {
+    "10.96.0.0/12".into()
+}
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
+}
+fn default_dns_ip() -> String {
+    "10.96.0.10".into()
+}
+
+/// Add-ons Nestor runs for the nested cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonsSpec {
+    /// CoreDNS, the nested cluster's DNS server.
+    #[serde(default, rename = "coreDNS")]
+    pub core_dns: CoreDnsSpec,
+    /// kube-proxy, which programs the nested cluster's Services on every node.
+    #[serde(default)]
+    pub kube_proxy: KubeProxySpec,
+}
+
+/// CoreDNS settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoreDnsSpec {
+    /// Number of CoreDNS replicas.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 10))]
+    pub replicas: i32,
+}
+
+impl Default for CoreDnsSpec {
+    fn default() -> Self {
+        Self { replicas: 1 }
+    }
+}
+
+/// kube-proxy settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeProxySpec {
+    /// How kube-proxy programs Services: `iptables` or `nftables` (IPVS is
+    /// not offered).
+    #[serde(default)]
+    pub mode: KubeProxyMode,
+}
+
+/// kube-proxy's proxy mode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KubeProxyMode {
+    /// iptables rules.
+    #[default]
+    Iptables,
+    /// nftables rules (Kubernetes 1.31 and later).
+    Nftables,
+}
+
+/// Image sources. Each image left unset is `<registry>/<upstream name>:<tag
+/// matching the version>`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagesSpec {
+    /// Registry (and path) prefix that replaces the operator's default
+    /// registry for every image, for example `mirror.example.com/k8s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// Full image reference of etcd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<String>,
+    /// Full image reference of kube-apiserver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<String>,
+    /// Full image reference of kube-controller-manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_manager: Option<String>,
+    /// Full image reference of kube-scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
+    /// Full image reference of CoreDNS.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "coreDNS")]
+    pub core_dns: Option<String>,
+    /// Full image reference of the Nestor node image (kubelet, containerd,
+    /// kube-proxy and CNI plugins) that node pools run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// Lifecycle phase of a `VirtualCluster`, a summary of its conditions.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum VirtualClusterPhase {
+    /// Children are being created or are not ready yet.
+    #[default]
+    Provisioning,
+    /// Every control-plane component is ready.
+    Ready,
+    /// The cluster was ready and a component stopped being ready.
+    Degraded,
+    /// The spec cannot be applied; see the `Ready` condition's message.
+    Invalid,
+    /// The cluster is being deleted.
+    Deleting,
+}
+
+/// What the operator observed of a `VirtualCluster`. Computed only from the
+/// children's real status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualClusterStatus {
+    /// Lifecycle phase, a summary of the conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<VirtualClusterPhase>,
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// URL of the nested API server, as written in the admin kubeconfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Name of the Secret (in this namespace) that holds the admin
+    /// kubeconfig under the key `kubeconfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_kubeconfig_secret: Option<String>,
+    /// Kubernetes version that every running API server replica has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `EtcdReady`, `APIServerReady`, `ControllerManagerReady`,
+    /// `SchedulerReady`, `DNSReady` and `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds the upstream Kubernetes and etcd binaries the test bed runs, from
+# their Go modules, into a cache keyed by version. A second run with the same
+# versions does nothing. Usage: build-binaries.sh [component ...]
+# Components: kube-apiserver kube-controller-manager kube-scheduler kubelet
+#             kube-proxy etcd (default: the control-plane set and etcd).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache=${NESTOR_CACHE:-$HOME/.cache/nestor}
+k8s_bin=$cache/kubernetes/$K8S_VERSION/bin
+etcd_bin=$cache/etcd/$ETCD_VERSION/bin
+mkdir -p "$k8s_bin" "$etcd_bin"
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(kube-apiserver kube-controller-manager kube-scheduler etcd)
+
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+
+k8s_wrapper() {
+  # k8s.io/kubernetes is not importable as-is: its go.mod replaces every
+  # staging module with a local path. A wrapper module pins each of them to
+  # the published v0.X.Y of the same release instead.
+  local dir=$cache/kubernetes/$K8S_VERSION/module
+  if [ ! -f "$dir/go.sum" ]; then
+    mkdir -p "$dir"
+    local staging=v0.${K8S_VERSION#1.}
+    local modfile
+    modfile=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+    {
+      echo "module nestor.dev/testbed/kubernetes"
+      echo
+      echo "go 1.25"
+      echo
+      echo "require k8s.io/kubernetes v$K8S_VERSION"
+      echo
+      echo "replace ("
+      sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/k8s.io/.*#\t\1 => \1 '"$staging"'#p' "$modfile"
+      echo ")"
+    } > "$dir/go.mod"
+    cat > "$dir/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)
+GO
+    echo "nestor-testbed: resolving Kubernetes v$K8S_VERSION modules (first run only)" >&2
+    (cd "$dir" && go mod tidy -e >&2)
+  fi
+  echo "$dir"
+}
+
+etcd_wrapper() {
+  local dir=$cache/etcd/$ETCD_VERSION/module
+  if [ ! -f "$dir/go.sum" ]; then
+    mkdir -p "$dir"
+    cat > "$dir/go.mod" <<GO
+module nestor.dev/testbed/etcd
+
+go 1.25
+
+require go.etcd.io/etcd/server/v3 v$ETCD_VERSION
+GO
+    cat > "$dir/main.go" <<'GO'
+// Command etcd runs upstream etcd's own entry point, unchanged.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+    echo "nestor-testbed: resolving etcd v$ETCD_VERSION modules (first run only)" >&2
+    (cd "$dir" && go mod tidy >&2)
+  fi
+  echo "$dir"
+}
+
+for c in "${components[@]}"; do
+  case "$c" in
+    etcd)
+      [ -x "$etcd_bin/etcd" ] && continue
+      dir=$(etcd_wrapper)
+      echo "nestor-testbed: building etcd v$ETCD_VERSION" >&2
+      start=$SECONDS
+      (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$etcd_bin/etcd.tmp" .)
+      mv "$etcd_bin/etcd.tmp" "$etcd_bin/etcd"
+      echo "nestor-testbed: built etcd in $((SECONDS - start))s" >&2
+      ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy)
+      [ -x "$k8s_bin/$c" ] && continue
+      dir=$(k8s_wrapper)
+      echo "nestor-testbed: building $c v$K8S_VERSION (several minutes on 2 cores)" >&2
+      start=$SECONDS
+      ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#1.} -X k8s.io/component-base/version.gitTreeState=clean"
+      ldflags="${ldflags/gitMinor=${K8S_VERSION#1.}/gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)}"
+      (cd "$dir" && go build -trimpath -ldflags="$ldflags" -o "$k8s_bin/$c.tmp" "k8s.io/kubernetes/cmd/$c")
+      mv "$k8s_bin/$c.tmp" "$k8s_bin/$c"
+      echo "nestor-testbed: built $c in $((SECONDS - start))s" >&2
+      ;;
+    *) echo "build-binaries.sh: unknown component '$c'" >&2; exit 2 ;;
+  esac
+done
+echo "$k8s_bin"
