@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod nested;
 pub mod nodepool;
 pub mod pki;
+pub mod runtime;
 pub mod podspec;
 pub mod scheduler;
 pub mod secrets;

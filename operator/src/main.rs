@@ -1,1 +1,36 @@
-fn main(){}
+//! The Nestor operator: flags, telemetry, the Kubernetes client, the health
+//! and metrics server, leader election, and the controllers.
+
+mod args;
+mod server;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kube::runtime::events::Reporter;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args::Args::parse();
+    args.init_tracing();
+    let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(nestor_controllers::metrics::Metrics::register(&mut registry));
+    let health = server::Health::default();
+    tokio::spawn(server::serve(args.metrics_addr, registry, health.clone()));
+
+    server::wait_for_crds(&client).await?;
+    health.set_ready();
+
+    let shutdown = server::shutdown_signal();
+    let leadership = if args.leader_election { Some(server::acquire_leadership(&client, &args).await?) } else { None };
+    let reporter = Reporter { controller: "nestor-operator".into(), instance: Some(args.identity()) };
+    let run = nestor_controllers::runtime::run(client, args.settings(), metrics, reporter, args.concurrency, shutdown);
+    match leadership {
+        Some(leadership) => leadership.run_while_leader(run).await,
+        None => {
+            run.await;
+            Ok(())
+        }
+    }
+}

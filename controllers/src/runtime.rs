@@ -1,0 +1,202 @@
+//! Wires the watches, caches and both controllers together and runs them
+//! until shutdown.
+//!
+//! Every owned kind is watched once, cluster-wide, filtered by Nestor's
+//! `managed-by` label, slimmed before caching (no managed-field sets, no
+//! Secret data), and shared by both controllers.
+
+use crate::apply::{slim_meta, slim_secret};
+use crate::context::{Context, OperatorSettings, Stores};
+use crate::meta::MANAGED_BY;
+use crate::metrics::{ControllerLabels, Metrics};
+use crate::{nodepool, virtualcluster};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource};
+use nestor_crds::{NodePool, VirtualCluster};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// Capacity of each shared watch's fan-out buffer.
+const SHARED_BUFFER: usize = 1024;
+
+struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    writer: Option<reflector::store::Writer<K>>,
+}
+
+/// Starts one shared watch; returns its cache and the subscriptions asked
+/// for. The watch is driven by a spawned task until the process ends.
+fn shared_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: fn(&mut K),
+    subscribers: usize,
+) -> (Store<K>, Vec<ReflectHandle<K>>)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store_shared(SHARED_BUFFER);
+    let mut shared = Shared { store, writer: Some(writer) };
+    let writer = shared.writer.take().expect("writer is set above");
+    let handles = (0..subscribers).filter_map(|_| writer.subscribe()).collect();
+    let stream = watcher(api, config).default_backoff().modify(slim).reflect_shared(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
+            }
+        }
+    });
+    (shared.store, handles)
+}
+
+fn slim<K: Resource>(obj: &mut K) {
+    slim_meta(obj.meta_mut());
+}
+
+/// Runs both controllers until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: OperatorSettings,
+    metrics: Arc<Metrics>,
+    reporter: Reporter,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let owned = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).any_semantic();
+    let all = watcher::Config::default().any_semantic();
+    let (secrets, mut secret_subs) = shared_watch(Api::<Secret>::all(client.clone()), owned.clone(), slim_secret, 2);
+    let (config_maps, mut cm_subs) = shared_watch(Api::<ConfigMap>::all(client.clone()), owned.clone(), slim::<ConfigMap>, 2);
+    let (services, mut svc_subs) = shared_watch(Api::<Service>::all(client.clone()), owned.clone(), slim::<Service>, 2);
+    let (stateful_sets, mut sts_subs) =
+        shared_watch(Api::<StatefulSet>::all(client.clone()), owned.clone(), slim::<StatefulSet>, 2);
+    let (deployments, mut deploy_subs) = shared_watch(Api::<Deployment>::all(client.clone()), owned.clone(), slim::<Deployment>, 1);
+    let (network_policies, mut np_subs) =
+        shared_watch(Api::<NetworkPolicy>::all(client.clone()), owned, slim::<NetworkPolicy>, 1);
+    let (virtual_clusters, mut vc_subs) =
+        shared_watch(Api::<VirtualCluster>::all(client.clone()), all.clone(), slim::<VirtualCluster>, 2);
+    let (node_pools, mut pool_subs) = shared_watch(Api::<NodePool>::all(client.clone()), all, slim::<NodePool>, 1);
+
+    let stores = Stores {
+        secrets,
+        config_maps,
+        services,
+        stateful_sets,
+        deployments,
+        network_policies,
+        virtual_clusters: virtual_clusters.clone(),
+        node_pools: node_pools.clone(),
+    };
+    let ctx = Arc::new(Context { client: client.clone(), stores: stores.clone(), metrics, reporter, settings });
+
+    // Wait for every cache before the first reconcile, so that "absent from
+    // the cache" means "absent".
+    for (kind, ready) in [
+        ("Secret", stores.secrets.wait_until_ready().boxed()),
+        ("ConfigMap", stores.config_maps.wait_until_ready().boxed()),
+        ("Service", stores.services.wait_until_ready().boxed()),
+        ("StatefulSet", stores.stateful_sets.wait_until_ready().boxed()),
+        ("Deployment", stores.deployments.wait_until_ready().boxed()),
+        ("NetworkPolicy", stores.network_policies.wait_until_ready().boxed()),
+        ("VirtualCluster", stores.virtual_clusters.wait_until_ready().boxed()),
+        ("NodePool", stores.node_pools.wait_until_ready().boxed()),
+    ] {
+        if ready.await.is_err() {
+            warn!(kind, "cache writer dropped before it was ready");
+            return;
+        }
+    }
+    info!("caches are ready; starting controllers");
+
+    let config = ControllerConfig::default().concurrency(concurrency);
+    let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let on_shutdown = |tx: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = tx.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+
+    let vc_controller = Controller::for_shared_stream_with(take(&mut vc_subs), virtual_clusters, ())
+        .with_config(config.clone())
+        .owns_shared_stream(take(&mut secret_subs))
+        .owns_shared_stream(take(&mut cm_subs))
+        .owns_shared_stream(take(&mut svc_subs))
+        .owns_shared_stream(take(&mut sts_subs))
+        .owns_shared_stream(take(&mut deploy_subs))
+        .owns_shared_stream(take(&mut np_subs))
+        .graceful_shutdown_on(on_shutdown(&shutdown_tx))
+        .run(timed("virtualcluster", virtualcluster::reconcile), virtualcluster::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let pools_for_mapping = node_pools.clone();
+    let pool_controller = Controller::for_shared_stream_with(take(&mut pool_subs), node_pools, ())
+        .with_config(config)
+        .owns_shared_stream(take(&mut secret_subs))
+        .owns_shared_stream(take(&mut cm_subs))
+        .owns_shared_stream(take(&mut svc_subs))
+        .owns_shared_stream(take(&mut sts_subs))
+        .watches_shared_stream(take(&mut vc_subs), move |vc: Arc<VirtualCluster>| pools_of(&pools_for_mapping, &vc))
+        .graceful_shutdown_on(on_shutdown(&shutdown_tx))
+        .run(timed("nodepool", nodepool::reconcile), nodepool::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(());
+    });
+    futures::join!(vc_controller, pool_controller);
+    info!("controllers stopped");
+}
+
+fn take<K: Resource<DynamicType = ()> + Clone + 'static>(subs: &mut Vec<ReflectHandle<K>>) -> ReflectHandle<K> {
+    subs.pop().expect("one subscription per controller")
+}
+
+/// The pools that join a virtual cluster.
+fn pools_of(pools: &Store<NodePool>, vc: &VirtualCluster) -> Vec<ObjectRef<NodePool>> {
+    let name = vc.meta().name.as_deref().unwrap_or_default();
+    let namespace = vc.meta().namespace.as_deref();
+    pools
+        .state()
+        .into_iter()
+        .filter(|p| p.spec.cluster_ref.name == name && p.meta().namespace.as_deref() == namespace)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// Wraps a reconciler with the reconcile counter and duration histogram.
+fn timed<K, F, Fut>(
+    controller: &'static str,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<Action>> + Send>>
+where
+    K: Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = crate::Result<Action>> + Send + 'static,
+{
+    move |obj, ctx| {
+        Box::pin(async move {
+            let labels = ControllerLabels { controller };
+            let start = Instant::now();
+            let result = reconcile(obj, ctx.clone()).await;
+            ctx.metrics.reconciles.get_or_create(&labels).inc();
+            ctx.metrics.duration.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+

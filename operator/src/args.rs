@@ -1,0 +1,93 @@
+//! Command-line flags; each can also come from the environment.
+
+use clap::{Parser, ValueEnum};
+use nestor_controllers::nested::NestedRoute;
+use nestor_controllers::OperatorSettings;
+use std::net::SocketAddr;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Route {
+    /// Through the host Service's DNS name (the operator runs in the host cluster).
+    Internal,
+    /// Through the endpoint published in the admin kubeconfig.
+    Published,
+}
+
+/// Nestor: Kubernetes clusters inside Kubernetes.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Log format.
+    #[arg(long, env = "NESTOR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter, in RUST_LOG syntax.
+    #[arg(long, env = "NESTOR_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "NESTOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease, so that only one replica reconciles.
+    #[arg(long, env = "NESTOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "NESTOR_LEASE_NAME", default_value = "nestor-operator")]
+    pub lease_name: String,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Seconds a leader holds the Lease without renewing it.
+    #[arg(long, env = "NESTOR_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Registry prefix of Kubernetes component images when a spec names none.
+    #[arg(long, env = "NESTOR_DEFAULT_REGISTRY")]
+    pub default_registry: Option<String>,
+    /// Repository of the Nestor node image (tagged with the kubelet version).
+    #[arg(long, env = "NESTOR_NODE_IMAGE")]
+    pub node_image: Option<String>,
+    /// How to reach nested API servers.
+    #[arg(long, env = "NESTOR_NESTED_ROUTE", value_enum, default_value = "internal")]
+    pub nested_route: Route,
+    /// Reconciles run at once, per controller.
+    #[arg(long, env = "NESTOR_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+impl Args {
+    pub fn init_tracing(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        match self.log_format {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => builder.init(),
+        }
+    }
+
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    }
+
+    pub fn settings(&self) -> OperatorSettings {
+        let defaults = OperatorSettings::default();
+        OperatorSettings {
+            default_registry: self.default_registry.clone().filter(|s| !s.is_empty()).unwrap_or(defaults.default_registry),
+            node_image_repository: self.node_image.clone().filter(|s| !s.is_empty()).unwrap_or(defaults.node_image_repository),
+            nested_route: match self.nested_route {
+                Route::Internal => NestedRoute::Internal,
+                Route::Published => NestedRoute::Published,
+            },
+        }
+    }
+}
