@@ -74,21 +74,26 @@ pub async fn run(
     metrics: Arc<Metrics>,
     reporter: Reporter,
     concurrency: u16,
+    namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let api = |client: &Client| match &namespace {
+        Some(ns) => Scope::Namespace(client.clone(), ns.clone()),
+        None => Scope::All(client.clone()),
+    };
     let owned = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).any_semantic();
     let all = watcher::Config::default().any_semantic();
-    let (secrets, mut secret_subs) = shared_watch(Api::<Secret>::all(client.clone()), owned.clone(), slim_secret, 2);
-    let (config_maps, mut cm_subs) = shared_watch(Api::<ConfigMap>::all(client.clone()), owned.clone(), slim::<ConfigMap>, 2);
-    let (services, mut svc_subs) = shared_watch(Api::<Service>::all(client.clone()), owned.clone(), slim::<Service>, 2);
+    let (secrets, mut secret_subs) = shared_watch(api(&client).api::<Secret>(), owned.clone(), slim_secret, 2);
+    let (config_maps, mut cm_subs) = shared_watch(api(&client).api::<ConfigMap>(), owned.clone(), slim::<ConfigMap>, 2);
+    let (services, mut svc_subs) = shared_watch(api(&client).api::<Service>(), owned.clone(), slim::<Service>, 2);
     let (stateful_sets, mut sts_subs) =
-        shared_watch(Api::<StatefulSet>::all(client.clone()), owned.clone(), slim::<StatefulSet>, 2);
-    let (deployments, mut deploy_subs) = shared_watch(Api::<Deployment>::all(client.clone()), owned.clone(), slim::<Deployment>, 1);
+        shared_watch(api(&client).api::<StatefulSet>(), owned.clone(), slim::<StatefulSet>, 2);
+    let (deployments, mut deploy_subs) = shared_watch(api(&client).api::<Deployment>(), owned.clone(), slim::<Deployment>, 1);
     let (network_policies, mut np_subs) =
-        shared_watch(Api::<NetworkPolicy>::all(client.clone()), owned, slim::<NetworkPolicy>, 1);
+        shared_watch(api(&client).api::<NetworkPolicy>(), owned, slim::<NetworkPolicy>, 1);
     let (virtual_clusters, mut vc_subs) =
-        shared_watch(Api::<VirtualCluster>::all(client.clone()), all.clone(), slim::<VirtualCluster>, 2);
-    let (node_pools, mut pool_subs) = shared_watch(Api::<NodePool>::all(client.clone()), all, slim::<NodePool>, 1);
+        shared_watch(api(&client).api::<VirtualCluster>(), all.clone(), slim::<VirtualCluster>, 2);
+    let (node_pools, mut pool_subs) = shared_watch(api(&client).api::<NodePool>(), all, slim::<NodePool>, 1);
 
     let stores = Stores {
         secrets,
@@ -160,6 +165,24 @@ pub async fn run(
     });
     futures::join!(vc_controller, pool_controller);
     info!("controllers stopped");
+}
+
+/// Where the operator watches: every namespace, or one.
+enum Scope {
+    All(Client),
+    Namespace(Client, String),
+}
+
+impl Scope {
+    fn api<K>(self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match self {
+            Scope::All(client) => Api::all(client),
+            Scope::Namespace(client, ns) => Api::namespaced(client, &ns),
+        }
+    }
 }
 
 fn take<K: Resource<DynamicType = ()> + Clone + 'static>(subs: &mut Vec<ReflectHandle<K>>) -> ReflectHandle<K> {

@@ -1,1 +1,16 @@
+//! Nestor's test bed: genuine upstream Kubernetes components (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler) started on
+//! loopback with their own certificates, ports and data, and helpers that
+//! run the real operator binary against them.
+//!
+//! Every process is tracked by PID and stopped by PID on drop; processes
+//! started for tests also die with the test process (`PR_SET_PDEATHSIG`).
 
+pub mod operator;
+pub mod paths;
+pub mod process;
+pub mod testbed;
+pub mod tools;
+
+pub use operator::Operator;
+pub use testbed::TestBed;

@@ -56,6 +56,9 @@ pub struct Args {
     /// How to reach nested API servers.
     #[arg(long, env = "NESTOR_NESTED_ROUTE", value_enum, default_value = "internal")]
     pub nested_route: Route,
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "NESTOR_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
     /// Reconciles run at once, per controller.
     #[arg(long, env = "NESTOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,

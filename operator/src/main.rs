@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = server::shutdown_signal();
     let leadership = if args.leader_election { Some(server::acquire_leadership(&client, &args).await?) } else { None };
     let reporter = Reporter { controller: "nestor-operator".into(), instance: Some(args.identity()) };
-    let run = nestor_controllers::runtime::run(client, args.settings(), metrics, reporter, args.concurrency, shutdown);
+    let run = nestor_controllers::runtime::run(client, args.settings(), metrics, reporter, args.concurrency, args.watch_namespace.clone(), shutdown);
     match leadership {
         Some(leadership) => leadership.run_while_leader(run).await,
         None => {

@@ -1,0 +1,284 @@
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver,
+//! kube-controller-manager (every controller, the garbage collector
+//! included) and kube-scheduler, with their own CA, certificates,
+//! service-account keys, ports and data directory.
+
+use crate::paths;
+use crate::process::{spawn, Lifetime, Proc};
+use anyhow::{bail, Context, Result};
+use nestor_controllers::kubeconfig::{render, Credentials};
+use nestor_controllers::pki::{self, KeyAndCert, LeafRequest, Usage};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The service range of the host test cluster.
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+
+/// A running test bed.
+pub struct TestBed {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub api_port: u16,
+    processes: Vec<Proc>,
+    keep_dir: bool,
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_pair(dir: &Path, stem: &str, pair: &KeyAndCert) -> Result<()> {
+    write(&dir.join(format!("{stem}.crt")), &pair.cert_pem)?;
+    write(&dir.join(format!("{stem}.key")), &pair.key_pem)
+}
+
+impl TestBed {
+    /// Starts a test bed in `dir` (created; must not hold one already).
+    pub async fn start(dir: &Path, lifetime: Lifetime) -> Result<Self> {
+        let started = Instant::now();
+        std::fs::create_dir_all(dir)?;
+        let pki_dir = dir.join("pki");
+        std::fs::create_dir_all(&pki_dir)?;
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+
+        // PKI.
+        let ca = pki::generate_ca("nestor-testbed-ca")?;
+        write_pair(&pki_dir, "ca", &ca)?;
+        let serving = pki::issue(
+            &ca,
+            &LeafRequest {
+                common_name: "kube-apiserver".into(),
+                organizations: vec![],
+                dns_names: vec!["localhost".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into()],
+                ips: vec!["127.0.0.1".parse()?, "10.0.0.1".parse()?],
+                usage: Usage::Server,
+            },
+        )?;
+        write_pair(&pki_dir, "apiserver", &serving)?;
+        let sa = pki::generate_ca_bundle("sa")?.service_account;
+        write(&pki_dir.join("sa.key"), &sa.private_pem)?;
+        write(&pki_dir.join("sa.pub"), &sa.public_pem)?;
+        let kubelet_client = pki::issue(&ca, &LeafRequest::client("kube-apiserver-kubelet-client", &["system:masters"]))?;
+        write_pair(&pki_dir, "apiserver-kubelet-client", &kubelet_client)?;
+
+        let etcd_client = free_port()?;
+        let etcd_peer = free_port()?;
+        let api_port = free_port()?;
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig_for = |user: &str, groups: &[&str], file: &str| -> Result<PathBuf> {
+            let cert = pki::issue(&ca, &LeafRequest::client(user, groups))?;
+            let path = dir.join(file);
+            write(
+                &path,
+                &render("nestor-testbed", &server, &ca.cert_pem, user, Credentials::Certificate { cert_pem: &cert.cert_pem, key_pem: &cert.key_pem }),
+            )?;
+            Ok(path)
+        };
+        let admin = kubeconfig_for("nestor-testbed-admin", &["system:masters"], "admin.kubeconfig")?;
+        let cm_config = kubeconfig_for("system:kube-controller-manager", &[], "controller-manager.kubeconfig")?;
+        let sched_config = kubeconfig_for("system:kube-scheduler", &[], "scheduler.kubeconfig")?;
+
+        let mut bed = TestBed { dir: dir.to_path_buf(), kubeconfig: admin.clone(), api_port, processes: Vec::new(), keep_dir: false };
+        let p = |f: &str| pki_dir.join(f).display().to_string();
+
+        bed.processes.push(spawn(
+            "etcd",
+            &paths::etcd_binary()?,
+            &[
+                "--name=testbed".into(),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=testbed=http://127.0.0.1:{etcd_peer}"),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+            &[],
+            &logs.join("etcd.log"),
+            lifetime,
+        )?);
+
+        bed.processes.push(spawn(
+            "kube-apiserver",
+            &paths::kube_binary("kube-apiserver")?,
+            &[
+                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--tls-cert-file={}", p("apiserver.crt")),
+                format!("--tls-private-key-file={}", p("apiserver.key")),
+                format!("--client-ca-file={}", p("ca.crt")),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                "--allow-privileged=true".into(),
+                format!("--kubelet-client-certificate={}", p("apiserver-kubelet-client.crt")),
+                format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ],
+            &[],
+            &logs.join("kube-apiserver.log"),
+            lifetime,
+        )?);
+
+        // The controllers need the API server's bootstrap RBAC.
+        bed.write_state()?;
+        if let Err(e) = bed.wait_ready(Duration::from_secs(120), false).await {
+            bed.keep_dir();
+            return Err(e);
+        }
+
+        bed.processes.push(spawn(
+            "kube-controller-manager",
+            &paths::kube_binary("kube-controller-manager")?,
+            &[
+                format!("--kubeconfig={}", cm_config.display()),
+                format!("--authentication-kubeconfig={}", cm_config.display()),
+                format!("--authorization-kubeconfig={}", cm_config.display()),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", free_port()?),
+                format!("--service-account-private-key-file={}", p("sa.key")),
+                format!("--root-ca-file={}", p("ca.crt")),
+                format!("--cluster-signing-cert-file={}", p("ca.crt")),
+                format!("--cluster-signing-key-file={}", p("ca.key")),
+                "--use-service-account-credentials=true".into(),
+                "--controllers=*".into(),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--leader-elect=false".into(),
+                "--profiling=false".into(),
+            ],
+            &[],
+            &logs.join("kube-controller-manager.log"),
+            lifetime,
+        )?);
+
+        bed.processes.push(spawn(
+            "kube-scheduler",
+            &paths::kube_binary("kube-scheduler")?,
+            &[
+                format!("--kubeconfig={}", sched_config.display()),
+                format!("--authentication-kubeconfig={}", sched_config.display()),
+                format!("--authorization-kubeconfig={}", sched_config.display()),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", free_port()?),
+                "--leader-elect=false".into(),
+                "--profiling=false".into(),
+            ],
+            &[],
+            &logs.join("kube-scheduler.log"),
+            lifetime,
+        )?);
+
+        bed.write_state()?;
+        if let Err(e) = bed.wait_ready(Duration::from_secs(120), true).await {
+            // Keep the logs for whoever reads the error.
+            bed.keep_dir();
+            return Err(e);
+        }
+        eprintln!("nestor-testbed: control plane ready in {:.1}s at {server}", started.elapsed().as_secs_f64());
+        Ok(bed)
+    }
+
+    fn write_state(&self) -> Result<()> {
+        let pids: Vec<String> = self.processes.iter().map(|p| format!("{} {}", p.pid, p.name)).collect();
+        write(&self.dir.join("pids"), &(pids.join("\n") + "\n"))
+    }
+
+    /// A client with the admin credentials.
+    pub async fn client(&self) -> Result<kube::Client> {
+        client_for(&self.kubeconfig).await
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration, controllers: bool) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let client = self.client().await?;
+        loop {
+            for p in self.processes.iter_mut() {
+                if !p.alive() {
+                    bail!("{} exited; see {}/logs/{}.log", p.name, self.dir.display(), p.name);
+                }
+            }
+            let ready = client.request_text(http::Request::get("/readyz").body(Vec::new())?).await;
+            if matches!(ready.as_deref(), Ok("ok")) {
+                if !controllers {
+                    return Ok(());
+                }
+                // The controller-manager is at work once it has made the
+                // default ServiceAccount.
+                let sa: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client.clone(), "default");
+                if sa.get_opt("default").await.ok().flatten().is_some() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the test bed was not ready within {timeout:?}; logs are in {}/logs", self.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Keeps the directory (logs, certificates) after the test bed stops.
+    pub fn keep_dir(&mut self) {
+        self.keep_dir = true;
+    }
+
+    /// Stops every process by PID, newest first.
+    pub fn stop(&mut self) {
+        while let Some(mut p) = self.processes.pop() {
+            p.stop(Duration::from_secs(10));
+        }
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Stops a detached test bed recorded in `dir` by `nestor-testbed up`.
+    pub fn stop_recorded(dir: &Path) -> Result<usize> {
+        let text = std::fs::read_to_string(dir.join("pids")).with_context(|| format!("no test bed in {}", dir.display()))?;
+        let mut procs: Vec<Proc> = text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(pid, name)| pid.parse().ok().map(|pid| Proc::from_pid(name, pid)))
+            .collect();
+        let n = procs.len();
+        while let Some(mut p) = procs.pop() {
+            p.stop(Duration::from_secs(10));
+        }
+        std::fs::remove_dir_all(dir)?;
+        Ok(n)
+    }
+
+    /// Forgets the processes without stopping them (for `up`).
+    pub fn detach(mut self) {
+        self.processes.clear();
+        self.keep_dir = true;
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
+    let text = std::fs::read_to_string(kubeconfig)?;
+    let config = kube::config::Kubeconfig::from_yaml(&text)?;
+    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
