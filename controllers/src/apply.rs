@@ -171,12 +171,14 @@ mod tests {
 
     #[test]
     fn drift_means_a_newer_foreign_write_to_the_main_resource() {
-        let mut meta = ObjectMeta::default();
-        meta.managed_fields = Some(vec![
-            entry(FIELD_MANAGER, "2026-01-01T00:00:00Z", None),
-            entry("kube-controller-manager", "2026-01-02T00:00:00Z", None),
-            entry("kubectl", "2026-01-02T00:00:00Z", Some("scale")),
-        ]);
+        let mut meta = ObjectMeta {
+            managed_fields: Some(vec![
+                entry(FIELD_MANAGER, "2026-01-01T00:00:00Z", None),
+                entry("kube-controller-manager", "2026-01-02T00:00:00Z", None),
+                entry("kubectl", "2026-01-02T00:00:00Z", Some("scale")),
+            ]),
+            ..ObjectMeta::default()
+        };
         assert!(!changed_by_someone_else(&meta));
         meta.managed_fields.as_mut().unwrap().push(entry("kubectl-edit", "2026-01-03T00:00:00Z", None));
         assert!(changed_by_someone_else(&meta));
@@ -196,8 +198,10 @@ mod tests {
 
     #[test]
     fn secrets_are_cached_without_data() {
-        let mut s = Secret::default();
-        s.data = Some([("k".to_string(), k8s_openapi::ByteString(b"v".to_vec()))].into());
+        let mut s = Secret {
+            data: Some([("k".to_string(), k8s_openapi::ByteString(b"v".to_vec()))].into()),
+            ..Secret::default()
+        };
         slim_secret(&mut s);
         assert!(s.data.is_none());
     }

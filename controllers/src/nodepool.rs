@@ -392,10 +392,8 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
     let image = if pool.spec.version.is_none() { vc.spec.images.node.clone().unwrap_or(image) } else { image };
     apply_owned(&ctx, &ctx.stores.stateful_sets, desired_node_statefulset(&pool, &vc, &image)).await?;
 
-    if cp_ready {
-        if let Some(token) = token {
-            install_in_nested_cluster(&ctx, &pool, &names, &token).await?;
-        }
+    if let (true, Some(token)) = (cp_ready, token) {
+        install_in_nested_cluster(&ctx, &pool, &names, &token).await?;
     }
     let observed = PoolObserved { control_plane_ready: Some(cp_ready), ..observe(&ctx, &pn) };
     update_status(&ctx, &pool, &observed).await?;
@@ -425,10 +423,10 @@ async fn ensure_bootstrap_secret(
         let text = |s: &Secret, key: &str| {
             s.data.as_ref().and_then(|d| d.get(key)).and_then(|b| String::from_utf8(b.0.clone()).ok())
         };
-        if let Some(secret) = secret {
-            if let (Some(id), Some(secret)) = (text(&secret, "token-id"), text(&secret, "token-secret")) {
-                return Ok(Some(BootstrapToken { id, secret }));
-            }
+        if let Some((Some(id), Some(secret))) =
+            secret.map(|s| (text(&s, "token-id"), text(&s, "token-secret")))
+        {
+            return Ok(Some(BootstrapToken { id, secret }));
         }
     }
     let ca = read_secret(ctx, &names.namespace, &names.ca_secret())

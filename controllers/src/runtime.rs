@@ -201,11 +201,13 @@ fn pools_of(pools: &Store<NodePool>, vc: &VirtualCluster) -> Vec<ObjectRef<NodeP
         .collect()
 }
 
+type BoxedReconcile = std::pin::Pin<Box<dyn Future<Output = crate::Result<Action>> + Send>>;
+
 /// Wraps a reconciler with the reconcile counter and duration histogram.
 fn timed<K, F, Fut>(
     controller: &'static str,
     reconcile: F,
-) -> impl FnMut(Arc<K>, Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<Action>> + Send>>
+) -> impl FnMut(Arc<K>, Arc<Context>) -> BoxedReconcile
 where
     K: Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,

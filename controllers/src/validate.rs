@@ -253,10 +253,8 @@ pub fn validate_pool(name: &str, spec: &NodePoolSpec, cluster_version: &str) -> 
                 taint.effect, taint.key
             ));
         }
-        if let Some(problem) = label_key_problem(&taint.key) {
-            if !problem.contains("NodeRestriction") {
-                problems.push(format!("taints: '{}' is not a valid taint key", taint.key));
-            }
+        if label_key_problem(&taint.key).is_some_and(|p| !p.contains("NodeRestriction")) {
+            problems.push(format!("taints: '{}' is not a valid taint key", taint.key));
         }
     }
     if problems.is_empty() { Ok(kubelet) } else { Err(Invalid(problems)) }

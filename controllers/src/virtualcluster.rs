@@ -6,7 +6,7 @@
 //! from the children (pure) -> status patched only when it changed.
 
 use crate::apiserver::{desired_apiserver_deployment, desired_apiserver_service, published_endpoint};
-use crate::apply::{apply_owned, apply_secret, read_secret};
+use crate::apply::{apply_owned, apply_secret, read_secret, Applied};
 use crate::cluster::ClusterInputs;
 use crate::context::Context;
 use crate::error::{is_not_found, Error, Result};
@@ -105,15 +105,23 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     apply_owned(ctx, &stores.config_maps, addons::desired_coredns_config_map(&inputs)).await?;
     apply_owned(ctx, &stores.config_maps, addons::desired_kube_proxy_config_map(&inputs)).await?;
     apply_owned(ctx, &stores.network_policies, etcd::desired_etcd_network_policy(&inputs)).await?;
-    apply_owned(ctx, &stores.stateful_sets, etcd::desired_etcd_statefulset(&inputs)).await?;
-    apply_owned(ctx, &stores.deployments, desired_apiserver_deployment(&inputs)).await?;
-    apply_owned(ctx, &stores.deployments, controller_manager::desired_controller_manager_deployment(&inputs)).await?;
-    apply_owned(ctx, &stores.deployments, scheduler::desired_scheduler_deployment(&inputs)).await?;
-    apply_owned(ctx, &stores.deployments, addons::desired_coredns_deployment(&inputs)).await?;
-
-    let mut observed = observe(ctx, &names);
-    observed.endpoint = Some(exposure.admin_endpoint.clone());
-    observed.admin_kubeconfig_secret = Some(names.admin_kubeconfig_secret());
+    let etcd = apply_owned(ctx, &stores.stateful_sets, etcd::desired_etcd_statefulset(&inputs)).await?;
+    let deployment = |applied: Applied<_>| Some(Rollout::from_deployment(applied.object()));
+    // Status is computed from what the API server returned for each
+    // workload (or the cache, when nothing was sent): never from a cache
+    // that has not yet seen this reconcile's writes.
+    let observed = Observed {
+        etcd: Some(Rollout::from_statefulset(etcd.object())),
+        apiserver: deployment(apply_owned(ctx, &stores.deployments, desired_apiserver_deployment(&inputs)).await?),
+        controller_manager: deployment(
+            apply_owned(ctx, &stores.deployments, controller_manager::desired_controller_manager_deployment(&inputs)).await?,
+        ),
+        scheduler: deployment(apply_owned(ctx, &stores.deployments, scheduler::desired_scheduler_deployment(&inputs)).await?),
+        coredns: deployment(apply_owned(ctx, &stores.deployments, addons::desired_coredns_deployment(&inputs)).await?),
+        endpoint: Some(exposure.admin_endpoint.clone()),
+        admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
+        ..Observed::default()
+    };
     let status = update_status(ctx, &vc, &observed).await?;
     let ready = status.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
     let was_ready = vc.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.status == "True"));
@@ -188,10 +196,8 @@ async fn ensure_pki(ctx: &Context, vc: &VirtualCluster, inputs: &ClusterInputs<'
             })
             .collect()
     };
-    if let Some(fp) = &known_fp {
-        if stale(fp).is_empty() {
-            return Ok(fp.clone());
-        }
+    if let Some(fp) = known_fp.filter(|fp| stale(fp).is_empty()) {
+        return Ok(fp);
     }
     let pki_error = |source| Error::Pki { namespace: names.namespace.clone(), name: names.cluster.clone(), source };
     let ca_name = names.ca_secret();

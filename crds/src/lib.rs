@@ -38,3 +38,67 @@ pub fn crds_yaml() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_file(path: &str) -> String {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crds lives in the repo");
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    }
+
+    #[test]
+    fn committed_crds_match_the_rust_types() {
+        let generated = crds_yaml();
+        for path in ["crds/nestor.dev_crds.yaml", "charts/nestor/crds/nestor.dev_crds.yaml"] {
+            assert!(
+                repo_file(path) == generated,
+                "{path} differs from the Rust types; run `cargo run -p nestor-crds --bin crdgen > {path}`"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_spec_deserializes_to_defaults() {
+        let vc: VirtualClusterSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(vc.version, DEFAULT_VERSION);
+        assert_eq!(vc.etcd.replicas, 1);
+        assert_eq!(vc.networking.service_cidr, "10.96.0.0/12");
+        assert_eq!(vc.api_server.exposure, ExposureType::ClusterIP);
+        assert_eq!(vc.addons.kube_proxy.mode, KubeProxyMode::Iptables);
+    }
+
+    #[test]
+    fn every_property_is_documented() {
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (name, prop) in props {
+                    let here = format!("{path}.{name}");
+                    let inherited = here.ends_with(".metadata") || here.contains(".resources.") || here.contains(".taints.") || here.contains(".conditions.");
+                    if prop.get("description").is_none() && !inherited && !here.ends_with(".apiVersion") && !here.ends_with(".kind") {
+                        missing.push(here.clone());
+                    }
+                    walk(&here, prop, missing);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                walk(&format!("{path}[]"), items, missing);
+            }
+        }
+        let mut missing = vec![];
+        for crd in all_crds() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            walk(&crd.spec.names.kind, &schema["openAPIV3Schema"], &mut missing);
+        }
+        assert!(missing.is_empty(), "fields without doc comments: {missing:?}");
+    }
+
+    #[test]
+    fn nodepool_has_a_scale_subresource() {
+        let crd = NodePool::crd();
+        let scale = crd.spec.versions[0].subresources.as_ref().unwrap().scale.as_ref().unwrap();
+        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+        assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+    }
+}

@@ -295,7 +295,7 @@ async fn secret_data(s: &Scenario<'_>, vc: &str) -> Result<BTreeMap<String, BTre
 
 // ---------------------------------------------------------------- tests --
 
-/// 1. The CRDs install from the chart's generated YAML and `kubectl
+/// Test 1: The CRDs install from the chart's generated YAML and `kubectl
 /// explain` shows the field documentation.
 async fn crds_install_and_explain(env: &Env) -> Result<()> {
     // The OpenAPI document is published shortly after the CRD is established.
@@ -320,7 +320,7 @@ async fn crds_install_and_explain(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// 2. The chart renders, the real apiserver accepts every object (server
+/// Test 2: The chart renders, the real apiserver accepts every object (server
 /// dry run), and its RBAC refuses what the operator does not need.
 async fn chart_renders_and_rbac_is_least_privilege(env: &Env) -> Result<()> {
     let lint = helm(&["lint", &paths::repo_root().join("charts/nestor").display().to_string()])?;
@@ -371,7 +371,7 @@ async fn chart_renders_and_rbac_is_least_privilege(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// 3. An empty spec and a NodePool give every child, owned; scaling the
+/// Test 3: An empty spec and a NodePool give every child, owned; scaling the
 /// pool reaches its StatefulSet; the scheduler sees the etcd pod; status
 /// says honestly that nothing is ready.
 async fn empty_spec_creates_every_child(env: &Env) -> Result<()> {
@@ -430,7 +430,7 @@ async fn empty_spec_creates_every_child(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// 4. A reconcile of an unchanged object sends no write; a restarted
+/// Test 4: A reconcile of an unchanged object sends no write; a restarted
 /// operator sends none either, and keys are byte-identical.
 async fn unchanged_object_sends_no_write(env: &Env) -> Result<()> {
     let mut s = env.scenario("idle").await?;
@@ -463,7 +463,7 @@ async fn unchanged_object_sends_no_write(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// 5. Spec edits roll out to the children; an immutable field is refused.
+/// Test 5: Spec edits roll out to the children; an immutable field is refused.
 async fn spec_edits_roll_out(env: &Env) -> Result<()> {
     let s = env.scenario("edits").await?;
     s.apply(&vc_yaml("edit", "{}"))?;
@@ -495,7 +495,7 @@ async fn spec_edits_roll_out(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// 6. Invalid specs are refused with a message a person understands, and
+/// Test 6: Invalid specs are refused with a message a person understands, and
 /// nothing already running changes.
 async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
     let s = env.scenario("invalid").await?;
@@ -599,7 +599,7 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// 7. Deleting removes every child and releases the finalizer, also when
+/// Test 7: Deleting removes every child and releases the finalizer, also when
 /// the operator was down at the time.
 async fn delete_removes_everything(env: &Env) -> Result<()> {
     let mut s = env.scenario("delete").await?;
@@ -641,7 +641,7 @@ async fn all_gone(s: &Scenario<'_>, vc: &str) -> Result<bool> {
     Ok(!vc_left && children.is_empty() && pods == 0 && pools == 0)
 }
 
-/// 8. Killing the operator in the middle of creating a cluster and
+/// Test 8: Killing the operator in the middle of creating a cluster and
 /// starting it again converges with no duplicate or orphan, and the CA
 /// made before the crash is kept.
 async fn crash_mid_creation_converges(env: &Env) -> Result<()> {
@@ -673,7 +673,7 @@ async fn crash_mid_creation_converges(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// 9. Two replicas: only the leader reconciles; when it dies the other
+/// Test 9: Two replicas: only the leader reconciles; when it dies the other
 /// takes over within the lease duration.
 async fn leader_election_fails_over(env: &Env) -> Result<()> {
     let namespace = "t-leader";
@@ -725,7 +725,7 @@ async fn leader_election_fails_over(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// 10. Fifty virtual clusters applied together all converge.
+/// Test 10: Fifty virtual clusters applied together all converge.
 async fn fifty_clusters_converge(env: &Env) -> Result<()> {
     let s = env.scenario("many").await?;
     let yaml: Vec<String> = (0..50).map(|i| vc_yaml(&format!("vc-{i:02}"), "{}")).collect();
@@ -790,11 +790,9 @@ fn main() -> std::process::ExitCode {
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     // The trials are gone; this is the last reference.
-    if let Ok(mut env) = Arc::try_unwrap(env) {
-        if conclusion.has_failed() {
-            eprintln!("logs of the failed run are kept in {}", env.log_dir().display());
-            env.bed.keep_dir();
-        }
+    if let (true, Ok(mut env)) = (conclusion.has_failed(), Arc::try_unwrap(env)) {
+        eprintln!("logs of the failed run are kept in {}", env.log_dir().display());
+        env.bed.keep_dir();
     }
     conclusion.exit_code()
 }

@@ -78,7 +78,9 @@ pub async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on SIGTERM or Ctrl-C.
+/// Completes on SIGTERM or Ctrl-C. (Not an `async fn`: the controller
+/// runtime needs the future to be `Sync`, which only an explicit bound says.)
+#[allow(clippy::manual_async_fn)]
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + Sync + 'static {
     async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
