@@ -12,5 +12,12 @@ echo "test: prerequisites ready in $((SECONDS - start))s" >&2
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
 "$(bash e2e/testbed/install-tools.sh)/helm" lint charts/nestor
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } } END { print p + 0, f + 0 }' "$log")
 echo "test: all done in $((SECONDS - start))s" >&2
+echo "tests: $passed passed, $failed failed"
+exit "$status"
+
