@@ -3,7 +3,8 @@
 # their Go modules, into a cache keyed by version. A second run with the same
 # versions does nothing. Usage: build-binaries.sh [component ...]
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet
-#             kube-proxy etcd (default: the control-plane set and etcd).
+#             kube-proxy etcd coredns pause (default: the control-plane set
+#             and etcd).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -12,7 +13,9 @@ source "$here/versions.env"
 cache=${NESTOR_CACHE:-$HOME/.cache/nestor}
 k8s_bin=$cache/kubernetes/$K8S_VERSION/bin
 etcd_bin=$cache/etcd/$ETCD_VERSION/bin
-mkdir -p "$k8s_bin" "$etcd_bin"
+coredns_bin=$cache/coredns/$COREDNS_VERSION/bin
+pause_bin=$cache/pause/$PAUSE_TAG/bin
+mkdir -p "$k8s_bin" "$etcd_bin" "$coredns_bin" "$pause_bin"
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(kube-apiserver kube-controller-manager kube-scheduler etcd)
@@ -98,6 +101,54 @@ for c in "${components[@]}"; do
       (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$etcd_bin/etcd.tmp" .)
       mv "$etcd_bin/etcd.tmp" "$etcd_bin/etcd"
       echo "nestor-testbed: built etcd in $((SECONDS - start))s" >&2
+      ;;
+    coredns)
+      [ -x "$coredns_bin/coredns" ] && continue
+      echo "nestor-testbed: building coredns v$COREDNS_VERSION" >&2
+      start=$SECONDS
+      GOBIN=$coredns_bin.tmp go install -trimpath -ldflags='-s -w' "github.com/coredns/coredns@v$COREDNS_VERSION"
+      mv "$coredns_bin.tmp/coredns" "$coredns_bin/coredns"
+      rmdir "$coredns_bin.tmp"
+      echo "nestor-testbed: built coredns in $((SECONDS - start))s" >&2
+      ;;
+    pause)
+      [ -x "$pause_bin/pause" ] && continue
+      dir=$cache/pause/$PAUSE_TAG/module
+      mkdir -p "$dir"
+      cat > "$dir/go.mod" <<GO
+module nestor.dev/testbed/pause
+
+go 1.25
+GO
+      cat > "$dir/main.go" <<'GO'
+// Command pause holds a pod's namespaces open until it is told to stop,
+// like the upstream pause container; it also reaps orphaned children.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+	for s := range signals {
+		if s == syscall.SIGCHLD {
+			for {
+				pid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil)
+				if pid <= 0 || err != nil {
+					break
+				}
+			}
+			continue
+		}
+		os.Exit(0)
+	}
+}
+GO
+      (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$pause_bin/pause" .)
       ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy)
       [ -x "$k8s_bin/$c" ] && continue
