@@ -42,12 +42,42 @@ pub fn corefile(cluster_domain: &str) -> String {
     )
 }
 
-/// The ConfigMap holding the Corefile.
-pub fn desired_coredns_config_map(inputs: &ClusterInputs) -> ConfigMap {
+/// Annotation on the CoreDNS ConfigMap: the hash of the objects Nestor last
+/// wrote into the nested cluster ([`nested_addons_hash`]).
+pub const NESTED_ADDONS: &str = "nestor.dev/nested-addons";
+
+/// The ConfigMap holding the Corefile. `nested_addons` is the hash of what
+/// was written into the nested cluster, once it was.
+pub fn desired_coredns_config_map(inputs: &ClusterInputs, nested_addons: Option<&str>) -> ConfigMap {
+    let mut metadata = cluster_child_meta(inputs.vc, inputs.names.coredns(), Component::CoreDns);
+    if let Some(hash) = nested_addons {
+        metadata.annotations = Some(BTreeMap::from([(NESTED_ADDONS.to_string(), hash.to_string())]));
+    }
     ConfigMap {
-        metadata: cluster_child_meta(inputs.vc, inputs.names.coredns(), Component::CoreDns),
+        metadata,
         data: Some(BTreeMap::from([("Corefile".into(), corefile(&inputs.vc.spec.networking.cluster_domain))])),
         ..ConfigMap::default()
+    }
+}
+
+/// Everything Nestor writes into a nested cluster for its add-ons.
+pub struct NestedAddons {
+    pub roles: Vec<ClusterRole>,
+    pub bindings: Vec<ClusterRoleBinding>,
+    pub dns_service: Service,
+    pub dns_endpoints: EndpointSlice,
+}
+
+impl NestedAddons {
+    pub fn new(inputs: &ClusterInputs, host_dns_ip: &str) -> Self {
+        let (roles, bindings) = nested_cluster_roles();
+        let (dns_service, dns_endpoints) = nested_kube_dns(inputs, host_dns_ip);
+        Self { roles, bindings, dns_service, dns_endpoints }
+    }
+
+    /// A hash of all of it: when it changes, it is written again.
+    pub fn hash(&self) -> String {
+        crate::apply::desired_hash(&(&self.roles, &self.bindings, &self.dns_service, &self.dns_endpoints))
     }
 }
 
@@ -275,7 +305,12 @@ mod tests {
         let bootstrap = bindings.iter().find(|b| b.metadata.name.as_deref() == Some("nestor:node-bootstrapper")).unwrap();
         assert_eq!(bootstrap.subjects.as_ref().unwrap()[0].name, "system:bootstrappers");
         let vc = fixtures::vc(json!({}));
-        let (svc, slice) = nested_kube_dns(&fixtures::inputs(&vc), "10.0.0.53");
+        let inputs = fixtures::inputs(&vc);
+        let (svc, slice) = nested_kube_dns(&inputs, "10.0.0.53");
+        assert_eq!(NestedAddons::new(&inputs, "10.0.0.53").hash(), NestedAddons::new(&inputs, "10.0.0.53").hash());
+        assert_ne!(NestedAddons::new(&inputs, "10.0.0.53").hash(), NestedAddons::new(&inputs, "10.0.0.54").hash());
+        let cm = desired_coredns_config_map(&inputs, Some("h"));
+        assert_eq!(cm.metadata.annotations.unwrap()[NESTED_ADDONS], "h");
         assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.10"));
         assert_eq!(slice.endpoints[0].addresses, vec!["10.0.0.53"]);
         assert_eq!(slice.metadata.labels.unwrap()["kubernetes.io/service-name"], "kube-dns");

@@ -82,7 +82,7 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
         ("allow-privileged", "true".into()),
         ("kubelet-client-certificate", pki("apiserver-kubelet-client.crt")),
         ("kubelet-client-key", pki("apiserver-kubelet-client.key")),
-        ("kubelet-preferred-address-types", "InternalIP,Hostname".into()),
+        ("kubelet-preferred-address-types", "InternalIP".into()),
         ("proxy-client-cert-file", pki("front-proxy-client.crt")),
         ("proxy-client-key-file", pki("front-proxy-client.key")),
         ("requestheader-client-ca-file", pki("front-proxy-ca.crt")),

@@ -438,18 +438,12 @@ async fn ensure_bootstrap_secret(
     Ok(Some(token))
 }
 
-/// Writes the pool's bootstrap token and the node RBAC into the nested
-/// cluster, then records that on the host Secret.
+/// Writes the pool's bootstrap token into the nested cluster, then records
+/// that on the host Secret.
 async fn install_in_nested_cluster(ctx: &Context, pool: &NodePool, names: &ClusterNames, token: &BootstrapToken) -> Result<()> {
     let pn = PoolNames::new(pool);
+    // The node RBAC comes with the cluster's add-ons (see virtualcluster).
     let client = nested::client(ctx, names).await?;
-    let (roles, bindings) = crate::addons::nested_cluster_roles();
-    for role in &roles {
-        nested::apply(ctx, &client, names, role).await?;
-    }
-    for binding in &bindings {
-        nested::apply(ctx, &client, names, binding).await?;
-    }
     nested::apply(ctx, &client, names, &nested_bootstrap_token_secret(&pn.pool, token)).await?;
     let cached = ctx.stores.secrets.get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
     let hash = cached.and_then(|s| s.annotations().get(INPUTS_HASH).cloned()).unwrap_or_default();

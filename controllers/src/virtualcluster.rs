@@ -14,7 +14,7 @@ use crate::meta::{ClusterNames, CLUSTER_LABEL, FINALIZER, INPUTS_HASH, MANAGED_B
 use crate::secrets::{self, Exposure, PkiSecret, BUNDLE_FINGERPRINT};
 use crate::status::{compute_status, Observed, Rollout, READY};
 use crate::validate::validate_cluster;
-use crate::{addons, controller_manager, etcd, pki, scheduler};
+use crate::{addons, controller_manager, etcd, nested, pki, scheduler};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -96,13 +96,12 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     // Services first: the API server's address goes into its certificate.
     apply_owned(ctx, &stores.services, etcd::desired_etcd_peer_service(&inputs)).await?;
     apply_owned(ctx, &stores.services, etcd::desired_etcd_client_service(&inputs)).await?;
-    apply_owned(ctx, &stores.services, addons::desired_dns_service(&inputs)).await?;
+    let dns_service = apply_owned(ctx, &stores.services, addons::desired_dns_service(&inputs)).await?;
     let api_service = apply_owned(ctx, &stores.services, desired_apiserver_service(&inputs)).await?;
     let exposure = exposure(ctx, &vc, &names, api_service.object()).await?;
 
     inputs.pki_revision = ensure_pki(ctx, &vc, &inputs, &exposure).await?;
 
-    apply_owned(ctx, &stores.config_maps, addons::desired_coredns_config_map(&inputs)).await?;
     apply_owned(ctx, &stores.config_maps, addons::desired_kube_proxy_config_map(&inputs)).await?;
     apply_owned(ctx, &stores.network_policies, etcd::desired_etcd_network_policy(&inputs)).await?;
     let etcd = apply_owned(ctx, &stores.stateful_sets, etcd::desired_etcd_statefulset(&inputs)).await?;
@@ -122,7 +121,9 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
         admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
         ..Observed::default()
     };
+    let apiserver_ready = observed.apiserver.as_ref().is_some_and(Rollout::complete);
     let status = update_status(ctx, &vc, &observed).await?;
+    ensure_nested_addons(ctx, &inputs, dns_service.object(), apiserver_ready).await?;
     let ready = status.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
     let was_ready = vc.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.status == "True"));
     if ready && !was_ready {
@@ -133,6 +134,36 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
         publish(ctx, &vc, EventType::Warning, "NotReady", why).await;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Writes the add-ons' objects into the nested cluster (RBAC for CoreDNS
+/// and node bootstrapping, `kube-system/kube-dns`) once its API server
+/// serves, and again whenever they change. The hash of what was written is
+/// kept on the CoreDNS ConfigMap, so a settled cluster costs no request.
+async fn ensure_nested_addons(ctx: &Context, inputs: &ClusterInputs<'_>, dns_service: &Service, apiserver_ready: bool) -> Result<()> {
+    let names = &inputs.names;
+    let cached = ctx.stores.config_maps.get(&ObjectRef::new(&names.coredns()).within(&names.namespace));
+    let installed = cached.as_ref().and_then(|cm| cm.annotations().get(addons::NESTED_ADDONS).cloned());
+    let host_dns_ip = dns_service.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
+    let wanted = addons::NestedAddons::new(inputs, &host_dns_ip);
+    let hash = wanted.hash();
+    let installed = if apiserver_ready && !host_dns_ip.is_empty() && installed.as_deref() != Some(hash.as_str()) {
+        let client = nested::client(ctx, names).await?;
+        for role in &wanted.roles {
+            nested::apply(ctx, &client, names, role).await?;
+        }
+        for binding in &wanted.bindings {
+            nested::apply(ctx, &client, names, binding).await?;
+        }
+        nested::apply(ctx, &client, names, &wanted.dns_service).await?;
+        nested::apply(ctx, &client, names, &wanted.dns_endpoints).await?;
+        info!(cluster = %names.cluster, namespace = %names.namespace, "wrote the add-ons into the nested cluster");
+        Some(hash)
+    } else {
+        installed
+    };
+    apply_owned(ctx, &ctx.stores.config_maps, addons::desired_coredns_config_map(inputs, installed.as_deref())).await?;
+    Ok(())
 }
 
 fn current_ready_message(vc: &VirtualCluster) -> Option<String> {

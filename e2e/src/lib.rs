@@ -6,9 +6,11 @@
 //! Every process is tracked by PID and stopped by PID on drop; processes
 //! started for tests also die with the test process (`PR_SET_PDEATHSIG`).
 
+pub mod node;
 pub mod operator;
 pub mod paths;
 pub mod process;
+pub mod provisioner;
 pub mod testbed;
 pub mod tools;
 

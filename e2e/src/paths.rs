@@ -55,6 +55,15 @@ pub fn tool(name: &str) -> Result<PathBuf> {
     existing(cache().join("tools").join(dir).join(name), "e2e/testbed/install-tools.sh")
 }
 
+/// The image archives built by `e2e/testbed/build-images.sh`.
+pub fn images_dir() -> Result<PathBuf> {
+    let dir = cache().join("images");
+    if !dir.join(format!("registry.k8s.io_pause_{}.tar", version("PAUSE_TAG"))).is_file() {
+        bail!("the test bed's images are missing; run e2e/testbed/build-images.sh");
+    }
+    Ok(dir)
+}
+
 /// The operator binary built by `cargo build` in this workspace.
 pub fn operator_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("NESTOR_OPERATOR_BIN") {

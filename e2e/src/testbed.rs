@@ -3,7 +3,7 @@
 //! included) and kube-scheduler, with their own CA, certificates,
 //! service-account keys, ports and data directory.
 
-use crate::paths;
+use crate::{node, paths};
 use crate::process::{spawn, Lifetime, Proc};
 use anyhow::{bail, Context, Result};
 use nestor_controllers::kubeconfig::{render, Credentials};
@@ -20,8 +20,20 @@ pub struct TestBed {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub api_port: u16,
+    /// The API server's address: loopback, or the node's address.
+    pub api_host: String,
     processes: Vec<Proc>,
     keep_dir: bool,
+    has_node: bool,
+}
+
+/// What to start besides the control plane.
+#[derive(Clone, Debug, Default)]
+pub struct TestBedOptions {
+    /// Start a real node (containerd, kubelet, kube-proxy), CoreDNS and a
+    /// volume provisioner; the value is the `nestor-testbed` binary, which
+    /// runs the provisioner. Needs root.
+    pub node: Option<PathBuf>,
 }
 
 /// A free TCP port on loopback.
@@ -40,9 +52,19 @@ fn write_pair(dir: &Path, stem: &str, pair: &KeyAndCert) -> Result<()> {
 
 impl TestBed {
     /// Starts a test bed in `dir` (created; must not hold one already).
-    pub async fn start(dir: &Path, lifetime: Lifetime) -> Result<Self> {
+    pub async fn start(dir: &Path, lifetime: Lifetime, options: &TestBedOptions) -> Result<Self> {
         let started = Instant::now();
         std::fs::create_dir_all(dir)?;
+        let has_node = options.node.is_some();
+        let api_host = if has_node { node::node_ip().to_string() } else { "127.0.0.1".to_string() };
+        if has_node {
+            node::lock(dir)?;
+            if let Err(e) = node::network("up", &dir.join("node")) {
+                let _ = node::network("down", &dir.join("node"));
+                node::unlock(dir);
+                return Err(e);
+            }
+        }
         let pki_dir = dir.join("pki");
         std::fs::create_dir_all(&pki_dir)?;
         let logs = dir.join("logs");
@@ -57,7 +79,7 @@ impl TestBed {
                 common_name: "kube-apiserver".into(),
                 organizations: vec![],
                 dns_names: vec!["localhost".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into()],
-                ips: vec!["127.0.0.1".parse()?, "10.0.0.1".parse()?],
+                ips: vec!["127.0.0.1".parse()?, "10.0.0.1".parse()?, api_host.parse()?],
                 usage: Usage::Server,
             },
         )?;
@@ -71,7 +93,7 @@ impl TestBed {
         let etcd_client = free_port()?;
         let etcd_peer = free_port()?;
         let api_port = free_port()?;
-        let server = format!("https://127.0.0.1:{api_port}");
+        let server = format!("https://{api_host}:{api_port}");
         let kubeconfig_for = |user: &str, groups: &[&str], file: &str| -> Result<PathBuf> {
             let cert = pki::issue(&ca, &LeafRequest::client(user, groups))?;
             let path = dir.join(file);
@@ -85,7 +107,15 @@ impl TestBed {
         let cm_config = kubeconfig_for("system:kube-controller-manager", &[], "controller-manager.kubeconfig")?;
         let sched_config = kubeconfig_for("system:kube-scheduler", &[], "scheduler.kubeconfig")?;
 
-        let mut bed = TestBed { dir: dir.to_path_buf(), kubeconfig: admin.clone(), api_port, processes: Vec::new(), keep_dir: false };
+        let mut bed = TestBed {
+            dir: dir.to_path_buf(),
+            kubeconfig: admin.clone(),
+            api_port,
+            api_host: api_host.clone(),
+            processes: Vec::new(),
+            keep_dir: false,
+            has_node,
+        };
         let p = |f: &str| pki_dir.join(f).display().to_string();
 
         bed.processes.push(spawn(
@@ -112,9 +142,11 @@ impl TestBed {
             &paths::kube_binary("kube-apiserver")?,
             &[
                 format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={api_host}"),
+                format!("--advertise-address={api_host}"),
                 format!("--secure-port={api_port}"),
+                // Never resolve node names through the machine's resolver.
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 format!("--tls-cert-file={}", p("apiserver.crt")),
                 format!("--tls-private-key-file={}", p("apiserver.key")),
                 format!("--client-ca-file={}", p("ca.crt")),
@@ -189,8 +221,57 @@ impl TestBed {
             bed.keep_dir();
             return Err(e);
         }
+        if let Some(helper) = &options.node {
+            if let Err(e) = bed.start_node(&ca, &server, helper, lifetime).await {
+                bed.keep_dir();
+                return Err(e);
+            }
+        }
         eprintln!("nestor-testbed: control plane ready in {:.1}s at {server}", started.elapsed().as_secs_f64());
         Ok(bed)
+    }
+
+    async fn start_node(&mut self, ca: &KeyAndCert, server: &str, helper: &Path, lifetime: Lifetime) -> Result<()> {
+        let started = Instant::now();
+        let procs = node::start(&self.dir, server, ca, lifetime)?;
+        self.processes.extend(procs);
+        self.processes.push(spawn(
+            "provisioner",
+            helper,
+            &["provisioner".into(), self.kubeconfig.display().to_string(), self.dir.join("volumes").display().to_string()],
+            &[],
+            &self.dir.join("logs/provisioner.log"),
+            lifetime,
+        )?);
+        self.write_state()?;
+        let client = self.client().await?;
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+        let name = node::setting("NODE_NAME");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ready = nodes.get_opt(name).await.ok().flatten().and_then(|n| n.status).and_then(|s| s.conditions).unwrap_or_default()
+                .iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready {
+                break;
+            }
+            for p in self.processes.iter_mut() {
+                if !p.alive() {
+                    bail!("{} exited; see {}/logs/{}.log", p.name, self.dir.display(), p.name);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the node was not Ready within 120s; logs are in {}/logs", self.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        crate::tools::kubectl_ok(&self.kubeconfig, &["apply", "-f", "-"], Some(&node::addons_yaml()))?;
+        crate::tools::kubectl_ok(
+            &self.kubeconfig,
+            &["-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=120s"],
+            None,
+        )?;
+        eprintln!("nestor-testbed: node {name} Ready with CoreDNS in {:.1}s", started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     fn write_state(&self) -> Result<()> {
@@ -236,10 +317,12 @@ impl TestBed {
         self.keep_dir = true;
     }
 
-    /// Stops every process by PID, newest first.
+    /// Stops every process by PID, newest first; with a node, removes
+    /// everything the node made on this machine.
     pub fn stop(&mut self) {
-        while let Some(mut p) = self.processes.pop() {
-            p.stop(Duration::from_secs(10));
+        stop_all(&mut self.processes, &self.dir, self.has_node);
+        if self.has_node {
+            node::unlock(&self.dir);
         }
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -255,8 +338,10 @@ impl TestBed {
             .filter_map(|(pid, name)| pid.parse().ok().map(|pid| Proc::from_pid(name, pid)))
             .collect();
         let n = procs.len();
-        while let Some(mut p) = procs.pop() {
-            p.stop(Duration::from_secs(10));
+        let has_node = dir.join("node").exists();
+        stop_all(&mut procs, dir, has_node);
+        if has_node {
+            node::unlock(dir);
         }
         std::fs::remove_dir_all(dir)?;
         Ok(n)
@@ -266,6 +351,29 @@ impl TestBed {
     pub fn detach(mut self) {
         self.processes.clear();
         self.keep_dir = true;
+        self.has_node = false;
+    }
+}
+
+/// Stops processes newest first. The node's containers are removed while
+/// containerd still runs, and the machine is cleaned after it stops.
+fn stop_all(procs: &mut Vec<Proc>, dir: &Path, has_node: bool) {
+    while let Some(mut p) = procs.pop() {
+        if has_node && p.name == "containerd" {
+            if let Err(e) = node::network("down", &dir.join("node")) {
+                eprintln!("nestor-testbed: {e:#}");
+            }
+        }
+        p.stop(Duration::from_secs(10));
+        if has_node && p.name == "containerd" {
+            if let Err(e) = node::network("down", &dir.join("node")) {
+                eprintln!("nestor-testbed: {e:#}");
+            }
+        }
+    }
+    if has_node {
+        // Also when the node never got as far as containerd.
+        let _ = node::network("down", &dir.join("node"));
     }
 }
 

@@ -40,7 +40,7 @@ struct Env {
 
 impl Env {
     async fn setup(dir: &Path) -> Result<Self> {
-        let bed = TestBed::start(dir, Lifetime::Tied).await?;
+        let bed = TestBed::start(dir, Lifetime::Tied, &Default::default()).await?;
         let admin = bed.kubeconfig.clone();
         let client = bed.client().await?;
         let root = paths::repo_root();
@@ -63,7 +63,7 @@ impl Env {
             .and_then(|v| v["metadata"]["name"].as_str().map(String::from))
             .context("the chart renders no ServiceAccount")?;
         let token = kubectl_ok(&admin, &["create", "token", &service_account, "-n", OPERATOR_NAMESPACE, "--duration=4h"], None)?;
-        let server = format!("https://127.0.0.1:{}", bed.api_port);
+        let server = format!("https://{}:{}", bed.api_host, bed.api_port);
         let ca = std::fs::read_to_string(bed.dir.join("pki/ca.crt"))?;
         let operator_kubeconfig = bed.dir.join("operator.kubeconfig");
         std::fs::write(

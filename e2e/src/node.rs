@@ -1,0 +1,350 @@
+//! A real node for the test bed: containerd, runc, the CNI bridge plugin,
+//! the kubelet and kube-proxy (iptables mode) on this machine, plus the
+//! cluster add-ons a real cluster has: CoreDNS and a default StorageClass
+//! with a host-path provisioner. Every image comes from
+//! `e2e/testbed/build-images.sh`; nothing is pulled.
+//!
+//! The node changes the machine (a bridge, iptables rules, sysctls, mounts);
+//! `e2e/testbed/node-network.sh down` undoes all of it and runs when the
+//! test bed stops.
+
+use crate::paths;
+use crate::process::{spawn, Lifetime, Proc};
+use anyhow::{bail, Context, Result};
+use nestor_controllers::kubeconfig::{render, Credentials};
+use nestor_controllers::pki::{self, KeyAndCert, LeafRequest};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const NODE_ENV: &str = include_str!("../testbed/node.env");
+
+/// A value of `e2e/testbed/node.env`.
+pub fn setting(key: &str) -> &'static str {
+    NODE_ENV
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim())
+        .unwrap_or_else(|| panic!("node.env has no {key}"))
+}
+
+/// Where a node-mode test bed's API server listens.
+pub fn node_ip() -> &'static str {
+    setting("NODE_IP")
+}
+
+fn script() -> PathBuf {
+    paths::repo_root().join("e2e/testbed/node-network.sh")
+}
+
+/// Runs `node-network.sh ACTION DIR`.
+pub fn network(action: &str, dir: &Path) -> Result<()> {
+    let status = Command::new("bash").arg(script()).arg(action).arg(dir).status().context("running node-network.sh")?;
+    if !status.success() {
+        bail!("node-network.sh {action} failed");
+    }
+    Ok(())
+}
+
+/// Lock against a second node on this machine (links and iptables are
+/// machine-wide).
+fn lock_path() -> PathBuf {
+    PathBuf::from("/run/nestor-testbed-node.lock")
+}
+
+/// Takes the machine-wide node lock for `dir`.
+pub fn lock(dir: &Path) -> Result<()> {
+    if let Ok(holder) = std::fs::read_to_string(lock_path()) {
+        let holder = PathBuf::from(holder.trim());
+        if holder.join("pids").exists() && holder != dir {
+            bail!("another test bed with a node runs in {}; stop it first (e2e/down.sh or nestor-testbed down)", holder.display());
+        }
+    }
+    std::fs::write(lock_path(), dir.display().to_string())?;
+    Ok(())
+}
+
+/// Releases the node lock if `dir` holds it.
+pub fn unlock(dir: &Path) {
+    if std::fs::read_to_string(lock_path()).is_ok_and(|h| Path::new(h.trim()) == dir) {
+        let _ = std::fs::remove_file(lock_path());
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Starts containerd, imports the images, starts the kubelet and kube-proxy.
+/// `bed_dir` is the test bed's directory (its `pki/` holds the CA).
+pub fn start(bed_dir: &Path, server: &str, ca: &KeyAndCert, lifetime: Lifetime) -> Result<Vec<Proc>> {
+    let dir = bed_dir.join("node");
+    let logs = bed_dir.join("logs");
+    let name = setting("NODE_NAME");
+    let ip = node_ip();
+    for sub in ["containerd", "cni/net.d", "kubelet", "pki"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    let d = |p: &str| dir.join(p).display().to_string();
+    let ca_file = bed_dir.join("pki/ca.crt").display().to_string();
+
+    let kubeconfig = |user: &str, groups: &[&str], file: &str| -> Result<String> {
+        let cert = pki::issue(ca, &LeafRequest::client(user, groups))?;
+        let path = dir.join(file);
+        write(&path, &render("nestor-testbed", server, &ca.cert_pem, user, Credentials::Certificate { cert_pem: &cert.cert_pem, key_pem: &cert.key_pem }))?;
+        Ok(path.display().to_string())
+    };
+    let kubelet_kubeconfig = kubeconfig(&format!("system:node:{name}"), &["system:nodes"], "kubelet.kubeconfig")?;
+    let proxy_kubeconfig = kubeconfig("system:kube-proxy", &[], "kube-proxy.kubeconfig")?;
+
+    let sock = d("containerd/containerd.sock");
+    write(
+        &dir.join("containerd/config.toml"),
+        &format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+oom_score = 0
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.k8s.io/pause:{pause}"
+    enable_selinux = false
+    disable_apparmor = true
+    # root here lacks CAP_SYS_RESOURCE: runc cannot set a negative oom_score_adj
+    restrict_oom_score_adj = true
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "overlayfs"
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+          Root = "{runc}"
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "{cni}"
+      max_conf_num = 1
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "{opt}"
+"#,
+            root = d("containerd/root"),
+            state = d("containerd/state"),
+            pause = paths::version("PAUSE_TAG"),
+            runc = d("containerd/runc"),
+            cni = d("cni/net.d"),
+            opt = d("containerd/opt"),
+        ),
+    )?;
+    write(
+        &dir.join("cni/net.d/10-nestor.conflist"),
+        &format!(
+            r#"{{"cniVersion": "1.0.0", "name": "nestor", "plugins": [
+  {{"type": "bridge", "bridge": "{bridge}", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {{"type": "host-local", "dataDir": "{ipam}", "ranges": [[{{"subnet": "{cidr}", "gateway": "{gw}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}},
+  {{"type": "portmap", "capabilities": {{"portMappings": true}}}}]}}
+"#,
+            bridge = setting("POD_BRIDGE"),
+            ipam = d("cni/ipam"),
+            cidr = setting("POD_CIDR"),
+            gw = setting("POD_GATEWAY"),
+        ),
+    )?;
+    write(
+        &dir.join("kubelet-config.yaml"),
+        &format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: {ip}
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: true}}
+  x509: {{clientCAFile: {ca_file}}}
+authorization: {{mode: Webhook}}
+cgroupDriver: cgroupfs
+failCgroupV1: false
+containerRuntimeEndpoint: unix://{sock}
+clusterDNS: [{dns}]
+clusterDomain: cluster.local
+resolvConf: \"\"
+serverTLSBootstrap: false
+rotateCertificates: false
+protectKernelDefaults: false
+failSwapOn: false
+maxPods: 250
+podLogsDir: {pod_logs}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {{memory.available: 100Mi, nodefs.available: \"1%\", nodefs.inodesFree: \"1%\", imagefs.available: \"1%\"}}
+",
+            dns = setting("CLUSTER_DNS"),
+            pod_logs = d("pod-logs"),
+        ),
+    )?;
+    write(
+        &dir.join("kube-proxy-config.yaml"),
+        &format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clientConnection: {{kubeconfig: {proxy_kubeconfig}}}
+hostnameOverride: {name}
+bindAddress: {ip}
+clusterCIDR: {cidr}
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+oomScoreAdj: 0
+nodePortAddresses: [\"{ip}/32\"]
+conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}}
+iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, minSyncPeriod: 1s}}
+",
+            cidr = setting("POD_CIDR"),
+        ),
+    )?;
+
+    let mut procs = Vec::new();
+    procs.push(spawn(
+        "containerd",
+        Path::new("/usr/bin/containerd"),
+        &["--config".into(), d("containerd/config.toml")],
+        &[],
+        &logs.join("containerd.log"),
+        lifetime,
+    )?);
+    let ctr = |args: &[&str]| Command::new("ctr").args(["-a", &sock, "-n", "k8s.io"]).args(args).output();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ctr(&["version"]).is_ok_and(|o| o.status.success()) {
+        if Instant::now() > deadline {
+            bail!("containerd did not start; see {}/containerd.log", logs.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let images = paths::images_dir()?;
+    for entry in std::fs::read_dir(&images)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "tar") {
+            let out = ctr(&["images", "import", &path.display().to_string()])?;
+            if !out.status.success() {
+                bail!("importing {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+    let kube = |n: &str| paths::kube_binary(n);
+    procs.push(spawn(
+        "kubelet",
+        &kube("kubelet")?,
+        &[
+            format!("--config={}", d("kubelet-config.yaml")),
+            format!("--kubeconfig={kubelet_kubeconfig}"),
+            format!("--root-dir={}", d("kubelet")),
+            format!("--cert-dir={}", d("kubelet/pki")),
+            format!("--hostname-override={name}"),
+            format!("--node-ip={ip}"),
+            "--v=1".into(),
+        ],
+        &[],
+        &logs.join("kubelet.log"),
+        lifetime,
+    )?);
+    procs.push(spawn(
+        "kube-proxy",
+        &kube("kube-proxy")?,
+        &[format!("--config={}", d("kube-proxy-config.yaml")), "--v=1".into()],
+        &[],
+        &logs.join("kube-proxy.log"),
+        lifetime,
+    )?);
+    Ok(procs)
+}
+
+/// The host cluster's add-ons: CoreDNS (answering only for the cluster
+/// domain, forwarding nothing off this machine) and the default
+/// StorageClass.
+pub fn addons_yaml() -> String {
+    let image = format!("registry.k8s.io/coredns/coredns:v{}", paths::version("COREDNS_VERSION"));
+    let dns = setting("CLUSTER_DNS");
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: coredns, namespace: kube-system}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: "system:coredns"}}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "system:coredns"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}}
+subjects: [{{kind: ServiceAccount, name: coredns, namespace: kube-system}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: coredns, namespace: kube-system}}
+data:
+  Corefile: |
+    .:1053 {{
+        errors
+        health :8080
+        ready :8181
+        kubernetes cluster.local in-addr.arpa ip6.arpa {{
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+            ttl 30
+        }}
+        cache 30
+        loop
+        reload
+    }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: coredns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{k8s-app: kube-dns}}}}
+  template:
+    metadata: {{labels: {{k8s-app: kube-dns}}}}
+    spec:
+      serviceAccountName: coredns
+      dnsPolicy: Default
+      securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+      containers:
+      - name: coredns
+        image: {image}
+        args: [-conf, /etc/coredns/Corefile]
+        ports: [{{containerPort: 1053, protocol: UDP}}, {{containerPort: 1053, protocol: TCP}}]
+        readinessProbe: {{httpGet: {{path: /ready, port: 8181}}, periodSeconds: 2}}
+        livenessProbe: {{httpGet: {{path: /health, port: 8080}}}}
+        resources: {{requests: {{cpu: 10m, memory: 32Mi}}}}
+        securityContext: {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}
+        volumeMounts: [{{name: config, mountPath: /etc/coredns}}]
+      volumes: [{{name: config, configMap: {{name: coredns}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: kube-dns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
+spec:
+  clusterIP: {dns}
+  selector: {{k8s-app: kube-dns}}
+  ports:
+  - {{name: dns, port: 53, targetPort: 1053, protocol: UDP}}
+  - {{name: dns-tcp, port: 53, targetPort: 1053, protocol: TCP}}
+---
+{storage_class}"#,
+        storage_class = serde_yaml::to_string(&crate::provisioner::storage_class()).expect("StorageClass serializes"),
+    )
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what the test bed's node needs from Debian: containerd, runc, the
+# CNI plugins, iptables and conntrack. Does nothing when they are there.
+set -euo pipefail
+missing=()
+for p in containerd runc containernetworking-plugins iptables conntrack; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "nestor-testbed: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
