@@ -98,7 +98,7 @@ pub fn desired_coredns_deployment(inputs: &ClusterInputs) -> Deployment {
             read_only_mount("kubeconfig", "/etc/coredns/kubeconfig"),
         ]),
         liveness_probe: Some(http_probe("/health", 8080, false, 10, 5)),
-        readiness_probe: Some(http_probe("/ready", 8181, false, 5, 3)),
+        readiness_probe: Some(http_probe("/ready", 8181, false, 2, 3)),
         resources: Some(resources_or(&None, "20m", "32Mi")),
         security_context: Some(hardened_container_security_context()),
         ..Container::default()

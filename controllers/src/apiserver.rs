@@ -118,8 +118,8 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
         ports: Some(vec![ContainerPort { name: Some("https".into()), container_port: PORT, ..Default::default() }]),
         volume_mounts: Some(vec![read_only_mount("pki", PKI_DIR)]),
         liveness_probe: Some(http_probe("/livez", PORT, true, 10, 8)),
-        readiness_probe: Some(http_probe("/readyz", PORT, true, 2, 3)),
-        startup_probe: Some(http_probe("/livez", PORT, true, 2, 120)),
+        readiness_probe: Some(http_probe("/readyz", PORT, true, 1, 3)),
+        startup_probe: Some(http_probe("/livez", PORT, true, 1, 300)),
         resources: Some(resources_or(&spec.resources, "100m", "192Mi")),
         security_context: Some(hardened_container_security_context()),
         ..Container::default()

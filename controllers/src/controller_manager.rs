@@ -27,6 +27,9 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
         ("root-ca-file", file("ca.crt")),
         ("service-account-private-key-file", file("sa.key")),
         ("use-service-account-credentials", "true".into()),
+        // Start even while the API server is not up yet, instead of
+        // crash-looping (and backing off) until it is.
+        ("authentication-tolerate-lookup-failure", "true".into()),
         ("controllers", "*,bootstrapsigner,tokencleaner".into()),
         ("allocate-node-cidrs", "true".into()),
         ("cluster-cidr", inputs.valid.pod_cidr.to_string()),
@@ -50,8 +53,8 @@ pub fn desired_controller_manager_deployment(inputs: &ClusterInputs) -> Deployme
         ports: Some(vec![ContainerPort { name: Some("https".into()), container_port: PORT, ..Default::default() }]),
         volume_mounts: Some(vec![read_only_mount("config", DIR)]),
         liveness_probe: Some(http_probe("/healthz", PORT, true, 10, 8)),
-        readiness_probe: Some(http_probe("/healthz", PORT, true, 5, 3)),
-        startup_probe: Some(http_probe("/healthz", PORT, true, 5, 60)),
+        readiness_probe: Some(http_probe("/healthz", PORT, true, 2, 3)),
+        startup_probe: Some(http_probe("/healthz", PORT, true, 1, 300)),
         resources: Some(resources_or(&spec.resources, "50m", "64Mi")),
         security_context: Some(hardened_container_security_context()),
         ..Container::default()

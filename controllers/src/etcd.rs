@@ -40,6 +40,10 @@ pub fn server_cert_request(names: &ClusterNames) -> LeafRequest {
         "localhost".into(),
     ];
     dns_names.extend((0..5).map(|i| format!("{}-{i}", names.etcd())));
+    // etcd checks a peer's client certificate by resolving its DNS names and
+    // comparing them with the connection's address: wildcards never match,
+    // so every member's name is listed.
+    dns_names.extend((0..5).map(|i| names.etcd_member_host(i)));
     LeafRequest {
         common_name: names.etcd(),
         organizations: vec![],
@@ -163,8 +167,8 @@ pub fn desired_etcd_statefulset(inputs: &ClusterInputs) -> StatefulSet {
             read_only_mount("pki", PKI_DIR),
         ]),
         liveness_probe: Some(http_probe("/livez", METRICS_PORT, false, 10, 8)),
-        readiness_probe: Some(http_probe("/readyz", METRICS_PORT, false, 5, 3)),
-        startup_probe: Some(http_probe("/livez", METRICS_PORT, false, 5, 60)),
+        readiness_probe: Some(http_probe("/readyz", METRICS_PORT, false, 2, 3)),
+        startup_probe: Some(http_probe("/livez", METRICS_PORT, false, 1, 300)),
         resources: Some(resources_or(&spec.resources, "50m", "64Mi")),
         security_context: Some(hardened_container_security_context()),
         ..Container::default()
@@ -321,6 +325,7 @@ mod tests {
         let req = server_cert_request(&ClusterNames::new(&vc));
         assert!(req.dns_names.contains(&"*.demo-etcd-peer.tenants.svc".to_string()));
         assert!(req.dns_names.contains(&"demo-etcd.tenants.svc".to_string()));
+        assert!(req.dns_names.contains(&"demo-etcd-4.demo-etcd-peer.tenants.svc".to_string()));
         assert_eq!(req.usage, Usage::ServerAndClient);
     }
 }

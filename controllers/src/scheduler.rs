@@ -20,6 +20,7 @@ pub fn desired_scheduler_deployment(inputs: &ClusterInputs) -> Deployment {
         ("authentication-kubeconfig", kubeconfig.clone()),
         ("authorization-kubeconfig", kubeconfig),
         ("bind-address", "0.0.0.0".to_string()),
+        ("authentication-tolerate-lookup-failure", "true".into()),
         ("secure-port", PORT.to_string()),
         // On always: a rolling update briefly runs two replicas.
         ("leader-elect", "true".into()),
@@ -34,8 +35,8 @@ pub fn desired_scheduler_deployment(inputs: &ClusterInputs) -> Deployment {
         ports: Some(vec![ContainerPort { name: Some("https".into()), container_port: PORT, ..Default::default() }]),
         volume_mounts: Some(vec![read_only_mount("config", DIR)]),
         liveness_probe: Some(http_probe("/livez", PORT, true, 10, 8)),
-        readiness_probe: Some(http_probe("/readyz", PORT, true, 5, 3)),
-        startup_probe: Some(http_probe("/livez", PORT, true, 5, 60)),
+        readiness_probe: Some(http_probe("/readyz", PORT, true, 2, 3)),
+        startup_probe: Some(http_probe("/livez", PORT, true, 1, 300)),
         resources: Some(resources_or(&spec.resources, "50m", "48Mi")),
         security_context: Some(hardened_container_security_context()),
         ..Container::default()

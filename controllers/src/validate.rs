@@ -24,10 +24,10 @@ pub const APISERVER_MANAGED_FLAGS: &[&str] = &[
 pub const CONTROLLER_MANAGER_MANAGED_FLAGS: &[&str] = &[
     "kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig", "cluster-signing-cert-file",
     "cluster-signing-key-file", "root-ca-file", "service-account-private-key-file", "cluster-cidr",
-    "service-cluster-ip-range", "secure-port", "bind-address",
+    "service-cluster-ip-range", "secure-port", "bind-address", "authentication-tolerate-lookup-failure",
 ];
 pub const SCHEDULER_MANAGED_FLAGS: &[&str] =
-    &["kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig", "secure-port", "bind-address"];
+    &["kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig", "secure-port", "bind-address", "authentication-tolerate-lookup-failure"];
 
 /// A parsed `1.MINOR.PATCH` version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -19,13 +19,13 @@ use nestor_crds::{NodePool, VirtualCluster};
 use nestor_e2e::operator::OperatorOptions;
 use nestor_e2e::process::Lifetime;
 use nestor_e2e::tools::{helm, kubectl, kubectl_ok};
+use nestor_e2e::support::{documents, kind_of, render_chart, vc_yaml, wait_for, OPERATOR_NAMESPACE};
 use nestor_e2e::{paths, Operator, TestBed};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const OPERATOR_NAMESPACE: &str = "nestor-system";
 const CRDS: &str = "charts/nestor/crds/nestor.dev_crds.yaml";
 
 /// What every test shares: the test bed and the operator's credentials.
@@ -165,47 +165,6 @@ impl Scenario<'_> {
             ensure!(Instant::now() < deadline, "the operator kept writing for {timeout:?}");
         }
     }
-}
-
-/// Waits for `check` to return true.
-async fn wait_for<F>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> BoxFuture<'static, Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last_error = Some(e),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}{}", last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn render_chart(extra: &[&str]) -> Result<String> {
-    let chart = paths::repo_root().join("charts/nestor").display().to_string();
-    let mut args = vec!["template", "nestor", chart.as_str(), "--namespace", OPERATOR_NAMESPACE];
-    args.extend_from_slice(extra);
-    let out = helm(&args)?;
-    ensure!(out.ok, "helm template failed: {}", out.stderr);
-    Ok(out.stdout)
-}
-
-fn documents(yaml: &str) -> Vec<&str> {
-    yaml.split("\n---").map(str::trim).filter(|d| d.lines().any(|l| l.starts_with("kind:"))).collect()
-}
-
-fn kind_of(doc: &str) -> String {
-    doc.lines().find_map(|l| l.strip_prefix("kind:")).unwrap_or("").trim().to_string()
-}
-
-fn vc_yaml(name: &str, spec: &str) -> String {
-    format!("apiVersion: nestor.dev/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {name}\nspec: {spec}\n")
 }
 
 /// Every child a virtual cluster owns, as (kind, name).

@@ -1,0 +1,56 @@
+//! Helpers shared by the integration and end-to-end tests.
+
+use crate::paths;
+use crate::tools::helm;
+use anyhow::{bail, ensure, Result};
+use futures::future::BoxFuture;
+use std::time::{Duration, Instant};
+
+/// The namespace the operator's chart is installed or rendered into.
+pub const OPERATOR_NAMESPACE: &str = "nestor-system";
+
+/// Waits for `check` to return true.
+pub async fn wait_for<F>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> BoxFuture<'static, Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}{}", last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `helm template` of the chart, with extra arguments.
+pub fn render_chart(extra: &[&str]) -> Result<String> {
+    let chart = paths::repo_root().join("charts/nestor").display().to_string();
+    let mut args = vec!["template", "nestor", chart.as_str(), "--namespace", OPERATOR_NAMESPACE];
+    args.extend_from_slice(extra);
+    let out = helm(&args)?;
+    ensure!(out.ok, "helm template failed: {}", out.stderr);
+    Ok(out.stdout)
+}
+
+/// The documents of a YAML stream that hold an object.
+pub fn documents(yaml: &str) -> Vec<&str> {
+    yaml.split("\n---").map(str::trim).filter(|d| d.lines().any(|l| l.starts_with("kind:"))).collect()
+}
+
+/// The `kind:` of one YAML document.
+pub fn kind_of(doc: &str) -> String {
+    doc.lines().find_map(|l| l.strip_prefix("kind:")).unwrap_or("").trim().to_string()
+}
+
+/// A `VirtualCluster` manifest with a spec in YAML flow style.
+pub fn vc_yaml(name: &str, spec: &str) -> String {
+    format!("apiVersion: nestor.dev/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {name}\nspec: {spec}\n")
+}
+
