@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, the CRD/chart drift checks, clippy, and the
-# integration tests against a real control plane started on this machine.
-# On a fresh machine it first builds the pinned Kubernetes and etcd
-# binaries (cached by version) and fetches kubectl and helm.
+# Runs every test: unit tests, the CRD/chart drift checks, clippy, helm lint,
+# the integration tests against a real control plane started on this
+# machine, and the end-to-end tests on a real node (as root). On a fresh
+# machine it first installs containerd, runc and the CNI plugins (Debian),
+# builds the pinned Kubernetes, etcd and CoreDNS binaries and the images
+# (cached by version), and fetches kubectl and helm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
-bash e2e/testbed/build-binaries.sh >/dev/null
+bash e2e/testbed/install-node-packages.sh
+bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns pause >/dev/null
 bash e2e/testbed/install-tools.sh >/dev/null
 echo "test: prerequisites ready in $((SECONDS - start))s" >&2
+cargo fmt --all --check
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
+bash e2e/testbed/build-images.sh >/dev/null
 "$(bash e2e/testbed/install-tools.sh)/helm" lint charts/nestor
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

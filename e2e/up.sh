@@ -1,76 +1,67 @@
 #!/usr/bin/env bash
 # The main job. With no kubeconfig: starts a host cluster on this machine
-# (the test bed), installs Nestor with Helm, creates the sample virtual
-# cluster and shows it coming up. With a kubeconfig (argument or
-# $KUBECONFIG): installs Nestor there instead and waits for the sample to be
-# Ready. `e2e/down.sh` stops what this started.
+# (the test bed: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, and a real node with containerd, kubelet, kube-proxy and
+# CoreDNS; needs root), installs Nestor with Helm from the locally built
+# image, creates the sample virtual cluster, waits until it is Ready and
+# prints a kubectl line that works against it. With a kubeconfig (first
+# argument or $KUBECONFIG), installs into that cluster instead.
+# `e2e/down.sh` stops what this started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${NESTOR_STATE_DIR:-${TMPDIR:-/tmp}/nestor}
 kubeconfig=${1:-${KUBECONFIG:-}}
+start=$SECONDS
+say() { echo "up: [$((SECONDS - start))s] $*"; }
 tools=$(bash e2e/testbed/install-tools.sh)
 kubectl() { "$tools/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+helm_args=()
 
 if [ -z "$kubeconfig" ]; then
-  bash e2e/testbed/build-binaries.sh >/dev/null
-  cargo build --quiet --bins -p nestor-e2e -p nestor-operator
+  say "preparing the local host cluster (the first run builds Kubernetes from source)"
+  bash e2e/testbed/install-node-packages.sh
+  bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns pause >/dev/null
+  cargo build --quiet --locked --bins -p nestor-e2e
+  bash e2e/testbed/build-images.sh >/dev/null
   if [ ! -f "$state/testbed/pids" ]; then
     mkdir -p "$state"
-    ./target/debug/nestor-testbed up "$state/testbed" >/dev/null
+    ./target/debug/nestor-testbed up --node "$state/testbed" >/dev/null
   fi
   kubeconfig=$state/testbed/admin.kubeconfig
-  local_bed=1
+  helm_args+=(--set image.pullPolicy=Never)
 fi
-echo "up: host cluster: $kubeconfig"
+say "host cluster: $kubeconfig"
 
 "$tools/helm" upgrade --install nestor charts/nestor --kubeconfig "$kubeconfig" \
-  --namespace nestor-system --create-namespace --wait=false >/dev/null
-echo "up: Nestor installed with Helm (release nestor, namespace nestor-system)"
+  --namespace nestor-system --create-namespace --wait --timeout 180s "${helm_args[@]}" >/dev/null
+say "Nestor installed with Helm (release nestor in nestor-system); operator: $(kubectl -n nestor-system get pods -l app.kubernetes.io/name=nestor -o jsonpath='{.items[0].metadata.name}')"
 
-if [ -n "${local_bed:-}" ]; then
-  # The local host cluster has no node yet, so the chart's operator pod
-  # cannot run; the same binary runs here under the chart's ServiceAccount.
-  if [ ! -f "$state/operator.pid" ] || ! kill -0 "$(cat "$state/operator.pid")" 2>/dev/null; then
-    token=$(kubectl -n nestor-system create token nestor --duration=24h)
-    server=$(sed -n 's/^ *server: //p' "$kubeconfig" | head -n1)
-    ca=$(sed -n 's/^ *certificate-authority-data: //p' "$kubeconfig" | head -n1)
-    cat > "$state/operator.kubeconfig" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters: [{name: host, cluster: {server: $server, certificate-authority-data: $ca}}]
-users: [{name: nestor, user: {token: $token}}]
-contexts: [{name: nestor, context: {cluster: host, user: nestor}}]
-current-context: nestor
-KUBECONFIG
-    KUBECONFIG=$state/operator.kubeconfig POD_NAMESPACE=nestor-system setsid \
-      ./target/debug/nestor-operator --nested-route=published --metrics-addr=127.0.0.1:0 \
-      >"$state/operator.log" 2>&1 < /dev/null &
-    echo $! > "$state/operator.pid"
-    echo "up: operator running as PID $(cat "$state/operator.pid") (log: $state/operator.log)"
-  fi
-fi
-
+applied=$SECONDS
 kubectl apply -f samples/virtualcluster.yaml >/dev/null
-echo "up: VirtualCluster default/demo applied; waiting for it (Ctrl-C stops waiting, not the cluster)"
+say "VirtualCluster default/demo applied; waiting for Ready"
 deadline=$((SECONDS + ${NESTOR_UP_TIMEOUT:-300}))
+last=""
 while :; do
   ready=$(kubectl get vc demo -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
   message=$(kubectl get vc demo -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}' 2>/dev/null || true)
-  echo "up: $(date +%T) Ready=${ready:-Unknown} ${message}"
+  [ "$message" != "$last" ] && say "Ready=${ready:-Unknown}: ${message:-no status yet}"
+  last=$message
   [ "$ready" = "True" ] && break
   if [ $SECONDS -ge $deadline ]; then
-    if [ -n "${local_bed:-}" ]; then
-      echo "up: the local host cluster has no kubelet node yet, so the control-plane pods stay Pending;"
-      echo "up: every object is created and the status above says what it waits for."
-      break
-    fi
     echo "up: demo is not Ready after ${NESTOR_UP_TIMEOUT:-300}s" >&2
+    kubectl get pods -l nestor.dev/cluster=demo >&2 || true
     exit 1
   fi
-  sleep 5
+  sleep 0.5
 done
-kubectl get vc,statefulsets,deployments,services,secrets -l nestor.dev/cluster=demo 2>/dev/null || kubectl get vc demo
+say "demo is Ready, $((SECONDS - applied))s after apply"
+mkdir -p "$state"
+kubectl get secret demo-admin-kubeconfig -o jsonpath='{.data.kubeconfig}' | base64 -d > "$state/demo.kubeconfig"
 echo
-echo "Admin kubeconfig of the virtual cluster:"
-echo "  $tools/kubectl --kubeconfig $kubeconfig get secret demo-admin-kubeconfig -o jsonpath='{.data.kubeconfig}' | base64 -d > demo.kubeconfig"
-echo "Host cluster:  $tools/kubectl --kubeconfig $kubeconfig get vc"
+"$tools/kubectl" --kubeconfig "$state/demo.kubeconfig" get namespaces
+echo
+echo "The virtual cluster's admin kubeconfig: $state/demo.kubeconfig"
+echo "  $tools/kubectl --kubeconfig $state/demo.kubeconfig get namespaces"
+echo "The host cluster:"
+echo "  $tools/kubectl --kubeconfig $kubeconfig get vc,pods"
+echo "Stop everything: bash e2e/down.sh"

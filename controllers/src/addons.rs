@@ -14,11 +14,12 @@
 
 use crate::apiserver::control_plane_deployment;
 use crate::cluster::ClusterInputs;
-use crate::meta::{cluster_child_meta, selector_labels, Component};
+use crate::meta::{Component, cluster_child_meta, selector_labels};
 use crate::podspec::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, Service, ServicePort, ServiceSpec, Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, Service, ServicePort, ServiceSpec,
+    Volume,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
@@ -48,14 +49,23 @@ pub const NESTED_ADDONS: &str = "nestor.dev/nested-addons";
 
 /// The ConfigMap holding the Corefile. `nested_addons` is the hash of what
 /// was written into the nested cluster, once it was.
-pub fn desired_coredns_config_map(inputs: &ClusterInputs, nested_addons: Option<&str>) -> ConfigMap {
+pub fn desired_coredns_config_map(
+    inputs: &ClusterInputs,
+    nested_addons: Option<&str>,
+) -> ConfigMap {
     let mut metadata = cluster_child_meta(inputs.vc, inputs.names.coredns(), Component::CoreDns);
     if let Some(hash) = nested_addons {
-        metadata.annotations = Some(BTreeMap::from([(NESTED_ADDONS.to_string(), hash.to_string())]));
+        metadata.annotations = Some(BTreeMap::from([(
+            NESTED_ADDONS.to_string(),
+            hash.to_string(),
+        )]));
     }
     ConfigMap {
         metadata,
-        data: Some(BTreeMap::from([("Corefile".into(), corefile(&inputs.vc.spec.networking.cluster_domain))])),
+        data: Some(BTreeMap::from([(
+            "Corefile".into(),
+            corefile(&inputs.vc.spec.networking.cluster_domain),
+        )])),
         ..ConfigMap::default()
     }
 }
@@ -72,26 +82,51 @@ impl NestedAddons {
     pub fn new(inputs: &ClusterInputs, host_dns_ip: &str) -> Self {
         let (roles, bindings) = nested_cluster_roles();
         let (dns_service, dns_endpoints) = nested_kube_dns(inputs, host_dns_ip);
-        Self { roles, bindings, dns_service, dns_endpoints }
+        Self {
+            roles,
+            bindings,
+            dns_service,
+            dns_endpoints,
+        }
     }
 
     /// A hash of all of it: when it changes, it is written again.
     pub fn hash(&self) -> String {
-        crate::apply::desired_hash(&(&self.roles, &self.bindings, &self.dns_service, &self.dns_endpoints))
+        crate::apply::desired_hash(&(
+            &self.roles,
+            &self.bindings,
+            &self.dns_service,
+            &self.dns_endpoints,
+        ))
     }
 }
 
-/// The CoreDNS Deployment.
-pub fn desired_coredns_deployment(inputs: &ClusterInputs) -> Deployment {
+/// The CoreDNS Deployment; no replicas until `started` (its RBAC is in the
+/// nested cluster).
+pub fn desired_coredns_deployment(inputs: &ClusterInputs, started: bool) -> Deployment {
     let names = &inputs.names;
     let container = Container {
         name: "coredns".into(),
         image: Some(inputs.images.coredns.clone()),
         args: Some(vec!["-conf".into(), "/etc/coredns/config/Corefile".into()]),
         ports: Some(vec![
-            ContainerPort { name: Some("dns".into()), container_port: DNS_PORT, protocol: Some("UDP".into()), ..Default::default() },
-            ContainerPort { name: Some("dns-tcp".into()), container_port: DNS_PORT, protocol: Some("TCP".into()), ..Default::default() },
-            ContainerPort { name: Some("health".into()), container_port: 8080, ..Default::default() },
+            ContainerPort {
+                name: Some("dns".into()),
+                container_port: DNS_PORT,
+                protocol: Some("UDP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("dns-tcp".into()),
+                container_port: DNS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("health".into()),
+                container_port: 8080,
+                ..Default::default()
+            },
         ]),
         volume_mounts: Some(vec![
             read_only_mount("config", "/etc/coredns/config"),
@@ -105,14 +140,21 @@ pub fn desired_coredns_deployment(inputs: &ClusterInputs) -> Deployment {
     };
     let config = Volume {
         name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource { name: names.coredns(), ..Default::default() }),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names.coredns(),
+            ..Default::default()
+        }),
         ..Volume::default()
     };
     control_plane_deployment(
         inputs,
         names.coredns(),
         Component::CoreDns,
-        inputs.vc.spec.addons.core_dns.replicas,
+        if started {
+            inputs.vc.spec.addons.core_dns.replicas
+        } else {
+            0
+        },
         container,
         vec![config, secret_volume("kubeconfig", &names.coredns_secret())],
     )
@@ -155,8 +197,15 @@ pub fn kube_proxy_config(inputs: &ClusterInputs) -> String {
 /// The ConfigMap holding kube-proxy's configuration.
 pub fn desired_kube_proxy_config_map(inputs: &ClusterInputs) -> ConfigMap {
     ConfigMap {
-        metadata: cluster_child_meta(inputs.vc, inputs.names.kube_proxy_config(), Component::KubeProxy),
-        data: Some(BTreeMap::from([("config.conf".into(), kube_proxy_config(inputs))])),
+        metadata: cluster_child_meta(
+            inputs.vc,
+            inputs.names.kube_proxy_config(),
+            Component::KubeProxy,
+        ),
+        data: Some(BTreeMap::from([(
+            "config.conf".into(),
+            kube_proxy_config(inputs),
+        )])),
         ..ConfigMap::default()
     }
 }
@@ -165,7 +214,10 @@ fn nested_meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: namespace.map(Into::into),
-        labels: Some(BTreeMap::from([(NESTED_MANAGED_BY.0.into(), NESTED_MANAGED_BY.1.into())])),
+        labels: Some(BTreeMap::from([(
+            NESTED_MANAGED_BY.0.into(),
+            NESTED_MANAGED_BY.1.into(),
+        )])),
         ..ObjectMeta::default()
     }
 }
@@ -173,7 +225,11 @@ fn nested_meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
 fn binding(name: &str, role: &str, subject_kind: &str, subject: &str) -> ClusterRoleBinding {
     ClusterRoleBinding {
         metadata: nested_meta(name, None),
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role.into() },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
         subjects: Some(vec![Subject {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: subject_kind.into(),
@@ -204,7 +260,12 @@ pub fn nested_cluster_roles() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
     };
     let bindings = vec![
         binding("nestor:coredns", "nestor:coredns", "User", COREDNS_USER),
-        binding("nestor:node-bootstrapper", "system:node-bootstrapper", "Group", "system:bootstrappers"),
+        binding(
+            "nestor:node-bootstrapper",
+            "system:node-bootstrapper",
+            "Group",
+            "system:bootstrappers",
+        ),
         binding(
             "nestor:node-autoapprove-bootstrap",
             "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
@@ -217,7 +278,12 @@ pub fn nested_cluster_roles() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
             "Group",
             "system:nodes",
         ),
-        binding("nestor:node-proxier", "system:node-proxier", "Group", "system:nodes"),
+        binding(
+            "nestor:node-proxier",
+            "system:node-proxier",
+            "Group",
+            "system:nodes",
+        ),
     ];
     (vec![coredns], bindings)
 }
@@ -233,7 +299,10 @@ pub fn nested_kube_dns(inputs: &ClusterInputs, host_dns_ip: &str) -> (Service, E
         ..ServicePort::default()
     };
     let mut service_meta = nested_meta("kube-dns", Some("kube-system"));
-    service_meta.labels.get_or_insert_with(BTreeMap::new).insert("k8s-app".into(), "kube-dns".into());
+    service_meta
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert("k8s-app".into(), "kube-dns".into());
     let service = Service {
         metadata: service_meta,
         spec: Some(ServiceSpec {
@@ -245,17 +314,40 @@ pub fn nested_kube_dns(inputs: &ClusterInputs, host_dns_ip: &str) -> (Service, E
     };
     let mut slice_meta = nested_meta("kube-dns-nestor", Some("kube-system"));
     slice_meta.labels.get_or_insert_with(BTreeMap::new).extend([
-        ("kubernetes.io/service-name".to_string(), "kube-dns".to_string()),
-        ("endpointslice.kubernetes.io/managed-by".to_string(), "nestor.dev".to_string()),
+        (
+            "kubernetes.io/service-name".to_string(),
+            "kube-dns".to_string(),
+        ),
+        (
+            "endpointslice.kubernetes.io/managed-by".to_string(),
+            "nestor.dev".to_string(),
+        ),
     ]);
-    let family = if host_dns_ip.contains(':') { "IPv6" } else { "IPv4" };
+    let family = if host_dns_ip.contains(':') {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
     let slice = EndpointSlice {
         metadata: slice_meta,
         address_type: family.into(),
-        endpoints: vec![Endpoint { addresses: vec![host_dns_ip.into()], ..Endpoint::default() }],
+        endpoints: vec![Endpoint {
+            addresses: vec![host_dns_ip.into()],
+            ..Endpoint::default()
+        }],
         ports: Some(vec![
-            EndpointPort { name: Some("dns".into()), port: Some(53), protocol: Some("UDP".into()), ..Default::default() },
-            EndpointPort { name: Some("dns-tcp".into()), port: Some(53), protocol: Some("TCP".into()), ..Default::default() },
+            EndpointPort {
+                name: Some("dns".into()),
+                port: Some(53),
+                protocol: Some("UDP".into()),
+                ..Default::default()
+            },
+            EndpointPort {
+                name: Some("dns-tcp".into()),
+                port: Some(53),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
         ]),
     };
     (service, slice)
@@ -278,16 +370,26 @@ mod tests {
     fn coredns_deployment_and_service() {
         let vc = fixtures::vc(json!({"addons": {"coreDNS": {"replicas": 2}}}));
         let inputs = fixtures::inputs(&vc);
-        let d = desired_coredns_deployment(&inputs);
+        let d = desired_coredns_deployment(&inputs, true);
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));
         let c = &spec.template.spec.as_ref().unwrap().containers[0];
-        assert_eq!(c.image.as_deref(), Some("registry.k8s.io/coredns/coredns:v1.12.1"));
-        assert_eq!(c.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.k8s.io/coredns/coredns:v1.12.1")
+        );
+        assert_eq!(
+            c.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
         let svc = desired_dns_service(&inputs);
         let ports = svc.spec.unwrap().ports.unwrap();
         assert_eq!(ports.len(), 2);
-        assert!(ports.iter().all(|p| p.port == 53 && p.target_port == Some(IntOrString::Int(DNS_PORT))));
+        assert!(
+            ports
+                .iter()
+                .all(|p| p.port == 53 && p.target_port == Some(IntOrString::Int(DNS_PORT)))
+        );
     }
 
     #[test]
@@ -302,17 +404,32 @@ mod tests {
     fn nested_objects() {
         let (roles, bindings) = nested_cluster_roles();
         assert_eq!(roles[0].metadata.name.as_deref(), Some("nestor:coredns"));
-        let bootstrap = bindings.iter().find(|b| b.metadata.name.as_deref() == Some("nestor:node-bootstrapper")).unwrap();
-        assert_eq!(bootstrap.subjects.as_ref().unwrap()[0].name, "system:bootstrappers");
+        let bootstrap = bindings
+            .iter()
+            .find(|b| b.metadata.name.as_deref() == Some("nestor:node-bootstrapper"))
+            .unwrap();
+        assert_eq!(
+            bootstrap.subjects.as_ref().unwrap()[0].name,
+            "system:bootstrappers"
+        );
         let vc = fixtures::vc(json!({}));
         let inputs = fixtures::inputs(&vc);
         let (svc, slice) = nested_kube_dns(&inputs, "10.0.0.53");
-        assert_eq!(NestedAddons::new(&inputs, "10.0.0.53").hash(), NestedAddons::new(&inputs, "10.0.0.53").hash());
-        assert_ne!(NestedAddons::new(&inputs, "10.0.0.53").hash(), NestedAddons::new(&inputs, "10.0.0.54").hash());
+        assert_eq!(
+            NestedAddons::new(&inputs, "10.0.0.53").hash(),
+            NestedAddons::new(&inputs, "10.0.0.53").hash()
+        );
+        assert_ne!(
+            NestedAddons::new(&inputs, "10.0.0.53").hash(),
+            NestedAddons::new(&inputs, "10.0.0.54").hash()
+        );
         let cm = desired_coredns_config_map(&inputs, Some("h"));
         assert_eq!(cm.metadata.annotations.unwrap()[NESTED_ADDONS], "h");
         assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.10"));
         assert_eq!(slice.endpoints[0].addresses, vec!["10.0.0.53"]);
-        assert_eq!(slice.metadata.labels.unwrap()["kubernetes.io/service-name"], "kube-dns");
+        assert_eq!(
+            slice.metadata.labels.unwrap()["kubernetes.io/service-name"],
+            "kube-dns"
+        );
     }
 }

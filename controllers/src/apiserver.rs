@@ -2,13 +2,15 @@
 //! Service of the requested type.
 
 use crate::cluster::{ClusterInputs, PKI_REVISION};
-use crate::meta::{cluster_child_meta, component_labels, selector_labels, ClusterNames, Component};
+use crate::meta::{ClusterNames, Component, cluster_child_meta, component_labels, selector_labels};
 use crate::pki::{LeafRequest, Usage};
 use crate::podspec::*;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, Service,
-    ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    Service, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -53,7 +55,13 @@ pub fn serving_cert_request(inputs: &ClusterInputs, published: &[String]) -> Lea
     dns_names.dedup();
     ips.sort();
     ips.dedup();
-    LeafRequest { common_name: "kube-apiserver".into(), organizations: vec![], dns_names, ips, usage: Usage::Server }
+    LeafRequest {
+        common_name: "kube-apiserver".into(),
+        organizations: vec![],
+        dns_names,
+        ips,
+        usage: Usage::Server,
+    }
 }
 
 /// The API server's flags.
@@ -65,29 +73,48 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
         ("advertise-address", "$(POD_IP)".to_string()),
         ("secure-port", PORT.to_string()),
         ("bind-address", "0.0.0.0".into()),
-        ("etcd-servers", format!("https://{}:{}", names.etcd_client_host(), crate::etcd::CLIENT_PORT)),
+        (
+            "etcd-servers",
+            format!(
+                "https://{}:{}",
+                names.etcd_client_host(),
+                crate::etcd::CLIENT_PORT
+            ),
+        ),
         ("etcd-cafile", pki("etcd-ca.crt")),
         ("etcd-certfile", pki("apiserver-etcd-client.crt")),
         ("etcd-keyfile", pki("apiserver-etcd-client.key")),
         ("client-ca-file", pki("ca.crt")),
         ("tls-cert-file", pki("apiserver.crt")),
         ("tls-private-key-file", pki("apiserver.key")),
-        ("service-account-issuer", format!("https://kubernetes.default.svc.{}", net.cluster_domain)),
+        (
+            "service-account-issuer",
+            format!("https://kubernetes.default.svc.{}", net.cluster_domain),
+        ),
         ("service-account-key-file", pki("sa.pub")),
         ("service-account-signing-key-file", pki("sa.key")),
-        ("service-cluster-ip-range", inputs.valid.service_cidr.to_string()),
+        (
+            "service-cluster-ip-range",
+            inputs.valid.service_cidr.to_string(),
+        ),
         ("authorization-mode", "Node,RBAC".into()),
         ("enable-admission-plugins", ADMISSION_PLUGINS.into()),
         ("enable-bootstrap-token-auth", "true".into()),
         ("allow-privileged", "true".into()),
-        ("kubelet-client-certificate", pki("apiserver-kubelet-client.crt")),
+        (
+            "kubelet-client-certificate",
+            pki("apiserver-kubelet-client.crt"),
+        ),
         ("kubelet-client-key", pki("apiserver-kubelet-client.key")),
         ("kubelet-preferred-address-types", "InternalIP".into()),
         ("proxy-client-cert-file", pki("front-proxy-client.crt")),
         ("proxy-client-key-file", pki("front-proxy-client.key")),
         ("requestheader-client-ca-file", pki("front-proxy-ca.crt")),
         ("requestheader-allowed-names", "front-proxy-client".into()),
-        ("requestheader-extra-headers-prefix", "X-Remote-Extra-".into()),
+        (
+            "requestheader-extra-headers-prefix",
+            "X-Remote-Extra-".into(),
+        ),
         ("requestheader-group-headers", "X-Remote-Group".into()),
         ("requestheader-username-headers", "X-Remote-User".into()),
         ("profiling", "false".into()),
@@ -110,12 +137,19 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
         env: Some(vec![EnvVar {
             name: "POD_IP".into(),
             value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { field_path: "status.podIP".into(), ..Default::default() }),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
                 ..EnvVarSource::default()
             }),
             ..EnvVar::default()
         }]),
-        ports: Some(vec![ContainerPort { name: Some("https".into()), container_port: PORT, ..Default::default() }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("https".into()),
+            container_port: PORT,
+            ..Default::default()
+        }]),
         volume_mounts: Some(vec![read_only_mount("pki", PKI_DIR)]),
         liveness_probe: Some(http_probe("/livez", PORT, true, 10, 8)),
         readiness_probe: Some(http_probe("/readyz", PORT, true, 1, 3)),
@@ -150,7 +184,10 @@ pub(crate) fn control_plane_deployment(
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
             revision_history_limit: Some(3),
-            selector: LabelSelector { match_labels: Some(selector_labels(cluster, component)), ..Default::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(cluster, component)),
+                ..Default::default()
+            },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -163,7 +200,10 @@ pub(crate) fn control_plane_deployment(
                     labels: Some(component_labels(cluster, component)),
                     annotations: Some(BTreeMap::from([
                         (PKI_REVISION.into(), inputs.pki_revision.clone()),
-                        (crate::status::VERSION_ANNOTATION.into(), inputs.vc.spec.version.clone()),
+                        (
+                            crate::status::VERSION_ANNOTATION.into(),
+                            inputs.vc.spec.version.clone(),
+                        ),
                     ])),
                     ..ObjectMeta::default()
                 }),
@@ -206,14 +246,29 @@ pub fn desired_apiserver_service(inputs: &ClusterInputs) -> Service {
 /// Where clients outside the nested cluster reach its API server, read from
 /// the live Service (and, for NodePort, a host node's address). `None` while
 /// the address is not assigned yet (for example a pending load balancer).
-pub fn published_endpoint(names: &ClusterNames, service: &Service, node_address: Option<&str>) -> Option<String> {
+pub fn published_endpoint(
+    names: &ClusterNames,
+    service: &Service,
+    node_address: Option<&str>,
+) -> Option<String> {
     let spec = service.spec.as_ref()?;
     let url = |host: &str, port: i32| {
-        if host.contains(':') { format!("https://[{host}]:{port}") } else { format!("https://{host}:{port}") }
+        if host.contains(':') {
+            format!("https://[{host}]:{port}")
+        } else {
+            format!("https://{host}:{port}")
+        }
     };
     match spec.type_.as_deref() {
         Some("LoadBalancer") => {
-            let ingress = service.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?;
+            let ingress = service
+                .status
+                .as_ref()?
+                .load_balancer
+                .as_ref()?
+                .ingress
+                .as_ref()?
+                .first()?;
             let host = ingress.ip.as_deref().or(ingress.hostname.as_deref())?;
             Some(url(host, PORT))
         }
@@ -222,8 +277,14 @@ pub fn published_endpoint(names: &ClusterNames, service: &Service, node_address:
             Some(url(node_address?, port))
         }
         _ => {
-            let ip = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None");
-            Some(ip.map(|ip| url(ip, PORT)).unwrap_or_else(|| names.internal_endpoint()))
+            let ip = spec
+                .cluster_ip
+                .as_deref()
+                .filter(|ip| !ip.is_empty() && *ip != "None");
+            Some(
+                ip.map(|ip| url(ip, PORT))
+                    .unwrap_or_else(|| names.internal_endpoint()),
+            )
         }
     }
 }
@@ -232,7 +293,9 @@ pub fn published_endpoint(names: &ClusterNames, service: &Service, node_address:
 mod tests {
     use super::*;
     use crate::cluster::fixtures;
-    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceStatus};
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceStatus,
+    };
     use serde_json::json;
 
     #[test]
@@ -256,14 +319,38 @@ mod tests {
         ] {
             assert!(cmd.contains(&flag.to_string()), "missing {flag} in {cmd:?}");
         }
-        assert_eq!(c.image.as_deref(), Some("registry.k8s.io/kube-apiserver:v1.35.4"));
-        let live = c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.k8s.io/kube-apiserver:v1.35.4")
+        );
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(live.path.as_deref(), Some("/livez"));
-        let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(ready.path.as_deref(), Some("/readyz"));
         assert_eq!(ready.scheme.as_deref(), Some("HTTPS"));
         assert_eq!(pod.automount_service_account_token, Some(false));
-        assert_eq!(c.security_context.as_ref().unwrap().capabilities.as_ref().unwrap().drop, Some(vec!["ALL".into()]));
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .capabilities
+                .as_ref()
+                .unwrap()
+                .drop,
+            Some(vec!["ALL".into()])
+        );
     }
 
     #[test]
@@ -271,7 +358,12 @@ mod tests {
         let vc = fixtures::vc(json!({"apiServer": {"certSANs": ["api.example.com", "192.0.2.7"]}}));
         let inputs = fixtures::inputs(&vc);
         let req = serving_cert_request(&inputs, &["10.0.0.42".into()]);
-        for name in ["kubernetes.default.svc.cluster.local", "demo-apiserver.tenants.svc", "api.example.com", "localhost"] {
+        for name in [
+            "kubernetes.default.svc.cluster.local",
+            "demo-apiserver.tenants.svc",
+            "api.example.com",
+            "localhost",
+        ] {
             assert!(req.dns_names.contains(&name.to_string()), "{name}");
         }
         for ip in ["10.96.0.1", "127.0.0.1", "192.0.2.7", "10.0.0.42"] {
@@ -284,23 +376,50 @@ mod tests {
         let vc = fixtures::vc(json!({"apiServer": {"exposure": "NodePort"}}));
         let inputs = fixtures::inputs(&vc);
         let mut svc = desired_apiserver_service(&inputs);
-        assert_eq!(svc.spec.as_ref().unwrap().type_.as_deref(), Some("NodePort"));
-        assert_eq!(published_endpoint(&inputs.names, &svc, Some("192.0.2.1")), None, "no node port yet");
-        svc.spec.as_mut().unwrap().ports = Some(vec![ServicePort { port: 6443, node_port: Some(31443), ..Default::default() }]);
-        assert_eq!(published_endpoint(&inputs.names, &svc, Some("192.0.2.1")).as_deref(), Some("https://192.0.2.1:31443"));
+        assert_eq!(
+            svc.spec.as_ref().unwrap().type_.as_deref(),
+            Some("NodePort")
+        );
+        assert_eq!(
+            published_endpoint(&inputs.names, &svc, Some("192.0.2.1")),
+            None,
+            "no node port yet"
+        );
+        svc.spec.as_mut().unwrap().ports = Some(vec![ServicePort {
+            port: 6443,
+            node_port: Some(31443),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            published_endpoint(&inputs.names, &svc, Some("192.0.2.1")).as_deref(),
+            Some("https://192.0.2.1:31443")
+        );
 
         svc.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
-        assert_eq!(published_endpoint(&inputs.names, &svc, None), None, "pending load balancer");
+        assert_eq!(
+            published_endpoint(&inputs.names, &svc, None),
+            None,
+            "pending load balancer"
+        );
         svc.status = Some(ServiceStatus {
             load_balancer: Some(LoadBalancerStatus {
-                ingress: Some(vec![LoadBalancerIngress { ip: Some("203.0.113.9".into()), ..Default::default() }]),
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some("203.0.113.9".into()),
+                    ..Default::default()
+                }]),
             }),
             ..Default::default()
         });
-        assert_eq!(published_endpoint(&inputs.names, &svc, None).as_deref(), Some("https://203.0.113.9:6443"));
+        assert_eq!(
+            published_endpoint(&inputs.names, &svc, None).as_deref(),
+            Some("https://203.0.113.9:6443")
+        );
 
         svc.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
         svc.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.5".into());
-        assert_eq!(published_endpoint(&inputs.names, &svc, None).as_deref(), Some("https://10.0.0.5:6443"));
+        assert_eq!(
+            published_endpoint(&inputs.names, &svc, None).as_deref(),
+            Some("https://10.0.0.5:6443")
+        );
     }
 }

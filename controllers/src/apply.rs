@@ -7,22 +7,26 @@
 //! nothing to change sends no write.
 
 use crate::context::Context;
-use crate::error::{code_and_reason, Error, Result};
+use crate::error::{Error, Result, code_and_reason};
 use crate::meta::{APPLIED_HASH, FIELD_MANAGER};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::Resource;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::fmt::Debug;
 use std::sync::Arc;
 
 /// Managers whose writes to the main resource of a child are expected and
 /// are not drift (the workload controllers annotate their objects).
-const SYSTEM_MANAGERS: &[&str] = &["kube-controller-manager", "kube-scheduler", "kube-apiserver"];
+const SYSTEM_MANAGERS: &[&str] = &[
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-apiserver",
+];
 
 /// What an apply did.
 pub enum Applied<K> {
@@ -54,7 +58,12 @@ pub fn changed_by_someone_else(meta: &ObjectMeta) -> bool {
     let main = |e: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
         e.subresource.as_deref().unwrap_or("").is_empty()
     };
-    let ours = entries.iter().filter(main).filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER)).filter_map(|e| e.time.clone()).max();
+    let ours = entries
+        .iter()
+        .filter(main)
+        .filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER))
+        .filter_map(|e| e.time.clone())
+        .max();
     entries.iter().filter(main).any(|e| {
         let manager = e.manager.as_deref().unwrap_or("");
         manager != FIELD_MANAGER
@@ -79,23 +88,46 @@ where
         + 'static,
 {
     let hash = desired_hash(&desired);
-    desired.meta_mut().annotations.get_or_insert_with(Default::default).insert(APPLIED_HASH.into(), hash.clone());
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_HASH.into(), hash.clone());
     let name = desired.meta().name.clone().unwrap_or_default();
     let namespace = desired.meta().namespace.clone().unwrap_or_default();
     let kind = static_kind::<K>();
     if let Some(live) = store.get(&ObjectRef::new(&name).within(&namespace)) {
-        let live_hash = live.meta().annotations.as_ref().and_then(|a| a.get(APPLIED_HASH));
+        let live_hash = live
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED_HASH));
         if live_hash == Some(&hash) && !changed_by_someone_else(live.meta()) {
-            ctx.metrics.skipped_applies.get_or_create(&crate::metrics::WriteLabels { verb: "apply", kind }).inc();
+            ctx.metrics
+                .skipped_applies
+                .get_or_create(&crate::metrics::WriteLabels {
+                    verb: "apply",
+                    kind,
+                })
+                .inc();
             return Ok(Applied::Unchanged(live));
         }
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.write("apply", kind);
     let written = api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
         .await
-        .map_err(|source| Error::ApplyChild { kind, namespace: namespace.clone(), name: name.clone(), source })?;
+        .map_err(|source| Error::ApplyChild {
+            kind,
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
     Ok(Applied::Written(Arc::new(written)))
 }
 
@@ -106,9 +138,20 @@ pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<()> {
     let namespace = secret.metadata.namespace.clone().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.write("apply", "Secret");
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(secret)).await.map_err(|e| {
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(secret),
+    )
+    .await
+    .map_err(|e| {
         let (code, reason) = code_and_reason(&e);
-        Error::WriteSecret { namespace, name, code, reason }
+        Error::WriteSecret {
+            namespace,
+            name,
+            code,
+            reason,
+        }
     })?;
     Ok(())
 }
@@ -119,17 +162,34 @@ pub async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<O
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     api.get_opt(name).await.map_err(|e| {
         let (code, reason) = code_and_reason(&e);
-        Error::ReadSecret { namespace: namespace.into(), name: name.into(), code, reason }
+        Error::ReadSecret {
+            namespace: namespace.into(),
+            name: name.into(),
+            code,
+            reason,
+        }
     })
 }
 
 /// The kinds Nestor writes, as metric labels.
-pub const KINDS: &[&str] =
-    &["Secret", "ConfigMap", "Service", "StatefulSet", "Deployment", "NetworkPolicy", "VirtualCluster", "NodePool"];
+pub const KINDS: &[&str] = &[
+    "Secret",
+    "ConfigMap",
+    "Service",
+    "StatefulSet",
+    "Deployment",
+    "NetworkPolicy",
+    "VirtualCluster",
+    "NodePool",
+];
 
 fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
     let kind = K::kind(&());
-    KINDS.iter().find(|k| **k == kind).copied().unwrap_or("Other")
+    KINDS
+        .iter()
+        .find(|k| **k == kind)
+        .copied()
+        .unwrap_or("Other")
 }
 
 /// Shrinks a watched object before it is cached: drops the field sets of
@@ -180,10 +240,21 @@ mod tests {
             ..ObjectMeta::default()
         };
         assert!(!changed_by_someone_else(&meta));
-        meta.managed_fields.as_mut().unwrap().push(entry("kubectl-edit", "2026-01-03T00:00:00Z", None));
+        meta.managed_fields.as_mut().unwrap().push(entry(
+            "kubectl-edit",
+            "2026-01-03T00:00:00Z",
+            None,
+        ));
         assert!(changed_by_someone_else(&meta));
-        meta.managed_fields.as_mut().unwrap().push(entry(FIELD_MANAGER, "2026-01-04T00:00:00Z", None));
-        assert!(!changed_by_someone_else(&meta), "our later apply settles it");
+        meta.managed_fields.as_mut().unwrap().push(entry(
+            FIELD_MANAGER,
+            "2026-01-04T00:00:00Z",
+            None,
+        ));
+        assert!(
+            !changed_by_someone_else(&meta),
+            "our later apply settles it"
+        );
     }
 
     #[test]

@@ -22,9 +22,20 @@ pub struct ClusterInputs<'a> {
 }
 
 impl<'a> ClusterInputs<'a> {
-    pub fn new(vc: &'a VirtualCluster, valid: ValidCluster, settings: &OperatorSettings, pki_revision: String) -> Self {
+    pub fn new(
+        vc: &'a VirtualCluster,
+        valid: ValidCluster,
+        settings: &OperatorSettings,
+        pki_revision: String,
+    ) -> Self {
         let images = images::resolve(&vc.spec, settings, valid.version.minor);
-        Self { names: ClusterNames::new(vc), vc, valid, images, pki_revision }
+        Self {
+            names: ClusterNames::new(vc),
+            vc,
+            valid,
+            images,
+            pki_revision,
+        }
     }
 }
 

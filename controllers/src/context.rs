@@ -5,9 +5,9 @@ use crate::metrics::Metrics;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Client;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
-use kube::Client;
 use nestor_crds::{NodePool, VirtualCluster};
 use std::sync::Arc;
 

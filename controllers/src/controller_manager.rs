@@ -33,7 +33,10 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
         ("controllers", "*,bootstrapsigner,tokencleaner".into()),
         ("allocate-node-cidrs", "true".into()),
         ("cluster-cidr", inputs.valid.pod_cidr.to_string()),
-        ("service-cluster-ip-range", inputs.valid.service_cidr.to_string()),
+        (
+            "service-cluster-ip-range",
+            inputs.valid.service_cidr.to_string(),
+        ),
         // On always: a rolling update briefly runs two replicas.
         ("leader-elect", "true".into()),
         ("profiling", "false".into()),
@@ -41,8 +44,9 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
     render_flags(managed, &inputs.vc.spec.controller_manager.extra_args)
 }
 
-/// The kube-controller-manager Deployment.
-pub fn desired_controller_manager_deployment(inputs: &ClusterInputs) -> Deployment {
+/// The kube-controller-manager Deployment; no replicas until `started`
+/// (the API server serves).
+pub fn desired_controller_manager_deployment(inputs: &ClusterInputs, started: bool) -> Deployment {
     let spec = &inputs.vc.spec.controller_manager;
     let mut command = vec!["kube-controller-manager".to_string()];
     command.extend(flags(inputs));
@@ -50,7 +54,11 @@ pub fn desired_controller_manager_deployment(inputs: &ClusterInputs) -> Deployme
         name: "kube-controller-manager".into(),
         image: Some(inputs.images.controller_manager.clone()),
         command: Some(command),
-        ports: Some(vec![ContainerPort { name: Some("https".into()), container_port: PORT, ..Default::default() }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("https".into()),
+            container_port: PORT,
+            ..Default::default()
+        }]),
         volume_mounts: Some(vec![read_only_mount("config", DIR)]),
         liveness_probe: Some(http_probe("/healthz", PORT, true, 10, 8)),
         readiness_probe: Some(http_probe("/healthz", PORT, true, 2, 3)),
@@ -63,9 +71,12 @@ pub fn desired_controller_manager_deployment(inputs: &ClusterInputs) -> Deployme
         inputs,
         inputs.names.controller_manager(),
         Component::ControllerManager,
-        spec.replicas,
+        if started { spec.replicas } else { 0 },
         container,
-        vec![secret_volume("config", &inputs.names.controller_manager_secret())],
+        vec![secret_volume(
+            "config",
+            &inputs.names.controller_manager_secret(),
+        )],
     )
 }
 
@@ -77,8 +88,17 @@ mod tests {
 
     #[test]
     fn signs_with_the_cluster_ca_and_elects_a_leader() {
-        let vc = fixtures::vc(json!({"controllerManager": {"replicas": 2, "extraArgs": {"node-monitor-grace-period": "20s"}}}));
-        let d = desired_controller_manager_deployment(&fixtures::inputs(&vc));
+        let vc = fixtures::vc(
+            json!({"controllerManager": {"replicas": 2, "extraArgs": {"node-monitor-grace-period": "20s"}}}),
+        );
+        assert_eq!(
+            desired_controller_manager_deployment(&fixtures::inputs(&vc), false)
+                .spec
+                .unwrap()
+                .replicas,
+            Some(0)
+        );
+        let d = desired_controller_manager_deployment(&fixtures::inputs(&vc), true);
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));
         let c = &spec.template.spec.unwrap().containers[0];
@@ -92,7 +112,10 @@ mod tests {
         ] {
             assert!(cmd.contains(&flag.to_string()), "missing {flag}");
         }
-        assert_eq!(c.image.as_deref(), Some("registry.k8s.io/kube-controller-manager:v1.35.4"));
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.k8s.io/kube-controller-manager:v1.35.4")
+        );
         assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
     }
 }

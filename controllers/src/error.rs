@@ -6,34 +6,78 @@ use crate::pki::PkiError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("applying {kind} {namespace}/{name}: {source}")]
-    ApplyChild { kind: &'static str, namespace: String, name: String, #[source] source: kube::Error },
+    ApplyChild {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 
     #[error("writing Secret {namespace}/{name} failed with HTTP {code} ({reason})")]
-    WriteSecret { namespace: String, name: String, code: u16, reason: String },
+    WriteSecret {
+        namespace: String,
+        name: String,
+        code: u16,
+        reason: String,
+    },
 
     #[error("reading Secret {namespace}/{name} failed with HTTP {code} ({reason})")]
-    ReadSecret { namespace: String, name: String, code: u16, reason: String },
+    ReadSecret {
+        namespace: String,
+        name: String,
+        code: u16,
+        reason: String,
+    },
 
     #[error("reading {what}: {source}")]
-    Read { what: String, #[source] source: kube::Error },
+    Read {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
 
-    #[error("the CA Secret {namespace}/{name} exists but does not hold a complete CA bundle; restore it from a backup or delete the VirtualCluster (Nestor never replaces a cluster's roots of trust on its own)")]
+    #[error(
+        "the CA Secret {namespace}/{name} exists but does not hold a complete CA bundle; restore it from a backup or delete the VirtualCluster (Nestor never replaces a cluster's roots of trust on its own)"
+    )]
     DamagedCa { namespace: String, name: String },
 
     #[error("issuing certificates for {namespace}/{name}: {source}")]
-    Pki { namespace: String, name: String, #[source] source: PkiError },
+    Pki {
+        namespace: String,
+        name: String,
+        #[source]
+        source: PkiError,
+    },
 
     #[error("patching the status of {kind} {namespace}/{name}: {source}")]
-    PatchStatus { kind: &'static str, namespace: String, name: String, #[source] source: kube::Error },
+    PatchStatus {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 
     #[error("cleaning up {what}: {source}")]
-    Cleanup { what: String, #[source] source: kube::Error },
+    Cleanup {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
 
     #[error("talking to the nested API server of {namespace}/{name}: {message}")]
-    Nested { namespace: String, name: String, message: String },
+    Nested {
+        namespace: String,
+        name: String,
+        message: String,
+    },
 
     #[error("{kind} has no {field}")]
-    MissingField { kind: &'static str, field: &'static str },
+    MissingField {
+        kind: &'static str,
+        field: &'static str,
+    },
 
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -56,9 +100,8 @@ impl Error {
             Error::Nested { .. } => "nested",
             Error::MissingField { .. } => "missing_field",
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e.metric_label()
-                }
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
                 _ => "finalizer",
             },
         }
@@ -72,9 +115,8 @@ impl Error {
     fn innermost(&self) -> &Error {
         match self {
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e.innermost()
-                }
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.innermost(),
                 _ => self,
             },
             other => other,

@@ -3,7 +3,7 @@
 //! NetworkPolicy that admits only the cluster's own API servers and members.
 
 use crate::cluster::{ClusterInputs, PKI_REVISION};
-use crate::meta::{cluster_child_meta, selector_labels, ClusterNames, Component};
+use crate::meta::{ClusterNames, Component, cluster_child_meta, selector_labels};
 use crate::pki::{LeafRequest, Usage};
 use crate::podspec::*;
 use k8s_openapi::api::apps::v1::{
@@ -11,11 +11,12 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, VolumeMount,
-    VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -48,7 +49,10 @@ pub fn server_cert_request(names: &ClusterNames) -> LeafRequest {
         common_name: names.etcd(),
         organizations: vec![],
         dns_names,
-        ips: vec!["127.0.0.1".parse().expect("literal IP"), "::1".parse().expect("literal IP")],
+        ips: vec![
+            "127.0.0.1".parse().expect("literal IP"),
+            "::1".parse().expect("literal IP"),
+        ],
         usage: Usage::ServerAndClient,
     }
 }
@@ -102,20 +106,46 @@ pub(crate) fn tcp_port(name: &str, port: i32) -> ServicePort {
 fn etcd_flags(inputs: &ClusterInputs) -> Vec<String> {
     let names = &inputs.names;
     let replicas = inputs.vc.spec.etcd.replicas;
-    let member_host = format!("$(POD_NAME).{}.{}.svc", names.etcd_peer_service(), names.namespace);
+    let member_host = format!(
+        "$(POD_NAME).{}.{}.svc",
+        names.etcd_peer_service(),
+        names.namespace
+    );
     let initial_cluster = (0..replicas)
-        .map(|i| format!("{}-{i}=https://{}:{PEER_PORT}", names.etcd(), names.etcd_member_host(i)))
+        .map(|i| {
+            format!(
+                "{}-{i}=https://{}:{PEER_PORT}",
+                names.etcd(),
+                names.etcd_member_host(i)
+            )
+        })
         .collect::<Vec<_>>()
         .join(",");
-    let token = format!("{}-{}", names.cluster, inputs.vc.metadata.uid.as_deref().unwrap_or("uid"));
+    let token = format!(
+        "{}-{}",
+        names.cluster,
+        inputs.vc.metadata.uid.as_deref().unwrap_or("uid")
+    );
     let flags = BTreeMap::from([
         ("name", "$(POD_NAME)".to_string()),
         ("data-dir", format!("{DATA_DIR}/data")),
         ("listen-peer-urls", format!("https://0.0.0.0:{PEER_PORT}")),
-        ("listen-client-urls", format!("https://0.0.0.0:{CLIENT_PORT}")),
-        ("listen-metrics-urls", format!("http://0.0.0.0:{METRICS_PORT}")),
-        ("advertise-client-urls", format!("https://{member_host}:{CLIENT_PORT}")),
-        ("initial-advertise-peer-urls", format!("https://{member_host}:{PEER_PORT}")),
+        (
+            "listen-client-urls",
+            format!("https://0.0.0.0:{CLIENT_PORT}"),
+        ),
+        (
+            "listen-metrics-urls",
+            format!("http://0.0.0.0:{METRICS_PORT}"),
+        ),
+        (
+            "advertise-client-urls",
+            format!("https://{member_host}:{CLIENT_PORT}"),
+        ),
+        (
+            "initial-advertise-peer-urls",
+            format!("https://{member_host}:{PEER_PORT}"),
+        ),
         ("initial-cluster", initial_cluster),
         ("initial-cluster-state", "new".into()),
         ("initial-cluster-token", token),
@@ -152,18 +182,37 @@ pub fn desired_etcd_statefulset(inputs: &ClusterInputs) -> StatefulSet {
         env: Some(vec![EnvVar {
             name: "POD_NAME".into(),
             value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), ..Default::default() }),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
                 ..EnvVarSource::default()
             }),
             ..EnvVar::default()
         }]),
         ports: Some(vec![
-            ContainerPort { name: Some("client".into()), container_port: CLIENT_PORT, ..Default::default() },
-            ContainerPort { name: Some("peer".into()), container_port: PEER_PORT, ..Default::default() },
-            ContainerPort { name: Some("metrics".into()), container_port: METRICS_PORT, ..Default::default() },
+            ContainerPort {
+                name: Some("client".into()),
+                container_port: CLIENT_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("peer".into()),
+                container_port: PEER_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                ..Default::default()
+            },
         ]),
         volume_mounts: Some(vec![
-            VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            },
             read_only_mount("pki", PKI_DIR),
         ]),
         liveness_probe: Some(http_probe("/livez", METRICS_PORT, false, 10, 8)),
@@ -179,15 +228,23 @@ pub fn desired_etcd_statefulset(inputs: &ClusterInputs) -> StatefulSet {
             replicas: Some(spec.replicas),
             service_name: Some(names.etcd_peer_service()),
             pod_management_policy: Some("Parallel".into()),
-            selector: LabelSelector { match_labels: Some(labels), ..LabelSelector::default() },
-            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                when_deleted: Some("Delete".into()),
-                when_scaled: Some("Retain".into()),
-            }),
+            selector: LabelSelector {
+                match_labels: Some(labels),
+                ..LabelSelector::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(template_meta_labels),
-                    annotations: Some(BTreeMap::from([(PKI_REVISION.into(), inputs.pki_revision.clone())])),
+                    annotations: Some(BTreeMap::from([(
+                        PKI_REVISION.into(),
+                        inputs.pki_revision.clone(),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -203,14 +260,20 @@ pub fn desired_etcd_statefulset(inputs: &ClusterInputs) -> StatefulSet {
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some("data".into()),
-                    labels: Some(crate::meta::component_labels(&names.cluster, Component::Etcd)),
+                    labels: Some(crate::meta::component_labels(
+                        &names.cluster,
+                        Component::Etcd,
+                    )),
                     ..ObjectMeta::default()
                 },
                 spec: Some(PersistentVolumeClaimSpec {
                     access_modes: Some(vec!["ReadWriteOnce".into()]),
                     storage_class_name: spec.storage_class_name.clone(),
                     resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([("storage".into(), Quantity(spec.storage.clone()))])),
+                        requests: Some(BTreeMap::from([(
+                            "storage".into(),
+                            Quantity(spec.storage.clone()),
+                        )])),
                         ..VolumeResourceRequirements::default()
                     }),
                     ..PersistentVolumeClaimSpec::default()
@@ -235,7 +298,11 @@ pub fn desired_etcd_network_policy(inputs: &ClusterInputs) -> NetworkPolicy {
         }),
         ..NetworkPolicyPeer::default()
     };
-    let port = |p: i32| NetworkPolicyPort { port: Some(IntOrString::Int(p)), protocol: Some("TCP".into()), ..Default::default() };
+    let port = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
     NetworkPolicy {
         metadata: cluster_child_meta(inputs.vc, names.etcd(), Component::Etcd),
         spec: Some(NetworkPolicySpec {
@@ -249,9 +316,15 @@ pub fn desired_etcd_network_policy(inputs: &ClusterInputs) -> NetworkPolicy {
                     from: Some(vec![from(Component::ApiServer), from(Component::Etcd)]),
                     ports: Some(vec![port(CLIENT_PORT)]),
                 },
-                NetworkPolicyIngressRule { from: Some(vec![from(Component::Etcd)]), ports: Some(vec![port(PEER_PORT)]) },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![from(Component::Etcd)]),
+                    ports: Some(vec![port(PEER_PORT)]),
+                },
                 // The kubelet's probes come from the node, not a pod.
-                NetworkPolicyIngressRule { from: None, ports: Some(vec![port(METRICS_PORT)]) },
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![port(METRICS_PORT)]),
+                },
             ]),
             ..NetworkPolicySpec::default()
         }),
@@ -283,25 +356,56 @@ mod tests {
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert!(c.resources.as_ref().unwrap().requests.is_some());
-        assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
         let pvc = &spec.volume_claim_templates.as_ref().unwrap()[0];
-        assert_eq!(pvc.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "1Gi");
-        assert_eq!(sts.metadata.owner_references.as_ref().unwrap()[0].kind, "VirtualCluster");
+        assert_eq!(
+            pvc.spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
+            "1Gi"
+        );
+        assert_eq!(
+            sts.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "VirtualCluster"
+        );
     }
 
     #[test]
     fn three_members_list_each_other() {
-        let vc = fixtures::vc(json!({"etcd": {"replicas": 3, "storage": "5Gi", "storageClassName": "fast"}}));
+        let vc = fixtures::vc(
+            json!({"etcd": {"replicas": 3, "storage": "5Gi", "storageClassName": "fast"}}),
+        );
         let sts = desired_etcd_statefulset(&fixtures::inputs(&vc));
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
-        let cmd = spec.template.spec.unwrap().containers[0].command.clone().unwrap();
-        let initial = cmd.iter().find(|f| f.starts_with("--initial-cluster=")).unwrap();
+        let cmd = spec.template.spec.unwrap().containers[0]
+            .command
+            .clone()
+            .unwrap();
+        let initial = cmd
+            .iter()
+            .find(|f| f.starts_with("--initial-cluster="))
+            .unwrap();
         assert_eq!(initial.matches("https://").count(), 3);
-        assert!(initial.contains("demo-etcd-2=https://demo-etcd-2.demo-etcd-peer.tenants.svc:2380"));
+        assert!(
+            initial.contains("demo-etcd-2=https://demo-etcd-2.demo-etcd-peer.tenants.svc:2380")
+        );
         let pvc = &spec.volume_claim_templates.unwrap()[0];
-        assert_eq!(pvc.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            pvc.spec.as_ref().unwrap().storage_class_name.as_deref(),
+            Some("fast")
+        );
     }
 
     #[test]
@@ -309,8 +413,14 @@ mod tests {
         let vc = fixtures::vc(json!({}));
         let inputs = fixtures::inputs(&vc);
         let peer = desired_etcd_peer_service(&inputs);
-        assert_eq!(peer.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
-        assert_eq!(peer.spec.as_ref().unwrap().publish_not_ready_addresses, Some(true));
+        assert_eq!(
+            peer.spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("None")
+        );
+        assert_eq!(
+            peer.spec.as_ref().unwrap().publish_not_ready_addresses,
+            Some(true)
+        );
         let client = desired_etcd_client_service(&inputs);
         assert_eq!(client.metadata.name.as_deref(), Some("demo-etcd"));
         let policy = desired_etcd_network_policy(&inputs);
@@ -323,9 +433,15 @@ mod tests {
     fn server_cert_covers_every_member() {
         let vc = fixtures::vc(json!({}));
         let req = server_cert_request(&ClusterNames::new(&vc));
-        assert!(req.dns_names.contains(&"*.demo-etcd-peer.tenants.svc".to_string()));
+        assert!(
+            req.dns_names
+                .contains(&"*.demo-etcd-peer.tenants.svc".to_string())
+        );
         assert!(req.dns_names.contains(&"demo-etcd.tenants.svc".to_string()));
-        assert!(req.dns_names.contains(&"demo-etcd-4.demo-etcd-peer.tenants.svc".to_string()));
+        assert!(
+            req.dns_names
+                .contains(&"demo-etcd-4.demo-etcd-peer.tenants.svc".to_string())
+        );
         assert_eq!(req.usage, Usage::ServerAndClient);
     }
 }

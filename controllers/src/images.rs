@@ -26,19 +26,39 @@ pub struct Images {
 
 /// Resolves image references. `minor` is the version's minor number.
 pub fn resolve(spec: &VirtualClusterSpec, settings: &OperatorSettings, minor: u64) -> Images {
-    let registry = spec.images.registry.as_deref().unwrap_or(&settings.default_registry).trim_end_matches('/');
+    let registry = spec
+        .images
+        .registry
+        .as_deref()
+        .unwrap_or(&settings.default_registry)
+        .trim_end_matches('/');
     let version = &spec.version;
     let pick = |given: &Option<String>, default: String| given.clone().unwrap_or(default);
     Images {
-        etcd: pick(&spec.images.etcd, format!("{registry}/etcd:{}", etcd_tag(minor))),
-        apiserver: pick(&spec.images.api_server, format!("{registry}/kube-apiserver:v{version}")),
+        etcd: pick(
+            &spec.images.etcd,
+            format!("{registry}/etcd:{}", etcd_tag(minor)),
+        ),
+        apiserver: pick(
+            &spec.images.api_server,
+            format!("{registry}/kube-apiserver:v{version}"),
+        ),
         controller_manager: pick(
             &spec.images.controller_manager,
             format!("{registry}/kube-controller-manager:v{version}"),
         ),
-        scheduler: pick(&spec.images.scheduler, format!("{registry}/kube-scheduler:v{version}")),
-        coredns: pick(&spec.images.core_dns, format!("{registry}/coredns/coredns:{COREDNS_TAG}")),
-        node: pick(&spec.images.node, node_image(settings, spec.images.registry.as_deref(), version)),
+        scheduler: pick(
+            &spec.images.scheduler,
+            format!("{registry}/kube-scheduler:v{version}"),
+        ),
+        coredns: pick(
+            &spec.images.core_dns,
+            format!("{registry}/coredns/coredns:{COREDNS_TAG}"),
+        ),
+        node: pick(
+            &spec.images.node,
+            node_image(settings, spec.images.registry.as_deref(), version),
+        ),
     }
 }
 

@@ -133,7 +133,11 @@ impl ClusterNames {
     }
     /// URL the control-plane pods and node pods use to reach the API server.
     pub fn internal_endpoint(&self) -> String {
-        format!("https://{}:{}", self.apiserver_host(), crate::apiserver::PORT)
+        format!(
+            "https://{}:{}",
+            self.apiserver_host(),
+            crate::apiserver::PORT
+        )
     }
     /// DNS name of the etcd client Service.
     pub fn etcd_client_host(&self) -> String {
@@ -141,7 +145,12 @@ impl ClusterNames {
     }
     /// DNS name of one etcd member, through the headless peer Service.
     pub fn etcd_member_host(&self, ordinal: i32) -> String {
-        format!("{}-{ordinal}.{}.{}.svc", self.etcd(), self.etcd_peer_service(), self.namespace)
+        format!(
+            "{}-{ordinal}.{}.{}.svc",
+            self.etcd(),
+            self.etcd_peer_service(),
+            self.namespace
+        )
     }
 }
 
@@ -184,14 +193,20 @@ pub fn cluster_child_meta(vc: &VirtualCluster, name: String, component: Componen
 /// Labels on every child of a node pool.
 pub fn pool_labels(pool: &NodePool) -> BTreeMap<String, String> {
     let mut labels = component_labels(&pool.spec.cluster_ref.name, Component::Node);
-    labels.insert(POOL_LABEL.into(), pool.metadata.name.clone().unwrap_or_default());
+    labels.insert(
+        POOL_LABEL.into(),
+        pool.metadata.name.clone().unwrap_or_default(),
+    );
     labels
 }
 
 /// The labels that select a node pool's pods.
 pub fn pool_selector_labels(pool: &NodePool) -> BTreeMap<String, String> {
     let mut labels = selector_labels(&pool.spec.cluster_ref.name, Component::Node);
-    labels.insert(POOL_LABEL.into(), pool.metadata.name.clone().unwrap_or_default());
+    labels.insert(
+        POOL_LABEL.into(),
+        pool.metadata.name.clone().unwrap_or_default(),
+    );
     labels
 }
 
@@ -208,5 +223,9 @@ pub fn pool_child_meta(pool: &NodePool, name: String) -> ObjectMeta {
 
 /// Renders a label map as a selector string (`a=b,c=d`), sorted.
 pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -40,16 +40,34 @@ impl Metrics {
             reconciles: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(|| {
-                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
             }),
             writes: Family::default(),
             skipped_applies: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("nestor");
-        sub.register("reconciles", "Reconciles run, by controller", metrics.reconciles.clone());
-        sub.register("reconcile_errors", "Reconciles that failed, by controller and error kind", metrics.failures.clone());
-        sub.register("reconcile_duration_seconds", "Time spent in one reconcile", metrics.duration.clone());
-        sub.register("api_writes", "Write requests sent to the API server, by verb and kind", metrics.writes.clone());
+        sub.register(
+            "reconciles",
+            "Reconciles run, by controller",
+            metrics.reconciles.clone(),
+        );
+        sub.register(
+            "reconcile_errors",
+            "Reconciles that failed, by controller and error kind",
+            metrics.failures.clone(),
+        );
+        sub.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            metrics.duration.clone(),
+        );
+        sub.register(
+            "api_writes",
+            "Write requests sent to the API server, by verb and kind",
+            metrics.writes.clone(),
+        );
         sub.register(
             "applies_skipped",
             "Applies not sent because the live object already matched",

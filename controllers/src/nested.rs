@@ -6,8 +6,8 @@ use crate::meta::{ClusterNames, FIELD_MANAGER};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
 /// How the operator reaches nested API servers.
@@ -37,9 +37,12 @@ pub async fn client(ctx: &Context, names: &ClusterNames) -> Result<Client> {
         .as_ref()
         .and_then(|d| d.get("kubeconfig"))
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .ok_or_else(|| nested_error("the admin kubeconfig Secret has no 'kubeconfig' key".into()))?;
+        .ok_or_else(|| {
+            nested_error("the admin kubeconfig Secret has no 'kubeconfig' key".into())
+        })?;
     // Parse errors could quote the file; report none of it.
-    let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|_| nested_error("the admin kubeconfig does not parse".into()))?;
+    let kubeconfig = Kubeconfig::from_yaml(&text)
+        .map_err(|_| nested_error("the admin kubeconfig does not parse".into()))?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|_| nested_error("the admin kubeconfig is not usable".into()))?;
@@ -66,12 +69,21 @@ where
         None => Api::all_with(client.clone(), &resource),
     };
     ctx.metrics.write("apply", "Nested");
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await.map_err(|e| {
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(|e| {
         let (code, reason) = crate::error::code_and_reason(&e);
         Error::Nested {
             namespace: names.namespace.clone(),
             name: names.cluster.clone(),
-            message: format!("applying {} {name} failed with HTTP {code} ({reason})", K::kind(&())),
+            message: format!(
+                "applying {} {name} failed with HTTP {code} ({reason})",
+                K::kind(&())
+            ),
         }
     })?;
     Ok(())

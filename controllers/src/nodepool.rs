@@ -14,20 +14,23 @@ use crate::apply::{apply_owned, apply_secret, read_secret};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kubeconfig::{self, Credentials};
-use crate::meta::{pool_child_meta, pool_selector_labels, selector_string, ClusterNames, INPUTS_HASH, FIELD_MANAGER};
+use crate::meta::{
+    ClusterNames, FIELD_MANAGER, INPUTS_HASH, pool_child_meta, pool_selector_labels,
+    selector_string,
+};
 use crate::secrets::BUNDLE_FINGERPRINT;
-use crate::status::{settle_conditions, Computed, READY};
+use crate::status::{Computed, READY, settle_conditions};
 use crate::validate::{parse_version, validate_pool};
 use crate::{images, nested, pki};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecurityContext, Service, ServiceSpec,
-    Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
+    SecurityContext, Service, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
-use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -56,7 +59,10 @@ pub struct PoolNames {
 
 impl PoolNames {
     pub fn new(pool: &NodePool) -> Self {
-        Self { pool: pool.name_any(), namespace: pool.namespace().unwrap_or_default() }
+        Self {
+            pool: pool.name_any(),
+            namespace: pool.namespace().unwrap_or_default(),
+        }
     }
     pub fn statefulset(&self) -> String {
         format!("{}-node", self.pool)
@@ -81,7 +87,9 @@ pub struct BootstrapToken {
 
 impl std::fmt::Debug for BootstrapToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootstrapToken").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("BootstrapToken")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +97,10 @@ impl BootstrapToken {
     pub fn generate() -> Self {
         let mut rng = rand::rng();
         let mut lower = |n| Alphanumeric.sample_string(&mut rng, n).to_ascii_lowercase();
-        Self { id: lower(6), secret: lower(16) }
+        Self {
+            id: lower(6),
+            secret: lower(16),
+        }
     }
     pub fn token(&self) -> String {
         format!("{}.{}", self.id, self.secret)
@@ -117,14 +128,31 @@ pub fn desired_bootstrap_secret(
         Credentials::Token(&token.token()),
     );
     let mut metadata = pool_child_meta(pool, pn.bootstrap_secret());
-    metadata.annotations = Some(BTreeMap::from([(INPUTS_HASH.into(), pki::inputs_hash(["bootstrap", ca_fingerprint]))]));
+    metadata.annotations = Some(BTreeMap::from([(
+        INPUTS_HASH.into(),
+        pki::inputs_hash(["bootstrap", ca_fingerprint]),
+    )]));
     let data = BTreeMap::from([
-        ("token-id".to_string(), ByteString(token.id.clone().into_bytes())),
-        ("token-secret".to_string(), ByteString(token.secret.clone().into_bytes())),
-        ("bootstrap-kubeconfig".to_string(), ByteString(config.into_bytes())),
+        (
+            "token-id".to_string(),
+            ByteString(token.id.clone().into_bytes()),
+        ),
+        (
+            "token-secret".to_string(),
+            ByteString(token.secret.clone().into_bytes()),
+        ),
+        (
+            "bootstrap-kubeconfig".to_string(),
+            ByteString(config.into_bytes()),
+        ),
         ("ca.crt".to_string(), ByteString(ca_pem.as_bytes().to_vec())),
     ]);
-    Secret { metadata, type_: Some("Opaque".into()), data: Some(data), ..Secret::default() }
+    Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    }
 }
 
 /// The token's Secret inside the nested cluster: it authenticates the
@@ -133,9 +161,18 @@ pub fn nested_bootstrap_token_secret(pool: &str, token: &BootstrapToken) -> Secr
     let data = BTreeMap::from([
         ("token-id".to_string(), token.id.clone()),
         ("token-secret".to_string(), token.secret.clone()),
-        ("usage-bootstrap-authentication".to_string(), "true".to_string()),
-        ("auth-extra-groups".to_string(), BootstrapToken::extra_group(pool)),
-        ("description".to_string(), format!("Nestor node pool {pool}")),
+        (
+            "usage-bootstrap-authentication".to_string(),
+            "true".to_string(),
+        ),
+        (
+            "auth-extra-groups".to_string(),
+            BootstrapToken::extra_group(pool),
+        ),
+        (
+            "description".to_string(),
+            format!("Nestor node pool {pool}"),
+        ),
     ]);
     Secret {
         metadata: ObjectMeta {
@@ -148,7 +185,11 @@ pub fn nested_bootstrap_token_secret(pool: &str, token: &BootstrapToken) -> Secr
             ..ObjectMeta::default()
         },
         type_: Some("bootstrap.kubernetes.io/token".into()),
-        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
         ..Secret::default()
     }
 }
@@ -166,7 +207,10 @@ pub fn kubelet_config(pool: &NodePool, vc: &VirtualCluster) -> String {
 pub fn desired_node_config_map(pool: &NodePool, vc: &VirtualCluster) -> ConfigMap {
     ConfigMap {
         metadata: pool_child_meta(pool, PoolNames::new(pool).config_map()),
-        data: Some(BTreeMap::from([("kubelet-config.yaml".into(), kubelet_config(pool, vc))])),
+        data: Some(BTreeMap::from([(
+            "kubelet-config.yaml".into(),
+            kubelet_config(pool, vc),
+        )])),
         ..ConfigMap::default()
     }
 }
@@ -188,7 +232,11 @@ pub fn desired_node_service(pool: &NodePool) -> Service {
 fn node_labels_flag(pool: &NodePool) -> String {
     let mut labels = pool.spec.labels.clone();
     labels.insert("nestor.dev/node-pool".into(), pool.name_any());
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The node StatefulSet. Node pods are privileged (containerd and the
@@ -199,12 +247,18 @@ pub fn desired_node_statefulset(pool: &NodePool, vc: &VirtualCluster, image: &st
     let names = ClusterNames::new(vc);
     let empty = |name: &str, memory: bool| Volume {
         name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource { medium: memory.then(|| "Memory".to_string()), ..Default::default() }),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: memory.then(|| "Memory".to_string()),
+            ..Default::default()
+        }),
         ..Volume::default()
     };
     let config_map = |name: &str, cm: String| Volume {
         name: name.into(),
-        config_map: Some(ConfigMapVolumeSource { name: cm, ..Default::default() }),
+        config_map: Some(ConfigMapVolumeSource {
+            name: cm,
+            ..Default::default()
+        }),
         ..Volume::default()
     };
     let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
@@ -216,27 +270,45 @@ pub fn desired_node_statefulset(pool: &NodePool, vc: &VirtualCluster, image: &st
     let field_env = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
     };
-    let resources = pool.spec.resources.clone().unwrap_or_else(|| ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("250m".into())),
-            ("memory".to_string(), Quantity("512Mi".into())),
-        ])),
-        ..ResourceRequirements::default()
-    });
+    let resources = pool
+        .spec
+        .resources
+        .clone()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("250m".into())),
+                ("memory".to_string(), Quantity("512Mi".into())),
+            ])),
+            ..ResourceRequirements::default()
+        });
     let container = Container {
         name: "node".into(),
         image: Some(image.into()),
         command: Some(vec!["/usr/local/bin/nestor-node".into()]),
         args: Some(vec![format!("--node-labels={}", node_labels_flag(pool))]),
-        env: Some(vec![field_env("NODE_NAME", "metadata.name"), field_env("POD_IP", "status.podIP")]),
+        env: Some(vec![
+            field_env("NODE_NAME", "metadata.name"),
+            field_env("POD_IP", "status.podIP"),
+        ]),
         ports: Some(vec![
-            ContainerPort { name: Some("kubelet".into()), container_port: 10250, ..Default::default() },
-            ContainerPort { name: Some("healthz".into()), container_port: KUBELET_HEALTHZ_PORT, ..Default::default() },
+            ContainerPort {
+                name: Some("kubelet".into()),
+                container_port: 10250,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("healthz".into()),
+                container_port: KUBELET_HEALTHZ_PORT,
+                ..Default::default()
+            },
         ]),
         volume_mounts: Some(vec![
             mount("bootstrap", "/etc/nestor/bootstrap", true),
@@ -247,12 +319,33 @@ pub fn desired_node_statefulset(pool: &NodePool, vc: &VirtualCluster, image: &st
             mount("run", "/run", false),
             mount("log", "/var/log", false),
         ]),
-        readiness_probe: Some(crate::podspec::http_probe("/healthz", KUBELET_HEALTHZ_PORT, false, 5, 3)),
-        liveness_probe: Some(crate::podspec::http_probe("/healthz", KUBELET_HEALTHZ_PORT, false, 20, 6)),
-        startup_probe: Some(crate::podspec::http_probe("/healthz", KUBELET_HEALTHZ_PORT, false, 5, 120)),
+        readiness_probe: Some(crate::podspec::http_probe(
+            "/healthz",
+            KUBELET_HEALTHZ_PORT,
+            false,
+            5,
+            3,
+        )),
+        liveness_probe: Some(crate::podspec::http_probe(
+            "/healthz",
+            KUBELET_HEALTHZ_PORT,
+            false,
+            20,
+            6,
+        )),
+        startup_probe: Some(crate::podspec::http_probe(
+            "/healthz",
+            KUBELET_HEALTHZ_PORT,
+            false,
+            5,
+            120,
+        )),
         resources: Some(resources),
         // The one privileged container in Nestor: see docs/security.md.
-        security_context: Some(SecurityContext { privileged: Some(true), ..SecurityContext::default() }),
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            ..SecurityContext::default()
+        }),
         ..Container::default()
     };
     let selector = pool_selector_labels(pool);
@@ -264,13 +357,17 @@ pub fn desired_node_statefulset(pool: &NodePool, vc: &VirtualCluster, image: &st
             replicas: Some(pool.spec.replicas),
             service_name: Some(pn.service()),
             pod_management_policy: Some("Parallel".into()),
-            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(template_labels),
                     annotations: Some(BTreeMap::from([(
                         "nestor.dev/privileged".to_string(),
-                        "node pods run containerd and the kubelet; see docs/security.md".to_string(),
+                        "node pods run containerd and the kubelet; see docs/security.md"
+                            .to_string(),
                     )])),
                     ..ObjectMeta::default()
                 }),
@@ -314,9 +411,24 @@ pub fn compute_pool_status(pool: &NodePool, observed: &PoolObserved, now: &Time)
     let desired = pool.spec.replicas;
     let cluster = &pool.spec.cluster_ref.name;
     let cp = match observed.control_plane_ready {
-        None => Computed { type_: CONTROL_PLANE_READY, ok: false, reason: "ClusterNotFound", message: format!("VirtualCluster {cluster} does not exist") },
-        Some(false) => Computed { type_: CONTROL_PLANE_READY, ok: false, reason: "Waiting", message: format!("waiting for VirtualCluster {cluster} to be ready") },
-        Some(true) => Computed { type_: CONTROL_PLANE_READY, ok: true, reason: "Ready", message: format!("VirtualCluster {cluster} is ready") },
+        None => Computed {
+            type_: CONTROL_PLANE_READY,
+            ok: false,
+            reason: "ClusterNotFound",
+            message: format!("VirtualCluster {cluster} does not exist"),
+        },
+        Some(false) => Computed {
+            type_: CONTROL_PLANE_READY,
+            ok: false,
+            reason: "Waiting",
+            message: format!("waiting for VirtualCluster {cluster} to be ready"),
+        },
+        Some(true) => Computed {
+            type_: CONTROL_PLANE_READY,
+            ok: true,
+            reason: "Ready",
+            message: format!("VirtualCluster {cluster} is ready"),
+        },
     };
     let nodes_ok = observed.ready_replicas >= desired && observed.replicas == desired;
     let nodes = Computed {
@@ -326,13 +438,36 @@ pub fn compute_pool_status(pool: &NodePool, observed: &PoolObserved, now: &Time)
         message: format!("{}/{desired} nodes ready", observed.ready_replicas),
     };
     let ready = if let Some(why) = &observed.invalid {
-        Computed { type_: READY, ok: false, reason: "InvalidSpec", message: why.clone() }
+        Computed {
+            type_: READY,
+            ok: false,
+            reason: "InvalidSpec",
+            message: why.clone(),
+        }
     } else if cp.ok && nodes.ok {
-        Computed { type_: READY, ok: true, reason: "Ready", message: "every node is ready".into() }
+        Computed {
+            type_: READY,
+            ok: true,
+            reason: "Ready",
+            message: "every node is ready".into(),
+        }
     } else {
-        Computed { type_: READY, ok: false, reason: "NotReady", message: if cp.ok { nodes.message.clone() } else { cp.message.clone() } }
+        Computed {
+            type_: READY,
+            ok: false,
+            reason: "NotReady",
+            message: if cp.ok {
+                nodes.message.clone()
+            } else {
+                cp.message.clone()
+            },
+        }
     };
-    let previous = pool.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let previous = pool
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     NodePoolStatus {
         observed_generation: pool.metadata.generation,
         desired_replicas: desired,
@@ -354,14 +489,29 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
         update_status(&ctx, &pool, &PoolObserved::default()).await?;
         return Ok(Action::await_change());
     };
-    let cp_ready = vc.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.status == "True"));
+    let cp_ready = vc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True")
+    });
     let version = match validate_pool(&pn.pool, &pool.spec, &vc.spec.version) {
         Ok(version) => version,
         Err(invalid) => {
             let message = invalid.to_string();
-            let previous = pool.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)).map(|c| c.message.clone());
+            let previous = pool
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+                .map(|c| c.message.clone());
             if previous.as_deref() != Some(message.as_str()) {
-                publish(&ctx, &pool, EventType::Warning, "InvalidSpec", message.clone()).await;
+                publish(
+                    &ctx,
+                    &pool,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    message.clone(),
+                )
+                .await;
             }
             let mut observed = observe(&ctx, &pn);
             observed.invalid = Some(message);
@@ -378,24 +528,44 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
         .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned());
     let Some(ca_fp) = ca_fp else {
         // The cluster's PKI does not exist yet; its creation wakes us.
-        let observed = PoolObserved { control_plane_ready: Some(false), ..observe(&ctx, &pn) };
+        let observed = PoolObserved {
+            control_plane_ready: Some(false),
+            ..observe(&ctx, &pn)
+        };
         update_status(&ctx, &pool, &observed).await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
     };
     let token = ensure_bootstrap_secret(&ctx, &pool, &names, &ca_fp).await?;
 
-    apply_owned(&ctx, &ctx.stores.config_maps, desired_node_config_map(&pool, &vc)).await?;
+    apply_owned(
+        &ctx,
+        &ctx.stores.config_maps,
+        desired_node_config_map(&pool, &vc),
+    )
+    .await?;
     apply_owned(&ctx, &ctx.stores.services, desired_node_service(&pool)).await?;
     let minor = parse_version(&version).map(|v| v.minor).unwrap_or_default();
     let _ = minor;
     let image = images::node_image(&ctx.settings, vc.spec.images.registry.as_deref(), &version);
-    let image = if pool.spec.version.is_none() { vc.spec.images.node.clone().unwrap_or(image) } else { image };
-    apply_owned(&ctx, &ctx.stores.stateful_sets, desired_node_statefulset(&pool, &vc, &image)).await?;
+    let image = if pool.spec.version.is_none() {
+        vc.spec.images.node.clone().unwrap_or(image)
+    } else {
+        image
+    };
+    apply_owned(
+        &ctx,
+        &ctx.stores.stateful_sets,
+        desired_node_statefulset(&pool, &vc, &image),
+    )
+    .await?;
 
     if let (true, Some(token)) = (cp_ready, token) {
         install_in_nested_cluster(&ctx, &pool, &names, &token).await?;
     }
-    let observed = PoolObserved { control_plane_ready: Some(cp_ready), ..observe(&ctx, &pn) };
+    let observed = PoolObserved {
+        control_plane_ready: Some(cp_ready),
+        ..observe(&ctx, &pn)
+    };
     update_status(&ctx, &pool, &observed).await?;
     Ok(Action::requeue(crate::virtualcluster::RESYNC))
 }
@@ -410,10 +580,17 @@ async fn ensure_bootstrap_secret(
     ca_fp: &str,
 ) -> Result<Option<BootstrapToken>> {
     let pn = PoolNames::new(pool);
-    let cached = ctx.stores.secrets.get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
+    let cached = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
     let expected = pki::inputs_hash(["bootstrap", ca_fp]);
-    let current = cached.as_ref().and_then(|s| s.annotations().get(INPUTS_HASH).cloned());
-    let installed = cached.as_ref().and_then(|s| s.annotations().get(NESTED_INSTALLED).cloned());
+    let current = cached
+        .as_ref()
+        .and_then(|s| s.annotations().get(INPUTS_HASH).cloned());
+    let installed = cached
+        .as_ref()
+        .and_then(|s| s.annotations().get(NESTED_INSTALLED).cloned());
     if current.as_deref() == Some(expected.as_str()) {
         if installed.as_deref() == Some(expected.as_str()) {
             return Ok(None);
@@ -421,7 +598,10 @@ async fn ensure_bootstrap_secret(
         // Read the token back to install it.
         let secret = read_secret(ctx, &pn.namespace, &pn.bootstrap_secret()).await?;
         let text = |s: &Secret, key: &str| {
-            s.data.as_ref().and_then(|d| d.get(key)).and_then(|b| String::from_utf8(b.0.clone()).ok())
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
         };
         if let Some((Some(id), Some(secret))) =
             secret.map(|s| (text(&s, "token-id"), text(&s, "token-secret")))
@@ -432,36 +612,77 @@ async fn ensure_bootstrap_secret(
     let ca = read_secret(ctx, &names.namespace, &names.ca_secret())
         .await?
         .and_then(|s| crate::secrets::bundle_from_secret(&s))
-        .ok_or_else(|| Error::DamagedCa { namespace: names.namespace.clone(), name: names.ca_secret() })?;
+        .ok_or_else(|| Error::DamagedCa {
+            namespace: names.namespace.clone(),
+            name: names.ca_secret(),
+        })?;
     let token = BootstrapToken::generate();
-    apply_secret(ctx, &desired_bootstrap_secret(pool, names, &token, &ca.cluster.cert_pem, ca_fp)).await?;
+    apply_secret(
+        ctx,
+        &desired_bootstrap_secret(pool, names, &token, &ca.cluster.cert_pem, ca_fp),
+    )
+    .await?;
     Ok(Some(token))
 }
 
 /// Writes the pool's bootstrap token into the nested cluster, then records
 /// that on the host Secret.
-async fn install_in_nested_cluster(ctx: &Context, pool: &NodePool, names: &ClusterNames, token: &BootstrapToken) -> Result<()> {
+async fn install_in_nested_cluster(
+    ctx: &Context,
+    pool: &NodePool,
+    names: &ClusterNames,
+    token: &BootstrapToken,
+) -> Result<()> {
     let pn = PoolNames::new(pool);
     // The node RBAC comes with the cluster's add-ons (see virtualcluster).
     let client = nested::client(ctx, names).await?;
-    nested::apply(ctx, &client, names, &nested_bootstrap_token_secret(&pn.pool, token)).await?;
-    let cached = ctx.stores.secrets.get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
-    let hash = cached.and_then(|s| s.annotations().get(INPUTS_HASH).cloned()).unwrap_or_default();
+    nested::apply(
+        ctx,
+        &client,
+        names,
+        &nested_bootstrap_token_secret(&pn.pool, token),
+    )
+    .await?;
+    let cached = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
+    let hash = cached
+        .and_then(|s| s.annotations().get(INPUTS_HASH).cloned())
+        .unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pn.namespace);
     ctx.metrics.write("patch", "Secret");
     let patch = serde_json::json!({"metadata": {"annotations": {NESTED_INSTALLED: hash}}});
-    api.patch(&pn.bootstrap_secret(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| {
+    api.patch(
+        &pn.bootstrap_secret(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| {
         let (code, reason) = crate::error::code_and_reason(&e);
-        Error::WriteSecret { namespace: pn.namespace.clone(), name: pn.bootstrap_secret(), code, reason }
+        Error::WriteSecret {
+            namespace: pn.namespace.clone(),
+            name: pn.bootstrap_secret(),
+            code,
+            reason,
+        }
     })?;
     let _ = FIELD_MANAGER;
     Ok(())
 }
 
 fn observe(ctx: &Context, pn: &PoolNames) -> PoolObserved {
-    let sts = ctx.stores.stateful_sets.get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace));
+    let sts = ctx
+        .stores
+        .stateful_sets
+        .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace));
     let status = sts.and_then(|s| s.status.clone()).unwrap_or_default();
-    PoolObserved { replicas: status.replicas, ready_replicas: status.ready_replicas.unwrap_or(0), ..PoolObserved::default() }
+    PoolObserved {
+        replicas: status.replicas,
+        ready_replicas: status.ready_replicas.unwrap_or(0),
+        ..PoolObserved::default()
+    }
 }
 
 async fn update_status(ctx: &Context, pool: &NodePool, observed: &PoolObserved) -> Result<()> {
@@ -473,16 +694,34 @@ async fn update_status(ctx: &Context, pool: &NodePool, observed: &PoolObserved) 
     let pn = PoolNames::new(pool);
     let api: Api<NodePool> = Api::namespaced(ctx.client.clone(), &pn.namespace);
     ctx.metrics.write("patch_status", "NodePool");
-    api.patch_status(&pn.pool, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": status })))
-        .await
-        .map_err(|source| Error::PatchStatus { kind: "NodePool", namespace: pn.namespace, name: pn.pool, source })?;
+    api.patch_status(
+        &pn.pool,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await
+    .map_err(|source| Error::PatchStatus {
+        kind: "NodePool",
+        namespace: pn.namespace,
+        name: pn.pool,
+        source,
+    })?;
     Ok(())
 }
 
 async fn publish(ctx: &Context, pool: &NodePool, type_: EventType, reason: &str, note: String) {
-    let event = KubeEvent { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     ctx.metrics.write("create", "Event");
-    if let Err(e) = Recorder::new(ctx.client.clone(), ctx.reporter.clone()).publish(&event, &pool.object_ref(&())).await {
+    if let Err(e) = Recorder::new(ctx.client.clone(), ctx.reporter.clone())
+        .publish(&event, &pool.object_ref(&()))
+        .await
+    {
         warn!(error = %e, "publishing an event failed");
     }
 }
@@ -491,10 +730,17 @@ async fn publish(ctx: &Context, pool: &NodePool, type_: EventType, reason: &str,
 pub fn error_policy(_pool: Arc<NodePool>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .failures
-        .get_or_create(&crate::metrics::ErrorLabels { controller: "nodepool", error: error.metric_label() })
+        .get_or_create(&crate::metrics::ErrorLabels {
+            controller: "nodepool",
+            error: error.metric_label(),
+        })
         .inc();
     warn!(error = %error, "node pool reconcile failed");
-    if error.needs_human() { Action::requeue(Duration::from_secs(300)) } else { Action::requeue(Duration::from_secs(5)) }
+    if error.needs_human() {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    }
 }
 
 #[cfg(test)]
@@ -509,10 +755,17 @@ mod tests {
         let mut p = NodePool::new(
             "workers",
             NodePoolSpec {
-                cluster_ref: ClusterReference { name: "demo".into() },
+                cluster_ref: ClusterReference {
+                    name: "demo".into(),
+                },
                 replicas: 2,
                 labels: BTreeMap::from([("team".into(), "a".into())]),
-                taints: vec![Taint { key: "dedicated".into(), value: Some("a".into()), effect: "NoSchedule".into(), ..Default::default() }],
+                taints: vec![Taint {
+                    key: "dedicated".into(),
+                    value: Some("a".into()),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                }],
                 ..NodePoolSpec::default()
             },
         );
@@ -527,18 +780,37 @@ mod tests {
         let vc = fixtures::vc(json!({}));
         let sts = desired_node_statefulset(&pool(), &vc, "ghcr.io/nestor-dev/nestor-node:v1.35.4");
         assert_eq!(sts.metadata.name.as_deref(), Some("workers-node"));
-        assert_eq!(sts.metadata.owner_references.as_ref().unwrap()[0].kind, "NodePool");
+        assert_eq!(
+            sts.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "NodePool"
+        );
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.host_network, Some(false));
         assert_eq!(pod.host_pid, Some(false));
-        assert!(pod.volumes.as_ref().unwrap().iter().all(|v| v.host_path.is_none()));
+        assert!(
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.host_path.is_none())
+        );
         let c = &pod.containers[0];
         assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
-        assert_eq!(c.args.as_ref().unwrap()[0], "--node-labels=nestor.dev/node-pool=workers,team=a");
+        assert_eq!(
+            c.args.as_ref().unwrap()[0],
+            "--node-labels=nestor.dev/node-pool=workers,team=a"
+        );
         assert!(c.resources.as_ref().unwrap().requests.is_some());
-        assert!(spec.template.metadata.unwrap().annotations.unwrap().contains_key("nestor.dev/privileged"));
+        assert!(
+            spec.template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()
+                .contains_key("nestor.dev/privileged")
+        );
     }
 
     #[test]
@@ -555,17 +827,29 @@ mod tests {
         let token = BootstrapToken::generate();
         assert_eq!(token.id.len(), 6);
         assert_eq!(token.secret.len(), 16);
-        assert!(token.token().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'));
+        assert!(
+            token
+                .token()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.')
+        );
         assert!(!format!("{token:?}").contains(&token.secret));
         let nested = nested_bootstrap_token_secret("workers", &token);
-        assert_eq!(nested.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
+        assert_eq!(
+            nested.type_.as_deref(),
+            Some("bootstrap.kubernetes.io/token")
+        );
         let data = nested.data.unwrap();
         assert_eq!(data["usage-bootstrap-authentication"].0, b"true");
         assert!(!data.contains_key("usage-bootstrap-signing"));
-        assert_eq!(data["auth-extra-groups"].0, b"system:bootstrappers:nestor:workers");
+        assert_eq!(
+            data["auth-extra-groups"].0,
+            b"system:bootstrappers:nestor:workers"
+        );
         let vc = fixtures::vc(json!({}));
         let host = desired_bootstrap_secret(&pool(), &ClusterNames::new(&vc), &token, "CA", "fp");
-        let config = String::from_utf8(host.data.unwrap()["bootstrap-kubeconfig"].0.clone()).unwrap();
+        let config =
+            String::from_utf8(host.data.unwrap()["bootstrap-kubeconfig"].0.clone()).unwrap();
         assert!(config.contains("https://demo-apiserver.tenants.svc:6443"));
     }
 
@@ -575,16 +859,40 @@ mod tests {
         let p = pool();
         let missing = compute_pool_status(&p, &PoolObserved::default(), &now);
         assert_eq!(missing.conditions[0].reason, "ClusterNotFound");
-        let waiting = compute_pool_status(&p, &PoolObserved { control_plane_ready: Some(false), ..Default::default() }, &now);
-        let ready = waiting.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        let waiting = compute_pool_status(
+            &p,
+            &PoolObserved {
+                control_plane_ready: Some(false),
+                ..Default::default()
+            },
+            &now,
+        );
+        let ready = waiting
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .unwrap();
         assert_eq!(ready.message, "waiting for VirtualCluster demo to be ready");
-        assert_eq!(waiting.selector.as_deref(), Some("app.kubernetes.io/component=node,nestor.dev/cluster=demo,nestor.dev/node-pool=workers"));
+        assert_eq!(
+            waiting.selector.as_deref(),
+            Some(
+                "app.kubernetes.io/component=node,nestor.dev/cluster=demo,nestor.dev/node-pool=workers"
+            )
+        );
         let done = compute_pool_status(
             &p,
-            &PoolObserved { control_plane_ready: Some(true), replicas: 2, ready_replicas: 2, ..Default::default() },
+            &PoolObserved {
+                control_plane_ready: Some(true),
+                replicas: 2,
+                ready_replicas: 2,
+                ..Default::default()
+            },
             &now,
         );
         assert!(done.conditions.iter().all(|c| c.status == "True"));
-        assert_eq!((done.desired_replicas, done.replicas, done.ready_replicas), (2, 2, 2));
+        assert_eq!(
+            (done.desired_replicas, done.replicas, done.ready_replicas),
+            (2, 2, 2)
+        );
     }
 }

@@ -4,11 +4,11 @@
 //! the service-account token signer all accept it, and it is far cheaper to
 //! generate than RSA. CAs are valid for ten years, leaf certificates for one.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
-};
 use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
@@ -32,7 +32,9 @@ pub struct KeyAndCert {
 impl std::fmt::Debug for KeyAndCert {
     // Keys never reach logs, even through Debug.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyAndCert").field("fingerprint", &fingerprint(&self.cert_pem)).finish_non_exhaustive()
+        f.debug_struct("KeyAndCert")
+            .field("fingerprint", &fingerprint(&self.cert_pem))
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,14 +120,23 @@ fn validity(params: &mut CertificateParams, years: i64) {
 pub fn generate_ca(common_name: &str) -> Result<KeyAndCert, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
     params.serial_number = Some(random_serial());
     validity(&mut params, 10);
     let key = new_key()?;
     let cert = params.self_signed(&key)?;
-    Ok(KeyAndCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(KeyAndCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 /// Generates every root of trust of a cluster.
@@ -135,39 +146,60 @@ pub fn generate_ca_bundle(cluster: &str) -> Result<CaBundle, PkiError> {
         cluster: generate_ca(&format!("{cluster}-ca"))?,
         etcd: generate_ca(&format!("{cluster}-etcd-ca"))?,
         front_proxy: generate_ca(&format!("{cluster}-front-proxy-ca"))?,
-        service_account: ServiceAccountKeys { private_pem: sa.serialize_pem(), public_pem: sa.public_key_pem() },
+        service_account: ServiceAccountKeys {
+            private_pem: sa.serialize_pem(),
+            public_pem: sa.public_key_pem(),
+        },
     })
 }
 
 /// Issues a leaf certificate with a new key, signed by `ca`.
 pub fn issue(ca: &KeyAndCert, request: &LeafRequest) -> Result<KeyAndCert, PkiError> {
-    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|_| PkiError::InvalidPem { what: "CA key" })?;
+    let ca_key =
+        KeyPair::from_pem(&ca.key_pem).map_err(|_| PkiError::InvalidPem { what: "CA key" })?;
     let issuer =
-        Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(|_| PkiError::InvalidPem { what: "CA certificate" })?;
+        Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(|_| PkiError::InvalidPem {
+            what: "CA certificate",
+        })?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, request.common_name.as_str());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, request.common_name.as_str());
     for org in &request.organizations {
-        params.distinguished_name.push(DnType::OrganizationName, org.as_str());
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org.as_str());
     }
     for dns in &request.dns_names {
-        params.subject_alt_names.push(SanType::DnsName(dns.as_str().try_into()?));
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(dns.as_str().try_into()?));
     }
     for ip in &request.ips {
         params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = match request.usage {
         Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
         Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        Usage::ServerAndClient => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::ServerAndClient => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
     };
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
     validity(&mut params, 1);
     let key = new_key()?;
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(KeyAndCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(KeyAndCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 /// A short, stable fingerprint of a PEM document (SHA-256 of its text, first
@@ -198,7 +230,10 @@ mod tests {
     use x509_parser::pem::parse_x509_pem;
 
     fn parse(pem: &str) -> Vec<u8> {
-        parse_x509_pem(pem.as_bytes()).expect("valid PEM").1.contents
+        parse_x509_pem(pem.as_bytes())
+            .expect("valid PEM")
+            .1
+            .contents
     }
 
     #[test]
@@ -208,10 +243,14 @@ mod tests {
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert!(cert.is_ca());
         assert_eq!(cert.subject(), cert.issuer());
-        cert.verify_signature(None).expect("self-signed signature verifies");
+        cert.verify_signature(None)
+            .expect("self-signed signature verifies");
         let ku = cert.key_usage().unwrap().unwrap().value;
         assert!(ku.key_cert_sign());
-        assert!(cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp() > 9 * 365 * 86400);
+        assert!(
+            cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()
+                > 9 * 365 * 86400
+        );
     }
 
     #[test]
@@ -220,7 +259,10 @@ mod tests {
         let request = LeafRequest {
             common_name: "kube-apiserver".into(),
             organizations: vec![],
-            dns_names: vec!["kubernetes.default.svc".into(), "vc-apiserver.ns.svc".into()],
+            dns_names: vec![
+                "kubernetes.default.svc".into(),
+                "vc-apiserver.ns.svc".into(),
+            ],
             ips: vec!["10.96.0.1".parse().unwrap()],
             usage: Usage::Server,
         };
@@ -230,7 +272,8 @@ mod tests {
         let der = parse(&leaf.cert_pem);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert_eq!(cert.issuer(), ca_cert.subject());
-        cert.verify_signature(Some(ca_cert.public_key())).expect("leaf is signed by the CA");
+        cert.verify_signature(Some(ca_cert.public_key()))
+            .expect("leaf is signed by the CA");
         assert!(!cert.is_ca());
         let mut dns = vec![];
         let mut ips = vec![];
@@ -254,11 +297,23 @@ mod tests {
     #[test]
     fn client_cert_carries_user_and_groups() {
         let ca = generate_ca("test-ca").unwrap();
-        let leaf = issue(&ca, &LeafRequest::client("kubernetes-admin", &["system:masters"])).unwrap();
+        let leaf = issue(
+            &ca,
+            &LeafRequest::client("kubernetes-admin", &["system:masters"]),
+        )
+        .unwrap();
         let der = parse(&leaf.cert_pem);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let cn: Vec<_> = cert.subject().iter_common_name().map(|a| a.as_str().unwrap().to_string()).collect();
-        let orgs: Vec<_> = cert.subject().iter_organization().map(|a| a.as_str().unwrap().to_string()).collect();
+        let cn: Vec<_> = cert
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        let orgs: Vec<_> = cert
+            .subject()
+            .iter_organization()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(cn, vec!["kubernetes-admin"]);
         assert_eq!(orgs, vec!["system:masters"]);
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
@@ -271,7 +326,10 @@ mod tests {
         assert!(bundle.service_account.private_pem.contains("PRIVATE KEY"));
         assert!(bundle.service_account.public_pem.contains("PUBLIC KEY"));
         let shown = format!("{bundle:?}");
-        assert!(!shown.contains("PRIVATE KEY"), "Debug must not print keys: {shown}");
+        assert!(
+            !shown.contains("PRIVATE KEY"),
+            "Debug must not print keys: {shown}"
+        );
         assert_ne!(bundle.cluster.cert_pem, bundle.etcd.cert_pem);
     }
 
@@ -279,7 +337,10 @@ mod tests {
     fn fingerprint_and_hash_are_stable() {
         assert_eq!(fingerprint("abc"), fingerprint("abc\n"));
         assert_eq!(fingerprint("abc").len(), 16);
-        assert_eq!(inputs_hash(["a", "b"]), inputs_hash(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(
+            inputs_hash(["a", "b"]),
+            inputs_hash(vec!["a".to_string(), "b".to_string()])
+        );
         assert_ne!(inputs_hash(["ab", ""]), inputs_hash(["a", "b"]));
     }
 }

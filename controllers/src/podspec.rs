@@ -1,8 +1,8 @@
 //! Pieces every hardened pod spec shares.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, HTTPGetAction, PodSecurityContext, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, HTTPGetAction, PodSecurityContext, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -18,7 +18,10 @@ pub fn hardened_pod_security_context() -> PodSecurityContext {
         run_as_user: Some(NONROOT_UID),
         run_as_group: Some(NONROOT_UID),
         fs_group: Some(NONROOT_UID),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
         ..PodSecurityContext::default()
     }
 }
@@ -30,14 +33,24 @@ pub fn hardened_container_security_context() -> SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
         ..SecurityContext::default()
     }
 }
 
 /// The resources a spec asks for, or the component's defaults.
-pub fn resources_or(given: &Option<ResourceRequirements>, cpu: &str, memory: &str) -> ResourceRequirements {
+pub fn resources_or(
+    given: &Option<ResourceRequirements>,
+    cpu: &str,
+    memory: &str,
+) -> ResourceRequirements {
     given.clone().unwrap_or_else(|| ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity(cpu.into())),
@@ -62,11 +75,22 @@ pub fn secret_volume(name: &str, secret: &str) -> Volume {
 
 /// A read-only mount.
 pub fn read_only_mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
 }
 
 /// An HTTP(S) GET probe.
-pub fn http_probe(path: &str, port: i32, https: bool, period: i32, failure_threshold: i32) -> Probe {
+pub fn http_probe(
+    path: &str,
+    port: i32,
+    https: bool,
+    period: i32,
+    failure_threshold: i32,
+) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -84,8 +108,14 @@ pub fn http_probe(path: &str, port: i32, https: bool, period: i32, failure_thres
 /// Command-line flags from Nestor's own settings and the user's extra
 /// arguments, as `--name=value`, sorted by name so the result is stable.
 /// Callers validate first that `extra` overrides no managed flag.
-pub fn render_flags(managed: BTreeMap<&str, String>, extra: &BTreeMap<String, String>) -> Vec<String> {
-    let mut all: BTreeMap<String, String> = managed.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+pub fn render_flags(
+    managed: BTreeMap<&str, String>,
+    extra: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut all: BTreeMap<String, String> = managed
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     for (k, v) in extra {
         all.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -99,7 +129,13 @@ mod tests {
     #[test]
     fn flags_are_sorted_and_managed_ones_win() {
         let managed = BTreeMap::from([("b", "1".to_string()), ("a", "2".to_string())]);
-        let extra = BTreeMap::from([("c".to_string(), "3".to_string()), ("a".to_string(), "9".to_string())]);
-        assert_eq!(render_flags(managed, &extra), vec!["--a=2", "--b=1", "--c=3"]);
+        let extra = BTreeMap::from([
+            ("c".to_string(), "3".to_string()),
+            ("a".to_string(), "9".to_string()),
+        ]);
+        assert_eq!(
+            render_flags(managed, &extra),
+            vec!["--a=2", "--b=1", "--c=3"]
+        );
     }
 }

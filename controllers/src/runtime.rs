@@ -18,7 +18,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use nestor_crds::{NodePool, VirtualCluster};
 use serde::de::DeserializeOwned;
@@ -48,10 +48,18 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store_shared(SHARED_BUFFER);
-    let mut shared = Shared { store, writer: Some(writer) };
+    let mut shared = Shared {
+        store,
+        writer: Some(writer),
+    };
     let writer = shared.writer.take().expect("writer is set above");
-    let handles = (0..subscribers).filter_map(|_| writer.subscribe()).collect();
-    let stream = watcher(api, config).default_backoff().modify(slim).reflect_shared(writer);
+    let handles = (0..subscribers)
+        .filter_map(|_| writer.subscribe())
+        .collect();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(slim)
+        .reflect_shared(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -81,19 +89,50 @@ pub async fn run(
         Some(ns) => Scope::Namespace(client.clone(), ns.clone()),
         None => Scope::All(client.clone()),
     };
-    let owned = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).any_semantic();
+    let owned = watcher::Config::default()
+        .labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
+        .any_semantic();
     let all = watcher::Config::default().any_semantic();
-    let (secrets, mut secret_subs) = shared_watch(api(&client).api::<Secret>(), owned.clone(), slim_secret, 2);
-    let (config_maps, mut cm_subs) = shared_watch(api(&client).api::<ConfigMap>(), owned.clone(), slim::<ConfigMap>, 2);
-    let (services, mut svc_subs) = shared_watch(api(&client).api::<Service>(), owned.clone(), slim::<Service>, 2);
-    let (stateful_sets, mut sts_subs) =
-        shared_watch(api(&client).api::<StatefulSet>(), owned.clone(), slim::<StatefulSet>, 2);
-    let (deployments, mut deploy_subs) = shared_watch(api(&client).api::<Deployment>(), owned.clone(), slim::<Deployment>, 1);
-    let (network_policies, mut np_subs) =
-        shared_watch(api(&client).api::<NetworkPolicy>(), owned, slim::<NetworkPolicy>, 1);
-    let (virtual_clusters, mut vc_subs) =
-        shared_watch(api(&client).api::<VirtualCluster>(), all.clone(), slim::<VirtualCluster>, 2);
-    let (node_pools, mut pool_subs) = shared_watch(api(&client).api::<NodePool>(), all, slim::<NodePool>, 1);
+    let (secrets, mut secret_subs) =
+        shared_watch(api(&client).api::<Secret>(), owned.clone(), slim_secret, 2);
+    let (config_maps, mut cm_subs) = shared_watch(
+        api(&client).api::<ConfigMap>(),
+        owned.clone(),
+        slim::<ConfigMap>,
+        2,
+    );
+    let (services, mut svc_subs) = shared_watch(
+        api(&client).api::<Service>(),
+        owned.clone(),
+        slim::<Service>,
+        2,
+    );
+    let (stateful_sets, mut sts_subs) = shared_watch(
+        api(&client).api::<StatefulSet>(),
+        owned.clone(),
+        slim::<StatefulSet>,
+        2,
+    );
+    let (deployments, mut deploy_subs) = shared_watch(
+        api(&client).api::<Deployment>(),
+        owned.clone(),
+        slim::<Deployment>,
+        1,
+    );
+    let (network_policies, mut np_subs) = shared_watch(
+        api(&client).api::<NetworkPolicy>(),
+        owned,
+        slim::<NetworkPolicy>,
+        1,
+    );
+    let (virtual_clusters, mut vc_subs) = shared_watch(
+        api(&client).api::<VirtualCluster>(),
+        all.clone(),
+        slim::<VirtualCluster>,
+        2,
+    );
+    let (node_pools, mut pool_subs) =
+        shared_watch(api(&client).api::<NodePool>(), all, slim::<NodePool>, 1);
 
     let stores = Stores {
         secrets,
@@ -105,7 +144,13 @@ pub async fn run(
         virtual_clusters: virtual_clusters.clone(),
         node_pools: node_pools.clone(),
     };
-    let ctx = Arc::new(Context { client: client.clone(), stores: stores.clone(), metrics, reporter, settings });
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        stores: stores.clone(),
+        metrics,
+        reporter,
+        settings,
+    });
 
     // Wait for every cache before the first reconcile, so that "absent from
     // the cache" means "absent".
@@ -113,10 +158,19 @@ pub async fn run(
         ("Secret", stores.secrets.wait_until_ready().boxed()),
         ("ConfigMap", stores.config_maps.wait_until_ready().boxed()),
         ("Service", stores.services.wait_until_ready().boxed()),
-        ("StatefulSet", stores.stateful_sets.wait_until_ready().boxed()),
+        (
+            "StatefulSet",
+            stores.stateful_sets.wait_until_ready().boxed(),
+        ),
         ("Deployment", stores.deployments.wait_until_ready().boxed()),
-        ("NetworkPolicy", stores.network_policies.wait_until_ready().boxed()),
-        ("VirtualCluster", stores.virtual_clusters.wait_until_ready().boxed()),
+        (
+            "NetworkPolicy",
+            stores.network_policies.wait_until_ready().boxed(),
+        ),
+        (
+            "VirtualCluster",
+            stores.virtual_clusters.wait_until_ready().boxed(),
+        ),
         ("NodePool", stores.node_pools.wait_until_ready().boxed()),
     ] {
         if ready.await.is_err() {
@@ -135,17 +189,22 @@ pub async fn run(
         }
     };
 
-    let vc_controller = Controller::for_shared_stream_with(take(&mut vc_subs), virtual_clusters, ())
-        .with_config(config.clone())
-        .owns_shared_stream(take(&mut secret_subs))
-        .owns_shared_stream(take(&mut cm_subs))
-        .owns_shared_stream(take(&mut svc_subs))
-        .owns_shared_stream(take(&mut sts_subs))
-        .owns_shared_stream(take(&mut deploy_subs))
-        .owns_shared_stream(take(&mut np_subs))
-        .graceful_shutdown_on(on_shutdown(&shutdown_tx))
-        .run(timed("virtualcluster", virtualcluster::reconcile), virtualcluster::error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
+    let vc_controller =
+        Controller::for_shared_stream_with(take(&mut vc_subs), virtual_clusters, ())
+            .with_config(config.clone())
+            .owns_shared_stream(take(&mut secret_subs))
+            .owns_shared_stream(take(&mut cm_subs))
+            .owns_shared_stream(take(&mut svc_subs))
+            .owns_shared_stream(take(&mut sts_subs))
+            .owns_shared_stream(take(&mut deploy_subs))
+            .owns_shared_stream(take(&mut np_subs))
+            .graceful_shutdown_on(on_shutdown(&shutdown_tx))
+            .run(
+                timed("virtualcluster", virtualcluster::reconcile),
+                virtualcluster::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
 
     let pools_for_mapping = node_pools.clone();
     let pool_controller = Controller::for_shared_stream_with(take(&mut pool_subs), node_pools, ())
@@ -154,9 +213,15 @@ pub async fn run(
         .owns_shared_stream(take(&mut cm_subs))
         .owns_shared_stream(take(&mut svc_subs))
         .owns_shared_stream(take(&mut sts_subs))
-        .watches_shared_stream(take(&mut vc_subs), move |vc: Arc<VirtualCluster>| pools_of(&pools_for_mapping, &vc))
+        .watches_shared_stream(take(&mut vc_subs), move |vc: Arc<VirtualCluster>| {
+            pools_of(&pools_for_mapping, &vc)
+        })
         .graceful_shutdown_on(on_shutdown(&shutdown_tx))
-        .run(timed("nodepool", nodepool::reconcile), nodepool::error_policy, ctx.clone())
+        .run(
+            timed("nodepool", nodepool::reconcile),
+            nodepool::error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
 
     tokio::spawn(async move {
@@ -185,7 +250,9 @@ impl Scope {
     }
 }
 
-fn take<K: Resource<DynamicType = ()> + Clone + 'static>(subs: &mut Vec<ReflectHandle<K>>) -> ReflectHandle<K> {
+fn take<K: Resource<DynamicType = ()> + Clone + 'static>(
+    subs: &mut Vec<ReflectHandle<K>>,
+) -> ReflectHandle<K> {
     subs.pop().expect("one subscription per controller")
 }
 
@@ -219,9 +286,11 @@ where
             let start = Instant::now();
             let result = reconcile(obj, ctx.clone()).await;
             ctx.metrics.reconciles.get_or_create(&labels).inc();
-            ctx.metrics.duration.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+            ctx.metrics
+                .duration
+                .get_or_create(&labels)
+                .observe(start.elapsed().as_secs_f64());
             result
         })
     }
 }
-

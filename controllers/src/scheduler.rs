@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 pub const PORT: i32 = 10259;
 const DIR: &str = "/etc/kubernetes/scheduler";
 
-/// The kube-scheduler Deployment.
-pub fn desired_scheduler_deployment(inputs: &ClusterInputs) -> Deployment {
+/// The kube-scheduler Deployment; no replicas until `started` (the API
+/// server serves).
+pub fn desired_scheduler_deployment(inputs: &ClusterInputs, started: bool) -> Deployment {
     let spec = &inputs.vc.spec.scheduler;
     let kubeconfig = format!("{DIR}/kubeconfig");
     let managed = BTreeMap::from([
@@ -32,7 +33,11 @@ pub fn desired_scheduler_deployment(inputs: &ClusterInputs) -> Deployment {
         name: "kube-scheduler".into(),
         image: Some(inputs.images.scheduler.clone()),
         command: Some(command),
-        ports: Some(vec![ContainerPort { name: Some("https".into()), container_port: PORT, ..Default::default() }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("https".into()),
+            container_port: PORT,
+            ..Default::default()
+        }]),
         volume_mounts: Some(vec![read_only_mount("config", DIR)]),
         liveness_probe: Some(http_probe("/livez", PORT, true, 10, 8)),
         readiness_probe: Some(http_probe("/readyz", PORT, true, 2, 3)),
@@ -45,7 +50,7 @@ pub fn desired_scheduler_deployment(inputs: &ClusterInputs) -> Deployment {
         inputs,
         inputs.names.scheduler(),
         Component::Scheduler,
-        spec.replicas,
+        if started { spec.replicas } else { 0 },
         container,
         vec![secret_volume("config", &inputs.names.scheduler_secret())],
     )
@@ -60,12 +65,20 @@ mod tests {
     #[test]
     fn scheduler_uses_its_kubeconfig() {
         let vc = fixtures::vc(json!({"scheduler": {"extraArgs": {"v": "3"}}}));
-        let d = desired_scheduler_deployment(&fixtures::inputs(&vc));
+        let d = desired_scheduler_deployment(&fixtures::inputs(&vc), true);
         let spec = d.spec.unwrap();
         let pod = spec.template.spec.unwrap();
         let cmd = pod.containers[0].command.clone().unwrap();
         assert!(cmd.contains(&"--kubeconfig=/etc/kubernetes/scheduler/kubeconfig".to_string()));
         assert!(cmd.contains(&"--v=3".to_string()));
-        assert_eq!(pod.volumes.unwrap()[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("demo-scheduler-kubeconfig"));
+        assert_eq!(
+            pod.volumes.unwrap()[0]
+                .secret
+                .as_ref()
+                .unwrap()
+                .secret_name
+                .as_deref(),
+            Some("demo-scheduler-kubeconfig")
+        );
     }
 }

@@ -8,10 +8,10 @@
 
 use crate::cluster::ClusterInputs;
 use crate::kubeconfig::{self, Credentials};
-use crate::meta::{cluster_child_meta, Component, ClusterNames, INPUTS_HASH};
+use crate::meta::{ClusterNames, Component, INPUTS_HASH, cluster_child_meta};
 use crate::pki::{self, CaBundle, KeyAndCert, LeafRequest, PkiError, ServiceAccountKeys};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
 
 /// Annotation on the CA Secret: the fingerprint of every root it holds.
@@ -88,14 +88,23 @@ pub fn bundle_fingerprint(bundle: &CaBundle) -> String {
 
 /// The hash of what a Secret's content depends on. `bundle_fp` is the
 /// roots' fingerprint.
-pub fn inputs_hash(kind: PkiSecret, inputs: &ClusterInputs, exposure: &Exposure, bundle_fp: &str) -> String {
+pub fn inputs_hash(
+    kind: PkiSecret,
+    inputs: &ClusterInputs,
+    exposure: &Exposure,
+    bundle_fp: &str,
+) -> String {
     let names = &inputs.names;
     match kind {
         PkiSecret::Ca => pki::inputs_hash(["ca", "v1"]),
         PkiSecret::EtcdCerts => {
             let req = crate::etcd::server_cert_request(names);
             pki::inputs_hash(
-                ["etcd", bundle_fp].into_iter().map(String::from).chain(req.dns_names).chain(req.ips.iter().map(|i| i.to_string())),
+                ["etcd", bundle_fp]
+                    .into_iter()
+                    .map(String::from)
+                    .chain(req.dns_names)
+                    .chain(req.ips.iter().map(|i| i.to_string())),
             )
         }
         PkiSecret::ApiServerCerts => {
@@ -109,7 +118,11 @@ pub fn inputs_hash(kind: PkiSecret, inputs: &ClusterInputs, exposure: &Exposure,
             )
         }
         PkiSecret::ControllerManager | PkiSecret::Scheduler | PkiSecret::CoreDns => {
-            pki::inputs_hash([format!("{kind:?}"), bundle_fp.to_string(), names.internal_endpoint()])
+            pki::inputs_hash([
+                format!("{kind:?}"),
+                bundle_fp.to_string(),
+                names.internal_endpoint(),
+            ])
         }
         PkiSecret::Admin => pki::inputs_hash(["admin", bundle_fp, &exposure.admin_endpoint]),
     }
@@ -129,14 +142,23 @@ fn put_sa(map: &mut BTreeMap<String, ByteString>, sa: &ServiceAccountKeys) {
     bytes(map, "sa.pub", &sa.public_pem);
 }
 
-fn component_kubeconfig(inputs: &ClusterInputs, bundle: &CaBundle, user: &str, groups: &[&str], server: &str) -> Result<String, PkiError> {
+fn component_kubeconfig(
+    inputs: &ClusterInputs,
+    bundle: &CaBundle,
+    user: &str,
+    groups: &[&str],
+    server: &str,
+) -> Result<String, PkiError> {
     let cert = pki::issue(&bundle.cluster, &LeafRequest::client(user, groups))?;
     Ok(kubeconfig::render(
         &inputs.names.cluster,
         server,
         &bundle.cluster.cert_pem,
         user,
-        Credentials::Certificate { cert_pem: &cert.cert_pem, key_pem: &cert.key_pem },
+        Credentials::Certificate {
+            cert_pem: &cert.cert_pem,
+            key_pem: &cert.key_pem,
+        },
     ))
 }
 
@@ -166,14 +188,29 @@ pub fn desired_pki_secret(
             put_pair(&mut data, "peer", &peer);
         }
         PkiSecret::ApiServerCerts => {
-            let serving = pki::issue(&bundle.cluster, &crate::apiserver::serving_cert_request(inputs, &exposure.extra_sans))?;
-            let etcd_client = pki::issue(&bundle.etcd, &LeafRequest::client("kube-apiserver-etcd-client", &[]))?;
-            let kubelet_client =
-                pki::issue(&bundle.cluster, &LeafRequest::client("kube-apiserver-kubelet-client", &["system:masters"]))?;
-            let front_proxy = pki::issue(&bundle.front_proxy, &LeafRequest::client("front-proxy-client", &[]))?;
+            let serving = pki::issue(
+                &bundle.cluster,
+                &crate::apiserver::serving_cert_request(inputs, &exposure.extra_sans),
+            )?;
+            let etcd_client = pki::issue(
+                &bundle.etcd,
+                &LeafRequest::client("kube-apiserver-etcd-client", &[]),
+            )?;
+            let kubelet_client = pki::issue(
+                &bundle.cluster,
+                &LeafRequest::client("kube-apiserver-kubelet-client", &["system:masters"]),
+            )?;
+            let front_proxy = pki::issue(
+                &bundle.front_proxy,
+                &LeafRequest::client("front-proxy-client", &[]),
+            )?;
             bytes(&mut data, "ca.crt", &bundle.cluster.cert_pem);
             bytes(&mut data, "etcd-ca.crt", &bundle.etcd.cert_pem);
-            bytes(&mut data, "front-proxy-ca.crt", &bundle.front_proxy.cert_pem);
+            bytes(
+                &mut data,
+                "front-proxy-ca.crt",
+                &bundle.front_proxy.cert_pem,
+            );
             put_pair(&mut data, "apiserver", &serving);
             put_pair(&mut data, "apiserver-etcd-client", &etcd_client);
             put_pair(&mut data, "apiserver-kubelet-client", &kubelet_client);
@@ -181,44 +218,77 @@ pub fn desired_pki_secret(
             put_sa(&mut data, &bundle.service_account);
         }
         PkiSecret::ControllerManager => {
-            let config = component_kubeconfig(inputs, bundle, "system:kube-controller-manager", &[], &internal)?;
+            let config = component_kubeconfig(
+                inputs,
+                bundle,
+                "system:kube-controller-manager",
+                &[],
+                &internal,
+            )?;
             bytes(&mut data, "kubeconfig", &config);
             put_pair(&mut data, "ca", &bundle.cluster);
             bytes(&mut data, "sa.key", &bundle.service_account.private_pem);
         }
         PkiSecret::Scheduler => {
-            let config = component_kubeconfig(inputs, bundle, "system:kube-scheduler", &[], &internal)?;
+            let config =
+                component_kubeconfig(inputs, bundle, "system:kube-scheduler", &[], &internal)?;
             bytes(&mut data, "kubeconfig", &config);
         }
         PkiSecret::CoreDns => {
-            let config = component_kubeconfig(inputs, bundle, crate::addons::COREDNS_USER, &[], &internal)?;
+            let config =
+                component_kubeconfig(inputs, bundle, crate::addons::COREDNS_USER, &[], &internal)?;
             bytes(&mut data, "kubeconfig", &config);
         }
         PkiSecret::Admin => {
-            let config = component_kubeconfig(inputs, bundle, "nestor:admin", &["system:masters"], &exposure.admin_endpoint)?;
+            let config = component_kubeconfig(
+                inputs,
+                bundle,
+                "nestor:admin",
+                &["system:masters"],
+                &exposure.admin_endpoint,
+            )?;
             bytes(&mut data, "kubeconfig", &config);
             bytes(&mut data, "ca.crt", &bundle.cluster.cert_pem);
         }
     }
     let mut metadata = cluster_child_meta(inputs.vc, kind.name(names), kind.component());
-    let mut annotations = BTreeMap::from([(INPUTS_HASH.to_string(), inputs_hash(kind, inputs, exposure, &fp))]);
+    let mut annotations = BTreeMap::from([(
+        INPUTS_HASH.to_string(),
+        inputs_hash(kind, inputs, exposure, &fp),
+    )]);
     if kind == PkiSecret::Ca {
         annotations.insert(BUNDLE_FINGERPRINT.into(), fp);
     }
     metadata.annotations = Some(annotations);
-    Ok(Secret { metadata, type_: Some("Opaque".into()), data: Some(data), ..Secret::default() })
+    Ok(Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    })
 }
 
 /// Reads the roots of trust back from the CA Secret's data.
 pub fn bundle_from_secret(secret: &Secret) -> Option<CaBundle> {
     let data = secret.data.as_ref()?;
-    let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok());
-    let pair = |stem: &str| Some(KeyAndCert { cert_pem: text(&format!("{stem}.crt"))?, key_pem: text(&format!("{stem}.key"))? });
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
+    let pair = |stem: &str| {
+        Some(KeyAndCert {
+            cert_pem: text(&format!("{stem}.crt"))?,
+            key_pem: text(&format!("{stem}.key"))?,
+        })
+    };
     Some(CaBundle {
         cluster: pair("ca")?,
         etcd: pair("etcd-ca")?,
         front_proxy: pair("front-proxy-ca")?,
-        service_account: ServiceAccountKeys { private_pem: text("sa.key")?, public_pem: text("sa.pub")? },
+        service_account: ServiceAccountKeys {
+            private_pem: text("sa.key")?,
+            public_pem: text("sa.pub")?,
+        },
     })
 }
 
@@ -230,7 +300,10 @@ mod tests {
     use x509_parser::pem::parse_x509_pem;
 
     fn exposure() -> Exposure {
-        Exposure { admin_endpoint: "https://10.0.0.7:6443".into(), extra_sans: vec!["10.0.0.7".into()] }
+        Exposure {
+            admin_endpoint: "https://10.0.0.7:6443".into(),
+            extra_sans: vec!["10.0.0.7".into()],
+        }
     }
 
     #[test]
@@ -241,13 +314,23 @@ mod tests {
         for kind in PkiSecret::ALL {
             let secret = desired_pki_secret(kind, &inputs, &exposure(), &bundle).unwrap();
             assert_eq!(secret.metadata.name, Some(kind.name(&inputs.names)));
-            assert!(secret.metadata.annotations.as_ref().unwrap().contains_key(INPUTS_HASH));
+            assert!(
+                secret
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .unwrap()
+                    .contains_key(INPUTS_HASH)
+            );
             assert!(!secret.data.as_ref().unwrap().is_empty());
         }
         let ca = desired_pki_secret(PkiSecret::Ca, &inputs, &exposure(), &bundle).unwrap();
         let back = bundle_from_secret(&ca).unwrap();
         assert_eq!(bundle_fingerprint(&back), bundle_fingerprint(&bundle));
-        assert_eq!(ca.metadata.annotations.unwrap()[BUNDLE_FINGERPRINT], bundle_fingerprint(&bundle));
+        assert_eq!(
+            ca.metadata.annotations.unwrap()[BUNDLE_FINGERPRINT],
+            bundle_fingerprint(&bundle)
+        );
     }
 
     #[test]
@@ -255,18 +338,24 @@ mod tests {
         let vc = fixtures::vc(json!({}));
         let inputs = fixtures::inputs(&vc);
         let bundle = pki::generate_ca_bundle("demo").unwrap();
-        let secret = desired_pki_secret(PkiSecret::ApiServerCerts, &inputs, &exposure(), &bundle).unwrap();
+        let secret =
+            desired_pki_secret(PkiSecret::ApiServerCerts, &inputs, &exposure(), &bundle).unwrap();
         let data = secret.data.unwrap();
         let ca_der = parse_x509_pem(&data["ca.crt"].0).unwrap().1.contents;
         let leaf_der = parse_x509_pem(&data["apiserver.crt"].0).unwrap().1.contents;
         let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
         leaf.verify_signature(Some(ca.public_key())).unwrap();
-        let etcd_client_der = parse_x509_pem(&data["apiserver-etcd-client.crt"].0).unwrap().1.contents;
+        let etcd_client_der = parse_x509_pem(&data["apiserver-etcd-client.crt"].0)
+            .unwrap()
+            .1
+            .contents;
         let etcd_ca_der = parse_x509_pem(&data["etcd-ca.crt"].0).unwrap().1.contents;
         let (_, etcd_client) = x509_parser::parse_x509_certificate(&etcd_client_der).unwrap();
         let (_, etcd_ca) = x509_parser::parse_x509_certificate(&etcd_ca_der).unwrap();
-        etcd_client.verify_signature(Some(etcd_ca.public_key())).unwrap();
+        etcd_client
+            .verify_signature(Some(etcd_ca.public_key()))
+            .unwrap();
     }
 
     #[test]
@@ -275,16 +364,31 @@ mod tests {
         let inputs = fixtures::inputs(&vc);
         let e = exposure();
         let a = inputs_hash(PkiSecret::ApiServerCerts, &inputs, &e, "fp1");
-        assert_eq!(a, inputs_hash(PkiSecret::ApiServerCerts, &inputs, &e, "fp1"));
-        assert_ne!(a, inputs_hash(PkiSecret::ApiServerCerts, &inputs, &e, "fp2"));
-        let moved = Exposure { extra_sans: vec!["10.0.0.8".into()], ..e.clone() };
-        assert_ne!(a, inputs_hash(PkiSecret::ApiServerCerts, &inputs, &moved, "fp1"));
+        assert_eq!(
+            a,
+            inputs_hash(PkiSecret::ApiServerCerts, &inputs, &e, "fp1")
+        );
+        assert_ne!(
+            a,
+            inputs_hash(PkiSecret::ApiServerCerts, &inputs, &e, "fp2")
+        );
+        let moved = Exposure {
+            extra_sans: vec!["10.0.0.8".into()],
+            ..e.clone()
+        };
+        assert_ne!(
+            a,
+            inputs_hash(PkiSecret::ApiServerCerts, &inputs, &moved, "fp1")
+        );
         // The admin kubeconfig does not care about SANs, only the endpoint.
         assert_eq!(
             inputs_hash(PkiSecret::Admin, &inputs, &e, "fp1"),
             inputs_hash(PkiSecret::Admin, &inputs, &moved, "fp1")
         );
         // The CA never depends on anything.
-        assert_eq!(inputs_hash(PkiSecret::Ca, &inputs, &e, "x"), inputs_hash(PkiSecret::Ca, &inputs, &moved, "y"));
+        assert_eq!(
+            inputs_hash(PkiSecret::Ca, &inputs, &e, "x"),
+            inputs_hash(PkiSecret::Ca, &inputs, &moved, "y")
+        );
     }
 }

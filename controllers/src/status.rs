@@ -36,7 +36,8 @@ impl Rollout {
             desired,
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
-            observed: status.observed_generation >= sts.metadata.generation && sts.metadata.generation.is_some(),
+            observed: status.observed_generation >= sts.metadata.generation
+                && sts.metadata.generation.is_some(),
             version: None,
         }
     }
@@ -49,7 +50,8 @@ impl Rollout {
             desired,
             ready: status.available_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
-            observed: status.observed_generation >= d.metadata.generation && d.metadata.generation.is_some(),
+            observed: status.observed_generation >= d.metadata.generation
+                && d.metadata.generation.is_some(),
             version: spec
                 .and_then(|s| s.template.metadata.as_ref())
                 .and_then(|m| m.annotations.as_ref())
@@ -59,7 +61,10 @@ impl Rollout {
 
     /// Every replica runs the latest spec and is ready.
     pub fn complete(&self) -> bool {
-        self.observed && self.desired > 0 && self.ready >= self.desired && self.updated >= self.desired
+        self.observed
+            && self.desired > 0
+            && self.ready >= self.desired
+            && self.updated >= self.desired
     }
 }
 
@@ -87,9 +92,25 @@ pub struct Computed {
     pub message: String,
 }
 
-fn component_condition(type_: &'static str, what: &str, unit: &str, rollout: &Option<Rollout>) -> Computed {
+fn component_condition(
+    type_: &'static str,
+    what: &str,
+    unit: &str,
+    rollout: &Option<Rollout>,
+) -> Computed {
     match rollout {
-        None => Computed { type_, ok: false, reason: "NotCreated", message: format!("{what} has not been created yet") },
+        None => Computed {
+            type_,
+            ok: false,
+            reason: "NotCreated",
+            message: format!("{what} has not been created yet"),
+        },
+        Some(r) if r.desired == 0 => Computed {
+            type_,
+            ok: false,
+            reason: "WaitingForAPIServer",
+            message: format!("{what} starts once the API server serves"),
+        },
         Some(r) if r.complete() => Computed {
             type_,
             ok: true,
@@ -106,7 +127,10 @@ fn component_condition(type_: &'static str, what: &str, unit: &str, rollout: &Op
             type_,
             ok: false,
             reason: "RollingOut",
-            message: format!("{}/{} {unit} updated, {}/{} ready", r.updated, r.desired, r.ready, r.desired),
+            message: format!(
+                "{}/{} {unit} updated, {}/{} ready",
+                r.updated, r.desired, r.ready, r.desired
+            ),
         },
         Some(r) => Computed {
             type_,
@@ -121,18 +145,52 @@ fn component_condition(type_: &'static str, what: &str, unit: &str, rollout: &Op
 pub fn compute_conditions(observed: &Observed) -> Vec<Computed> {
     let mut conditions = vec![
         component_condition(ETCD_READY, "etcd", "members", &observed.etcd),
-        component_condition(APISERVER_READY, "kube-apiserver", "replicas", &observed.apiserver),
-        component_condition(CONTROLLER_MANAGER_READY, "kube-controller-manager", "replicas", &observed.controller_manager),
-        component_condition(SCHEDULER_READY, "kube-scheduler", "replicas", &observed.scheduler),
+        component_condition(
+            APISERVER_READY,
+            "kube-apiserver",
+            "replicas",
+            &observed.apiserver,
+        ),
+        component_condition(
+            CONTROLLER_MANAGER_READY,
+            "kube-controller-manager",
+            "replicas",
+            &observed.controller_manager,
+        ),
+        component_condition(
+            SCHEDULER_READY,
+            "kube-scheduler",
+            "replicas",
+            &observed.scheduler,
+        ),
         component_condition(DNS_READY, "CoreDNS", "replicas", &observed.coredns),
     ];
-    let waiting: Vec<&str> = conditions.iter().filter(|c| !c.ok).map(|c| c.type_).collect();
+    let waiting: Vec<&str> = conditions
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.type_)
+        .collect();
     let ready = if let Some(why) = &observed.invalid {
-        Computed { type_: READY, ok: false, reason: "InvalidSpec", message: why.clone() }
+        Computed {
+            type_: READY,
+            ok: false,
+            reason: "InvalidSpec",
+            message: why.clone(),
+        }
     } else if observed.deleting {
-        Computed { type_: READY, ok: false, reason: "Deleting", message: "the virtual cluster is being deleted".into() }
+        Computed {
+            type_: READY,
+            ok: false,
+            reason: "Deleting",
+            message: "the virtual cluster is being deleted".into(),
+        }
     } else if waiting.is_empty() {
-        Computed { type_: READY, ok: true, reason: "ControlPlaneReady", message: "every control-plane component is ready".into() }
+        Computed {
+            type_: READY,
+            ok: true,
+            reason: "ControlPlaneReady",
+            message: "every control-plane component is ready".into(),
+        }
     } else {
         Computed {
             type_: READY,
@@ -147,7 +205,12 @@ pub fn compute_conditions(observed: &Observed) -> Vec<Computed> {
 
 /// Turns computed conditions into API conditions, keeping each previous
 /// `lastTransitionTime` whose status did not change.
-pub fn settle_conditions(computed: &[Computed], previous: &[Condition], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn settle_conditions(
+    computed: &[Computed],
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     computed
         .iter()
         .map(|c| {
@@ -177,10 +240,17 @@ pub fn compute_status(
     now: &Time,
 ) -> VirtualClusterStatus {
     let computed = compute_conditions(observed);
-    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let previous_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     let conditions = settle_conditions(&computed, previous_conditions, generation, now);
     let ready = computed.iter().any(|c| c.type_ == READY && c.ok);
-    let was_ready = previous.and_then(|p| p.phase).is_some_and(|p| matches!(p, VirtualClusterPhase::Ready | VirtualClusterPhase::Degraded));
+    let was_ready = previous.and_then(|p| p.phase).is_some_and(|p| {
+        matches!(
+            p,
+            VirtualClusterPhase::Ready | VirtualClusterPhase::Degraded
+        )
+    });
     let phase = if observed.deleting {
         VirtualClusterPhase::Deleting
     } else if observed.invalid.is_some() {
@@ -200,7 +270,10 @@ pub fn compute_status(
     VirtualClusterStatus {
         phase: Some(phase),
         observed_generation: generation,
-        endpoint: observed.endpoint.clone().or_else(|| previous.and_then(|p| p.endpoint.clone())),
+        endpoint: observed
+            .endpoint
+            .clone()
+            .or_else(|| previous.and_then(|p| p.endpoint.clone())),
         admin_kubeconfig_secret: observed
             .admin_kubeconfig_secret
             .clone()
@@ -219,7 +292,13 @@ mod tests {
     }
 
     fn ready(n: i32) -> Option<Rollout> {
-        Some(Rollout { desired: n, ready: n, updated: n, observed: true, version: Some("1.35.4".into()) })
+        Some(Rollout {
+            desired: n,
+            ready: n,
+            updated: n,
+            observed: true,
+            version: Some("1.35.4".into()),
+        })
     }
 
     fn all_ready() -> Observed {
@@ -238,14 +317,35 @@ mod tests {
     #[test]
     fn nothing_ready_says_why() {
         let observed = Observed {
-            etcd: Some(Rollout { desired: 1, ready: 0, updated: 1, observed: true, version: None }),
+            etcd: Some(Rollout {
+                desired: 1,
+                ready: 0,
+                updated: 1,
+                observed: true,
+                version: None,
+            }),
             ..Observed::default()
         };
         let status = compute_status(&observed, None, Some(1), &t("2026-01-01T00:00:00Z"));
         assert_eq!(status.phase, Some(VirtualClusterPhase::Provisioning));
-        let etcd = status.conditions.iter().find(|c| c.type_ == ETCD_READY).unwrap();
-        assert_eq!((etcd.status.as_str(), etcd.reason.as_str(), etcd.message.as_str()), ("False", "NotReady", "0/1 members ready"));
-        let api = status.conditions.iter().find(|c| c.type_ == APISERVER_READY).unwrap();
+        let etcd = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ETCD_READY)
+            .unwrap();
+        assert_eq!(
+            (
+                etcd.status.as_str(),
+                etcd.reason.as_str(),
+                etcd.message.as_str()
+            ),
+            ("False", "NotReady", "0/1 members ready")
+        );
+        let api = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == APISERVER_READY)
+            .unwrap();
         assert_eq!(api.reason, "NotCreated");
         let r = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(r.status, "False");
@@ -266,7 +366,12 @@ mod tests {
     #[test]
     fn unchanged_world_gives_identical_status() {
         let first = compute_status(&all_ready(), None, Some(1), &t("2026-01-01T00:00:00Z"));
-        let second = compute_status(&all_ready(), Some(&first), Some(1), &t("2026-06-01T00:00:00Z"));
+        let second = compute_status(
+            &all_ready(),
+            Some(&first),
+            Some(1),
+            &t("2026-06-01T00:00:00Z"),
+        );
         assert_eq!(first, second, "no timestamp churn");
     }
 
@@ -274,37 +379,102 @@ mod tests {
     fn a_transition_moves_only_its_condition_and_degrades() {
         let first = compute_status(&all_ready(), None, Some(1), &t("2026-01-01T00:00:00Z"));
         let mut observed = all_ready();
-        observed.etcd = Some(Rollout { desired: 3, ready: 2, updated: 3, observed: true, version: None });
+        observed.etcd = Some(Rollout {
+            desired: 3,
+            ready: 2,
+            updated: 3,
+            observed: true,
+            version: None,
+        });
         let second = compute_status(&observed, Some(&first), Some(1), &t("2026-02-01T00:00:00Z"));
         assert_eq!(second.phase, Some(VirtualClusterPhase::Degraded));
-        let etcd = second.conditions.iter().find(|c| c.type_ == ETCD_READY).unwrap();
+        let etcd = second
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ETCD_READY)
+            .unwrap();
         assert_eq!(etcd.last_transition_time, t("2026-02-01T00:00:00Z"));
-        let api = second.conditions.iter().find(|c| c.type_ == APISERVER_READY).unwrap();
+        let api = second
+            .conditions
+            .iter()
+            .find(|c| c.type_ == APISERVER_READY)
+            .unwrap();
         assert_eq!(api.last_transition_time, t("2026-01-01T00:00:00Z"));
-        assert_eq!(second.version.as_deref(), Some("1.35.4"), "version stays while the apiserver runs");
+        assert_eq!(
+            second.version.as_deref(),
+            Some("1.35.4"),
+            "version stays while the apiserver runs"
+        );
     }
 
     #[test]
     fn rolling_out_keeps_the_previous_version() {
         let first = compute_status(&all_ready(), None, Some(1), &t("2026-01-01T00:00:00Z"));
         let mut observed = all_ready();
-        observed.apiserver =
-            Some(Rollout { desired: 1, ready: 1, updated: 0, observed: true, version: Some("1.36.0".into()) });
+        observed.apiserver = Some(Rollout {
+            desired: 1,
+            ready: 1,
+            updated: 0,
+            observed: true,
+            version: Some("1.36.0".into()),
+        });
         let second = compute_status(&observed, Some(&first), Some(2), &t("2026-02-01T00:00:00Z"));
         assert_eq!(second.version.as_deref(), Some("1.35.4"));
-        let api = second.conditions.iter().find(|c| c.type_ == APISERVER_READY).unwrap();
+        let api = second
+            .conditions
+            .iter()
+            .find(|c| c.type_ == APISERVER_READY)
+            .unwrap();
         assert_eq!(api.reason, "RollingOut");
     }
 
     #[test]
+    fn clients_of_the_apiserver_wait_for_it() {
+        let mut observed = all_ready();
+        observed.scheduler = Some(Rollout {
+            desired: 0,
+            ready: 0,
+            updated: 0,
+            observed: true,
+            version: None,
+        });
+        let status = compute_status(&observed, None, Some(1), &t("2026-01-01T00:00:00Z"));
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SCHEDULER_READY)
+            .unwrap();
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            (
+                "WaitingForAPIServer",
+                "kube-scheduler starts once the API server serves"
+            )
+        );
+    }
+
+    #[test]
     fn invalid_spec_is_one_clear_condition() {
-        let observed = Observed { invalid: Some("etcd.replicas is 2; it must be 1, 3 or 5".into()), ..all_ready() };
+        let observed = Observed {
+            invalid: Some("etcd.replicas is 2; it must be 1, 3 or 5".into()),
+            ..all_ready()
+        };
         let status = compute_status(&observed, None, Some(2), &t("2026-01-01T00:00:00Z"));
         assert_eq!(status.phase, Some(VirtualClusterPhase::Invalid));
         let ready = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
         assert!(ready.message.contains("1, 3 or 5"));
         // What runs is still reported.
-        assert_eq!(status.conditions.iter().filter(|c| c.status == "True").count(), 5);
+        assert_eq!(
+            status
+                .conditions
+                .iter()
+                .filter(|c| c.status == "True")
+                .count(),
+            5
+        );
     }
 }

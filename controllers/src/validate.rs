@@ -16,18 +16,49 @@ pub const MAX_NAME_LEN: usize = 40;
 
 /// Flags Nestor sets itself, per component; `extraArgs` may not override them.
 pub const APISERVER_MANAGED_FLAGS: &[&str] = &[
-    "advertise-address", "secure-port", "bind-address", "etcd-servers", "etcd-cafile", "etcd-certfile", "etcd-keyfile",
-    "client-ca-file", "tls-cert-file", "tls-private-key-file", "service-account-issuer", "service-account-key-file",
-    "service-account-signing-key-file", "service-cluster-ip-range", "kubelet-client-certificate", "kubelet-client-key",
-    "proxy-client-cert-file", "proxy-client-key-file", "requestheader-client-ca-file", "enable-bootstrap-token-auth",
+    "advertise-address",
+    "secure-port",
+    "bind-address",
+    "etcd-servers",
+    "etcd-cafile",
+    "etcd-certfile",
+    "etcd-keyfile",
+    "client-ca-file",
+    "tls-cert-file",
+    "tls-private-key-file",
+    "service-account-issuer",
+    "service-account-key-file",
+    "service-account-signing-key-file",
+    "service-cluster-ip-range",
+    "kubelet-client-certificate",
+    "kubelet-client-key",
+    "proxy-client-cert-file",
+    "proxy-client-key-file",
+    "requestheader-client-ca-file",
+    "enable-bootstrap-token-auth",
 ];
 pub const CONTROLLER_MANAGER_MANAGED_FLAGS: &[&str] = &[
-    "kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig", "cluster-signing-cert-file",
-    "cluster-signing-key-file", "root-ca-file", "service-account-private-key-file", "cluster-cidr",
-    "service-cluster-ip-range", "secure-port", "bind-address", "authentication-tolerate-lookup-failure",
+    "kubeconfig",
+    "authentication-kubeconfig",
+    "authorization-kubeconfig",
+    "cluster-signing-cert-file",
+    "cluster-signing-key-file",
+    "root-ca-file",
+    "service-account-private-key-file",
+    "cluster-cidr",
+    "service-cluster-ip-range",
+    "secure-port",
+    "bind-address",
+    "authentication-tolerate-lookup-failure",
 ];
-pub const SCHEDULER_MANAGED_FLAGS: &[&str] =
-    &["kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig", "secure-port", "bind-address", "authentication-tolerate-lookup-failure"];
+pub const SCHEDULER_MANAGED_FLAGS: &[&str] = &[
+    "kubeconfig",
+    "authentication-kubeconfig",
+    "authorization-kubeconfig",
+    "secure-port",
+    "bind-address",
+    "authentication-tolerate-lookup-failure",
+];
 
 /// A parsed `1.MINOR.PATCH` version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,7 +70,10 @@ pub struct KubeVersion {
 /// Parses `1.MINOR.PATCH`.
 pub fn parse_version(version: &str) -> Option<KubeVersion> {
     let v = semver::Version::parse(version).ok()?;
-    (v.major == 1 && v.pre.is_empty() && v.build.is_empty()).then_some(KubeVersion { minor: v.minor, patch: v.patch })
+    (v.major == 1 && v.pre.is_empty() && v.build.is_empty()).then_some(KubeVersion {
+        minor: v.minor,
+        patch: v.patch,
+    })
 }
 
 /// What validation learned, for the builders.
@@ -60,18 +94,36 @@ pub struct Invalid(pub Vec<String>);
 
 fn check_name(name: &str, kind: &str, problems: &mut Vec<String>) {
     if name.len() > MAX_NAME_LEN {
-        problems.push(format!("{kind} name '{name}' is longer than {MAX_NAME_LEN} characters"));
+        problems.push(format!(
+            "{kind} name '{name}' is longer than {MAX_NAME_LEN} characters"
+        ));
     }
 }
 
-fn check_extra_args(field: &str, args: &BTreeMap<String, String>, managed: &[&str], problems: &mut Vec<String>) {
+fn check_extra_args(
+    field: &str,
+    args: &BTreeMap<String, String>,
+    managed: &[&str],
+    problems: &mut Vec<String>,
+) {
     for key in args.keys() {
         if key.starts_with('-') {
-            problems.push(format!("{field}: write '{}' without leading dashes", key.trim_start_matches('-')));
-        } else if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            problems.push(format!("{field}: '{key}' is not a flag name (lowercase letters, digits and dashes)"));
+            problems.push(format!(
+                "{field}: write '{}' without leading dashes",
+                key.trim_start_matches('-')
+            ));
+        } else if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            problems.push(format!(
+                "{field}: '{key}' is not a flag name (lowercase letters, digits and dashes)"
+            ));
         } else if managed.contains(&key.as_str()) {
-            problems.push(format!("{field}: '{key}' is set by Nestor and cannot be overridden"));
+            problems.push(format!(
+                "{field}: '{key}' is set by Nestor and cannot be overridden"
+            ));
         }
     }
 }
@@ -83,7 +135,9 @@ fn is_dns_name(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -96,7 +150,10 @@ pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCl
 
     let version = parse_version(&spec.version);
     match version {
-        None => problems.push(format!("version '{}' is not MAJOR.MINOR.PATCH with major 1", spec.version)),
+        None => problems.push(format!(
+            "version '{}' is not MAJOR.MINOR.PATCH with major 1",
+            spec.version
+        )),
         Some(v) if !SUPPORTED_MINORS.contains(&v.minor) => problems.push(format!(
             "version {} is not supported; this operator runs 1.{} to 1.{}",
             spec.version,
@@ -106,11 +163,17 @@ pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCl
         Some(_) => {}
     }
     if ![1, 3, 5].contains(&spec.etcd.replicas) {
-        problems.push(format!("etcd.replicas is {}; it must be 1, 3 or 5", spec.etcd.replicas));
+        problems.push(format!(
+            "etcd.replicas is {}; it must be 1, 3 or 5",
+            spec.etcd.replicas
+        ));
     }
     for (field, replicas) in [
         ("apiServer.replicas", spec.api_server.replicas),
-        ("controllerManager.replicas", spec.controller_manager.replicas),
+        (
+            "controllerManager.replicas",
+            spec.controller_manager.replicas,
+        ),
         ("scheduler.replicas", spec.scheduler.replicas),
         ("addons.coreDNS.replicas", spec.addons.core_dns.replicas),
     ] {
@@ -118,40 +181,68 @@ pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCl
             problems.push(format!("{field} is {replicas}; it must be at least 1"));
         }
     }
-    check_extra_args("apiServer.extraArgs", &spec.api_server.extra_args, APISERVER_MANAGED_FLAGS, &mut problems);
+    check_extra_args(
+        "apiServer.extraArgs",
+        &spec.api_server.extra_args,
+        APISERVER_MANAGED_FLAGS,
+        &mut problems,
+    );
     check_extra_args(
         "controllerManager.extraArgs",
         &spec.controller_manager.extra_args,
         CONTROLLER_MANAGER_MANAGED_FLAGS,
         &mut problems,
     );
-    check_extra_args("scheduler.extraArgs", &spec.scheduler.extra_args, SCHEDULER_MANAGED_FLAGS, &mut problems);
+    check_extra_args(
+        "scheduler.extraArgs",
+        &spec.scheduler.extra_args,
+        SCHEDULER_MANAGED_FLAGS,
+        &mut problems,
+    );
     for san in &spec.api_server.cert_sans {
         if san.parse::<IpAddr>().is_err() && !is_dns_name(san) {
-            problems.push(format!("apiServer.certSANs: '{san}' is neither an IP address nor a DNS name"));
+            problems.push(format!(
+                "apiServer.certSANs: '{san}' is neither an IP address nor a DNS name"
+            ));
         }
     }
 
     let net = &spec.networking;
-    let pod_cidr = net.pod_cidr.parse::<IpNet>().map_err(|_| format!("networking.podCIDR '{}' is not a CIDR", net.pod_cidr));
-    let service_cidr =
-        net.service_cidr.parse::<IpNet>().map_err(|_| format!("networking.serviceCIDR '{}' is not a CIDR", net.service_cidr));
-    let dns_ip = net
-        .dns_service_ip
-        .parse::<IpAddr>()
-        .map_err(|_| format!("networking.dnsServiceIP '{}' is not an IP address", net.dns_service_ip));
+    let pod_cidr = net
+        .pod_cidr
+        .parse::<IpNet>()
+        .map_err(|_| format!("networking.podCIDR '{}' is not a CIDR", net.pod_cidr));
+    let service_cidr = net.service_cidr.parse::<IpNet>().map_err(|_| {
+        format!(
+            "networking.serviceCIDR '{}' is not a CIDR",
+            net.service_cidr
+        )
+    });
+    let dns_ip = net.dns_service_ip.parse::<IpAddr>().map_err(|_| {
+        format!(
+            "networking.dnsServiceIP '{}' is not an IP address",
+            net.dns_service_ip
+        )
+    });
     if !is_dns_name(&net.cluster_domain) || net.cluster_domain.starts_with("*.") {
-        problems.push(format!("networking.clusterDomain '{}' is not a DNS domain", net.cluster_domain));
+        problems.push(format!(
+            "networking.clusterDomain '{}' is not a DNS domain",
+            net.cluster_domain
+        ));
     }
     let mut valid_net = None;
     match (pod_cidr, service_cidr, dns_ip) {
         (Ok(pods), Ok(services), Ok(dns)) => {
             let (pods, services) = (pods.trunc(), services.trunc());
             if pods.contains(&services.network()) || services.contains(&pods.network()) {
-                problems.push(format!("networking: podCIDR {pods} and serviceCIDR {services} overlap"));
+                problems.push(format!(
+                    "networking: podCIDR {pods} and serviceCIDR {services} overlap"
+                ));
             }
             if !services.contains(&dns) {
-                problems.push(format!("networking.dnsServiceIP {dns} is outside serviceCIDR {services}"));
+                problems.push(format!(
+                    "networking.dnsServiceIP {dns} is outside serviceCIDR {services}"
+                ));
             }
             let max_bits = match services {
                 IpNet::V4(_) => 20,
@@ -163,10 +254,14 @@ pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCl
                 ));
             }
             if services.hosts().next().is_none() {
-                problems.push(format!("networking.serviceCIDR {services} has no usable address"));
+                problems.push(format!(
+                    "networking.serviceCIDR {services} has no usable address"
+                ));
             }
             if matches!(pods, IpNet::V4(_)) != matches!(services, IpNet::V4(_)) {
-                problems.push("networking: podCIDR and serviceCIDR must be of the same IP family".into());
+                problems.push(
+                    "networking: podCIDR and serviceCIDR must be of the same IP family".into(),
+                );
             }
             if let Some(first) = services.hosts().next() {
                 if first == dns {
@@ -178,14 +273,26 @@ pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCl
             }
         }
         (pods, services, dns) => {
-            problems.extend([pods.err(), services.err(), dns.err()].into_iter().flatten());
+            problems.extend(
+                [pods.err(), services.err(), dns.err()]
+                    .into_iter()
+                    .flatten(),
+            );
         }
     }
 
     match (problems.is_empty(), version, valid_net) {
-        (true, Some(version), Some((pod_cidr, service_cidr, dns_service_ip, kubernetes_service_ip))) => {
-            Ok(ValidCluster { version, pod_cidr, service_cidr, dns_service_ip, kubernetes_service_ip })
-        }
+        (
+            true,
+            Some(version),
+            Some((pod_cidr, service_cidr, dns_service_ip, kubernetes_service_ip)),
+        ) => Ok(ValidCluster {
+            version,
+            pod_cidr,
+            service_cidr,
+            dns_service_ip,
+            kubernetes_service_ip,
+        }),
         _ => Err(Invalid(problems)),
     }
 }
@@ -193,8 +300,12 @@ pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCl
 /// Label prefixes a kubelet may not set on its own Node (NodeRestriction).
 const RESTRICTED_LABEL_DOMAINS: &[&str] = &["kubernetes.io", "k8s.io"];
 /// Labels under those domains a kubelet may set.
-const ALLOWED_KUBELET_LABEL_PREFIXES: &[&str] =
-    &["kubelet.kubernetes.io/", "node.kubernetes.io/", "topology.kubernetes.io/", "beta.kubernetes.io/"];
+const ALLOWED_KUBELET_LABEL_PREFIXES: &[&str] = &[
+    "kubelet.kubernetes.io/",
+    "node.kubernetes.io/",
+    "topology.kubernetes.io/",
+    "beta.kubernetes.io/",
+];
 
 fn label_key_problem(key: &str) -> Option<String> {
     let (prefix, name) = match key.split_once('/') {
@@ -203,16 +314,30 @@ fn label_key_problem(key: &str) -> Option<String> {
     };
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if !name_ok || prefix.is_some_and(|p| !is_dns_name(p)) {
         return Some(format!("labels: '{key}' is not a valid label key"));
     }
     let restricted = prefix.is_some_and(|p| {
-        RESTRICTED_LABEL_DOMAINS.iter().any(|d| p == *d || p.ends_with(&format!(".{d}")))
+        RESTRICTED_LABEL_DOMAINS
+            .iter()
+            .any(|d| p == *d || p.ends_with(&format!(".{d}")))
     });
-    if restricted && !ALLOWED_KUBELET_LABEL_PREFIXES.iter().any(|allowed| key.starts_with(allowed)) {
+    if restricted
+        && !ALLOWED_KUBELET_LABEL_PREFIXES
+            .iter()
+            .any(|allowed| key.starts_with(allowed))
+    {
         return Some(format!(
             "labels: a kubelet may not set '{key}' on its Node (NodeRestriction); use your own prefix"
         ));
@@ -223,25 +348,41 @@ fn label_key_problem(key: &str) -> Option<String> {
 /// Validates a `NodePool` against its cluster's version (the skew policy:
 /// a kubelet may be up to three minor versions older than the control plane,
 /// never newer). Returns the kubelet version the pool runs.
-pub fn validate_pool(name: &str, spec: &NodePoolSpec, cluster_version: &str) -> Result<String, Invalid> {
+pub fn validate_pool(
+    name: &str,
+    spec: &NodePoolSpec,
+    cluster_version: &str,
+) -> Result<String, Invalid> {
     let mut problems = Vec::new();
     check_name(name, "NodePool", &mut problems);
     if spec.replicas < 0 {
-        problems.push(format!("replicas is {}; it must be 0 or more", spec.replicas));
+        problems.push(format!(
+            "replicas is {}; it must be 0 or more",
+            spec.replicas
+        ));
     }
-    let kubelet = spec.version.clone().unwrap_or_else(|| cluster_version.to_string());
+    let kubelet = spec
+        .version
+        .clone()
+        .unwrap_or_else(|| cluster_version.to_string());
     match (parse_version(&kubelet), parse_version(cluster_version)) {
-        (None, _) => problems.push(format!("version '{kubelet}' is not MAJOR.MINOR.PATCH with major 1")),
+        (None, _) => problems.push(format!(
+            "version '{kubelet}' is not MAJOR.MINOR.PATCH with major 1"
+        )),
         (Some(k), Some(cp)) => {
             if k > cp {
-                problems.push(format!("kubelet version {kubelet} is newer than the control plane's {cluster_version}"));
+                problems.push(format!(
+                    "kubelet version {kubelet} is newer than the control plane's {cluster_version}"
+                ));
             } else if cp.minor - k.minor > 3 {
                 problems.push(format!(
                     "kubelet version {kubelet} is more than three minor versions older than the control plane's {cluster_version}"
                 ));
             }
         }
-        (Some(_), None) => problems.push(format!("the cluster's version '{cluster_version}' is invalid")),
+        (Some(_), None) => problems.push(format!(
+            "the cluster's version '{cluster_version}' is invalid"
+        )),
     }
     for key in spec.labels.keys() {
         problems.extend(label_key_problem(key));
@@ -257,7 +398,11 @@ pub fn validate_pool(name: &str, spec: &NodePoolSpec, cluster_version: &str) -> 
             problems.push(format!("taints: '{}' is not a valid taint key", taint.key));
         }
     }
-    if problems.is_empty() { Ok(kubelet) } else { Err(Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(kubelet)
+    } else {
+        Err(Invalid(problems))
+    }
 }
 
 #[cfg(test)]
@@ -273,7 +418,13 @@ mod tests {
     #[test]
     fn empty_spec_is_valid_with_defaults() {
         let valid = validate_cluster("demo", &spec()).unwrap();
-        assert_eq!(valid.version, KubeVersion { minor: 35, patch: 4 });
+        assert_eq!(
+            valid.version,
+            KubeVersion {
+                minor: 35,
+                patch: 4
+            }
+        );
         assert_eq!(valid.kubernetes_service_ip.to_string(), "10.96.0.1");
         assert_eq!(valid.dns_service_ip.to_string(), "10.96.0.10");
     }
@@ -290,28 +441,55 @@ mod tests {
         assert!(problems(|s| s.version = "1.20.0".into()).contains("not supported"));
         assert!(problems(|s| s.etcd.replicas = 2).contains("1, 3 or 5"));
         assert!(problems(|s| s.api_server.replicas = 0).contains("at least 1"));
-        assert!(problems(|s| {
-            s.api_server.extra_args.insert("--v".into(), "2".into());
-        })
-        .contains("without leading dashes"));
-        assert!(problems(|s| {
-            s.api_server.extra_args.insert("etcd-servers".into(), "x".into());
-        })
-        .contains("set by Nestor"));
-        assert!(problems(|s| s.api_server.cert_sans.push("not a name!".into())).contains("neither an IP"));
+        assert!(
+            problems(|s| {
+                s.api_server.extra_args.insert("--v".into(), "2".into());
+            })
+            .contains("without leading dashes")
+        );
+        assert!(
+            problems(|s| {
+                s.api_server
+                    .extra_args
+                    .insert("etcd-servers".into(), "x".into());
+            })
+            .contains("set by Nestor")
+        );
+        assert!(
+            problems(|s| s.api_server.cert_sans.push("not a name!".into()))
+                .contains("neither an IP")
+        );
         assert!(problems(|s| s.networking.pod_cidr = "10.96.0.0/16".into()).contains("overlap"));
         assert!(problems(|s| s.networking.pod_cidr = "10.0.0.0/33".into()).contains("not a CIDR"));
-        assert!(problems(|s| s.networking.dns_service_ip = "10.200.0.10".into()).contains("outside serviceCIDR"));
-        assert!(problems(|s| s.networking.dns_service_ip = "10.96.0.1".into()).contains("first service address"));
-        assert!(problems(|s| s.networking.service_cidr = "10.0.0.0/8".into()).contains("too large"));
-        assert!(problems(|s| s.networking.cluster_domain = "Bad_Domain".into()).contains("not a DNS domain"));
-        assert!(problems(|s| {
-            s.networking.service_cidr = "fd00::/108".into();
-            s.networking.dns_service_ip = "fd00::a".into();
-        })
-        .contains("same IP family"));
+        assert!(
+            problems(|s| s.networking.dns_service_ip = "10.200.0.10".into())
+                .contains("outside serviceCIDR")
+        );
+        assert!(
+            problems(|s| s.networking.dns_service_ip = "10.96.0.1".into())
+                .contains("first service address")
+        );
+        assert!(
+            problems(|s| s.networking.service_cidr = "10.0.0.0/8".into()).contains("too large")
+        );
+        assert!(
+            problems(|s| s.networking.cluster_domain = "Bad_Domain".into())
+                .contains("not a DNS domain")
+        );
+        assert!(
+            problems(|s| {
+                s.networking.service_cidr = "fd00::/108".into();
+                s.networking.dns_service_ip = "fd00::a".into();
+            })
+            .contains("same IP family")
+        );
         let long = "x".repeat(41);
-        assert!(validate_cluster(&long, &spec()).unwrap_err().to_string().contains("longer than 40"));
+        assert!(
+            validate_cluster(&long, &spec())
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 40")
+        );
     }
 
     #[test]
@@ -325,7 +503,9 @@ mod tests {
 
     fn pool(version: Option<&str>) -> NodePoolSpec {
         NodePoolSpec {
-            cluster_ref: ClusterReference { name: "demo".into() },
+            cluster_ref: ClusterReference {
+                name: "demo".into(),
+            },
             replicas: 1,
             version: version.map(Into::into),
             ..NodePoolSpec::default()
@@ -335,20 +515,45 @@ mod tests {
     #[test]
     fn pool_versions_respect_the_skew_policy() {
         assert_eq!(validate_pool("p", &pool(None), "1.35.4").unwrap(), "1.35.4");
-        assert_eq!(validate_pool("p", &pool(Some("1.32.0")), "1.35.4").unwrap(), "1.32.0");
-        assert!(validate_pool("p", &pool(Some("1.36.0")), "1.35.4").unwrap_err().to_string().contains("newer"));
-        assert!(validate_pool("p", &pool(Some("1.31.9")), "1.35.4").unwrap_err().to_string().contains("three minor"));
+        assert_eq!(
+            validate_pool("p", &pool(Some("1.32.0")), "1.35.4").unwrap(),
+            "1.32.0"
+        );
+        assert!(
+            validate_pool("p", &pool(Some("1.36.0")), "1.35.4")
+                .unwrap_err()
+                .to_string()
+                .contains("newer")
+        );
+        assert!(
+            validate_pool("p", &pool(Some("1.31.9")), "1.35.4")
+                .unwrap_err()
+                .to_string()
+                .contains("three minor")
+        );
     }
 
     #[test]
     fn pool_labels_and_taints_are_checked() {
         let mut p = pool(None);
-        p.labels.insert("node-role.kubernetes.io/worker".into(), "".into());
+        p.labels
+            .insert("node-role.kubernetes.io/worker".into(), "".into());
         p.labels.insert("team".into(), "a".into());
-        p.labels.insert("node.kubernetes.io/pool".into(), "a".into());
-        p.taints.push(Taint { key: "dedicated".into(), effect: "Sometimes".into(), ..Taint::default() });
+        p.labels
+            .insert("node.kubernetes.io/pool".into(), "a".into());
+        p.taints.push(Taint {
+            key: "dedicated".into(),
+            effect: "Sometimes".into(),
+            ..Taint::default()
+        });
         let err = validate_pool("p", &p, "1.35.4").unwrap_err().to_string();
-        assert!(err.contains("NodeRestriction") && err.contains("Sometimes"), "{err}");
-        assert!(!err.contains("'team'") && !err.contains("node.kubernetes.io/pool"), "{err}");
+        assert!(
+            err.contains("NodeRestriction") && err.contains("Sometimes"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("'team'") && !err.contains("node.kubernetes.io/pool"),
+            "{err}"
+        );
     }
 }

@@ -5,14 +5,16 @@
 //! written with server-side apply only when it differs) -> status computed
 //! from the children (pure) -> status patched only when it changed.
 
-use crate::apiserver::{desired_apiserver_deployment, desired_apiserver_service, published_endpoint};
-use crate::apply::{apply_owned, apply_secret, read_secret, Applied};
+use crate::apiserver::{
+    desired_apiserver_deployment, desired_apiserver_service, published_endpoint,
+};
+use crate::apply::{Applied, apply_owned, apply_secret, read_secret};
 use crate::cluster::ClusterInputs;
 use crate::context::Context;
-use crate::error::{is_not_found, Error, Result};
-use crate::meta::{ClusterNames, CLUSTER_LABEL, FINALIZER, INPUTS_HASH, MANAGED_BY};
-use crate::secrets::{self, Exposure, PkiSecret, BUNDLE_FINGERPRINT};
-use crate::status::{compute_status, Observed, Rollout, READY};
+use crate::error::{Error, Result, is_not_found};
+use crate::meta::{CLUSTER_LABEL, ClusterNames, FINALIZER, INPUTS_HASH, MANAGED_BY};
+use crate::secrets::{self, BUNDLE_FINGERPRINT, Exposure, PkiSecret};
+use crate::status::{Observed, READY, Rollout, compute_status};
 use crate::validate::validate_cluster;
 use crate::{addons, controller_manager, etcd, nested, pki, scheduler};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
@@ -20,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
-use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use nestor_crds::{ExposureType, NodePool, VirtualCluster, VirtualClusterStatus};
@@ -35,7 +37,10 @@ pub const RESYNC: Duration = Duration::from_secs(600);
 
 /// Reconciles one `VirtualCluster`.
 pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action> {
-    let namespace = vc.namespace().ok_or(Error::MissingField { kind: "VirtualCluster", field: "metadata.namespace" })?;
+    let namespace = vc.namespace().ok_or(Error::MissingField {
+        kind: "VirtualCluster",
+        field: "metadata.namespace",
+    })?;
     let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, vc, |event| async {
         match event {
@@ -51,10 +56,17 @@ pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Act
 pub fn error_policy(_vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .failures
-        .get_or_create(&crate::metrics::ErrorLabels { controller: "virtualcluster", error: error.metric_label() })
+        .get_or_create(&crate::metrics::ErrorLabels {
+            controller: "virtualcluster",
+            error: error.metric_label(),
+        })
         .inc();
     warn!(error = %error, "reconcile failed");
-    if error.needs_human() { Action::requeue(Duration::from_secs(300)) } else { Action::requeue(Duration::from_secs(5)) }
+    if error.needs_human() {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    }
 }
 
 fn recorder(ctx: &Context) -> Recorder {
@@ -62,7 +74,13 @@ fn recorder(ctx: &Context) -> Recorder {
 }
 
 async fn publish(ctx: &Context, vc: &VirtualCluster, type_: EventType, reason: &str, note: String) {
-    let event = KubeEvent { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     ctx.metrics.write("create", "Event");
     if let Err(e) = recorder(ctx).publish(&event, &vc.object_ref(&())).await {
         warn!(error = %e, "publishing an event failed");
@@ -79,7 +97,10 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
             if previous.as_deref() != Some(message.as_str()) {
                 publish(ctx, &vc, EventType::Warning, "InvalidSpec", message.clone()).await;
             }
-            let observed = Observed { invalid: Some(message), ..observe(ctx, &names) };
+            let observed = Observed {
+                invalid: Some(message),
+                ..observe(ctx, &names)
+            };
             update_status(ctx, &vc, &observed).await?;
             // Nothing provisioned is touched; wait for the user's change.
             return Ok(Action::await_change());
@@ -94,43 +115,127 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let mut inputs = ClusterInputs::new(&vc, valid, &ctx.settings, revision);
 
     // Services first: the API server's address goes into its certificate.
-    apply_owned(ctx, &stores.services, etcd::desired_etcd_peer_service(&inputs)).await?;
-    apply_owned(ctx, &stores.services, etcd::desired_etcd_client_service(&inputs)).await?;
-    let dns_service = apply_owned(ctx, &stores.services, addons::desired_dns_service(&inputs)).await?;
-    let api_service = apply_owned(ctx, &stores.services, desired_apiserver_service(&inputs)).await?;
+    apply_owned(
+        ctx,
+        &stores.services,
+        etcd::desired_etcd_peer_service(&inputs),
+    )
+    .await?;
+    apply_owned(
+        ctx,
+        &stores.services,
+        etcd::desired_etcd_client_service(&inputs),
+    )
+    .await?;
+    let dns_service =
+        apply_owned(ctx, &stores.services, addons::desired_dns_service(&inputs)).await?;
+    let api_service =
+        apply_owned(ctx, &stores.services, desired_apiserver_service(&inputs)).await?;
     let exposure = exposure(ctx, &vc, &names, api_service.object()).await?;
 
     inputs.pki_revision = ensure_pki(ctx, &vc, &inputs, &exposure).await?;
 
-    apply_owned(ctx, &stores.config_maps, addons::desired_kube_proxy_config_map(&inputs)).await?;
-    apply_owned(ctx, &stores.network_policies, etcd::desired_etcd_network_policy(&inputs)).await?;
-    let etcd = apply_owned(ctx, &stores.stateful_sets, etcd::desired_etcd_statefulset(&inputs)).await?;
+    apply_owned(
+        ctx,
+        &stores.config_maps,
+        addons::desired_kube_proxy_config_map(&inputs),
+    )
+    .await?;
+    apply_owned(
+        ctx,
+        &stores.network_policies,
+        etcd::desired_etcd_network_policy(&inputs),
+    )
+    .await?;
+    let etcd = apply_owned(
+        ctx,
+        &stores.stateful_sets,
+        etcd::desired_etcd_statefulset(&inputs),
+    )
+    .await?;
+    let apiserver = apply_owned(
+        ctx,
+        &stores.deployments,
+        desired_apiserver_deployment(&inputs),
+    )
+    .await?;
+    // The API server's clients start once it serves (and CoreDNS once its
+    // RBAC is in the nested cluster), so that none of them crash-loops or
+    // backs off while it comes up. Once started, they stay started.
+    let serving = Rollout::from_deployment(apiserver.object()).ready >= 1;
+    let addons_installed =
+        ensure_nested_addons(ctx, &inputs, dns_service.object(), serving).await?;
+    let started = |name: String| {
+        stores
+            .deployments
+            .get(&ObjectRef::new(&name).within(&names.namespace))
+            .is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0)
+    };
+    let cm_started = serving || started(names.controller_manager());
+    let scheduler_started = serving || started(names.scheduler());
+    let dns_started = addons_installed || started(names.coredns());
     let deployment = |applied: Applied<_>| Some(Rollout::from_deployment(applied.object()));
     // Status is computed from what the API server returned for each
     // workload (or the cache, when nothing was sent): never from a cache
     // that has not yet seen this reconcile's writes.
     let observed = Observed {
         etcd: Some(Rollout::from_statefulset(etcd.object())),
-        apiserver: deployment(apply_owned(ctx, &stores.deployments, desired_apiserver_deployment(&inputs)).await?),
+        apiserver: deployment(apiserver),
         controller_manager: deployment(
-            apply_owned(ctx, &stores.deployments, controller_manager::desired_controller_manager_deployment(&inputs)).await?,
+            apply_owned(
+                ctx,
+                &stores.deployments,
+                controller_manager::desired_controller_manager_deployment(&inputs, cm_started),
+            )
+            .await?,
         ),
-        scheduler: deployment(apply_owned(ctx, &stores.deployments, scheduler::desired_scheduler_deployment(&inputs)).await?),
-        coredns: deployment(apply_owned(ctx, &stores.deployments, addons::desired_coredns_deployment(&inputs)).await?),
+        scheduler: deployment(
+            apply_owned(
+                ctx,
+                &stores.deployments,
+                scheduler::desired_scheduler_deployment(&inputs, scheduler_started),
+            )
+            .await?,
+        ),
+        coredns: deployment(
+            apply_owned(
+                ctx,
+                &stores.deployments,
+                addons::desired_coredns_deployment(&inputs, dns_started),
+            )
+            .await?,
+        ),
         endpoint: Some(exposure.admin_endpoint.clone()),
         admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
         ..Observed::default()
     };
-    let apiserver_ready = observed.apiserver.as_ref().is_some_and(Rollout::complete);
     let status = update_status(ctx, &vc, &observed).await?;
-    ensure_nested_addons(ctx, &inputs, dns_service.object(), apiserver_ready).await?;
-    let ready = status.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
-    let was_ready = vc.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.status == "True"));
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    let was_ready = vc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True")
+    });
     if ready && !was_ready {
         info!(cluster = %names.cluster, namespace = %names.namespace, "virtual cluster is ready");
-        publish(ctx, &vc, EventType::Normal, "Ready", "every control-plane component is ready".into()).await;
+        publish(
+            ctx,
+            &vc,
+            EventType::Normal,
+            "Ready",
+            "every control-plane component is ready".into(),
+        )
+        .await;
     } else if !ready && was_ready {
-        let why = status.conditions.iter().find(|c| c.type_ == READY).map(|c| c.message.clone()).unwrap_or_default();
+        let why = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
         publish(ctx, &vc, EventType::Warning, "NotReady", why).await;
     }
     Ok(Action::requeue(RESYNC))
@@ -140,14 +245,32 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
 /// and node bootstrapping, `kube-system/kube-dns`) once its API server
 /// serves, and again whenever they change. The hash of what was written is
 /// kept on the CoreDNS ConfigMap, so a settled cluster costs no request.
-async fn ensure_nested_addons(ctx: &Context, inputs: &ClusterInputs<'_>, dns_service: &Service, apiserver_ready: bool) -> Result<()> {
+/// Returns whether they are in place.
+async fn ensure_nested_addons(
+    ctx: &Context,
+    inputs: &ClusterInputs<'_>,
+    dns_service: &Service,
+    serving: bool,
+) -> Result<bool> {
     let names = &inputs.names;
-    let cached = ctx.stores.config_maps.get(&ObjectRef::new(&names.coredns()).within(&names.namespace));
-    let installed = cached.as_ref().and_then(|cm| cm.annotations().get(addons::NESTED_ADDONS).cloned());
-    let host_dns_ip = dns_service.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
+    let cached = ctx
+        .stores
+        .config_maps
+        .get(&ObjectRef::new(&names.coredns()).within(&names.namespace));
+    let installed = cached
+        .as_ref()
+        .and_then(|cm| cm.annotations().get(addons::NESTED_ADDONS).cloned());
+    let host_dns_ip = dns_service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .unwrap_or_default();
     let wanted = addons::NestedAddons::new(inputs, &host_dns_ip);
     let hash = wanted.hash();
-    let installed = if apiserver_ready && !host_dns_ip.is_empty() && installed.as_deref() != Some(hash.as_str()) {
+    let installed = if serving
+        && !host_dns_ip.is_empty()
+        && installed.as_deref() != Some(hash.as_str())
+    {
         let client = nested::client(ctx, names).await?;
         for role in &wanted.roles {
             nested::apply(ctx, &client, names, role).await?;
@@ -162,20 +285,44 @@ async fn ensure_nested_addons(ctx: &Context, inputs: &ClusterInputs<'_>, dns_ser
     } else {
         installed
     };
-    apply_owned(ctx, &ctx.stores.config_maps, addons::desired_coredns_config_map(inputs, installed.as_deref())).await?;
-    Ok(())
+    apply_owned(
+        ctx,
+        &ctx.stores.config_maps,
+        addons::desired_coredns_config_map(inputs, installed.as_deref()),
+    )
+    .await?;
+    Ok(installed.is_some())
 }
 
 fn current_ready_message(vc: &VirtualCluster) -> Option<String> {
-    vc.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY).map(|c| c.message.clone())
+    vc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| c.message.clone())
 }
 
 /// Where the API server is published and which names its certificate needs.
-async fn exposure(ctx: &Context, vc: &VirtualCluster, names: &ClusterNames, service: &Service) -> Result<Exposure> {
-    let node_address = if vc.spec.api_server.exposure == ExposureType::NodePort { first_node_address(ctx).await? } else { None };
+async fn exposure(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    names: &ClusterNames,
+    service: &Service,
+) -> Result<Exposure> {
+    let node_address = if vc.spec.api_server.exposure == ExposureType::NodePort {
+        first_node_address(ctx).await?
+    } else {
+        None
+    };
     let endpoint = published_endpoint(names, service, node_address.as_deref());
     let mut extra_sans: Vec<String> = Vec::new();
-    if let Some(ip) = service.spec.as_ref().and_then(|s| s.cluster_ip.clone()).filter(|ip| ip != "None" && !ip.is_empty()) {
+    if let Some(ip) = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .filter(|ip| ip != "None" && !ip.is_empty())
+    {
         extra_sans.push(ip);
     }
     if let Some(host) = endpoint.as_deref().and_then(host_of) {
@@ -183,12 +330,19 @@ async fn exposure(ctx: &Context, vc: &VirtualCluster, names: &ClusterNames, serv
     }
     extra_sans.sort();
     extra_sans.dedup();
-    Ok(Exposure { admin_endpoint: endpoint.unwrap_or_else(|| names.internal_endpoint()), extra_sans })
+    Ok(Exposure {
+        admin_endpoint: endpoint.unwrap_or_else(|| names.internal_endpoint()),
+        extra_sans,
+    })
 }
 
 fn host_of(url: &str) -> Option<String> {
     let rest = url.strip_prefix("https://")?;
-    let host = if let Some(v6) = rest.strip_prefix('[') { v6.split(']').next()? } else { rest.rsplit_once(':').map(|(h, _)| h).unwrap_or(rest) };
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        rest.rsplit_once(':').map(|(h, _)| h).unwrap_or(rest)
+    };
     Some(host.to_string())
 }
 
@@ -197,9 +351,17 @@ async fn first_node_address(ctx: &Context) -> Result<Option<String>> {
     let list = nodes
         .list_metadata(&ListParams::default().limit(1))
         .await
-        .map_err(|source| Error::Read { what: "nodes".into(), source })?;
-    let Some(name) = list.items.first().and_then(|n| n.metadata.name.clone()) else { return Ok(None) };
-    let node = nodes.get(&name).await.map_err(|source| Error::Read { what: format!("node {name}"), source })?;
+        .map_err(|source| Error::Read {
+            what: "nodes".into(),
+            source,
+        })?;
+    let Some(name) = list.items.first().and_then(|n| n.metadata.name.clone()) else {
+        return Ok(None);
+    };
+    let node = nodes.get(&name).await.map_err(|source| Error::Read {
+        what: format!("node {name}"),
+        source,
+    })?;
     Ok(node
         .status
         .and_then(|s| s.addresses)
@@ -212,35 +374,54 @@ async fn first_node_address(ctx: &Context) -> Result<Option<String>> {
 /// Makes sure every PKI Secret exists and matches its inputs. Returns the
 /// roots' fingerprint. The roots are generated only when their Secret does
 /// not exist; a damaged one is reported, never replaced.
-async fn ensure_pki(ctx: &Context, vc: &VirtualCluster, inputs: &ClusterInputs<'_>, exposure: &Exposure) -> Result<String> {
+async fn ensure_pki(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    inputs: &ClusterInputs<'_>,
+    exposure: &Exposure,
+) -> Result<String> {
     let names = &inputs.names;
-    let cached = |kind: PkiSecret| ctx.stores.secrets.get(&ObjectRef::new(&kind.name(names)).within(&names.namespace));
+    let cached = |kind: PkiSecret| {
+        ctx.stores
+            .secrets
+            .get(&ObjectRef::new(&kind.name(names)).within(&names.namespace))
+    };
     let ca_cached = cached(PkiSecret::Ca);
-    let known_fp = ca_cached.as_ref().and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned());
+    let known_fp = ca_cached
+        .as_ref()
+        .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned());
     let stale = |fp: &str| -> Vec<PkiSecret> {
         PkiSecret::ALL[1..]
             .iter()
             .copied()
             .filter(|kind| {
                 let expected = secrets::inputs_hash(*kind, inputs, exposure, fp);
-                cached(*kind).and_then(|s| s.annotations().get(INPUTS_HASH).cloned()) != Some(expected)
+                cached(*kind).and_then(|s| s.annotations().get(INPUTS_HASH).cloned())
+                    != Some(expected)
             })
             .collect()
     };
     if let Some(fp) = known_fp.filter(|fp| stale(fp).is_empty()) {
         return Ok(fp);
     }
-    let pki_error = |source| Error::Pki { namespace: names.namespace.clone(), name: names.cluster.clone(), source };
+    let pki_error = |source| Error::Pki {
+        namespace: names.namespace.clone(),
+        name: names.cluster.clone(),
+        source,
+    };
     let ca_name = names.ca_secret();
     let (bundle, created) = match read_secret(ctx, &names.namespace, &ca_name).await? {
         Some(secret) => {
-            let bundle = secrets::bundle_from_secret(&secret)
-                .ok_or_else(|| Error::DamagedCa { namespace: names.namespace.clone(), name: ca_name.clone() })?;
+            let bundle = secrets::bundle_from_secret(&secret).ok_or_else(|| Error::DamagedCa {
+                namespace: names.namespace.clone(),
+                name: ca_name.clone(),
+            })?;
             (bundle, false)
         }
         None => {
             let bundle = pki::generate_ca_bundle(&names.cluster).map_err(pki_error)?;
-            let secret = secrets::desired_pki_secret(PkiSecret::Ca, inputs, exposure, &bundle).map_err(pki_error)?;
+            let secret = secrets::desired_pki_secret(PkiSecret::Ca, inputs, exposure, &bundle)
+                .map_err(pki_error)?;
             apply_secret(ctx, &secret).await?;
             (bundle, true)
         }
@@ -248,19 +429,33 @@ async fn ensure_pki(ctx: &Context, vc: &VirtualCluster, inputs: &ClusterInputs<'
     let fp = secrets::bundle_fingerprint(&bundle);
     let to_issue = stale(&fp);
     for kind in &to_issue {
-        let secret: Secret = secrets::desired_pki_secret(*kind, inputs, exposure, &bundle).map_err(pki_error)?;
+        let secret: Secret =
+            secrets::desired_pki_secret(*kind, inputs, exposure, &bundle).map_err(pki_error)?;
         apply_secret(ctx, &secret).await?;
     }
     let issued: Vec<String> = to_issue.iter().map(|k| k.name(names)).collect();
     if created {
-        publish(ctx, vc, EventType::Normal, "PKICreated", format!("generated the cluster's CAs and issued {}", issued.join(", "))).await;
+        publish(
+            ctx,
+            vc,
+            EventType::Normal,
+            "PKICreated",
+            format!(
+                "generated the cluster's CAs and issued {}",
+                issued.join(", ")
+            ),
+        )
+        .await;
     } else if !issued.is_empty() {
         publish(
             ctx,
             vc,
             EventType::Normal,
             "CertificatesIssued",
-            format!("issued {} again because what they cover changed", issued.join(", ")),
+            format!(
+                "issued {} again because what they cover changed",
+                issued.join(", ")
+            ),
         )
         .await;
     }
@@ -271,7 +466,10 @@ async fn ensure_pki(ctx: &Context, vc: &VirtualCluster, inputs: &ClusterInputs<'
 fn observe(ctx: &Context, names: &ClusterNames) -> Observed {
     let stores = &ctx.stores;
     let deployment = |name: String| {
-        stores.deployments.get(&ObjectRef::new(&name).within(&names.namespace)).map(|d| Rollout::from_deployment(&d))
+        stores
+            .deployments
+            .get(&ObjectRef::new(&name).within(&names.namespace))
+            .map(|d| Rollout::from_deployment(&d))
     };
     Observed {
         etcd: stores
@@ -287,7 +485,11 @@ fn observe(ctx: &Context, names: &ClusterNames) -> Observed {
 }
 
 /// Patches the status when it differs from what is stored.
-async fn update_status(ctx: &Context, vc: &VirtualCluster, observed: &Observed) -> Result<VirtualClusterStatus> {
+async fn update_status(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    observed: &Observed,
+) -> Result<VirtualClusterStatus> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = compute_status(observed, vc.status.as_ref(), vc.metadata.generation, &now);
     if vc.status.as_ref() == Some(&status) {
@@ -297,9 +499,18 @@ async fn update_status(ctx: &Context, vc: &VirtualCluster, observed: &Observed) 
     let name = vc.name_any();
     let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.write("patch_status", "VirtualCluster");
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": status })))
-        .await
-        .map_err(|source| Error::PatchStatus { kind: "VirtualCluster", namespace, name, source })?;
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await
+    .map_err(|source| Error::PatchStatus {
+        kind: "VirtualCluster",
+        namespace,
+        name,
+        source,
+    })?;
     Ok(status)
 }
 
@@ -307,34 +518,66 @@ async fn update_status(ctx: &Context, vc: &VirtualCluster, observed: &Observed) 
 /// cluster and the etcd volumes.
 async fn cleanup(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let names = ClusterNames::new(&vc);
-    let observed = Observed { deleting: true, ..observe(ctx, &names) };
+    let observed = Observed {
+        deleting: true,
+        ..observe(ctx, &names)
+    };
     // Best effort: the object is going away.
     if let Err(e) = update_status(ctx, &vc, &observed).await {
         warn!(error = %e, "could not mark the cluster as deleting");
     }
     let pools: Api<NodePool> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    let list = pools.list(&ListParams::default()).await.map_err(|source| Error::Cleanup { what: "node pools".into(), source })?;
-    for pool in list.items.iter().filter(|p| p.spec.cluster_ref.name == names.cluster) {
+    let list = pools
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Cleanup {
+            what: "node pools".into(),
+            source,
+        })?;
+    for pool in list
+        .items
+        .iter()
+        .filter(|p| p.spec.cluster_ref.name == names.cluster)
+    {
         ctx.metrics.write("delete", "NodePool");
-        match pools.delete(&pool.name_any(), &DeleteParams::background()).await {
+        match pools
+            .delete(&pool.name_any(), &DeleteParams::background())
+            .await
+        {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(source) => return Err(Error::Cleanup { what: format!("node pool {}", pool.name_any()), source }),
+            Err(source) => {
+                return Err(Error::Cleanup {
+                    what: format!("node pool {}", pool.name_any()),
+                    source,
+                });
+            }
         }
     }
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    let selector = format!("{CLUSTER_LABEL}={},{}={}", names.cluster, MANAGED_BY.0, MANAGED_BY.1);
+    let selector = format!(
+        "{CLUSTER_LABEL}={},{}={}",
+        names.cluster, MANAGED_BY.0, MANAGED_BY.1
+    );
     let list = claims
         .list_metadata(&ListParams::default().labels(&selector))
         .await
-        .map_err(|source| Error::Cleanup { what: "etcd volumes".into(), source })?;
+        .map_err(|source| Error::Cleanup {
+            what: "etcd volumes".into(),
+            source,
+        })?;
     for claim in list.items {
         let name = claim.metadata.name.unwrap_or_default();
         ctx.metrics.write("delete", "PersistentVolumeClaim");
         match claims.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(source) => return Err(Error::Cleanup { what: format!("volume {name}"), source }),
+            Err(source) => {
+                return Err(Error::Cleanup {
+                    what: format!("volume {name}"),
+                    source,
+                });
+            }
         }
     }
     info!(cluster = %names.cluster, namespace = %names.namespace, "virtual cluster cleaned up");

@@ -28,7 +28,11 @@ pub struct ComponentSpec {
 
 impl Default for ComponentSpec {
     fn default() -> Self {
-        Self { replicas: 1, extra_args: BTreeMap::new(), resources: None }
+        Self {
+            replicas: 1,
+            extra_args: BTreeMap::new(),
+            resources: None,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `NodePool` kind: a scalable group of kubelet nodes of one
 //! `VirtualCluster`.
 
-use crate::common::{one, ClusterReference};
+use crate::common::{ClusterReference, one};
 use k8s_openapi::api::core::v1::{ResourceRequirements, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};

@@ -1,6 +1,6 @@
 //! The `VirtualCluster` kind: one nested Kubernetes control plane.
 
-use crate::common::{one, ComponentSpec};
+use crate::common::{ComponentSpec, one};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -109,7 +109,12 @@ pub struct EtcdSpec {
 
 impl Default for EtcdSpec {
     fn default() -> Self {
-        Self { replicas: 1, storage: default_etcd_storage(), storage_class_name: None, resources: None }
+        Self {
+            replicas: 1,
+            storage: default_etcd_storage(),
+            storage_class_name: None,
+            resources: None,
+        }
     }
 }
 
@@ -188,7 +193,10 @@ pub struct NetworkingSpec {
     pub service_cidr: String,
     /// DNS domain of the nested cluster's Services.
     #[serde(default = "default_cluster_domain")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub cluster_domain: String,
     /// Service address of the nested cluster's DNS; it must lie inside
     /// `serviceCIDR`.

@@ -9,9 +9,9 @@
 //! test bed stops.
 
 use crate::paths;
-use crate::process::{spawn, Lifetime, Proc};
-use anyhow::{bail, Context, Result};
-use nestor_controllers::kubeconfig::{render, Credentials};
+use crate::process::{Lifetime, Proc, spawn};
+use anyhow::{Context, Result, bail};
+use nestor_controllers::kubeconfig::{Credentials, render};
 use nestor_controllers::pki::{self, KeyAndCert, LeafRequest};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,7 +40,12 @@ fn script() -> PathBuf {
 
 /// Runs `node-network.sh ACTION DIR`.
 pub fn network(action: &str, dir: &Path) -> Result<()> {
-    let status = Command::new("bash").arg(script()).arg(action).arg(dir).status().context("running node-network.sh")?;
+    let status = Command::new("bash")
+        .arg(script())
+        .arg(action)
+        .arg(dir)
+        .status()
+        .context("running node-network.sh")?;
     if !status.success() {
         bail!("node-network.sh {action} failed");
     }
@@ -58,7 +63,10 @@ pub fn lock(dir: &Path) -> Result<()> {
     if let Ok(holder) = std::fs::read_to_string(lock_path()) {
         let holder = PathBuf::from(holder.trim());
         if holder.join("pids").exists() && holder != dir {
-            bail!("another test bed with a node runs in {}; stop it first (e2e/down.sh or nestor-testbed down)", holder.display());
+            bail!(
+                "another test bed with a node runs in {}; stop it first (e2e/down.sh or nestor-testbed down)",
+                holder.display()
+            );
         }
     }
     std::fs::write(lock_path(), dir.display().to_string())?;
@@ -78,7 +86,12 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// Starts containerd, imports the images, starts the kubelet and kube-proxy.
 /// `bed_dir` is the test bed's directory (its `pki/` holds the CA).
-pub fn start(bed_dir: &Path, server: &str, ca: &KeyAndCert, lifetime: Lifetime) -> Result<Vec<Proc>> {
+pub fn start(
+    bed_dir: &Path,
+    server: &str,
+    ca: &KeyAndCert,
+    lifetime: Lifetime,
+) -> Result<Vec<Proc>> {
     let dir = bed_dir.join("node");
     let logs = bed_dir.join("logs");
     let name = setting("NODE_NAME");
@@ -92,10 +105,26 @@ pub fn start(bed_dir: &Path, server: &str, ca: &KeyAndCert, lifetime: Lifetime) 
     let kubeconfig = |user: &str, groups: &[&str], file: &str| -> Result<String> {
         let cert = pki::issue(ca, &LeafRequest::client(user, groups))?;
         let path = dir.join(file);
-        write(&path, &render("nestor-testbed", server, &ca.cert_pem, user, Credentials::Certificate { cert_pem: &cert.cert_pem, key_pem: &cert.key_pem }))?;
+        write(
+            &path,
+            &render(
+                "nestor-testbed",
+                server,
+                &ca.cert_pem,
+                user,
+                Credentials::Certificate {
+                    cert_pem: &cert.cert_pem,
+                    key_pem: &cert.key_pem,
+                },
+            ),
+        )?;
         Ok(path.display().to_string())
     };
-    let kubelet_kubeconfig = kubeconfig(&format!("system:node:{name}"), &["system:nodes"], "kubelet.kubeconfig")?;
+    let kubelet_kubeconfig = kubeconfig(
+        &format!("system:node:{name}"),
+        &["system:nodes"],
+        "kubelet.kubeconfig",
+    )?;
     let proxy_kubeconfig = kubeconfig("system:kube-proxy", &[], "kube-proxy.kubeconfig")?;
 
     let sock = d("containerd/containerd.sock");
@@ -217,11 +246,19 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
         &logs.join("containerd.log"),
         lifetime,
     )?);
-    let ctr = |args: &[&str]| Command::new("ctr").args(["-a", &sock, "-n", "k8s.io"]).args(args).output();
+    let ctr = |args: &[&str]| {
+        Command::new("ctr")
+            .args(["-a", &sock, "-n", "k8s.io"])
+            .args(args)
+            .output()
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ctr(&["version"]).is_ok_and(|o| o.status.success()) {
         if Instant::now() > deadline {
-            bail!("containerd did not start; see {}/containerd.log", logs.display());
+            bail!(
+                "containerd did not start; see {}/containerd.log",
+                logs.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -231,7 +268,11 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
         if path.extension().is_some_and(|e| e == "tar") {
             let out = ctr(&["images", "import", &path.display().to_string()])?;
             if !out.status.success() {
-                bail!("importing {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "importing {}: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
     }
@@ -255,7 +296,10 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
     procs.push(spawn(
         "kube-proxy",
         &kube("kube-proxy")?,
-        &[format!("--config={}", d("kube-proxy-config.yaml")), "--v=1".into()],
+        &[
+            format!("--config={}", d("kube-proxy-config.yaml")),
+            "--v=1".into(),
+        ],
         &[],
         &logs.join("kube-proxy.log"),
         lifetime,
@@ -267,7 +311,10 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
 /// domain, forwarding nothing off this machine) and the default
 /// StorageClass.
 pub fn addons_yaml() -> String {
-    let image = format!("registry.k8s.io/coredns/coredns:v{}", paths::version("COREDNS_VERSION"));
+    let image = format!(
+        "registry.k8s.io/coredns/coredns:v{}",
+        paths::version("COREDNS_VERSION")
+    );
     let dns = setting("CLUSTER_DNS");
     format!(
         r#"apiVersion: v1
@@ -345,6 +392,7 @@ spec:
   - {{name: dns-tcp, port: 53, targetPort: 1053, protocol: TCP}}
 ---
 {storage_class}"#,
-        storage_class = serde_yaml::to_string(&crate::provisioner::storage_class()).expect("StorageClass serializes"),
+        storage_class = serde_yaml::to_string(&crate::provisioner::storage_class())
+            .expect("StorageClass serializes"),
     )
 }

@@ -1,9 +1,9 @@
 //! The real operator binary, run as a separate process against a test bed.
 
 use crate::paths;
-use crate::process::{spawn, Lifetime, Proc};
+use crate::process::{Lifetime, Proc, spawn};
 use crate::testbed::free_port;
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,7 +56,12 @@ impl Operator {
             &log,
             Lifetime::Tied,
         )?;
-        Ok(Self { proc, name: opts.name.into(), metrics_port, log })
+        Ok(Self {
+            proc,
+            name: opts.name.into(),
+            metrics_port,
+            log,
+        })
     }
 
     /// Whether the process still runs.
@@ -67,11 +72,20 @@ impl Operator {
     /// GET on the operator's HTTP port.
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;
-        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Ok((code, body))
     }
 
@@ -80,7 +94,11 @@ impl Operator {
         let deadline = Instant::now() + timeout;
         loop {
             if !self.alive() {
-                bail!("operator {} exited; log: {}", self.name, std::fs::read_to_string(&self.log).unwrap_or_default());
+                bail!(
+                    "operator {} exited; log: {}",
+                    self.name,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             if let Ok((200, _)) = self.get("/readyz").await {
                 return Ok(());

@@ -1,7 +1,7 @@
 //! Where the test bed finds its binaries: a cache keyed by version, filled
 //! by `e2e/testbed/build-binaries.sh` and `e2e/testbed/install-tools.sh`.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 
 const VERSIONS: &str = include_str!("../testbed/versions.env");
@@ -18,13 +18,17 @@ pub fn version(key: &str) -> String {
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e lives in the repo").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e lives in the repo")
+        .to_path_buf()
 }
 
 fn cache() -> PathBuf {
     match std::env::var_os("NESTOR_CACHE") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/nestor"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/nestor"),
     }
 }
 
@@ -39,26 +43,49 @@ fn existing(path: PathBuf, hint: &str) -> Result<PathBuf> {
 /// A Kubernetes binary of the pinned version.
 pub fn kube_binary(name: &str) -> Result<PathBuf> {
     existing(
-        cache().join("kubernetes").join(version("K8S_VERSION")).join("bin").join(name),
+        cache()
+            .join("kubernetes")
+            .join(version("K8S_VERSION"))
+            .join("bin")
+            .join(name),
         &format!("e2e/testbed/build-binaries.sh {name}"),
     )
 }
 
 /// The etcd binary of the pinned version.
 pub fn etcd_binary() -> Result<PathBuf> {
-    existing(cache().join("etcd").join(version("ETCD_VERSION")).join("bin/etcd"), "e2e/testbed/build-binaries.sh etcd")
+    existing(
+        cache()
+            .join("etcd")
+            .join(version("ETCD_VERSION"))
+            .join("bin/etcd"),
+        "e2e/testbed/build-binaries.sh etcd",
+    )
 }
 
 /// kubectl or helm.
 pub fn tool(name: &str) -> Result<PathBuf> {
-    let dir = format!("{}-{}", version("KUBECTL_WHEEL"), version("KUBECTL_WHEEL_VERSION"));
-    existing(cache().join("tools").join(dir).join(name), "e2e/testbed/install-tools.sh")
+    let dir = format!(
+        "{}-{}",
+        version("KUBECTL_WHEEL"),
+        version("KUBECTL_WHEEL_VERSION")
+    );
+    existing(
+        cache().join("tools").join(dir).join(name),
+        "e2e/testbed/install-tools.sh",
+    )
 }
 
 /// The image archives built by `e2e/testbed/build-images.sh`.
 pub fn images_dir() -> Result<PathBuf> {
     let dir = cache().join("images");
-    if !dir.join(format!("registry.k8s.io_pause_{}.tar", version("PAUSE_TAG"))).is_file() {
+    if !dir
+        .join(format!(
+            "registry.k8s.io_pause_{}.tar",
+            version("PAUSE_TAG")
+        ))
+        .is_file()
+    {
         bail!("the test bed's images are missing; run e2e/testbed/build-images.sh");
     }
     Ok(dir)
@@ -69,6 +96,11 @@ pub fn operator_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("NESTOR_OPERATOR_BIN") {
         return existing(PathBuf::from(path), "cargo build -p nestor-operator");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
-    existing(target.join("debug/nestor-operator"), "cargo build -p nestor-operator")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    existing(
+        target.join("debug/nestor-operator"),
+        "cargo build -p nestor-operator",
+    )
 }

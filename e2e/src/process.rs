@@ -25,7 +25,14 @@ pub struct Proc {
 }
 
 /// Starts `program args`, with output to `log`.
-pub fn spawn(name: &str, program: &Path, args: &[String], envs: &[(&str, String)], log: &Path, lifetime: Lifetime) -> Result<Proc> {
+pub fn spawn(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    envs: &[(&str, String)],
+    log: &Path,
+    lifetime: Lifetime,
+) -> Result<Proc> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(program);
@@ -47,14 +54,24 @@ pub fn spawn(name: &str, program: &Path, args: &[String], envs: &[(&str, String)
             Ok(())
         });
     }
-    let child = cmd.spawn().with_context(|| format!("starting {}", program.display()))?;
-    Ok(Proc { name: name.into(), pid: child.id() as i32, child: Some(child) })
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(Proc {
+        name: name.into(),
+        pid: child.id() as i32,
+        child: Some(child),
+    })
 }
 
 impl Proc {
     /// A process known only by its PID (from a state file).
     pub fn from_pid(name: &str, pid: i32) -> Self {
-        Self { name: name.into(), pid, child: None }
+        Self {
+            name: name.into(),
+            pid,
+            child: None,
+        }
     }
 
     /// Whether the process still runs.

@@ -2,7 +2,7 @@
 
 use crate::paths;
 use crate::tools::helm;
-use anyhow::{bail, ensure, Result};
+use anyhow::{Result, bail, ensure};
 use futures::future::BoxFuture;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,12 @@ where
             Err(e) => last_error = Some(e),
         }
         if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}{}", last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default());
+            bail!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                last_error
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -31,8 +36,17 @@ where
 
 /// `helm template` of the chart, with extra arguments.
 pub fn render_chart(extra: &[&str]) -> Result<String> {
-    let chart = paths::repo_root().join("charts/nestor").display().to_string();
-    let mut args = vec!["template", "nestor", chart.as_str(), "--namespace", OPERATOR_NAMESPACE];
+    let chart = paths::repo_root()
+        .join("charts/nestor")
+        .display()
+        .to_string();
+    let mut args = vec![
+        "template",
+        "nestor",
+        chart.as_str(),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+    ];
     args.extend_from_slice(extra);
     let out = helm(&args)?;
     ensure!(out.ok, "helm template failed: {}", out.stderr);
@@ -41,16 +55,24 @@ pub fn render_chart(extra: &[&str]) -> Result<String> {
 
 /// The documents of a YAML stream that hold an object.
 pub fn documents(yaml: &str) -> Vec<&str> {
-    yaml.split("\n---").map(str::trim).filter(|d| d.lines().any(|l| l.starts_with("kind:"))).collect()
+    yaml.split("\n---")
+        .map(str::trim)
+        .filter(|d| d.lines().any(|l| l.starts_with("kind:")))
+        .collect()
 }
 
 /// The `kind:` of one YAML document.
 pub fn kind_of(doc: &str) -> String {
-    doc.lines().find_map(|l| l.strip_prefix("kind:")).unwrap_or("").trim().to_string()
+    doc.lines()
+        .find_map(|l| l.strip_prefix("kind:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// A `VirtualCluster` manifest with a spec in YAML flow style.
 pub fn vc_yaml(name: &str, spec: &str) -> String {
-    format!("apiVersion: nestor.dev/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {name}\nspec: {spec}\n")
+    format!(
+        "apiVersion: nestor.dev/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {name}\nspec: {spec}\n"
+    )
 }
-

@@ -3,10 +3,10 @@
 //! included) and kube-scheduler, with their own CA, certificates,
 //! service-account keys, ports and data directory.
 
+use crate::process::{Lifetime, Proc, spawn};
 use crate::{node, paths};
-use crate::process::{spawn, Lifetime, Proc};
-use anyhow::{bail, Context, Result};
-use nestor_controllers::kubeconfig::{render, Credentials};
+use anyhow::{Context, Result, bail};
+use nestor_controllers::kubeconfig::{Credentials, render};
 use nestor_controllers::pki::{self, KeyAndCert, LeafRequest, Usage};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -56,7 +56,11 @@ impl TestBed {
         let started = Instant::now();
         std::fs::create_dir_all(dir)?;
         let has_node = options.node.is_some();
-        let api_host = if has_node { node::node_ip().to_string() } else { "127.0.0.1".to_string() };
+        let api_host = if has_node {
+            node::node_ip().to_string()
+        } else {
+            "127.0.0.1".to_string()
+        };
         if has_node {
             node::lock(dir)?;
             if let Err(e) = node::network("up", &dir.join("node")) {
@@ -78,7 +82,12 @@ impl TestBed {
             &LeafRequest {
                 common_name: "kube-apiserver".into(),
                 organizations: vec![],
-                dns_names: vec!["localhost".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into()],
+                dns_names: vec![
+                    "localhost".into(),
+                    "kubernetes".into(),
+                    "kubernetes.default".into(),
+                    "kubernetes.default.svc".into(),
+                ],
                 ips: vec!["127.0.0.1".parse()?, "10.0.0.1".parse()?, api_host.parse()?],
                 usage: Usage::Server,
             },
@@ -87,7 +96,10 @@ impl TestBed {
         let sa = pki::generate_ca_bundle("sa")?.service_account;
         write(&pki_dir.join("sa.key"), &sa.private_pem)?;
         write(&pki_dir.join("sa.pub"), &sa.public_pem)?;
-        let kubelet_client = pki::issue(&ca, &LeafRequest::client("kube-apiserver-kubelet-client", &["system:masters"]))?;
+        let kubelet_client = pki::issue(
+            &ca,
+            &LeafRequest::client("kube-apiserver-kubelet-client", &["system:masters"]),
+        )?;
         write_pair(&pki_dir, "apiserver-kubelet-client", &kubelet_client)?;
 
         let etcd_client = free_port()?;
@@ -99,12 +111,29 @@ impl TestBed {
             let path = dir.join(file);
             write(
                 &path,
-                &render("nestor-testbed", &server, &ca.cert_pem, user, Credentials::Certificate { cert_pem: &cert.cert_pem, key_pem: &cert.key_pem }),
+                &render(
+                    "nestor-testbed",
+                    &server,
+                    &ca.cert_pem,
+                    user,
+                    Credentials::Certificate {
+                        cert_pem: &cert.cert_pem,
+                        key_pem: &cert.key_pem,
+                    },
+                ),
             )?;
             Ok(path)
         };
-        let admin = kubeconfig_for("nestor-testbed-admin", &["system:masters"], "admin.kubeconfig")?;
-        let cm_config = kubeconfig_for("system:kube-controller-manager", &[], "controller-manager.kubeconfig")?;
+        let admin = kubeconfig_for(
+            "nestor-testbed-admin",
+            &["system:masters"],
+            "admin.kubeconfig",
+        )?;
+        let cm_config = kubeconfig_for(
+            "system:kube-controller-manager",
+            &[],
+            "controller-manager.kubeconfig",
+        )?;
         let sched_config = kubeconfig_for("system:kube-scheduler", &[], "scheduler.kubeconfig")?;
 
         let mut bed = TestBed {
@@ -157,7 +186,10 @@ impl TestBed {
                 "--authorization-mode=Node,RBAC".into(),
                 "--enable-admission-plugins=NodeRestriction".into(),
                 "--allow-privileged=true".into(),
-                format!("--kubelet-client-certificate={}", p("apiserver-kubelet-client.crt")),
+                format!(
+                    "--kubelet-client-certificate={}",
+                    p("apiserver-kubelet-client.crt")
+                ),
                 format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
                 "--profiling=false".into(),
                 "--v=1".into(),
@@ -221,24 +253,37 @@ impl TestBed {
             bed.keep_dir();
             return Err(e);
         }
-        if let Some(helper) = &options.node {
-            if let Err(e) = bed.start_node(&ca, &server, helper, lifetime).await {
-                bed.keep_dir();
-                return Err(e);
-            }
+        if let Some(helper) = &options.node
+            && let Err(e) = bed.start_node(&ca, &server, helper, lifetime).await
+        {
+            bed.keep_dir();
+            return Err(e);
         }
-        eprintln!("nestor-testbed: control plane ready in {:.1}s at {server}", started.elapsed().as_secs_f64());
+        eprintln!(
+            "nestor-testbed: control plane ready in {:.1}s at {server}",
+            started.elapsed().as_secs_f64()
+        );
         Ok(bed)
     }
 
-    async fn start_node(&mut self, ca: &KeyAndCert, server: &str, helper: &Path, lifetime: Lifetime) -> Result<()> {
+    async fn start_node(
+        &mut self,
+        ca: &KeyAndCert,
+        server: &str,
+        helper: &Path,
+        lifetime: Lifetime,
+    ) -> Result<()> {
         let started = Instant::now();
         let procs = node::start(&self.dir, server, ca, lifetime)?;
         self.processes.extend(procs);
         self.processes.push(spawn(
             "provisioner",
             helper,
-            &["provisioner".into(), self.kubeconfig.display().to_string(), self.dir.join("volumes").display().to_string()],
+            &[
+                "provisioner".into(),
+                self.kubeconfig.display().to_string(),
+                self.dir.join("volumes").display().to_string(),
+            ],
             &[],
             &self.dir.join("logs/provisioner.log"),
             lifetime,
@@ -249,33 +294,67 @@ impl TestBed {
         let name = node::setting("NODE_NAME");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let ready = nodes.get_opt(name).await.ok().flatten().and_then(|n| n.status).and_then(|s| s.conditions).unwrap_or_default()
-                .iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            let ready = nodes
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|n| n.status)
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
             if ready {
                 break;
             }
             for p in self.processes.iter_mut() {
                 if !p.alive() {
-                    bail!("{} exited; see {}/logs/{}.log", p.name, self.dir.display(), p.name);
+                    bail!(
+                        "{} exited; see {}/logs/{}.log",
+                        p.name,
+                        self.dir.display(),
+                        p.name
+                    );
                 }
             }
             if Instant::now() > deadline {
-                bail!("the node was not Ready within 120s; logs are in {}/logs", self.dir.display());
+                bail!(
+                    "the node was not Ready within 120s; logs are in {}/logs",
+                    self.dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        crate::tools::kubectl_ok(&self.kubeconfig, &["apply", "-f", "-"], Some(&node::addons_yaml()))?;
         crate::tools::kubectl_ok(
             &self.kubeconfig,
-            &["-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=120s"],
+            &["apply", "-f", "-"],
+            Some(&node::addons_yaml()),
+        )?;
+        crate::tools::kubectl_ok(
+            &self.kubeconfig,
+            &[
+                "-n",
+                "kube-system",
+                "rollout",
+                "status",
+                "deployment/coredns",
+                "--timeout=120s",
+            ],
             None,
         )?;
-        eprintln!("nestor-testbed: node {name} Ready with CoreDNS in {:.1}s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "nestor-testbed: node {name} Ready with CoreDNS in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
     fn write_state(&self) -> Result<()> {
-        let pids: Vec<String> = self.processes.iter().map(|p| format!("{} {}", p.pid, p.name)).collect();
+        let pids: Vec<String> = self
+            .processes
+            .iter()
+            .map(|p| format!("{} {}", p.pid, p.name))
+            .collect();
         write(&self.dir.join("pids"), &(pids.join("\n") + "\n"))
     }
 
@@ -290,23 +369,34 @@ impl TestBed {
         loop {
             for p in self.processes.iter_mut() {
                 if !p.alive() {
-                    bail!("{} exited; see {}/logs/{}.log", p.name, self.dir.display(), p.name);
+                    bail!(
+                        "{} exited; see {}/logs/{}.log",
+                        p.name,
+                        self.dir.display(),
+                        p.name
+                    );
                 }
             }
-            let ready = client.request_text(http::Request::get("/readyz").body(Vec::new())?).await;
+            let ready = client
+                .request_text(http::Request::get("/readyz").body(Vec::new())?)
+                .await;
             if matches!(ready.as_deref(), Ok("ok")) {
                 if !controllers {
                     return Ok(());
                 }
                 // The controller-manager is at work once it has made the
                 // default ServiceAccount.
-                let sa: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client.clone(), "default");
+                let sa: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                    kube::Api::namespaced(client.clone(), "default");
                 if sa.get_opt("default").await.ok().flatten().is_some() {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                bail!("the test bed was not ready within {timeout:?}; logs are in {}/logs", self.dir.display());
+                bail!(
+                    "the test bed was not ready within {timeout:?}; logs are in {}/logs",
+                    self.dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -331,7 +421,8 @@ impl TestBed {
 
     /// Stops a detached test bed recorded in `dir` by `nestor-testbed up`.
     pub fn stop_recorded(dir: &Path) -> Result<usize> {
-        let text = std::fs::read_to_string(dir.join("pids")).with_context(|| format!("no test bed in {}", dir.display()))?;
+        let text = std::fs::read_to_string(dir.join("pids"))
+            .with_context(|| format!("no test bed in {}", dir.display()))?;
         let mut procs: Vec<Proc> = text
             .lines()
             .filter_map(|l| l.split_once(' '))
@@ -359,16 +450,18 @@ impl TestBed {
 /// containerd still runs, and the machine is cleaned after it stops.
 fn stop_all(procs: &mut Vec<Proc>, dir: &Path, has_node: bool) {
     while let Some(mut p) = procs.pop() {
-        if has_node && p.name == "containerd" {
-            if let Err(e) = node::network("down", &dir.join("node")) {
-                eprintln!("nestor-testbed: {e:#}");
-            }
+        if has_node
+            && p.name == "containerd"
+            && let Err(e) = node::network("down", &dir.join("node"))
+        {
+            eprintln!("nestor-testbed: {e:#}");
         }
         p.stop(Duration::from_secs(10));
-        if has_node && p.name == "containerd" {
-            if let Err(e) = node::network("down", &dir.join("node")) {
-                eprintln!("nestor-testbed: {e:#}");
-            }
+        if has_node
+            && p.name == "containerd"
+            && let Err(e) = node::network("down", &dir.join("node"))
+        {
+            eprintln!("nestor-testbed: {e:#}");
         }
     }
     if has_node {
@@ -387,6 +480,8 @@ impl Drop for TestBed {
 pub async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
     let text = std::fs::read_to_string(kubeconfig)?;
     let config = kube::config::Kubeconfig::from_yaml(&text)?;
-    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default()).await?;
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await?;
     Ok(kube::Client::try_from(config)?)
 }

@@ -1,7 +1,7 @@
 //! kubectl and helm, run as a person would.
 
 use crate::paths;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -15,23 +15,49 @@ pub struct Run {
 
 fn run(program: &Path, args: &[&str], envs: &[(&str, &str)], stdin: Option<&str>) -> Result<Run> {
     let mut cmd = Command::new(program);
-    cmd.args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().with_context(|| format!("running {}", program.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", program.display()))?;
     if let Some(input) = stdin {
-        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(input.as_bytes())?;
     }
-    let Output { status, stdout, stderr } = child.wait_with_output()?;
-    Ok(Run { ok: status.success(), stdout: String::from_utf8_lossy(&stdout).into(), stderr: String::from_utf8_lossy(&stderr).into() })
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output()?;
+    Ok(Run {
+        ok: status.success(),
+        stdout: String::from_utf8_lossy(&stdout).into(),
+        stderr: String::from_utf8_lossy(&stderr).into(),
+    })
 }
 
 /// `kubectl --kubeconfig K args...`, optionally fed `stdin`.
 pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<Run> {
     let config = kubeconfig.display().to_string();
     // A discovery cache per test bed: ports are reused between runs.
-    let cache = kubeconfig.parent().unwrap_or(Path::new(".")).join("kube-cache").display().to_string();
+    let cache = kubeconfig
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("kube-cache")
+        .display()
+        .to_string();
     let cache_flag = format!("--cache-dir={cache}");
     let mut all = vec!["--kubeconfig", config.as_str(), cache_flag.as_str()];
     all.extend_from_slice(args);
@@ -54,7 +80,11 @@ pub fn helm(args: &[&str]) -> Result<Run> {
     run(
         &paths::tool("helm")?,
         args,
-        &[("HELM_CACHE_HOME", &home), ("HELM_CONFIG_HOME", &home), ("HELM_DATA_HOME", &home)],
+        &[
+            ("HELM_CACHE_HOME", &home),
+            ("HELM_CONFIG_HOME", &home),
+            ("HELM_DATA_HOME", &home),
+        ],
         None,
     )
 }

@@ -5,19 +5,21 @@
 //!
 //! One test bed serves every test; each test has its own namespace.
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{Context as _, Result, bail, ensure};
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use libtest_mimic::{Arguments, Trial};
 use nestor_crds::VirtualCluster;
 use nestor_e2e::process::Lifetime;
-use nestor_e2e::support::{vc_yaml, wait_for, OPERATOR_NAMESPACE};
-use nestor_e2e::testbed::{client_for, TestBedOptions};
+use nestor_e2e::support::{OPERATOR_NAMESPACE, vc_yaml, wait_for};
+use nestor_e2e::testbed::{TestBedOptions, client_for};
 use nestor_e2e::tools::{helm, kubectl, kubectl_ok};
-use nestor_e2e::{paths, TestBed};
+use nestor_e2e::{TestBed, paths};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +32,9 @@ struct Env {
 
 impl Env {
     async fn setup(dir: &Path) -> Result<Self> {
-        let options = TestBedOptions { node: Some(PathBuf::from(env!("CARGO_BIN_EXE_nestor-testbed"))) };
+        let options = TestBedOptions {
+            node: Some(PathBuf::from(env!("CARGO_BIN_EXE_nestor-testbed"))),
+        };
         let bed = TestBed::start(dir, Lifetime::Tied, &options).await?;
         let admin = bed.kubeconfig.clone();
         let client = bed.client().await?;
@@ -50,22 +54,45 @@ impl Env {
     }
 
     fn apply(&self, namespace: &str, yaml: &str) -> Result<()> {
-        kubectl_ok(&self.admin, &["apply", "-n", namespace, "-f", "-"], Some(yaml)).map(|_| ())
+        kubectl_ok(
+            &self.admin,
+            &["apply", "-n", namespace, "-f", "-"],
+            Some(yaml),
+        )
+        .map(|_| ())
     }
 
     /// Waits for `Ready=True`; returns the time it took from `since`.
-    async fn ready(&self, namespace: &str, name: &str, since: Instant, timeout: Duration) -> Result<Duration> {
+    async fn ready(
+        &self,
+        namespace: &str,
+        name: &str,
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Duration> {
         let api = self.api::<VirtualCluster>(namespace);
         let deadline = Instant::now() + timeout;
         loop {
             let vc = api.get(name).await?;
-            let ready = vc.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = vc.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
             if ready {
                 return Ok(since.elapsed());
             }
             if Instant::now() > deadline {
-                let pods = kubectl(&self.admin, &["get", "pods", "-n", namespace, "-o", "wide"], None)?.stdout;
-                bail!("{namespace}/{name} not Ready within {timeout:?}: {:?}\n{pods}", vc.status);
+                let pods = kubectl(
+                    &self.admin,
+                    &["get", "pods", "-n", namespace, "-o", "wide"],
+                    None,
+                )?
+                .stdout;
+                bail!(
+                    "{namespace}/{name} not Ready within {timeout:?}: {:?}\n{pods}",
+                    vc.status
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -73,8 +100,14 @@ impl Env {
 
     /// The admin kubeconfig of a virtual cluster, written to a file.
     async fn nested_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
-        let secret = self.api::<k8s_openapi::api::core::v1::Secret>(namespace).get(&format!("{name}-admin-kubeconfig")).await?;
-        let data = secret.data.and_then(|d| d.get("kubeconfig").cloned()).context("no kubeconfig key")?;
+        let secret = self
+            .api::<k8s_openapi::api::core::v1::Secret>(namespace)
+            .get(&format!("{name}-admin-kubeconfig"))
+            .await?;
+        let data = secret
+            .data
+            .and_then(|d| d.get("kubeconfig").cloned())
+            .context("no kubeconfig key")?;
         let path = self.bed.dir.join(format!("{namespace}-{name}.kubeconfig"));
         std::fs::write(&path, data.0)?;
         Ok(path)
@@ -85,16 +118,37 @@ impl Env {
 /// Ready and is the one that reconciles (it holds the Lease).
 async fn helm_install_runs_the_operator(env: &Env) -> Result<()> {
     let pods = env.api::<Pod>(OPERATOR_NAMESPACE);
-    let list = pods.list(&ListParams::default().labels("app.kubernetes.io/name=nestor")).await?;
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=nestor"))
+        .await?;
     let pod = list.items.first().context("no operator pod")?;
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     ensure!(ready, "operator pod {name} is not Ready");
-    let image = pod.spec.as_ref().map(|s| s.containers[0].image.clone().unwrap_or_default()).unwrap_or_default();
-    ensure!(image.starts_with("ghcr.io/nestor-dev/nestor-operator:"), "operator image {image}");
+    let image = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers[0].image.clone().unwrap_or_default())
+        .unwrap_or_default();
+    ensure!(
+        image.starts_with("ghcr.io/nestor-dev/nestor-operator:"),
+        "operator image {image}"
+    );
     let leases = env.api::<Lease>(OPERATOR_NAMESPACE);
-    let holder = leases.get("nestor-operator").await?.spec.and_then(|s| s.holder_identity).unwrap_or_default();
-    ensure!(holder == name, "the lease is held by {holder}, not the chart's pod {name}");
+    let holder = leases
+        .get("nestor-operator")
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    ensure!(
+        holder == name,
+        "the lease is held by {holder}, not the chart's pod {name}"
+    );
     Ok(())
 }
 
@@ -104,18 +158,45 @@ async fn empty_spec_becomes_ready(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-ready")?;
     let start = Instant::now();
     env.apply(&ns, &vc_yaml("first", "{}"))?;
-    let took = env.ready(&ns, "first", start, Duration::from_secs(240)).await?;
-    eprintln!("empty_spec_becomes_ready: apply to Ready in {:.1}s", took.as_secs_f64());
+    let took = env
+        .ready(&ns, "first", start, Duration::from_secs(240))
+        .await?;
+    eprintln!(
+        "empty_spec_becomes_ready: apply to Ready in {:.1}s",
+        took.as_secs_f64()
+    );
     let config = env.nested_kubeconfig(&ns, "first").await?;
     let nested = client_for(&config).await?;
-    let readyz = nested.request_text(http::Request::get("/readyz").body(Vec::new())?).await?;
+    let readyz = nested
+        .request_text(http::Request::get("/readyz").body(Vec::new())?)
+        .await?;
     ensure!(readyz == "ok", "/readyz answered {readyz}");
-    for component in ["etcd", "apiserver", "controller-manager", "scheduler", "coredns"] {
-        let pods = env.api::<Pod>(&ns).list(&ListParams::default().labels(&format!("nestor.dev/cluster=first,app.kubernetes.io/component={component}"))).await?;
-        ensure!(pods.items.iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")), "no running {component} pod");
+    for component in [
+        "etcd",
+        "apiserver",
+        "controller-manager",
+        "scheduler",
+        "coredns",
+    ] {
+        let pods = env
+            .api::<Pod>(&ns)
+            .list(&ListParams::default().labels(&format!(
+                "nestor.dev/cluster=first,app.kubernetes.io/component={component}"
+            )))
+            .await?;
+        ensure!(
+            pods.items
+                .iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")),
+            "no running {component} pod"
+        );
     }
     let vc = env.api::<VirtualCluster>(&ns).get("first").await?;
-    ensure!(vc.status.as_ref().and_then(|s| s.version.as_deref()) == Some(nestor_crds::DEFAULT_VERSION), "status.version: {:?}", vc.status);
+    ensure!(
+        vc.status.as_ref().and_then(|s| s.version.as_deref()) == Some(nestor_crds::DEFAULT_VERSION),
+        "status.version: {:?}",
+        vc.status
+    );
     Ok(())
 }
 
@@ -125,28 +206,85 @@ async fn nested_cluster_serves_clients(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-client")?;
     let start = Instant::now();
     env.apply(&ns, &vc_yaml("tenant", "{}"))?;
-    env.ready(&ns, "tenant", start, Duration::from_secs(240)).await?;
+    env.ready(&ns, "tenant", start, Duration::from_secs(240))
+        .await?;
     let config = env.nested_kubeconfig(&ns, "tenant").await?;
-    let endpoint = env.api::<VirtualCluster>(&ns).get("tenant").await?.status.and_then(|s| s.endpoint).unwrap_or_default();
+    let endpoint = env
+        .api::<VirtualCluster>(&ns)
+        .get("tenant")
+        .await?
+        .status
+        .and_then(|s| s.endpoint)
+        .unwrap_or_default();
     let text = std::fs::read_to_string(&config)?;
-    ensure!(text.contains(&format!("server: {endpoint}")), "the kubeconfig does not point at the published endpoint {endpoint}");
+    ensure!(
+        text.contains(&format!("server: {endpoint}")),
+        "the kubeconfig does not point at the published endpoint {endpoint}"
+    );
     let out = kubectl_ok(&config, &["get", "namespaces", "-o", "name"], None)?;
     ensure!(out.contains("namespace/kube-system"), "namespaces: {out}");
     kubectl_ok(&config, &["create", "namespace", "shop"], None)?;
-    kubectl_ok(&config, &["-n", "shop", "create", "configmap", "settings", "--from-literal=mode=test"], None)?;
-    kubectl_ok(&config, &["-n", "shop", "create", "deployment", "web", "--image=registry.k8s.io/pause:3.10", "--replicas=2"], None)?;
+    kubectl_ok(
+        &config,
+        &[
+            "-n",
+            "shop",
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=test",
+        ],
+        None,
+    )?;
+    kubectl_ok(
+        &config,
+        &[
+            "-n",
+            "shop",
+            "create",
+            "deployment",
+            "web",
+            "--image=registry.k8s.io/pause:3.10",
+            "--replicas=2",
+        ],
+        None,
+    )?;
     let nested = client_for(&config).await?;
     let pods: Api<Pod> = Api::namespaced(nested.clone(), "shop");
-    wait_for("the nested controller-manager to create the pods", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        Box::pin(async move { Ok(pods.list(&ListParams::default().labels("app=web")).await?.items.len() == 2) })
-    })
+    wait_for(
+        "the nested controller-manager to create the pods",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            Box::pin(async move {
+                Ok(pods
+                    .list(&ListParams::default().labels("app=web"))
+                    .await?
+                    .items
+                    .len()
+                    == 2)
+            })
+        },
+    )
     .await?;
-    let rs = kubectl_ok(&config, &["-n", "shop", "get", "replicasets", "-o", "name"], None)?;
+    let rs = kubectl_ok(
+        &config,
+        &["-n", "shop", "get", "replicasets", "-o", "name"],
+        None,
+    )?;
     ensure!(rs.contains("replicaset.apps/web-"), "no ReplicaSet: {rs}");
     let leases: Api<Lease> = Api::namespaced(nested, "kube-system");
-    let lease = leases.get("kube-scheduler").await?.spec.context("scheduler lease has no spec")?;
-    ensure!(lease.holder_identity.is_some_and(|h| h.starts_with("tenant-scheduler-")), "scheduler lease holder");
+    let lease = leases
+        .get("kube-scheduler")
+        .await?
+        .spec
+        .context("scheduler lease has no spec")?;
+    ensure!(
+        lease
+            .holder_identity
+            .is_some_and(|h| h.starts_with("tenant-scheduler-")),
+        "scheduler lease holder"
+    );
     Ok(())
 }
 
@@ -157,17 +295,26 @@ async fn three_member_etcd_survives_member_loss(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-ha")?;
     let start = Instant::now();
     env.apply(&ns, &vc_yaml("ha", "{etcd: {replicas: 3}}"))?;
-    let took = env.ready(&ns, "ha", start, Duration::from_secs(300)).await?;
-    eprintln!("three_member_etcd_survives_member_loss: 3-member cluster Ready in {:.1}s", took.as_secs_f64());
+    let took = env
+        .ready(&ns, "ha", start, Duration::from_secs(300))
+        .await?;
+    eprintln!(
+        "three_member_etcd_survives_member_loss: 3-member cluster Ready in {:.1}s",
+        took.as_secs_f64()
+    );
     let nested = client_for(&env.nested_kubeconfig(&ns, "ha").await?).await?;
     let cms: Api<ConfigMap> = Api::namespaced(nested.clone(), "default");
     for i in 0..20 {
-        let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("before-{i}")}, "data": {"i": i.to_string()}}))?;
+        let cm: ConfigMap = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": format!("before-{i}")}, "data": {"i": i.to_string()}}),
+        )?;
         cms.create(&PostParams::default(), &cm).await?;
     }
     let claims = env.api::<PersistentVolumeClaim>(&ns);
     let claim_uid = claims.get("data-ha-etcd-1").await?.metadata.uid;
-    env.api::<Pod>(&ns).delete("ha-etcd-1", &DeleteParams::default()).await?;
+    env.api::<Pod>(&ns)
+        .delete("ha-etcd-1", &DeleteParams::default())
+        .await?;
     let lost = Instant::now();
     let mut failures = 0;
     let mut first_ok_after_failure = None;
@@ -175,30 +322,59 @@ async fn three_member_etcd_survives_member_loss(env: &Env) -> Result<()> {
     loop {
         match cms.list(&ListParams::default()).await {
             Ok(list) => {
-                ensure!(list.items.iter().filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with("before-"))).count() == 20, "data lost");
+                ensure!(
+                    list.items
+                        .iter()
+                        .filter(|c| c
+                            .metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with("before-")))
+                        .count()
+                        == 20,
+                    "data lost"
+                );
                 if failures > 0 && first_ok_after_failure.is_none() {
                     first_ok_after_failure = Some(lost.elapsed());
                 }
             }
             Err(_) => failures += 1,
         }
-        let ready = sts.get("ha-etcd").await?.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-        let recreated = env.api::<Pod>(&ns).get_opt("ha-etcd-1").await?.is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+        let ready = sts
+            .get("ha-etcd")
+            .await?
+            .status
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        let recreated = env
+            .api::<Pod>(&ns)
+            .get_opt("ha-etcd-1")
+            .await?
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_none());
         if ready == 3 && recreated && lost.elapsed() > Duration::from_secs(2) {
             break;
         }
-        ensure!(lost.elapsed() < Duration::from_secs(180), "the member did not rejoin in 180s");
+        ensure!(
+            lost.elapsed() < Duration::from_secs(180),
+            "the member did not rejoin in 180s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!(
         "three_member_etcd_survives_member_loss: member back in {:.1}s; {failures} failed reads meanwhile",
         lost.elapsed().as_secs_f64()
     );
-    ensure!(claims.get("data-ha-etcd-1").await?.metadata.uid == claim_uid, "the member came back on a new volume");
+    ensure!(
+        claims.get("data-ha-etcd-1").await?.metadata.uid == claim_uid,
+        "the member came back on a new volume"
+    );
     // Writes work with the member back, and every earlier object is there.
     let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "after"}}))?;
     cms.create(&PostParams::default(), &cm).await?;
-    ensure!(cms.list(&ListParams::default()).await?.items.len() >= 21, "objects missing after the rejoin");
+    ensure!(
+        cms.list(&ListParams::default()).await?.items.len() >= 21,
+        "objects missing after the rejoin"
+    );
     Ok(())
 }
 
@@ -207,27 +383,62 @@ async fn three_member_etcd_survives_member_loss(env: &Env) -> Result<()> {
 async fn tenants_are_isolated(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-tenants")?;
     let start = Instant::now();
-    env.apply(&ns, &format!("{}---\n{}", vc_yaml("alpha", "{}"), vc_yaml("beta", "{}")))?;
-    env.ready(&ns, "alpha", start, Duration::from_secs(300)).await?;
-    env.ready(&ns, "beta", start, Duration::from_secs(300)).await?;
+    env.apply(
+        &ns,
+        &format!("{}---\n{}", vc_yaml("alpha", "{}"), vc_yaml("beta", "{}")),
+    )?;
+    env.ready(&ns, "alpha", start, Duration::from_secs(300))
+        .await?;
+    env.ready(&ns, "beta", start, Duration::from_secs(300))
+        .await?;
     let alpha = env.nested_kubeconfig(&ns, "alpha").await?;
     let beta = env.nested_kubeconfig(&ns, "beta").await?;
     kubectl_ok(&alpha, &["create", "namespace", "only-in-alpha"], None)?;
-    ensure!(!kubectl_ok(&beta, &["get", "namespaces", "-o", "name"], None)?.contains("only-in-alpha"), "beta sees alpha's namespace");
+    ensure!(
+        !kubectl_ok(&beta, &["get", "namespaces", "-o", "name"], None)?.contains("only-in-alpha"),
+        "beta sees alpha's namespace"
+    );
     // Alpha's credentials against beta's endpoint and against the host.
     let alpha_text = std::fs::read_to_string(&alpha)?;
-    let beta_endpoint = env.api::<VirtualCluster>(&ns).get("beta").await?.status.and_then(|s| s.endpoint).unwrap_or_default();
-    let alpha_endpoint = env.api::<VirtualCluster>(&ns).get("alpha").await?.status.and_then(|s| s.endpoint).unwrap_or_default();
+    let beta_endpoint = env
+        .api::<VirtualCluster>(&ns)
+        .get("beta")
+        .await?
+        .status
+        .and_then(|s| s.endpoint)
+        .unwrap_or_default();
+    let alpha_endpoint = env
+        .api::<VirtualCluster>(&ns)
+        .get("alpha")
+        .await?
+        .status
+        .and_then(|s| s.endpoint)
+        .unwrap_or_default();
     let host = format!("https://{}:{}", env.bed.api_host, env.bed.api_port);
-    for (target, what) in [(beta_endpoint.as_str(), "beta"), (host.as_str(), "the host")] {
-        let path = env.bed.dir.join(format!("alpha-to-{}.kubeconfig", what.replace(' ', "-")));
+    for (target, what) in [
+        (beta_endpoint.as_str(), "beta"),
+        (host.as_str(), "the host"),
+    ] {
+        let path = env
+            .bed
+            .dir
+            .join(format!("alpha-to-{}.kubeconfig", what.replace(' ', "-")));
         std::fs::write(&path, alpha_text.replace(&alpha_endpoint, target))?;
         let verified = kubectl(&path, &["get", "namespaces"], None)?;
         ensure!(!verified.ok, "alpha's kubeconfig reached {what}");
-        let unverified = kubectl(&path, &["--insecure-skip-tls-verify", "get", "namespaces"], None)?;
-        ensure!(!unverified.ok, "alpha's client certificate was accepted by {what}");
+        let unverified = kubectl(
+            &path,
+            &["--insecure-skip-tls-verify", "get", "namespaces"],
+            None,
+        )?;
         ensure!(
-            unverified.stderr.contains("Unauthorized") || unverified.stderr.contains("forbidden") || unverified.stderr.contains("certificate"),
+            !unverified.ok,
+            "alpha's client certificate was accepted by {what}"
+        );
+        ensure!(
+            unverified.stderr.contains("Unauthorized")
+                || unverified.stderr.contains("forbidden")
+                || unverified.stderr.contains("certificate"),
             "unexpected refusal from {what}: {}",
             unverified.stderr
         );
@@ -241,25 +452,69 @@ async fn delete_leaves_the_host_clean(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-delete")?;
     let start = Instant::now();
     env.apply(&ns, &vc_yaml("doomed", "{}"))?;
-    env.ready(&ns, "doomed", start, Duration::from_secs(240)).await?;
-    let volume = env.api::<PersistentVolumeClaim>(&ns).get("data-doomed-etcd-0").await?.spec.and_then(|s| s.volume_name).context("no volume")?;
-    kubectl_ok(&env.admin, &["-n", &ns, "delete", "vc/doomed", "--wait=false"], None)?;
+    env.ready(&ns, "doomed", start, Duration::from_secs(240))
+        .await?;
+    let volume = env
+        .api::<PersistentVolumeClaim>(&ns)
+        .get("data-doomed-etcd-0")
+        .await?
+        .spec
+        .and_then(|s| s.volume_name)
+        .context("no volume")?;
+    kubectl_ok(
+        &env.admin,
+        &["-n", &ns, "delete", "vc/doomed", "--wait=false"],
+        None,
+    )?;
     let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let lp = ListParams::default().labels("nestor.dev/cluster=doomed");
         let left = env.api::<Pod>(&ns).list_metadata(&lp).await?.items.len()
-            + env.api::<Deployment>(&ns).list_metadata(&lp).await?.items.len()
-            + env.api::<StatefulSet>(&ns).list_metadata(&lp).await?.items.len()
-            + env.api::<k8s_openapi::api::core::v1::Secret>(&ns).list_metadata(&lp).await?.items.len()
-            + env.api::<k8s_openapi::api::core::v1::Service>(&ns).list_metadata(&lp).await?.items.len()
-            + env.api::<PersistentVolumeClaim>(&ns).list_metadata(&ListParams::default()).await?.items.len()
+            + env
+                .api::<Deployment>(&ns)
+                .list_metadata(&lp)
+                .await?
+                .items
+                .len()
+            + env
+                .api::<StatefulSet>(&ns)
+                .list_metadata(&lp)
+                .await?
+                .items
+                .len()
+            + env
+                .api::<k8s_openapi::api::core::v1::Secret>(&ns)
+                .list_metadata(&lp)
+                .await?
+                .items
+                .len()
+            + env
+                .api::<k8s_openapi::api::core::v1::Service>(&ns)
+                .list_metadata(&lp)
+                .await?
+                .items
+                .len()
+            + env
+                .api::<PersistentVolumeClaim>(&ns)
+                .list_metadata(&ListParams::default())
+                .await?
+                .items
+                .len()
             + usize::from(pvs.get_opt(&volume).await?.is_some())
-            + usize::from(env.api::<VirtualCluster>(&ns).get_opt("doomed").await?.is_some());
+            + usize::from(
+                env.api::<VirtualCluster>(&ns)
+                    .get_opt("doomed")
+                    .await?
+                    .is_some(),
+            );
         if left == 0 {
             break;
         }
-        ensure!(Instant::now() < deadline, "{left} objects of the deleted cluster remain");
+        ensure!(
+            Instant::now() < deadline,
+            "{left} objects of the deleted cluster remain"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let namespaces: Api<Namespace> = Api::all(env.client.clone());
@@ -286,18 +541,38 @@ fn main() -> std::process::ExitCode {
         delete_leaves_the_host_clean,
     ];
     if args.list {
-        let trials = tests.iter().map(|(name, _)| Trial::test(*name, || Ok(()))).collect();
+        let trials = tests
+            .iter()
+            .map(|(name, _)| Trial::test(*name, || Ok(())))
+            .collect();
         return libtest_mimic::run(&args, trials).exit_code();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let dir = std::env::temp_dir().join(format!("nestor-e2e-{}", std::process::id()));
     let env = match runtime.block_on(async {
         let env = Env::setup(&dir).await?;
-        let chart = paths::repo_root().join("charts/nestor").display().to_string();
+        let chart = paths::repo_root()
+            .join("charts/nestor")
+            .display()
+            .to_string();
         let config = env.admin.display().to_string();
         let out = helm(&[
-            "install", "nestor", &chart, "--kubeconfig", &config, "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
-            "--set", "logFormat=text", "--wait", "--timeout", "120s",
+            "install",
+            "nestor",
+            &chart,
+            "--kubeconfig",
+            &config,
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            "logFormat=text",
+            "--wait",
+            "--timeout",
+            "120s",
         ])?;
         ensure!(out.ok, "helm install failed: {}{}", out.stdout, out.stderr);
         anyhow::Ok(env)
@@ -314,14 +589,31 @@ fn main() -> std::process::ExitCode {
         .map(|(name, test)| {
             let env = env.clone();
             let handle = handle.clone();
-            Trial::test(name, move || handle.block_on(test(&env)).map_err(|e| format!("{e:#}").into()))
+            Trial::test(name, move || {
+                handle
+                    .block_on(test(&env))
+                    .map_err(|e| format!("{e:#}").into())
+            })
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     if let (true, Ok(mut env)) = (conclusion.has_failed(), Arc::try_unwrap(env)) {
-        let _ = kubectl(&env.admin, &["logs", "-n", OPERATOR_NAMESPACE, "deploy/nestor", "--tail=200"], None)
-            .map(|o| std::fs::write(env.bed.dir.join("logs/operator-pod.log"), o.stdout));
-        eprintln!("logs of the failed run are kept in {}", env.bed.dir.join("logs").display());
+        let _ = kubectl(
+            &env.admin,
+            &[
+                "logs",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "deploy/nestor",
+                "--tail=200",
+            ],
+            None,
+        )
+        .map(|o| std::fs::write(env.bed.dir.join("logs/operator-pod.log"), o.stdout));
+        eprintln!(
+            "logs of the failed run are kept in {}",
+            env.bed.dir.join("logs").display()
+        );
         env.bed.keep_dir();
     }
     conclusion.exit_code()

@@ -6,21 +6,23 @@
 //! own operator process watching only that namespace, so tests run in
 //! parallel without seeing each other. Every process dies with this one.
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{Context as _, Result, bail, ensure};
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, ListParams};
 use kube::Resource;
+use kube::api::{Api, ListParams};
 use libtest_mimic::{Arguments, Trial};
 use nestor_crds::{NodePool, VirtualCluster};
 use nestor_e2e::operator::OperatorOptions;
 use nestor_e2e::process::Lifetime;
+use nestor_e2e::support::{
+    OPERATOR_NAMESPACE, documents, kind_of, render_chart, vc_yaml, wait_for,
+};
 use nestor_e2e::tools::{helm, kubectl, kubectl_ok};
-use nestor_e2e::support::{documents, kind_of, render_chart, vc_yaml, wait_for, OPERATOR_NAMESPACE};
-use nestor_e2e::{paths, Operator, TestBed};
+use nestor_e2e::{Operator, TestBed, paths};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,14 +48,33 @@ impl Env {
         let root = paths::repo_root();
         let crds = root.join(CRDS).display().to_string();
         kubectl_ok(&admin, &["apply", "--server-side", "-f", &crds], None)?;
-        kubectl_ok(&admin, &["wait", "--for=condition=Established", "crd/virtualclusters.nestor.dev", "crd/nodepools.nestor.dev", "--timeout=60s"], None)?;
+        kubectl_ok(
+            &admin,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/virtualclusters.nestor.dev",
+                "crd/nodepools.nestor.dev",
+                "--timeout=60s",
+            ],
+            None,
+        )?;
         kubectl_ok(&admin, &["create", "namespace", OPERATOR_NAMESPACE], None)?;
 
         // Install the chart's identity and RBAC for real, exactly as rendered.
         let rendered = render_chart(&[])?;
         let rbac: Vec<&str> = documents(&rendered)
             .into_iter()
-            .filter(|d| ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"].contains(&kind_of(d).as_str()))
+            .filter(|d| {
+                [
+                    "ServiceAccount",
+                    "ClusterRole",
+                    "ClusterRoleBinding",
+                    "Role",
+                    "RoleBinding",
+                ]
+                .contains(&kind_of(d).as_str())
+            })
             .collect();
         kubectl_ok(&admin, &["apply", "-f", "-"], Some(&rbac.join("\n---\n")))?;
         let service_account = documents(&rendered)
@@ -62,7 +83,18 @@ impl Env {
             .and_then(|d| serde_yaml::from_str::<serde_yaml::Value>(d).ok())
             .and_then(|v| v["metadata"]["name"].as_str().map(String::from))
             .context("the chart renders no ServiceAccount")?;
-        let token = kubectl_ok(&admin, &["create", "token", &service_account, "-n", OPERATOR_NAMESPACE, "--duration=4h"], None)?;
+        let token = kubectl_ok(
+            &admin,
+            &[
+                "create",
+                "token",
+                &service_account,
+                "-n",
+                OPERATOR_NAMESPACE,
+                "--duration=4h",
+            ],
+            None,
+        )?;
         let server = format!("https://{}:{}", bed.api_host, bed.api_port);
         let ca = std::fs::read_to_string(bed.dir.join("pki/ca.crt"))?;
         let operator_kubeconfig = bed.dir.join("operator.kubeconfig");
@@ -76,7 +108,13 @@ impl Env {
                 nestor_controllers::kubeconfig::Credentials::Token(token.trim()),
             ),
         )?;
-        Ok(Self { bed, admin, operator_kubeconfig, service_account, client })
+        Ok(Self {
+            bed,
+            admin,
+            operator_kubeconfig,
+            service_account,
+            client,
+        })
     }
 
     fn log_dir(&self) -> PathBuf {
@@ -88,8 +126,15 @@ impl Env {
         let namespace = format!("t-{name}");
         kubectl_ok(&self.admin, &["create", "namespace", &namespace], None)?;
         let operator = self.operator(name, &namespace, &format!("nestor-{name}"))?;
-        let mut scenario = Scenario { env: self, namespace, operator: Some(operator) };
-        scenario.operator_mut().wait_ready(Duration::from_secs(60)).await?;
+        let mut scenario = Scenario {
+            env: self,
+            namespace,
+            operator: Some(operator),
+        };
+        scenario
+            .operator_mut()
+            .wait_ready(Duration::from_secs(60))
+            .await?;
         Ok(scenario)
     }
 
@@ -113,10 +158,14 @@ struct Scenario<'a> {
 
 impl Scenario<'_> {
     fn operator_mut(&mut self) -> &mut Operator {
-        self.operator.as_mut().expect("the scenario's operator runs")
+        self.operator
+            .as_mut()
+            .expect("the scenario's operator runs")
     }
     fn operator(&self) -> &Operator {
-        self.operator.as_ref().expect("the scenario's operator runs")
+        self.operator
+            .as_ref()
+            .expect("the scenario's operator runs")
     }
     fn api<K>(&self) -> Api<K>
     where
@@ -125,7 +174,11 @@ impl Scenario<'_> {
         Api::namespaced(self.env.client.clone(), &self.namespace)
     }
     fn apply(&self, yaml: &str) -> Result<String> {
-        kubectl_ok(&self.env.admin, &["apply", "-n", &self.namespace, "-f", "-"], Some(yaml))
+        kubectl_ok(
+            &self.env.admin,
+            &["apply", "-n", &self.namespace, "-f", "-"],
+            Some(yaml),
+        )
     }
     fn kubectl(&self, args: &[&str]) -> Result<nestor_e2e::tools::Run> {
         let mut all = vec!["-n", self.namespace.as_str()];
@@ -137,16 +190,24 @@ impl Scenario<'_> {
         if let Some(mut op) = self.operator.take() {
             op.stop();
         }
-        let op = self.env.operator(name, &self.namespace, &format!("nestor-{}", self.namespace))?;
+        let op = self
+            .env
+            .operator(name, &self.namespace, &format!("nestor-{}", self.namespace))?;
         self.operator = Some(op);
-        self.operator_mut().wait_ready(Duration::from_secs(60)).await
+        self.operator_mut()
+            .wait_ready(Duration::from_secs(60))
+            .await
     }
     /// The total of writes this operator process has sent.
     async fn writes(&self) -> Result<f64> {
-        self.operator().metric_sum("nestor_api_writes_total", "").await
+        self.operator()
+            .metric_sum("nestor_api_writes_total", "")
+            .await
     }
     async fn reconciles(&self) -> Result<f64> {
-        self.operator().metric_sum("nestor_reconciles_total", "").await
+        self.operator()
+            .metric_sum("nestor_reconciles_total", "")
+            .await
     }
     /// Waits until the operator has sent no write for `quiet`.
     async fn settle(&self, quiet: Duration, timeout: Duration) -> Result<f64> {
@@ -162,7 +223,10 @@ impl Scenario<'_> {
             } else if since.elapsed() >= quiet {
                 return Ok(last);
             }
-            ensure!(Instant::now() < deadline, "the operator kept writing for {timeout:?}");
+            ensure!(
+                Instant::now() < deadline,
+                "the operator kept writing for {timeout:?}"
+            );
         }
     }
 }
@@ -170,7 +234,15 @@ impl Scenario<'_> {
 /// Every child a virtual cluster owns, as (kind, name).
 fn expected_children(vc: &str) -> Vec<(&'static str, String)> {
     let mut v = vec![];
-    for s in ["ca", "etcd-certs", "apiserver-certs", "controller-manager-kubeconfig", "scheduler-kubeconfig", "coredns-kubeconfig", "admin-kubeconfig"] {
+    for s in [
+        "ca",
+        "etcd-certs",
+        "apiserver-certs",
+        "controller-manager-kubeconfig",
+        "scheduler-kubeconfig",
+        "coredns-kubeconfig",
+        "admin-kubeconfig",
+    ] {
         v.push(("Secret", format!("{vc}-{s}")));
     }
     for s in ["etcd", "etcd-peer", "apiserver", "dns"] {
@@ -194,12 +266,23 @@ async fn children(s: &Scenario<'_>, vc: &str) -> Result<BTreeMap<(String, String
     let lp = ListParams::default().labels(&selector);
     let mut found = BTreeMap::new();
     fn owners(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
-        meta.owner_references.iter().flatten().filter(|o| o.controller == Some(true)).map(|o| format!("{}/{}", o.kind, o.uid)).collect()
+        meta.owner_references
+            .iter()
+            .flatten()
+            .filter(|o| o.controller == Some(true))
+            .map(|o| format!("{}/{}", o.kind, o.uid))
+            .collect()
     }
     macro_rules! collect {
         ($kind:ty, $label:expr) => {
             for o in s.api::<$kind>().list_metadata(&lp).await?.items {
-                found.insert(($label.to_string(), o.metadata.name.clone().unwrap_or_default()), owners(&o.metadata));
+                found.insert(
+                    (
+                        $label.to_string(),
+                        o.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    owners(&o.metadata),
+                );
             }
         };
     }
@@ -221,24 +304,43 @@ async fn converged(s: &Scenario<'_>, vc: &str, timeout: Duration) -> Result<Virt
     loop {
         let obj = api.get(vc).await?;
         let found = children(s, vc).await?;
-        let all_there = expected.iter().all(|(k, n)| found.contains_key(&(k.to_string(), n.clone())));
-        let status_current = obj.status.as_ref().and_then(|st| st.observed_generation) == obj.metadata.generation;
+        let all_there = expected
+            .iter()
+            .all(|(k, n)| found.contains_key(&(k.to_string(), n.clone())));
+        let status_current =
+            obj.status.as_ref().and_then(|st| st.observed_generation) == obj.metadata.generation;
         if all_there && status_current {
             return Ok(obj);
         }
         if Instant::now() > deadline {
-            let missing: Vec<_> = expected.iter().filter(|(k, n)| !found.contains_key(&(k.to_string(), n.clone()))).collect();
-            bail!("{vc} did not converge in {timeout:?}: missing {missing:?}, status {:?}", obj.status);
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|(k, n)| !found.contains_key(&(k.to_string(), n.clone())))
+                .collect();
+            bail!(
+                "{vc} did not converge in {timeout:?}: missing {missing:?}, status {:?}",
+                obj.status
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-fn condition<'a>(vc: &'a VirtualCluster, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    vc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+fn condition<'a>(
+    vc: &'a VirtualCluster,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    vc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
-async fn secret_data(s: &Scenario<'_>, vc: &str) -> Result<BTreeMap<String, BTreeMap<String, Vec<u8>>>> {
+async fn secret_data(
+    s: &Scenario<'_>,
+    vc: &str,
+) -> Result<BTreeMap<String, BTreeMap<String, Vec<u8>>>> {
     let lp = ListParams::default().labels(&format!("nestor.dev/cluster={vc}"));
     Ok(s.api::<Secret>()
         .list(&lp)
@@ -246,7 +348,12 @@ async fn secret_data(s: &Scenario<'_>, vc: &str) -> Result<BTreeMap<String, BTre
         .items
         .into_iter()
         .map(|sec| {
-            let data = sec.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            let data = sec
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
             (sec.metadata.name.unwrap_or_default(), data)
         })
         .collect())
@@ -264,37 +371,100 @@ async fn crds_install_and_explain(env: &Env) -> Result<()> {
         if out.ok {
             break out.stdout;
         }
-        ensure!(Instant::now() < deadline, "kubectl explain failed: {}", out.stderr);
+        ensure!(
+            Instant::now() < deadline,
+            "kubectl explain failed: {}",
+            out.stderr
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    ensure!(out.contains("Kubernetes version of the nested control plane"), "explain lacks the version doc:\n{out}");
-    ensure!(out.contains("etcd") && out.contains("networking") && out.contains("apiServer"), "explain lacks fields:\n{out}");
-    let out = kubectl_ok(&env.admin, &["explain", "virtualcluster.spec.etcd.replicas"], None)?;
-    ensure!(out.contains("Raft"), "explain lacks the etcd replicas doc:\n{out}");
+    ensure!(
+        out.contains("Kubernetes version of the nested control plane"),
+        "explain lacks the version doc:\n{out}"
+    );
+    ensure!(
+        out.contains("etcd") && out.contains("networking") && out.contains("apiServer"),
+        "explain lacks fields:\n{out}"
+    );
+    let out = kubectl_ok(
+        &env.admin,
+        &["explain", "virtualcluster.spec.etcd.replicas"],
+        None,
+    )?;
+    ensure!(
+        out.contains("Raft"),
+        "explain lacks the etcd replicas doc:\n{out}"
+    );
     let out = kubectl_ok(&env.admin, &["explain", "nodepool.spec.replicas"], None)?;
-    ensure!(out.contains("drains"), "explain lacks the pool replicas doc:\n{out}");
+    ensure!(
+        out.contains("drains"),
+        "explain lacks the pool replicas doc:\n{out}"
+    );
     let generated = nestor_crds::crds_yaml();
     let shipped = std::fs::read_to_string(paths::repo_root().join(CRDS))?;
-    ensure!(generated == shipped, "the chart's CRDs differ from the Rust types; run crdgen");
+    ensure!(
+        generated == shipped,
+        "the chart's CRDs differ from the Rust types; run crdgen"
+    );
     Ok(())
 }
 
 /// Test 2: The chart renders, the real apiserver accepts every object (server
 /// dry run), and its RBAC refuses what the operator does not need.
 async fn chart_renders_and_rbac_is_least_privilege(env: &Env) -> Result<()> {
-    let lint = helm(&["lint", &paths::repo_root().join("charts/nestor").display().to_string()])?;
+    let lint = helm(&[
+        "lint",
+        &paths::repo_root()
+            .join("charts/nestor")
+            .display()
+            .to_string(),
+    ])?;
     ensure!(lint.ok, "helm lint failed: {}{}", lint.stdout, lint.stderr);
     for values in [vec![], vec!["--set", "replicaCount=2"]] {
         let rendered = render_chart(&values)?;
         let kinds: Vec<String> = documents(&rendered).iter().map(|d| kind_of(d)).collect();
-        for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"] {
-            ensure!(kinds.iter().any(|k| k == kind), "chart renders no {kind}: {kinds:?}");
+        for kind in [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment",
+            "Service",
+        ] {
+            ensure!(
+                kinds.iter().any(|k| k == kind),
+                "chart renders no {kind}: {kinds:?}"
+            );
         }
-        let out = kubectl(&env.admin, &["apply", "--dry-run=server", "-n", OPERATOR_NAMESPACE, "-f", "-"], Some(&rendered))?;
-        ensure!(out.ok, "the apiserver refused the chart ({values:?}): {}", out.stderr);
-        ensure!(!rendered.contains("\"*\"") && !rendered.contains("- '*'") && !rendered.contains("- \"*\""), "wildcard in the chart");
+        let out = kubectl(
+            &env.admin,
+            &[
+                "apply",
+                "--dry-run=server",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "-f",
+                "-",
+            ],
+            Some(&rendered),
+        )?;
+        ensure!(
+            out.ok,
+            "the apiserver refused the chart ({values:?}): {}",
+            out.stderr
+        );
+        ensure!(
+            !rendered.contains("\"*\"")
+                && !rendered.contains("- '*'")
+                && !rendered.contains("- \"*\""),
+            "wildcard in the chart"
+        );
     }
-    let who = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{}", env.service_account);
+    let who = format!(
+        "system:serviceaccount:{OPERATOR_NAMESPACE}:{}",
+        env.service_account
+    );
     let can = |verb: &str, resource: &str, ns: Option<&str>| -> Result<bool> {
         let mut args = vec!["auth", "can-i", verb, resource, "--as", who.as_str()];
         if let Some(ns) = ns {
@@ -315,17 +485,31 @@ async fn chart_renders_and_rbac_is_least_privilege(env: &Env) -> Result<()> {
         ("delete", "virtualclusters.nestor.dev", Some("default")),
         ("escalate", "clusterroles", None),
     ] {
-        ensure!(!can(verb, resource, ns)?, "the operator may {verb} {resource} in {ns:?}; it must not");
+        ensure!(
+            !can(verb, resource, ns)?,
+            "the operator may {verb} {resource} in {ns:?}; it must not"
+        );
     }
     for (verb, resource, ns) in [
-        ("patch", "virtualclusters.nestor.dev/status", Some("default")),
+        (
+            "patch",
+            "virtualclusters.nestor.dev/status",
+            Some("default"),
+        ),
         ("delete", "nodepools.nestor.dev", Some("default")),
         ("patch", "statefulsets.apps", Some("default")),
         ("watch", "secrets", None),
-        ("update", "leases.coordination.k8s.io", Some(OPERATOR_NAMESPACE)),
+        (
+            "update",
+            "leases.coordination.k8s.io",
+            Some(OPERATOR_NAMESPACE),
+        ),
         ("delete", "persistentvolumeclaims", Some("default")),
     ] {
-        ensure!(can(verb, resource, ns)?, "the operator may not {verb} {resource} in {ns:?}; it needs to");
+        ensure!(
+            can(verb, resource, ns)?,
+            "the operator may not {verb} {resource} in {ns:?}; it needs to"
+        );
     }
     Ok(())
 }
@@ -340,7 +524,10 @@ async fn empty_spec_creates_every_child(env: &Env) -> Result<()> {
     let vc = converged(&s, "demo", Duration::from_secs(60)).await?;
     let uid = vc.metadata.uid.clone().unwrap_or_default();
     for ((kind, name), owners) in children(&s, "demo").await? {
-        ensure!(owners == vec![format!("VirtualCluster/{uid}")], "{kind} {name} is owned by {owners:?}");
+        ensure!(
+            owners == vec![format!("VirtualCluster/{uid}")],
+            "{kind} {name} is owned by {owners:?}"
+        );
     }
     let np_api = s.api::<NodePool>();
     let sts_api = s.api::<StatefulSet>();
@@ -350,42 +537,100 @@ async fn empty_spec_creates_every_child(env: &Env) -> Result<()> {
     })
     .await?;
     let sts = sts_api.get("workers-node").await?;
-    ensure!(sts.metadata.owner_references.iter().flatten().any(|o| o.kind == "NodePool"), "node StatefulSet not owned by its pool");
+    ensure!(
+        sts.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "NodePool"),
+        "node StatefulSet not owned by its pool"
+    );
     for secret in ["workers-bootstrap"] {
-        ensure!(s.api::<Secret>().get_opt(secret).await?.is_some(), "missing {secret}");
+        ensure!(
+            s.api::<Secret>().get_opt(secret).await?.is_some(),
+            "missing {secret}"
+        );
     }
     let out = s.kubectl(&["scale", "np/workers", "--replicas=3"])?;
     ensure!(out.ok, "kubectl scale failed: {}", out.stderr);
-    wait_for("the scale to reach the StatefulSet and the pool's status", Duration::from_secs(30), || {
-        let (sts_api, np_api) = (sts_api.clone(), np_api.clone());
-        Box::pin(async move {
-            let sts = sts_api.get("workers-node").await?;
-            let np = np_api.get("workers").await?;
-            let status = np.status.unwrap_or_default();
-            Ok(sts.spec.and_then(|s| s.replicas) == Some(3) && status.desired_replicas == 3 && status.replicas == 3)
-        })
-    })
+    wait_for(
+        "the scale to reach the StatefulSet and the pool's status",
+        Duration::from_secs(30),
+        || {
+            let (sts_api, np_api) = (sts_api.clone(), np_api.clone());
+            Box::pin(async move {
+                let sts = sts_api.get("workers-node").await?;
+                let np = np_api.get("workers").await?;
+                let status = np.status.unwrap_or_default();
+                Ok(sts.spec.and_then(|s| s.replicas) == Some(3)
+                    && status.desired_replicas == 3
+                    && status.replicas == 3)
+            })
+        },
+    )
     .await?;
     let pods = s.api::<Pod>();
-    wait_for("the scheduler to see the etcd pod", Duration::from_secs(30), || {
-        let pods = pods.clone();
-        Box::pin(async move {
-            let Some(pod) = pods.get_opt("demo-etcd-0").await? else { return Ok(false) };
-            Ok(pod.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")))
-        })
-    })
+    wait_for(
+        "the scheduler to see the etcd pod",
+        Duration::from_secs(30),
+        || {
+            let pods = pods.clone();
+            Box::pin(async move {
+                let Some(pod) = pods.get_opt("demo-etcd-0").await? else {
+                    return Ok(false);
+                };
+                Ok(pod
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| {
+                        c.type_ == "PodScheduled"
+                            && c.status == "False"
+                            && c.reason.as_deref() == Some("Unschedulable")
+                    }))
+            })
+        },
+    )
     .await?;
     let vc = s.api::<VirtualCluster>().get("demo").await?;
     let ready = condition(&vc, "Ready").context("no Ready condition")?;
-    ensure!(ready.status == "False" && ready.reason == "ComponentsNotReady" && ready.message.contains("EtcdReady"), "Ready: {ready:?}");
+    ensure!(
+        ready.status == "False"
+            && ready.reason == "ComponentsNotReady"
+            && ready.message.contains("EtcdReady"),
+        "Ready: {ready:?}"
+    );
     let etcd = condition(&vc, "EtcdReady").context("no EtcdReady")?;
-    ensure!(etcd.status == "False" && etcd.message == "0/1 members ready", "EtcdReady: {etcd:?}");
+    ensure!(
+        etcd.status == "False" && etcd.message == "0/1 members ready",
+        "EtcdReady: {etcd:?}"
+    );
     let status = vc.status.clone().unwrap_or_default();
-    ensure!(status.admin_kubeconfig_secret.as_deref() == Some("demo-admin-kubeconfig"), "status: {status:?}");
-    ensure!(status.endpoint.as_deref().is_some_and(|e| e.starts_with("https://10.0.0.")), "endpoint: {:?}", status.endpoint);
+    ensure!(
+        status.admin_kubeconfig_secret.as_deref() == Some("demo-admin-kubeconfig"),
+        "status: {status:?}"
+    );
+    ensure!(
+        status
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("https://10.0.0.")),
+        "endpoint: {:?}",
+        status.endpoint
+    );
     let np = np_api.get("workers").await?;
-    let np_ready = np.status.unwrap_or_default().conditions.into_iter().find(|c| c.type_ == "Ready").context("pool Ready")?;
-    ensure!(np_ready.status == "False" && np_ready.message.contains("waiting for VirtualCluster demo"), "pool Ready: {np_ready:?}");
+    let np_ready = np
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .context("pool Ready")?;
+    ensure!(
+        np_ready.status == "False" && np_ready.message.contains("waiting for VirtualCluster demo"),
+        "pool Ready: {np_ready:?}"
+    );
     Ok(())
 }
 
@@ -395,30 +640,52 @@ async fn unchanged_object_sends_no_write(env: &Env) -> Result<()> {
     let mut s = env.scenario("idle").await?;
     s.apply(&vc_yaml("quiet", "{}"))?;
     converged(&s, "quiet", Duration::from_secs(60)).await?;
-    let before = s.settle(Duration::from_secs(3), Duration::from_secs(60)).await?;
+    let before = s
+        .settle(Duration::from_secs(3), Duration::from_secs(60))
+        .await?;
     let reconciles = s.reconciles().await?;
     // Touch the object without changing its spec: a reconcile runs.
     s.kubectl(&["annotate", "vc/quiet", "test.nestor.dev/poke=1"])?;
     let op_reconciles = || async { s.reconciles().await };
     let deadline = Instant::now() + Duration::from_secs(20);
     while op_reconciles().await? <= reconciles {
-        ensure!(Instant::now() < deadline, "no reconcile after the annotation");
+        ensure!(
+            Instant::now() < deadline,
+            "no reconcile after the annotation"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let after = s.settle(Duration::from_secs(2), Duration::from_secs(30)).await?;
-    ensure!(after == before, "an unchanged object caused {} writes", after - before);
+    let after = s
+        .settle(Duration::from_secs(2), Duration::from_secs(30))
+        .await?;
+    ensure!(
+        after == before,
+        "an unchanged object caused {} writes",
+        after - before
+    );
 
     let keys_before = secret_data(&s, "quiet").await?;
     s.restart_operator("idle-2").await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.reconciles().await? < 1.0 {
-        ensure!(Instant::now() < deadline, "the restarted operator did not reconcile");
+        ensure!(
+            Instant::now() < deadline,
+            "the restarted operator did not reconcile"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let writes = s.settle(Duration::from_secs(3), Duration::from_secs(30)).await?;
-    ensure!(writes == 0.0, "the restarted operator sent {writes} writes for an unchanged cluster");
+    let writes = s
+        .settle(Duration::from_secs(3), Duration::from_secs(30))
+        .await?;
+    ensure!(
+        writes == 0.0,
+        "the restarted operator sent {writes} writes for an unchanged cluster"
+    );
     let keys_after = secret_data(&s, "quiet").await?;
-    ensure!(keys_before == keys_after, "certificates or keys changed across a restart");
+    ensure!(
+        keys_before == keys_after,
+        "certificates or keys changed across a restart"
+    );
     Ok(())
 }
 
@@ -429,28 +696,67 @@ async fn spec_edits_roll_out(env: &Env) -> Result<()> {
     converged(&s, "edit", Duration::from_secs(60)).await?;
     s.apply(&vc_yaml(
         "edit",
-        "{apiServer: {replicas: 2, extraArgs: {v: \"2\"}, resources: {requests: {cpu: 200m, memory: 256Mi}}}, controllerManager: {replicas: 2}, scheduler: {extraArgs: {v: \"3\"}}}",
+        "{apiServer: {replicas: 2, extraArgs: {v: \"2\"}, resources: {requests: {cpu: 200m, memory: 256Mi}}}, controllerManager: {replicas: 2, extraArgs: {node-monitor-grace-period: 20s}}, scheduler: {extraArgs: {v: \"3\"}}}",
     ))?;
     let deployments = s.api::<Deployment>();
-    wait_for("the edits to reach the Deployments", Duration::from_secs(30), || {
-        let deployments = deployments.clone();
-        Box::pin(async move {
-            let api = deployments.get("edit-apiserver").await?;
-            let cm = deployments.get("edit-controller-manager").await?;
-            let sched = deployments.get("edit-scheduler").await?;
-            let container = |d: &Deployment| d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).map(|p| p.containers[0].clone());
-            let Some(api_c) = container(&api) else { return Ok(false) };
-            let cpu = api_c.resources.and_then(|r| r.requests).and_then(|r| r.get("cpu").cloned()).map(|q| q.0);
-            Ok(api.spec.as_ref().and_then(|s| s.replicas) == Some(2)
-                && api_c.command.unwrap_or_default().contains(&"--v=2".to_string())
-                && cpu.as_deref() == Some("200m")
-                && cm.spec.as_ref().and_then(|s| s.replicas) == Some(2)
-                && container(&sched).and_then(|c| c.command).unwrap_or_default().contains(&"--v=3".to_string()))
-        })
-    })
+    wait_for(
+        "the edits to reach the Deployments",
+        Duration::from_secs(30),
+        || {
+            let deployments = deployments.clone();
+            Box::pin(async move {
+                let api = deployments.get("edit-apiserver").await?;
+                let cm = deployments.get("edit-controller-manager").await?;
+                let sched = deployments.get("edit-scheduler").await?;
+                let container = |d: &Deployment| {
+                    d.spec
+                        .as_ref()
+                        .and_then(|s| s.template.spec.as_ref())
+                        .map(|p| p.containers[0].clone())
+                };
+                let Some(api_c) = container(&api) else {
+                    return Ok(false);
+                };
+                let cpu = api_c
+                    .resources
+                    .and_then(|r| r.requests)
+                    .and_then(|r| r.get("cpu").cloned())
+                    .map(|q| q.0);
+                // (The controller-manager has no replicas before the API server
+                // serves, which it never does without a kubelet.)
+                Ok(api.spec.as_ref().and_then(|s| s.replicas) == Some(2)
+                    && api_c
+                        .command
+                        .unwrap_or_default()
+                        .contains(&"--v=2".to_string())
+                    && cpu.as_deref() == Some("200m")
+                    && container(&cm)
+                        .and_then(|c| c.command)
+                        .unwrap_or_default()
+                        .contains(&"--node-monitor-grace-period=20s".to_string())
+                    && container(&sched)
+                        .and_then(|c| c.command)
+                        .unwrap_or_default()
+                        .contains(&"--v=3".to_string()))
+            })
+        },
+    )
     .await?;
-    let out = s.kubectl(&["patch", "vc/edit", "--type=merge", "-p", r#"{"spec":{"networking":{"podCIDR":"10.128.0.0/16"}}}"#])?;
-    ensure!(!out.ok && out.stderr.contains("networking is immutable after creation"), "immutable networking: {}", out.stderr);
+    let out = s.kubectl(&[
+        "patch",
+        "vc/edit",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"networking":{"podCIDR":"10.128.0.0/16"}}}"#,
+    ])?;
+    ensure!(
+        !out.ok
+            && out
+                .stderr
+                .contains("networking is immutable after creation"),
+        "immutable networking: {}",
+        out.stderr
+    );
     Ok(())
 }
 
@@ -460,15 +766,22 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
     let s = env.scenario("invalid").await?;
     s.apply(&vc_yaml("base", "{}"))?;
     converged(&s, "base", Duration::from_secs(60)).await?;
-    s.settle(Duration::from_secs(2), Duration::from_secs(30)).await?;
+    s.settle(Duration::from_secs(2), Duration::from_secs(30))
+        .await?;
     let snapshot = || async {
         let mut rv = BTreeMap::new();
         let lp = ListParams::default().labels("nestor.dev/cluster=base");
         for d in s.api::<Deployment>().list(&lp).await?.items {
-            rv.insert(d.metadata.name.clone().unwrap_or_default(), (d.metadata.generation, serde_json::to_string(&d.spec)?));
+            rv.insert(
+                d.metadata.name.clone().unwrap_or_default(),
+                (d.metadata.generation, serde_json::to_string(&d.spec)?),
+            );
         }
         for d in s.api::<StatefulSet>().list(&lp).await?.items {
-            rv.insert(d.metadata.name.clone().unwrap_or_default(), (d.metadata.generation, serde_json::to_string(&d.spec)?));
+            rv.insert(
+                d.metadata.name.clone().unwrap_or_default(),
+                (d.metadata.generation, serde_json::to_string(&d.spec)?),
+            );
         }
         anyhow::Ok((rv, secret_data(&s, "base").await?))
     };
@@ -480,62 +793,162 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
         ("bad-1".into(), "{version: v1.35.4}", "no leading 'v'"),
         ("bad-2".into(), "{version: \"1.35\"}", "MAJOR.MINOR.PATCH"),
         ("bad-3".into(), "{version: banana}", "MAJOR.MINOR.PATCH"),
-        ("bad-4".into(), "{etcd: {replicas: 2}}", "etcd replicas must be 1, 3 or 5"),
-        ("bad-5".into(), "{etcd: {replicas: 4}}", "etcd replicas must be 1, 3 or 5"),
-        ("bad-6".into(), "{networking: {podCIDR: 10.0.0.0/33}}", "podCIDR must be a CIDR"),
-        ("bad-7".into(), "{networking: {podCIDR: 10.96.0.0/16}}", "podCIDR and serviceCIDR must not overlap"),
-        ("bad-8".into(), "{networking: {dnsServiceIP: 10.200.0.10}}", "dnsServiceIP must lie inside serviceCIDR"),
-        ("bad-9".into(), "{networking: {dnsServiceIP: not-an-ip}}", "dnsServiceIP must be an IP address"),
-        ("bad-10".into(), "{apiServer: {replicas: -1}}", "should be greater than or equal to 1"),
-        ("bad-11".into(), "{apiServer: {exposure: Ingress}}", "supported values: \"ClusterIP\", \"NodePort\", \"LoadBalancer\""),
-        ("bad-12".into(), "{controllerManager: {replicas: 0}}", "should be greater than or equal to 1"),
-        ("bad-13".into(), "{etcd: {storage: lots}}", "etcd storage must be a positive quantity"),
-        ("bad-14".into(), "{networking: {clusterDomain: Bad_Domain}}", "should match"),
+        (
+            "bad-4".into(),
+            "{etcd: {replicas: 2}}",
+            "etcd replicas must be 1, 3 or 5",
+        ),
+        (
+            "bad-5".into(),
+            "{etcd: {replicas: 4}}",
+            "etcd replicas must be 1, 3 or 5",
+        ),
+        (
+            "bad-6".into(),
+            "{networking: {podCIDR: 10.0.0.0/33}}",
+            "podCIDR must be a CIDR",
+        ),
+        (
+            "bad-7".into(),
+            "{networking: {podCIDR: 10.96.0.0/16}}",
+            "podCIDR and serviceCIDR must not overlap",
+        ),
+        (
+            "bad-8".into(),
+            "{networking: {dnsServiceIP: 10.200.0.10}}",
+            "dnsServiceIP must lie inside serviceCIDR",
+        ),
+        (
+            "bad-9".into(),
+            "{networking: {dnsServiceIP: not-an-ip}}",
+            "dnsServiceIP must be an IP address",
+        ),
+        (
+            "bad-10".into(),
+            "{apiServer: {replicas: -1}}",
+            "should be greater than or equal to 1",
+        ),
+        (
+            "bad-11".into(),
+            "{apiServer: {exposure: Ingress}}",
+            "supported values: \"ClusterIP\", \"NodePort\", \"LoadBalancer\"",
+        ),
+        (
+            "bad-12".into(),
+            "{controllerManager: {replicas: 0}}",
+            "should be greater than or equal to 1",
+        ),
+        (
+            "bad-13".into(),
+            "{etcd: {storage: lots}}",
+            "etcd storage must be a positive quantity",
+        ),
+        (
+            "bad-14".into(),
+            "{networking: {clusterDomain: Bad_Domain}}",
+            "should match",
+        ),
         (long, "{}", "at most 40 characters"),
     ];
     for (name, spec, message) in &create_cases {
-        let out = kubectl(&env.admin, &["apply", "-n", &s.namespace, "-f", "-"], Some(&vc_yaml(name, spec)))?;
+        let out = kubectl(
+            &env.admin,
+            &["apply", "-n", &s.namespace, "-f", "-"],
+            Some(&vc_yaml(name, spec)),
+        )?;
         ensure!(!out.ok, "{name} {spec} was accepted");
-        ensure!(out.stderr.contains(message), "{name} {spec}: expected '{message}' in: {}", out.stderr);
-        ensure!(s.api::<VirtualCluster>().get_opt(name).await?.is_none(), "{name} exists");
+        ensure!(
+            out.stderr.contains(message),
+            "{name} {spec}: expected '{message}' in: {}",
+            out.stderr
+        );
+        ensure!(
+            s.api::<VirtualCluster>().get_opt(name).await?.is_none(),
+            "{name} exists"
+        );
     }
 
     // Refused by the apiserver, as edits of a running cluster.
     let update_cases = [
-        (r#"{"spec":{"version":"1.34.0"}}"#, "version cannot be downgraded"),
-        (r#"{"spec":{"version":"1.37.0"}}"#, "one minor version at a time"),
-        (r#"{"spec":{"etcd":{"replicas":3}}}"#, "etcd replicas cannot change after creation"),
-        (r#"{"spec":{"networking":{"serviceCIDR":"10.100.0.0/16","dnsServiceIP":"10.100.0.10"}}}"#, "networking is immutable"),
+        (
+            r#"{"spec":{"version":"1.34.0"}}"#,
+            "version cannot be downgraded",
+        ),
+        (
+            r#"{"spec":{"version":"1.37.0"}}"#,
+            "one minor version at a time",
+        ),
+        (
+            r#"{"spec":{"etcd":{"replicas":3}}}"#,
+            "etcd replicas cannot change after creation",
+        ),
+        (
+            r#"{"spec":{"networking":{"serviceCIDR":"10.100.0.0/16","dnsServiceIP":"10.100.0.10"}}}"#,
+            "networking is immutable",
+        ),
     ];
     for (patch, message) in update_cases {
         let out = s.kubectl(&["patch", "vc/base", "--type=merge", "-p", patch])?;
         ensure!(!out.ok, "{patch} was accepted");
-        ensure!(out.stderr.contains(message), "{patch}: expected '{message}' in: {}", out.stderr);
+        ensure!(
+            out.stderr.contains(message),
+            "{patch}: expected '{message}' in: {}",
+            out.stderr
+        );
     }
 
     // Accepted by the schema, refused by the operator's own validation:
     // reported in status and an Event, nothing touched.
     let vcs = s.api::<VirtualCluster>();
     let operator_cases = [
-        (r#"{"spec":{"apiServer":{"extraArgs":{"etcd-servers":"https://evil:2379"}}}}"#, "'etcd-servers' is set by Nestor and cannot be overridden"),
-        (r#"{"spec":{"scheduler":{"extraArgs":{"--v":"4"}}}}"#, "write 'v' without leading dashes"),
-        (r#"{"spec":{"apiServer":{"certSANs":["not a name!"]}}}"#, "neither an IP address nor a DNS name"),
+        (
+            r#"{"spec":{"apiServer":{"extraArgs":{"etcd-servers":"https://evil:2379"}}}}"#,
+            "'etcd-servers' is set by Nestor and cannot be overridden",
+        ),
+        (
+            r#"{"spec":{"scheduler":{"extraArgs":{"--v":"4"}}}}"#,
+            "write 'v' without leading dashes",
+        ),
+        (
+            r#"{"spec":{"apiServer":{"certSANs":["not a name!"]}}}"#,
+            "neither an IP address nor a DNS name",
+        ),
     ];
     for (patch, message) in operator_cases {
         let out = s.kubectl(&["patch", "vc/base", "--type=merge", "-p", patch])?;
-        ensure!(out.ok, "{patch} was refused by the apiserver: {}", out.stderr);
-        wait_for(&format!("InvalidSpec for {patch}"), Duration::from_secs(20), || {
-            let vcs = vcs.clone();
-            let message = message.to_string();
-            Box::pin(async move {
-                let vc = vcs.get("base").await?;
-                let phase = vc.status.as_ref().and_then(|s| s.phase);
-                Ok(condition(&vc, "Ready").is_some_and(|c| c.reason == "InvalidSpec" && c.message.contains(&message))
-                    && phase == Some(nestor_crds::VirtualClusterPhase::Invalid))
-            })
-        })
+        ensure!(
+            out.ok,
+            "{patch} was refused by the apiserver: {}",
+            out.stderr
+        );
+        wait_for(
+            &format!("InvalidSpec for {patch}"),
+            Duration::from_secs(20),
+            || {
+                let vcs = vcs.clone();
+                let message = message.to_string();
+                Box::pin(async move {
+                    let vc = vcs.get("base").await?;
+                    let phase = vc.status.as_ref().and_then(|s| s.phase);
+                    Ok(condition(&vc, "Ready")
+                        .is_some_and(|c| c.reason == "InvalidSpec" && c.message.contains(&message))
+                        && phase == Some(nestor_crds::VirtualClusterPhase::Invalid))
+                })
+            },
+        )
         .await?;
-        let events = kubectl_ok(&env.admin, &["get", "events.events.k8s.io", "-n", &s.namespace, "-o", "json"], None)?;
+        let events = kubectl_ok(
+            &env.admin,
+            &[
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                &s.namespace,
+                "-o",
+                "json",
+            ],
+            None,
+        )?;
         ensure!(events.contains("InvalidSpec"), "no InvalidSpec event");
         // Undo the edit (drop the offending field).
         let undo = if patch.contains("extraArgs") && patch.contains("apiServer") {
@@ -546,13 +959,21 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
             r#"{"spec":{"apiServer":{"certSANs":null}}}"#
         };
         s.kubectl(&["patch", "vc/base", "--type=merge", "-p", undo])?;
-        wait_for("the cluster to be valid again", Duration::from_secs(20), || {
-            let vcs = vcs.clone();
-            Box::pin(async move { Ok(condition(&vcs.get("base").await?, "Ready").is_some_and(|c| c.reason != "InvalidSpec")) })
-        })
+        wait_for(
+            "the cluster to be valid again",
+            Duration::from_secs(20),
+            || {
+                let vcs = vcs.clone();
+                Box::pin(async move {
+                    Ok(condition(&vcs.get("base").await?, "Ready")
+                        .is_some_and(|c| c.reason != "InvalidSpec"))
+                })
+            },
+        )
         .await?;
     }
-    s.settle(Duration::from_secs(2), Duration::from_secs(30)).await?;
+    s.settle(Duration::from_secs(2), Duration::from_secs(30))
+        .await?;
     let after = snapshot().await?;
     ensure!(before == after, "an invalid spec changed what was running");
     Ok(())
@@ -565,10 +986,17 @@ async fn delete_removes_everything(env: &Env) -> Result<()> {
     s.apply(&vc_yaml("gone", "{}"))?;
     s.apply("apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: gone-pool\nspec:\n  clusterRef:\n    name: gone\n")?;
     converged(&s, "gone", Duration::from_secs(60)).await?;
-    ensure!(s.kubectl(&["delete", "vc/gone", "--wait=false"])?.ok, "delete failed");
+    ensure!(
+        s.kubectl(&["delete", "vc/gone", "--wait=false"])?.ok,
+        "delete failed"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while !all_gone(&s, "gone").await? {
-        ensure!(Instant::now() < deadline, "children left after deleting the cluster: {:?}", children(&s, "gone").await?);
+        ensure!(
+            Instant::now() < deadline,
+            "children left after deleting the cluster: {:?}",
+            children(&s, "gone").await?
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
@@ -578,14 +1006,23 @@ async fn delete_removes_everything(env: &Env) -> Result<()> {
     if let Some(mut op) = s.operator.take() {
         op.stop();
     }
-    ensure!(s.kubectl(&["delete", "vc/later", "--wait=false"])?.ok, "delete failed");
+    ensure!(
+        s.kubectl(&["delete", "vc/later", "--wait=false"])?.ok,
+        "delete failed"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held = s.api::<VirtualCluster>().get_opt("later").await?;
-    ensure!(held.is_some_and(|vc| vc.metadata.deletion_timestamp.is_some()), "the finalizer did not hold the cluster");
+    ensure!(
+        held.is_some_and(|vc| vc.metadata.deletion_timestamp.is_some()),
+        "the finalizer did not hold the cluster"
+    );
     s.restart_operator("delete-2").await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !all_gone(&s, "later").await? {
-        ensure!(Instant::now() < deadline, "the cluster deleted while the operator was down was not cleaned up");
+        ensure!(
+            Instant::now() < deadline,
+            "the cluster deleted while the operator was down was not cleaned up"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
@@ -595,8 +1032,18 @@ async fn delete_removes_everything(env: &Env) -> Result<()> {
 async fn all_gone(s: &Scenario<'_>, vc: &str) -> Result<bool> {
     let vc_left = s.api::<VirtualCluster>().get_opt(vc).await?.is_some();
     let children = children(s, vc).await?;
-    let pods = s.api::<Pod>().list_metadata(&ListParams::default().labels(&format!("nestor.dev/cluster={vc}"))).await?.items.len();
-    let pools = s.api::<NodePool>().list_metadata(&ListParams::default()).await?.items.len();
+    let pods = s
+        .api::<Pod>()
+        .list_metadata(&ListParams::default().labels(&format!("nestor.dev/cluster={vc}")))
+        .await?
+        .items
+        .len();
+    let pools = s
+        .api::<NodePool>()
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .len();
     Ok(!vc_left && children.is_empty() && pods == 0 && pools == 0)
 }
 
@@ -619,16 +1066,31 @@ async fn crash_mid_creation_converges(env: &Env) -> Result<()> {
     let vc = converged(&s, "crashy", Duration::from_secs(60)).await?;
     let uid = vc.metadata.uid.unwrap_or_default();
     let found = children(&s, "crashy").await?;
-    let expected: Vec<(String, String)> = expected_children("crashy").into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+    let expected: Vec<(String, String)> = expected_children("crashy")
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
     let found_keys: Vec<(String, String)> = found.keys().cloned().collect();
     let mut expected_sorted = expected.clone();
     expected_sorted.sort();
-    ensure!(found_keys == expected_sorted, "children after the crash: {found_keys:?}");
+    ensure!(
+        found_keys == expected_sorted,
+        "children after the crash: {found_keys:?}"
+    );
     for ((kind, name), owners) in &found {
-        ensure!(owners == &vec![format!("VirtualCluster/{uid}")], "{kind} {name} is owned by {owners:?}");
+        ensure!(
+            owners == &vec![format!("VirtualCluster/{uid}")],
+            "{kind} {name} is owned by {owners:?}"
+        );
     }
-    ensure!(secrets.get("crashy-ca").await?.data == ca_before, "the CA was regenerated after the crash");
-    eprintln!("crash_mid_creation_converges: {partial} of {} children existed at the crash", expected.len());
+    ensure!(
+        secrets.get("crashy-ca").await?.data == ca_before,
+        "the CA was regenerated after the crash"
+    );
+    eprintln!(
+        "crash_mid_creation_converges: {partial} of {} children existed at the crash",
+        expected.len()
+    );
     Ok(())
 }
 
@@ -643,7 +1105,14 @@ async fn leader_election_fails_over(env: &Env) -> Result<()> {
     b.wait_ready(Duration::from_secs(60)).await?;
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), OPERATOR_NAMESPACE);
     let holder = || async {
-        anyhow::Ok(leases.get_opt("nestor-leader").await?.and_then(|l| l.spec).and_then(|s| s.holder_identity).unwrap_or_default())
+        anyhow::Ok(
+            leases
+                .get_opt("nestor-leader")
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default(),
+        )
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut leader = holder().await?;
@@ -652,7 +1121,11 @@ async fn leader_election_fails_over(env: &Env) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         leader = holder().await?;
     }
-    kubectl_ok(&env.admin, &["apply", "-n", namespace, "-f", "-"], Some(&vc_yaml("led", "{}")))?;
+    kubectl_ok(
+        &env.admin,
+        &["apply", "-n", namespace, "-f", "-"],
+        Some(&vc_yaml("led", "{}")),
+    )?;
     let vcs: Api<VirtualCluster> = Api::namespaced(env.client.clone(), namespace);
     wait_for("the leader to reconcile", Duration::from_secs(30), || {
         let vcs = vcs.clone();
@@ -660,26 +1133,49 @@ async fn leader_election_fails_over(env: &Env) -> Result<()> {
     })
     .await?;
     let (mut winner, mut follower) = if leader == "leader-a" { (a, b) } else { (b, a) };
-    ensure!(winner.metric_sum("nestor_reconciles_total", "").await? > 0.0, "the leader did not reconcile");
-    ensure!(follower.metric_sum("nestor_reconciles_total", "").await? == 0.0, "the follower reconciled");
-    ensure!(follower.metric_sum("nestor_api_writes_total", "").await? == 0.0, "the follower wrote");
+    ensure!(
+        winner.metric_sum("nestor_reconciles_total", "").await? > 0.0,
+        "the leader did not reconcile"
+    );
+    ensure!(
+        follower.metric_sum("nestor_reconciles_total", "").await? == 0.0,
+        "the follower reconciled"
+    );
+    ensure!(
+        follower.metric_sum("nestor_api_writes_total", "").await? == 0.0,
+        "the follower wrote"
+    );
 
     let killed = Instant::now();
     winner.kill();
-    kubectl_ok(&env.admin, &["apply", "-n", namespace, "-f", "-"], Some(&vc_yaml("after", "{}")))?;
+    kubectl_ok(
+        &env.admin,
+        &["apply", "-n", namespace, "-f", "-"],
+        Some(&vc_yaml("after", "{}")),
+    )?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let now_leader = holder().await?;
-        let took_over = now_leader == follower.name && follower.metric_sum("nestor_reconciles_total", "").await? > 0.0;
+        let took_over = now_leader == follower.name
+            && follower.metric_sum("nestor_reconciles_total", "").await? > 0.0;
         if took_over && vcs.get("after").await?.status.is_some() {
             break;
         }
-        ensure!(Instant::now() < deadline, "the follower did not take over (holder: {now_leader})");
+        ensure!(
+            Instant::now() < deadline,
+            "the follower did not take over (holder: {now_leader})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = killed.elapsed();
-    eprintln!("leader_election_fails_over: the follower took over {:.1}s after the leader died (lease 6s)", took.as_secs_f64());
-    ensure!(took < Duration::from_secs(6 * 3), "take-over took {took:?}, far beyond the 6s lease");
+    eprintln!(
+        "leader_election_fails_over: the follower took over {:.1}s after the leader died (lease 6s)",
+        took.as_secs_f64()
+    );
+    ensure!(
+        took < Duration::from_secs(6 * 3),
+        "take-over took {took:?}, far beyond the 6s lease"
+    );
     follower.stop();
     Ok(())
 }
@@ -687,15 +1183,23 @@ async fn leader_election_fails_over(env: &Env) -> Result<()> {
 /// Test 10: Fifty virtual clusters applied together all converge.
 async fn fifty_clusters_converge(env: &Env) -> Result<()> {
     let s = env.scenario("many").await?;
-    let yaml: Vec<String> = (0..50).map(|i| vc_yaml(&format!("vc-{i:02}"), "{}")).collect();
+    let yaml: Vec<String> = (0..50)
+        .map(|i| vc_yaml(&format!("vc-{i:02}"), "{}"))
+        .collect();
     let started = Instant::now();
     s.apply(&yaml.join("---\n"))?;
     for i in 0..50 {
         converged(&s, &format!("vc-{i:02}"), Duration::from_secs(300)).await?;
     }
     let took = started.elapsed();
-    let writes = s.settle(Duration::from_secs(3), Duration::from_secs(120)).await?;
-    eprintln!("fifty_clusters_converge: 50 clusters ({} children) converged in {:.1}s with {writes} writes", 50 * expected_children("x").len(), took.as_secs_f64());
+    let writes = s
+        .settle(Duration::from_secs(3), Duration::from_secs(120))
+        .await?;
+    eprintln!(
+        "fifty_clusters_converge: 50 clusters ({} children) converged in {:.1}s with {writes} writes",
+        50 * expected_children("x").len(),
+        took.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -711,7 +1215,10 @@ macro_rules! tests {
 
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let tests: Vec<(&str, TestFn)> = tests![
         crds_install_and_explain,
         chart_renders_and_rbac_is_least_privilege,
@@ -725,7 +1232,10 @@ fn main() -> std::process::ExitCode {
         fifty_clusters_converge,
     ];
     if args.list {
-        let trials = tests.iter().map(|(name, _)| Trial::test(*name, || Ok(()))).collect();
+        let trials = tests
+            .iter()
+            .map(|(name, _)| Trial::test(*name, || Ok(())))
+            .collect();
         return libtest_mimic::run(&args, trials).exit_code();
     }
     let dir = std::env::temp_dir().join(format!("nestor-it-{}", std::process::id()));
@@ -743,14 +1253,19 @@ fn main() -> std::process::ExitCode {
             let env = env.clone();
             let handle = handle.clone();
             Trial::test(name, move || {
-                handle.block_on(test(&env)).map_err(|e| format!("{e:#}").into())
+                handle
+                    .block_on(test(&env))
+                    .map_err(|e| format!("{e:#}").into())
             })
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     // The trials are gone; this is the last reference.
     if let (true, Ok(mut env)) = (conclusion.has_failed(), Arc::try_unwrap(env)) {
-        eprintln!("logs of the failed run are kept in {}", env.log_dir().display());
+        eprintln!(
+            "logs of the failed run are kept in {}",
+            env.log_dir().display()
+        );
         env.bed.keep_dir();
     }
     conclusion.exit_code()

@@ -1,8 +1,8 @@
 //! Command-line flags; each can also come from the environment.
 
 use clap::{Parser, ValueEnum};
-use nestor_controllers::nested::NestedRoute;
 use nestor_controllers::OperatorSettings;
+use nestor_controllers::nested::NestedRoute;
 use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -54,7 +54,12 @@ pub struct Args {
     #[arg(long, env = "NESTOR_NODE_IMAGE")]
     pub node_image: Option<String>,
     /// How to reach nested API servers.
-    #[arg(long, env = "NESTOR_NESTED_ROUTE", value_enum, default_value = "internal")]
+    #[arg(
+        long,
+        env = "NESTOR_NESTED_ROUTE",
+        value_enum,
+        default_value = "internal"
+    )]
     pub nested_route: Route,
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "NESTOR_WATCH_NAMESPACE")]
@@ -85,8 +90,16 @@ impl Args {
     pub fn settings(&self) -> OperatorSettings {
         let defaults = OperatorSettings::default();
         OperatorSettings {
-            default_registry: self.default_registry.clone().filter(|s| !s.is_empty()).unwrap_or(defaults.default_registry),
-            node_image_repository: self.node_image.clone().filter(|s| !s.is_empty()).unwrap_or(defaults.node_image_repository),
+            default_registry: self
+                .default_registry
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(defaults.default_registry),
+            node_image_repository: self
+                .node_image
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(defaults.node_image_repository),
             nested_route: match self.nested_route {
                 Route::Internal => NestedRoute::Internal,
                 Route::Published => NestedRoute::Published,

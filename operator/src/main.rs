@@ -13,9 +13,13 @@ use std::sync::Arc;
 async fn main() -> anyhow::Result<()> {
     let args = args::Args::parse();
     args.init_tracing();
-    let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("building the Kubernetes client")?;
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(nestor_controllers::metrics::Metrics::register(&mut registry));
+    let metrics = Arc::new(nestor_controllers::metrics::Metrics::register(
+        &mut registry,
+    ));
     let health = server::Health::default();
     tokio::spawn(server::serve(args.metrics_addr, registry, health.clone()));
 
@@ -23,9 +27,24 @@ async fn main() -> anyhow::Result<()> {
     health.set_ready();
 
     let shutdown = server::shutdown_signal();
-    let leadership = if args.leader_election { Some(server::acquire_leadership(&client, &args).await?) } else { None };
-    let reporter = Reporter { controller: "nestor-operator".into(), instance: Some(args.identity()) };
-    let run = nestor_controllers::runtime::run(client, args.settings(), metrics, reporter, args.concurrency, args.watch_namespace.clone(), shutdown);
+    let leadership = if args.leader_election {
+        Some(server::acquire_leadership(&client, &args).await?)
+    } else {
+        None
+    };
+    let reporter = Reporter {
+        controller: "nestor-operator".into(),
+        instance: Some(args.identity()),
+    };
+    let run = nestor_controllers::runtime::run(
+        client,
+        args.settings(),
+        metrics,
+        reporter,
+        args.concurrency,
+        args.watch_namespace.clone(),
+        shutdown,
+    );
     match leadership {
         Some(leadership) => leadership.run_while_leader(run).await,
         None => {

@@ -3,19 +3,19 @@
 
 use crate::args::Args;
 use anyhow::Context as _;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use kube::runtime::wait::{await_condition, conditions};
-use kube_lease_manager::{LeaseManagerBuilder, DurationSeconds};
+use kube_lease_manager::{DurationSeconds, LeaseManagerBuilder};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::{error, info};
 
@@ -37,7 +37,10 @@ struct AppState {
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
 pub async fn serve(addr: SocketAddr, registry: Registry, health: Health) {
-    let state = AppState { registry: Arc::new(registry), health };
+    let state = AppState {
+        registry: Arc::new(registry),
+        health,
+    };
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -54,16 +57,33 @@ pub async fn serve(addr: SocketAddr, registry: Registry, health: Health) {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+async fn metrics(
+    State(state): State<AppState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], body),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "text/plain")], "encoding failed".into()),
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            "encoding failed".into(),
+        ),
     }
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.health.0.load(Ordering::Relaxed) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "waiting for CRDs") }
+    if state.health.0.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for CRDs")
+    }
 }
 
 /// Waits until Nestor's CRDs are established.
@@ -83,14 +103,15 @@ pub async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
 #[allow(clippy::manual_async_fn)]
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + Sync + 'static {
     async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-                unreachable!()
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    error!(error = %e, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
+            };
         tokio::select! {
             _ = term.recv() => info!("SIGTERM received; shutting down"),
             _ = tokio::signal::ctrl_c() => info!("interrupt received; shutting down"),

@@ -4,10 +4,10 @@
 //! and removes what its node made. `nestor-testbed provisioner KUBECONFIG
 //! DIR` is the volume provisioner the node mode runs.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
+use nestor_e2e::TestBed;
 use nestor_e2e::process::Lifetime;
 use nestor_e2e::testbed::TestBedOptions;
-use nestor_e2e::TestBed;
 use std::path::PathBuf;
 
 fn default_dir() -> PathBuf {
@@ -22,7 +22,9 @@ async fn main() -> Result<()> {
     let with_node = args.iter().any(|a| a == "--node");
     args.retain(|a| a != "--node");
     if args.first().map(String::as_str) == Some("provisioner") {
-        let [_, kubeconfig, dir] = args.as_slice() else { bail!("usage: nestor-testbed provisioner KUBECONFIG DIR") };
+        let [_, kubeconfig, dir] = args.as_slice() else {
+            bail!("usage: nestor-testbed provisioner KUBECONFIG DIR")
+        };
         let client = nestor_e2e::testbed::client_for(std::path::Path::new(kubeconfig)).await?;
         return nestor_e2e::provisioner::run(client, PathBuf::from(dir)).await;
     }
@@ -30,9 +32,14 @@ async fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("up") => {
             if dir.join("pids").exists() {
-                bail!("a test bed is already recorded in {}; run `nestor-testbed down` first", dir.display());
+                bail!(
+                    "a test bed is already recorded in {}; run `nestor-testbed down` first",
+                    dir.display()
+                );
             }
-            let options = TestBedOptions { node: with_node.then(std::env::current_exe).transpose()? };
+            let options = TestBedOptions {
+                node: with_node.then(std::env::current_exe).transpose()?,
+            };
             let bed = TestBed::start(&dir, Lifetime::Detached, &options).await?;
             println!("{}", bed.kubeconfig.display());
             bed.detach();
@@ -40,9 +47,14 @@ async fn main() -> Result<()> {
         }
         Some("down") => {
             let n = TestBed::stop_recorded(&dir)?;
-            eprintln!("nestor-testbed: stopped {n} processes and removed {}", dir.display());
+            eprintln!(
+                "nestor-testbed: stopped {n} processes and removed {}",
+                dir.display()
+            );
             Ok(())
         }
-        _ => bail!("usage: nestor-testbed up [--node] [DIR] | down [DIR] | provisioner KUBECONFIG DIR"),
+        _ => bail!(
+            "usage: nestor-testbed up [--node] [DIR] | down [DIR] | provisioner KUBECONFIG DIR"
+        ),
     }
 }
