@@ -9,7 +9,8 @@
 use crate::context::Context;
 use crate::error::{Error, Result, code_and_reason};
 use crate::meta::{APPLIED_HASH, FIELD_MANAGER};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
@@ -156,6 +157,39 @@ pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<()> {
     Ok(())
 }
 
+/// Creates a Secret that must not exist yet. Returns false when it already
+/// exists (another writer, or a cache that has not seen it): nothing is
+/// overwritten.
+pub async fn create_secret(ctx: &Context, secret: &Secret) -> Result<bool> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics.write("create", "Secret");
+    let params = kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match api.create(&params, secret).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(e) => {
+            let (code, reason) = code_and_reason(&e);
+            Err(Error::WriteSecret { namespace, name, code, reason })
+        }
+    }
+}
+
+/// Reads a Secret's metadata only (no data). Errors keep only the HTTP
+/// status.
+pub async fn read_secret_metadata(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ObjectMeta>> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    api.get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)).map_err(|e| {
+        let (code, reason) = code_and_reason(&e);
+        Error::ReadSecret { namespace: namespace.into(), name: name.into(), code, reason }
+    })
+}
+
 /// Reads a Secret with its data (the caches hold none). Errors keep only the
 /// HTTP status.
 pub async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Secret>> {
@@ -214,6 +248,40 @@ pub fn slim_secret(secret: &mut Secret) {
     secret.string_data = None;
 }
 
+/// Drops a ConfigMap's content before it is cached: only its metadata (the
+/// applied hash, the nested add-ons marker) is read.
+pub fn slim_config_map(config_map: &mut ConfigMap) {
+    slim_meta(&mut config_map.metadata);
+    config_map.data = None;
+    config_map.binary_data = None;
+}
+
+/// Drops what reconcilers never read of a cached Deployment: the pod
+/// template's spec (the applied hash stands for it). Kept: replicas, the
+/// template's annotations (the running version) and the status.
+pub fn slim_deployment(deployment: &mut Deployment) {
+    slim_meta(&mut deployment.metadata);
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template.spec = None;
+        if let Some(meta) = spec.template.metadata.as_mut() {
+            meta.labels = None;
+        }
+    }
+}
+
+/// Like [`slim_deployment`], for StatefulSets (also drops the claim
+/// templates).
+pub fn slim_statefulset(statefulset: &mut StatefulSet) {
+    slim_meta(&mut statefulset.metadata);
+    if let Some(spec) = statefulset.spec.as_mut() {
+        spec.template.spec = None;
+        spec.volume_claim_templates = None;
+        if let Some(meta) = spec.template.metadata.as_mut() {
+            meta.labels = None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +333,24 @@ mod tests {
         assert_eq!(h1, desired_hash(&a.clone()));
         a.data = Some([("k".to_string(), "v".to_string())].into());
         assert_ne!(h1, desired_hash(&a));
+    }
+
+    #[test]
+    fn workloads_are_cached_without_pod_specs() {
+        let mut d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x"},
+            "spec": {"replicas": 2, "selector": {}, "template": {
+                "metadata": {"annotations": {"v": "1"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            "status": {"availableReplicas": 1}
+        }))
+        .unwrap();
+        slim_deployment(&mut d);
+        let spec = d.spec.as_ref().unwrap();
+        assert!(spec.template.spec.is_none());
+        assert_eq!(spec.replicas, Some(2));
+        assert_eq!(spec.template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["v"], "1");
+        assert_eq!(d.status.unwrap().available_replicas, Some(1));
     }
 
     #[test]

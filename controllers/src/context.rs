@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
-use kube::runtime::events::Reporter;
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use nestor_crds::{NodePool, VirtualCluster};
 use std::sync::Arc;
@@ -52,6 +52,7 @@ pub struct Context {
     pub client: Client,
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
-    pub reporter: Reporter,
+    /// One recorder for every Event, so that repeats are aggregated.
+    pub recorder: Recorder,
     pub settings: OperatorSettings,
 }

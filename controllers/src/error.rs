@@ -42,6 +42,11 @@ pub enum Error {
     )]
     DamagedCa { namespace: String, name: String },
 
+    #[error(
+        "another writer created the CA Secret of {namespace}/{name} at the same time; retrying with it"
+    )]
+    PkiRace { namespace: String, name: String },
+
     #[error("issuing certificates for {namespace}/{name}: {source}")]
     Pki {
         namespace: String,
@@ -95,6 +100,7 @@ impl Error {
             Error::Read { .. } => "read",
             Error::DamagedCa { .. } => "damaged_ca",
             Error::Pki { .. } => "pki",
+            Error::PkiRace { .. } => "pki_race",
             Error::PatchStatus { .. } => "patch_status",
             Error::Cleanup { .. } => "cleanup",
             Error::Nested { .. } => "nested",

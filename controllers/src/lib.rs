@@ -12,6 +12,7 @@ pub mod apply;
 pub mod cluster;
 pub mod context;
 pub mod controller_manager;
+pub mod desired;
 pub mod error;
 pub mod etcd;
 pub mod images;

@@ -20,7 +20,7 @@ use crate::meta::{
 };
 use crate::secrets::BUNDLE_FINGERPRINT;
 use crate::status::{Computed, READY, settle_conditions};
-use crate::validate::{parse_version, validate_pool};
+use crate::validate::validate_pool;
 use crate::{images, nested, pki};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
@@ -33,7 +33,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use nestor_crds::{NodePool, NodePoolStatus, VirtualCluster};
@@ -544,14 +544,10 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
     )
     .await?;
     apply_owned(&ctx, &ctx.stores.services, desired_node_service(&pool)).await?;
-    let minor = parse_version(&version).map(|v| v.minor).unwrap_or_default();
-    let _ = minor;
-    let image = images::node_image(&ctx.settings, vc.spec.images.registry.as_deref(), &version);
-    let image = if pool.spec.version.is_none() {
-        vc.spec.images.node.clone().unwrap_or(image)
-    } else {
-        image
-    };
+    // An explicit node image is the cluster's, for every pool.
+    let image = vc.spec.images.node.clone().unwrap_or_else(|| {
+        images::node_image(&ctx.settings, vc.spec.images.registry.as_deref(), &version)
+    });
     apply_owned(
         &ctx,
         &ctx.stores.stateful_sets,
@@ -560,7 +556,8 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
     .await?;
 
     if let (true, Some(token)) = (cp_ready, token) {
-        install_in_nested_cluster(&ctx, &pool, &names, &token).await?;
+        let installed = pki::inputs_hash(["bootstrap", ca_fp.as_str()]);
+        install_in_nested_cluster(&ctx, &pool, &names, &token, &installed).await?;
     }
     let observed = PoolObserved {
         control_plane_ready: Some(cp_ready),
@@ -632,6 +629,7 @@ async fn install_in_nested_cluster(
     pool: &NodePool,
     names: &ClusterNames,
     token: &BootstrapToken,
+    installed_hash: &str,
 ) -> Result<()> {
     let pn = PoolNames::new(pool);
     // The node RBAC comes with the cluster's add-ons (see virtualcluster).
@@ -643,21 +641,14 @@ async fn install_in_nested_cluster(
         &nested_bootstrap_token_secret(&pn.pool, token),
     )
     .await?;
-    let cached = ctx
-        .stores
-        .secrets
-        .get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
-    let hash = cached
-        .and_then(|s| s.annotations().get(INPUTS_HASH).cloned())
-        .unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pn.namespace);
     ctx.metrics.write("patch", "Secret");
-    let patch = serde_json::json!({"metadata": {"annotations": {NESTED_INSTALLED: hash}}});
-    api.patch(
-        &pn.bootstrap_secret(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
+    let patch = serde_json::json!({"metadata": {"annotations": {NESTED_INSTALLED: installed_hash}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(&pn.bootstrap_secret(), &params, &Patch::Merge(&patch))
     .await
     .map_err(|e| {
         let (code, reason) = crate::error::code_and_reason(&e);
@@ -668,7 +659,6 @@ async fn install_in_nested_cluster(
             reason,
         }
     })?;
-    let _ = FIELD_MANAGER;
     Ok(())
 }
 
@@ -718,7 +708,8 @@ async fn publish(ctx: &Context, pool: &NodePool, type_: EventType, reason: &str,
         secondary: None,
     };
     ctx.metrics.write("create", "Event");
-    if let Err(e) = Recorder::new(ctx.client.clone(), ctx.reporter.clone())
+    if let Err(e) = ctx
+        .recorder
         .publish(&event, &pool.object_ref(&()))
         .await
     {

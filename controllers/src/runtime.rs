@@ -3,9 +3,10 @@
 //!
 //! Every owned kind is watched once, cluster-wide, filtered by Nestor's
 //! `managed-by` label, slimmed before caching (no managed-field sets, no
-//! Secret data), and shared by both controllers.
+//! Secret or ConfigMap data, no pod templates), and shared by both
+//! controllers.
 
-use crate::apply::{slim_meta, slim_secret};
+use crate::apply::{slim_config_map, slim_deployment, slim_meta, slim_secret, slim_statefulset};
 use crate::context::{Context, OperatorSettings, Stores};
 use crate::meta::MANAGED_BY;
 use crate::metrics::{ControllerLabels, Metrics};
@@ -98,7 +99,7 @@ pub async fn run(
     let (config_maps, mut cm_subs) = shared_watch(
         api(&client).api::<ConfigMap>(),
         owned.clone(),
-        slim::<ConfigMap>,
+        slim_config_map,
         2,
     );
     let (services, mut svc_subs) = shared_watch(
@@ -110,13 +111,13 @@ pub async fn run(
     let (stateful_sets, mut sts_subs) = shared_watch(
         api(&client).api::<StatefulSet>(),
         owned.clone(),
-        slim::<StatefulSet>,
+        slim_statefulset,
         2,
     );
     let (deployments, mut deploy_subs) = shared_watch(
         api(&client).api::<Deployment>(),
         owned.clone(),
-        slim::<Deployment>,
+        slim_deployment,
         1,
     );
     let (network_policies, mut np_subs) = shared_watch(
@@ -148,7 +149,7 @@ pub async fn run(
         client: client.clone(),
         stores: stores.clone(),
         metrics,
-        reporter,
+        recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
         settings,
     });
 

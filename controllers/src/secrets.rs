@@ -16,6 +16,26 @@ use std::collections::BTreeMap;
 
 /// Annotation on the CA Secret: the fingerprint of every root it holds.
 pub const BUNDLE_FINGERPRINT: &str = "nestor.dev/bundle-fingerprint";
+/// Annotation on every other PKI Secret: when its certificates are renewed
+/// (two thirds into their one-year validity).
+pub const RENEW_AFTER: &str = "nestor.dev/renew-after";
+/// How long after issuing a leaf certificate is renewed.
+pub const RENEW_AFTER_DAYS: i64 = 243;
+
+/// Whether a PKI Secret's metadata says it is current: made from
+/// `expected_inputs` and not yet due for renewal at `now`.
+pub fn is_current(
+    annotations: Option<&BTreeMap<String, String>>,
+    expected_inputs: &str,
+    now: k8s_openapi::jiff::Timestamp,
+) -> bool {
+    let Some(annotations) = annotations else { return false };
+    let renew_ok = match annotations.get(RENEW_AFTER) {
+        None => !annotations.contains_key(INPUTS_HASH) || annotations.contains_key(BUNDLE_FINGERPRINT),
+        Some(at) => at.parse::<k8s_openapi::jiff::Timestamp>().is_ok_and(|at| now < at),
+    };
+    annotations.get(INPUTS_HASH).map(String::as_str) == Some(expected_inputs) && renew_ok
+}
 
 /// The Secrets of a cluster's PKI, in the order they are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -258,6 +278,10 @@ pub fn desired_pki_secret(
     )]);
     if kind == PkiSecret::Ca {
         annotations.insert(BUNDLE_FINGERPRINT.into(), fp);
+    } else {
+        let renew = k8s_openapi::jiff::Timestamp::now()
+            + k8s_openapi::jiff::SignedDuration::from_hours(24 * RENEW_AFTER_DAYS);
+        annotations.insert(RENEW_AFTER.into(), renew.to_string());
     }
     metadata.annotations = Some(annotations);
     Ok(Secret {
@@ -356,6 +380,24 @@ mod tests {
         etcd_client
             .verify_signature(Some(etcd_ca.public_key()))
             .unwrap();
+    }
+
+    #[test]
+    fn renewal_is_due_two_thirds_into_the_validity() {
+        let vc = fixtures::vc(json!({}));
+        let inputs = fixtures::inputs(&vc);
+        let bundle = pki::generate_ca_bundle("demo").unwrap();
+        let secret = desired_pki_secret(PkiSecret::Scheduler, &inputs, &exposure(), &bundle).unwrap();
+        let annotations = secret.metadata.annotations.as_ref();
+        let hash = inputs_hash(PkiSecret::Scheduler, &inputs, &exposure(), &bundle_fingerprint(&bundle));
+        let now = k8s_openapi::jiff::Timestamp::now();
+        assert!(is_current(annotations, &hash, now));
+        assert!(!is_current(annotations, "other", now));
+        let later = now + k8s_openapi::jiff::SignedDuration::from_hours(24 * (RENEW_AFTER_DAYS + 1));
+        assert!(!is_current(annotations, &hash, later), "due for renewal");
+        let ca = desired_pki_secret(PkiSecret::Ca, &inputs, &exposure(), &bundle).unwrap();
+        let ca_hash = inputs_hash(PkiSecret::Ca, &inputs, &exposure(), "");
+        assert!(is_current(ca.metadata.annotations.as_ref(), &ca_hash, later), "roots are never renewed this way");
     }
 
     #[test]

@@ -8,11 +8,13 @@
 use crate::apiserver::{
     desired_apiserver_deployment, desired_apiserver_service, published_endpoint,
 };
-use crate::apply::{Applied, apply_owned, apply_secret, read_secret};
+use crate::apply::{
+    Applied, apply_owned, apply_secret, create_secret, read_secret, read_secret_metadata,
+};
 use crate::cluster::ClusterInputs;
 use crate::context::Context;
 use crate::error::{Error, Result, is_not_found};
-use crate::meta::{CLUSTER_LABEL, ClusterNames, FINALIZER, INPUTS_HASH, MANAGED_BY};
+use crate::meta::{CLUSTER_LABEL, ClusterNames, FINALIZER, MANAGED_BY};
 use crate::secrets::{self, BUNDLE_FINGERPRINT, Exposure, PkiSecret};
 use crate::status::{Observed, READY, Rollout, compute_status};
 use crate::validate::validate_cluster;
@@ -21,7 +23,7 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -69,9 +71,6 @@ pub fn error_policy(_vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) 
     }
 }
 
-fn recorder(ctx: &Context) -> Recorder {
-    Recorder::new(ctx.client.clone(), ctx.reporter.clone())
-}
 
 async fn publish(ctx: &Context, vc: &VirtualCluster, type_: EventType, reason: &str, note: String) {
     let event = KubeEvent {
@@ -82,7 +81,7 @@ async fn publish(ctx: &Context, vc: &VirtualCluster, type_: EventType, reason: &
         secondary: None,
     };
     ctx.metrics.write("create", "Event");
-    if let Err(e) = recorder(ctx).publish(&event, &vc.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&event, &vc.object_ref(&())).await {
         warn!(error = %e, "publishing an event failed");
     }
 }
@@ -390,14 +389,14 @@ async fn ensure_pki(
     let known_fp = ca_cached
         .as_ref()
         .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned());
+    let now = k8s_openapi::jiff::Timestamp::now();
     let stale = |fp: &str| -> Vec<PkiSecret> {
         PkiSecret::ALL[1..]
             .iter()
             .copied()
             .filter(|kind| {
                 let expected = secrets::inputs_hash(*kind, inputs, exposure, fp);
-                cached(*kind).and_then(|s| s.annotations().get(INPUTS_HASH).cloned())
-                    != Some(expected)
+                !cached(*kind).is_some_and(|s| secrets::is_current(s.metadata.annotations.as_ref(), &expected, now))
             })
             .collect()
     };
@@ -422,19 +421,42 @@ async fn ensure_pki(
             let bundle = pki::generate_ca_bundle(&names.cluster).map_err(pki_error)?;
             let secret = secrets::desired_pki_secret(PkiSecret::Ca, inputs, exposure, &bundle)
                 .map_err(pki_error)?;
-            apply_secret(ctx, &secret).await?;
+            // Created, never applied: roots are not overwritten, even by a
+            // second leader during a hand-over.
+            if !create_secret(ctx, &secret).await? {
+                return Err(Error::PkiRace { namespace: names.namespace.clone(), name: ca_name });
+            }
             (bundle, true)
         }
     };
     let fp = secrets::bundle_fingerprint(&bundle);
-    let to_issue = stale(&fp);
+    // The cache may not have seen this operator's last writes yet: confirm
+    // with the API server before issuing anything again.
+    let mut to_issue = Vec::new();
+    for kind in stale(&fp) {
+        let expected = secrets::inputs_hash(kind, inputs, exposure, &fp);
+        let live = read_secret_metadata(ctx, &names.namespace, &kind.name(names)).await?;
+        if !live.is_some_and(|m| secrets::is_current(m.annotations.as_ref(), &expected, now)) {
+            to_issue.push(kind);
+        }
+    }
     for kind in &to_issue {
         let secret: Secret =
             secrets::desired_pki_secret(*kind, inputs, exposure, &bundle).map_err(pki_error)?;
         apply_secret(ctx, &secret).await?;
     }
     let issued: Vec<String> = to_issue.iter().map(|k| k.name(names)).collect();
-    if created {
+    let provisioned_before = vc.status.as_ref().is_some_and(|s| !s.conditions.is_empty());
+    if created && provisioned_before {
+        publish(
+            ctx,
+            vc,
+            EventType::Warning,
+            "PKIRegenerated",
+            "the CA Secret was gone: generated new roots of trust; earlier kubeconfigs, node certificates and service-account tokens no longer work".into(),
+        )
+        .await;
+    } else if created {
         publish(
             ctx,
             vc,

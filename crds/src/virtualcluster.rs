@@ -96,11 +96,15 @@ pub struct EtcdSpec {
     /// Size of each member's persistent volume, as a Kubernetes quantity.
     #[serde(default = "default_etcd_storage")]
     #[schemars(length(min = 1, max = 32))]
-    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("etcd storage must be a positive quantity such as 1Gi"))]
+    #[x_kube(
+        validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("etcd storage must be a positive quantity such as 1Gi"),
+        validation = Rule::new("self == oldSelf").message("etcd storage cannot change after creation (a StatefulSet's volume claims are fixed)")
+    )]
     pub storage: String,
     /// Storage class of the members' volumes; the host's default class when
-    /// unset.
+    /// unset. Fixed after creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("etcd storageClassName cannot change after creation (a StatefulSet's volume claims are fixed)"))]
     pub storage_class_name: Option<String>,
     /// CPU and memory of each etcd member.
     #[serde(default, skip_serializing_if = "Option::is_none")]

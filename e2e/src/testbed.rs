@@ -34,6 +34,9 @@ pub struct TestBedOptions {
     /// volume provisioner; the value is the `nestor-testbed` binary, which
     /// runs the provisioner. Needs root.
     pub node: Option<PathBuf>,
+    /// An audit policy (YAML) for the API server; the log goes to
+    /// `DIR/audit.log`.
+    pub audit_policy: Option<String>,
 }
 
 /// A free TCP port on loopback.
@@ -193,7 +196,21 @@ impl TestBed {
                 format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
                 "--profiling=false".into(),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(match &options.audit_policy {
+                Some(policy) => {
+                    write(&dir.join("audit-policy.yaml"), policy)?;
+                    vec![
+                        format!("--audit-policy-file={}", dir.join("audit-policy.yaml").display()),
+                        format!("--audit-log-path={}", dir.join("audit.log").display()),
+                        "--audit-log-format=json".into(),
+                        "--audit-log-mode=blocking".into(),
+                    ]
+                }
+                None => vec![],
+            })
+            .collect::<Vec<_>>(),
             &[],
             &logs.join("kube-apiserver.log"),
             lifetime,
@@ -356,6 +373,17 @@ impl TestBed {
             .map(|p| format!("{} {}", p.pid, p.name))
             .collect();
         write(&self.dir.join("pids"), &(pids.join("\n") + "\n"))
+    }
+
+    /// Writes a kubeconfig for a client-certificate user of this test bed.
+    pub fn user_kubeconfig(&self, user: &str, groups: &[&str], file: &str) -> Result<PathBuf> {
+        let read = |f: &str| std::fs::read_to_string(self.dir.join("pki").join(f));
+        let ca = KeyAndCert { cert_pem: read("ca.crt")?, key_pem: read("ca.key")? };
+        let cert = pki::issue(&ca, &LeafRequest::client(user, groups))?;
+        let path = self.dir.join(file);
+        let server = format!("https://{}:{}", self.api_host, self.api_port);
+        write(&path, &render("nestor-testbed", &server, &ca.cert_pem, user, Credentials::Certificate { cert_pem: &cert.cert_pem, key_pem: &cert.key_pem }))?;
+        Ok(path)
     }
 
     /// A client with the admin credentials.

@@ -16,7 +16,12 @@ case "$action" in
 up)
   set -e
   mkdir -p "$dir"
-  sysctl vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward > "$dir/sysctl.orig"
+  # The machine's own values, saved once (a crashed run must not record
+  # the values it changed as the originals).
+  [ -f "$SYSCTL_ORIG" ] || sysctl vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops \
+    kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward > "$SYSCTL_ORIG"
+  # Pods may reach each other, Services and the node, nothing beyond.
+  iptables -I FORWARD -s "$POD_CIDR" ! -d "$POD_CIDR" -m comment --comment NESTOR-TESTBED -j DROP
   # The node's address: a bridge without ports holding a /32 (this kernel
   # has no dummy links; the kubelet refuses a loopback node address).
   ip link add "$NODE_LINK" type bridge
@@ -50,7 +55,7 @@ down)
   ip link del "$NODE_LINK" 2>/dev/null
   for cmd in iptables ip6tables; do
     command -v "$cmd-save" >/dev/null || continue
-    "$cmd-save" | grep -vE 'KUBE-|CNI-' | "$cmd-restore"
+    "$cmd-save" | grep -vE 'KUBE-|CNI-|NESTOR-TESTBED' | "$cmd-restore"
   done
   # iptables-nft leaves empty base tables behind; drop those with no rule.
   if command -v nft >/dev/null; then
@@ -67,8 +72,9 @@ down)
     conntrack -D -d "$SERVICE_CIDR" >/dev/null 2>&1
   fi
   for c in /sys/fs/cgroup/*/kubepods; do [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null; done
-  if [ -f "$dir/sysctl.orig" ]; then
-    while read -r k _ v; do sysctl -qw "$k=$v"; done < "$dir/sysctl.orig"
+  if [ -f "$SYSCTL_ORIG" ]; then
+    while read -r k _ v; do sysctl -qw "$k=$v"; done < "$SYSCTL_ORIG"
+    rm -f "$SYSCTL_ORIG"
   fi
   # Paths the kubelet and containerd hard-code.
   rm -rf /var/lib/kubelet/device-plugins; rmdir /var/lib/kubelet 2>/dev/null

@@ -34,6 +34,7 @@ impl Env {
     async fn setup(dir: &Path) -> Result<Self> {
         let options = TestBedOptions {
             node: Some(PathBuf::from(env!("CARGO_BIN_EXE_nestor-testbed"))),
+            ..Default::default()
         };
         let bed = TestBed::start(dir, Lifetime::Tied, &options).await?;
         let admin = bed.kubeconfig.clone();

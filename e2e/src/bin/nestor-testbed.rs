@@ -39,6 +39,7 @@ async fn main() -> Result<()> {
             }
             let options = TestBedOptions {
                 node: with_node.then(std::env::current_exe).transpose()?,
+                ..Default::default()
             };
             let bed = TestBed::start(&dir, Lifetime::Detached, &options).await?;
             println!("{}", bed.kubeconfig.display());

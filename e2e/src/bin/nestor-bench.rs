@@ -1,0 +1,391 @@
+//! What the operator costs: for each N (default 10, 100, 1000) it starts a
+//! test bed (etcd, kube-apiserver with an audit log, kube-controller-manager,
+//! kube-scheduler; no kubelet), measures the floor (a plain client creating
+//! the same objects with the same concurrency), then starts the operator as
+//! a separate process and measures: time until N VirtualClusters have every
+//! child and a settled status, peak RSS and CPU seconds (from /proc), memory
+//! per virtual cluster, API requests per virtual cluster by verb (audit log)
+//! and writes by kind (operator metrics), writes and CPU during 60 s of
+//! idle, and the time to notice and repair a deleted child. Also the cost
+//! of one cluster's certificates. Prints a table and writes the figures as
+//! JSON to `target/figures/bench.json`.
+//!
+//! bash e2e/testbed/build-images.sh   # the operator binary the image ships
+//! cargo run --profile image -p nestor-e2e --bin nestor-bench -- [10,100,1000]
+
+use anyhow::{bail, ensure, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::Resource;
+use nestor_controllers::cluster::ClusterInputs;
+use nestor_controllers::desired::desired_objects;
+use nestor_controllers::secrets::Exposure;
+use nestor_controllers::validate::validate_cluster;
+use nestor_controllers::{pki, OperatorSettings};
+use nestor_crds::{VirtualCluster, VirtualClusterSpec};
+use nestor_e2e::operator::sum_samples;
+use nestor_e2e::process::{spawn, Lifetime, Proc};
+use nestor_e2e::testbed::{free_port, TestBedOptions};
+use nestor_e2e::tools::kubectl_ok;
+use nestor_e2e::{paths, TestBed};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Requests sent at once, by the floor's client and by the operator.
+const CONCURRENCY: usize = 16;
+const OPERATOR_USER: &str = "nestor-operator";
+const CHILDREN: usize = 19;
+
+fn audit_policy() -> String {
+    format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  users: [\"{OPERATOR_USER}\"]\n- level: None\n"
+    )
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_seconds(pid: i32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / clock_ticks())
+}
+
+/// (VmRSS, VmHWM) in bytes.
+fn memory(pid: i32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+fn vc(name: &str, namespace: &str) -> VirtualCluster {
+    let spec: VirtualClusterSpec = serde_json::from_value(json!({})).expect("an empty spec deserializes");
+    let mut vc = VirtualCluster::new(name, spec);
+    vc.metadata.namespace = Some(namespace.into());
+    vc
+}
+
+/// Creates objects with `CONCURRENCY` requests in flight.
+async fn create_all<K>(client: &kube::Client, namespace: &str, objects: Vec<K>) -> Result<Vec<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    futures::stream::iter(objects.into_iter().map(|o| {
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), &o).await }
+    }))
+    .buffer_unordered(CONCURRENCY)
+    .try_collect()
+    .await
+    .map_err(Into::into)
+}
+
+/// The floor: a plain client creates N VirtualClusters and every child,
+/// built beforehand by the same builders (certificates included, outside
+/// the timing).
+async fn floor(client: &kube::Client, n: usize) -> Result<f64> {
+    let namespace = "floor";
+    let settings = OperatorSettings::default();
+    let bundle = pki::generate_ca_bundle("floor")?;
+    let started = Instant::now();
+    let created = create_all(client, namespace, (0..n).map(|i| vc(&format!("vc-{i:04}"), namespace)).collect()).await?;
+    let mut secrets = vec![];
+    let mut services = vec![];
+    let mut config_maps = vec![];
+    let mut policies = vec![];
+    let mut stateful_sets = vec![];
+    let mut deployments = vec![];
+    let build_started = Instant::now();
+    for vc in &created {
+        let valid = validate_cluster(&vc.metadata.name.clone().unwrap_or_default(), &vc.spec)?;
+        let inputs = ClusterInputs::new(vc, valid, &settings, "floor".into());
+        let objects = desired_objects(&inputs, &Exposure { admin_endpoint: inputs.names.internal_endpoint(), extra_sans: vec![] }, &bundle)?;
+        secrets.extend(objects.secrets);
+        services.extend(objects.services);
+        config_maps.extend(objects.config_maps);
+        policies.extend(objects.network_policies);
+        stateful_sets.extend(objects.stateful_sets);
+        deployments.extend(objects.deployments);
+    }
+    let building = build_started.elapsed();
+    create_all(client, namespace, secrets).await?;
+    create_all(client, namespace, services).await?;
+    create_all(client, namespace, config_maps).await?;
+    create_all(client, namespace, policies).await?;
+    create_all(client, namespace, stateful_sets).await?;
+    create_all(client, namespace, deployments).await?;
+    Ok((started.elapsed() - building).as_secs_f64())
+}
+
+/// How many of the operator's children exist, and how many clusters report
+/// a status for their current generation.
+async fn progress(client: &kube::Client, namespace: &str) -> Result<(usize, usize)> {
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=nestor-operator");
+    macro_rules! count {
+        ($($kind:ty),*) => { 0 $(+ Api::<$kind>::namespaced(client.clone(), namespace).list_metadata(&lp).await?.items.len())* };
+    }
+    let children = count!(Secret, Service, ConfigMap, NetworkPolicy, StatefulSet, Deployment);
+    let vcs = Api::<VirtualCluster>::namespaced(client.clone(), namespace).list(&ListParams::default()).await?;
+    let settled = vcs
+        .items
+        .iter()
+        .filter(|vc| vc.status.as_ref().is_some_and(|s| s.observed_generation == vc.metadata.generation && s.endpoint.is_some()))
+        .count();
+    Ok((children, settled))
+}
+
+async fn operator_metrics(port: u16) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+/// Requests by verb in the audit log, from the given byte offset.
+fn audit_counts(path: &Path, from: u64) -> Result<(BTreeMap<String, u64>, u64)> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for line in bytes[from as usize..].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(event) = serde_json::from_slice::<Value>(line) else { continue };
+        let stage = event["stage"].as_str().unwrap_or_default();
+        let verb = event["verb"].as_str().unwrap_or_default().to_string();
+        // A watch is counted when it starts; everything else when it ends.
+        let counted = if verb == "watch" { stage == "ResponseStarted" } else { stage == "ResponseComplete" };
+        if counted {
+            *counts.entry(verb).or_insert(0) += 1;
+        }
+    }
+    Ok((counts, bytes.len() as u64))
+}
+
+async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
+    let dir = std::env::temp_dir().join(format!("nestor-bench-{}-{n}", std::process::id()));
+    let options = TestBedOptions { audit_policy: Some(audit_policy()), ..Default::default() };
+    let bed = TestBed::start(&dir, Lifetime::Tied, &options).await?;
+    let admin = bed.client().await?;
+    kubectl_ok(&bed.kubeconfig, &["apply", "--server-side", "-f", &paths::repo_root().join("crds/nestor.dev_crds.yaml").display().to_string()], None)?;
+    kubectl_ok(&bed.kubeconfig, &["wait", "--for=condition=Established", "crd/virtualclusters.nestor.dev", "crd/nodepools.nestor.dev"], None)?;
+    for ns in ["floor", "bench"] {
+        kubectl_ok(&bed.kubeconfig, &["create", "namespace", ns], None)?;
+    }
+    let floor_seconds = floor(&admin, n).await?;
+    eprintln!("bench N={n}: floor {floor_seconds:.1}s");
+
+    let kubeconfig = bed.user_kubeconfig(OPERATOR_USER, &["system:masters"], "operator.kubeconfig")?;
+    let port = free_port()?;
+    let mut operator: Proc = spawn(
+        "operator",
+        operator_bin,
+        &[
+            "--leader-election=false".into(),
+            format!("--metrics-addr=127.0.0.1:{port}"),
+            "--watch-namespace=bench".into(),
+            "--nested-route=published".into(),
+            format!("--concurrency={CONCURRENCY}"),
+            "--log-level=warn".into(),
+        ],
+        &[("KUBECONFIG", kubeconfig.display().to_string())],
+        &bed.dir.join("logs/operator.log"),
+        Lifetime::Tied,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while operator_metrics(port).await.is_err() {
+        ensure!(Instant::now() < deadline, "the operator did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_before, _) = memory(operator.pid)?;
+    let cpu_before = cpu_seconds(operator.pid)?;
+    let audit = bed.dir.join("audit.log");
+    let (_, audit_offset) = audit_counts(&audit, 0)?;
+
+    let started = Instant::now();
+    create_all(&admin, "bench", (0..n).map(|i| vc(&format!("vc-{i:04}"), "bench")).collect()).await?;
+    let poll = if n >= 500 { Duration::from_secs(2) } else { Duration::from_millis(250) };
+    loop {
+        let (children, settled) = progress(&admin, "bench").await?;
+        if children == n * CHILDREN && settled == n {
+            break;
+        }
+        if !operator.alive() {
+            bail!("the operator died; see {}", bed.dir.join("logs/operator.log").display());
+        }
+        ensure!(started.elapsed() < Duration::from_secs(1800), "not converged in 30 min ({children} children, {settled} settled)");
+        tokio::time::sleep(poll).await;
+    }
+    let converged = started.elapsed().as_secs_f64();
+    // Settled: no write for 5 s.
+    let mut last = sum_samples(&operator_metrics(port).await?, "nestor_api_writes_total", "");
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = sum_samples(&operator_metrics(port).await?, "nestor_api_writes_total", "");
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+    let settled = started.elapsed().as_secs_f64() - 5.0;
+    let (rss, hwm) = memory(operator.pid)?;
+    let cpu = cpu_seconds(operator.pid)? - cpu_before;
+    let metrics = operator_metrics(port).await?;
+    let mut writes_by_kind = BTreeMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with("nestor_api_writes_total{")) {
+        let labels = line.split('{').nth(1).and_then(|l| l.split('}').next()).unwrap_or_default().to_string();
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        writes_by_kind.insert(labels, value);
+    }
+    let writes: f64 = writes_by_kind.values().sum();
+    let (requests, audit_offset) = audit_counts(&audit, audit_offset)?;
+
+    // Idle: 60 s with nothing to do.
+    let idle_cpu_before = cpu_seconds(operator.pid)?;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let idle_writes = sum_samples(&operator_metrics(port).await?, "nestor_api_writes_total", "") - writes;
+    let idle_cpu = cpu_seconds(operator.pid)? - idle_cpu_before;
+    let (idle_requests, _) = audit_counts(&audit, audit_offset)?;
+
+    // Repair: a child deleted by hand.
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "bench");
+    let victim = "vc-0000-scheduler";
+    let old_uid = deployments.get(victim).await?.metadata.uid;
+    let deleted = Instant::now();
+    deployments.delete(victim, &DeleteParams::default()).await?;
+    loop {
+        if let Some(d) = deployments.get_opt(victim).await?
+            && d.metadata.uid != old_uid
+        {
+            break;
+        }
+        ensure!(deleted.elapsed() < Duration::from_secs(60), "the deleted Deployment was not repaired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let repair = deleted.elapsed().as_secs_f64();
+    operator.stop(Duration::from_secs(10));
+    drop(bed);
+
+    let per = |v: f64| v / n as f64;
+    Ok(json!({
+        "n": n,
+        "floor_seconds": floor_seconds,
+        "converged_seconds": converged,
+        "settled_seconds": settled,
+        "ratio_to_floor": converged / floor_seconds,
+        "rss_bytes": rss,
+        "peak_rss_bytes": hwm,
+        "rss_before_bytes": rss_before,
+        "rss_per_cluster_bytes": per(rss.saturating_sub(rss_before) as f64),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_cluster": per(cpu * 1000.0),
+        "writes": writes,
+        "writes_per_cluster": per(writes),
+        "writes_by_kind": writes_by_kind,
+        "requests_by_verb": requests,
+        "requests_per_cluster_by_verb": requests.iter().map(|(k, v)| (k.clone(), per(*v as f64))).collect::<BTreeMap<_, _>>(),
+        "idle_60s_writes": idle_writes,
+        "idle_60s_requests": idle_requests,
+        "idle_60s_cpu_seconds": idle_cpu,
+        "repair_seconds": repair,
+    }))
+}
+
+/// The cost of one cluster's certificates: a CA bundle and every PKI Secret.
+fn certificate_cost() -> Result<f64> {
+    let settings = OperatorSettings::default();
+    let mut cluster = vc("cost", "bench");
+    cluster.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
+    let valid = validate_cluster("cost", &cluster.spec)?;
+    let inputs = ClusterInputs::new(&cluster, valid, &settings, String::new());
+    let exposure = Exposure { admin_endpoint: "https://10.0.0.1:6443".into(), extra_sans: vec!["10.0.0.1".into()] };
+    let rounds = 50;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let bundle = pki::generate_ca_bundle("cost")?;
+        for kind in nestor_controllers::secrets::PkiSecret::ALL {
+            nestor_controllers::secrets::desired_pki_secret(kind, &inputs, &exposure, &bundle)?;
+        }
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0 / rounds as f64)
+}
+
+fn operator_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NESTOR_OPERATOR_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // The binary the operator image ships (e2e/testbed/build-images.sh).
+    let image = paths::repo_root().join("target/x86_64-unknown-linux-gnu/image/nestor-operator");
+    if image.is_file() {
+        return Ok(image);
+    }
+    bail!("build the operator first: bash e2e/testbed/build-images.sh (or set NESTOR_OPERATOR_BIN)")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let sizes: Vec<usize> = match std::env::args().nth(1) {
+        Some(list) => list.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().context("sizes: a comma-separated list")?,
+        None => vec![10, 100, 1000],
+    };
+    let operator = operator_binary()?;
+    let cert_ms = certificate_cost()?;
+    eprintln!("bench: certificates of one cluster (ECDSA P-256, 3 CAs, 10 leaves, SA key): {cert_ms:.2} ms");
+    let mut results = vec![];
+    for n in sizes {
+        let result = run(n, &operator).await?;
+        eprintln!("bench N={n}: {result}");
+        results.push(result);
+    }
+    println!();
+    println!("| N | floor s | operator s | ratio | settled s | peak RSS MiB | RSS/cluster KiB | CPU ms/cluster | writes/cluster | requests/cluster | idle 60 s writes | idle 60 s CPU s | repair s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &results {
+        let requests: f64 = r["requests_per_cluster_by_verb"].as_object().map(|m| m.values().filter_map(Value::as_f64).sum()).unwrap_or(0.0);
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
+            r["n"],
+            r["floor_seconds"].as_f64().unwrap_or(0.0),
+            r["converged_seconds"].as_f64().unwrap_or(0.0),
+            r["ratio_to_floor"].as_f64().unwrap_or(0.0),
+            r["settled_seconds"].as_f64().unwrap_or(0.0),
+            r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            r["rss_per_cluster_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+            r["cpu_ms_per_cluster"].as_f64().unwrap_or(0.0),
+            r["writes_per_cluster"].as_f64().unwrap_or(0.0),
+            requests,
+            r["idle_60s_writes"],
+            r["idle_60s_cpu_seconds"].as_f64().unwrap_or(0.0),
+            r["repair_seconds"].as_f64().unwrap_or(0.0),
+        );
+    }
+    println!("certificates of one cluster: {cert_ms:.2} ms");
+    let dir = paths::repo_root().join("target/figures");
+    std::fs::create_dir_all(&dir)?;
+    let all = json!({ "certificate_ms_per_cluster": cert_ms, "runs": results });
+    std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&all)?)?;
+    println!("figures written to {}", dir.join("bench.json").display());
+    Ok(())
+}
