@@ -4,14 +4,16 @@
 //!
 //! cargo bench -p nestor-controllers
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use nestor_controllers::cluster::ClusterInputs;
 use nestor_controllers::desired::desired_objects;
 use nestor_controllers::secrets::Exposure;
-use nestor_controllers::status::{compute_status, Observed, Rollout};
+use nestor_controllers::status::{Observed, Rollout, compute_status};
 use nestor_controllers::validate::validate_cluster;
-use nestor_controllers::{addons, apiserver, controller_manager, etcd, pki, scheduler, OperatorSettings};
+use nestor_controllers::{
+    OperatorSettings, addons, apiserver, controller_manager, etcd, pki, scheduler,
+};
 use nestor_crds::{VirtualCluster, VirtualClusterSpec};
 use std::hint::black_box;
 
@@ -29,37 +31,55 @@ fn builders(c: &mut Criterion) {
     let settings = OperatorSettings::default();
     let valid = validate_cluster("bench", &vc.spec).expect("valid");
     let inputs = ClusterInputs::new(&vc, valid, &settings, "rev".into());
-    let exposure = Exposure { admin_endpoint: "https://10.0.0.1:6443".into(), extra_sans: vec!["10.0.0.1".into()] };
+    let exposure = Exposure {
+        admin_endpoint: "https://10.0.0.1:6443".into(),
+        extra_sans: vec!["10.0.0.1".into()],
+    };
     let bundle = pki::generate_ca_bundle("bench").expect("bundle");
 
-    c.bench_function("validate_cluster", |b| b.iter(|| validate_cluster("bench", black_box(&vc.spec))));
-    c.bench_function("desired workloads, services, config maps (no certificates)", |b| {
-        b.iter(|| {
-            let i = black_box(&inputs);
-            (
-                etcd::desired_etcd_statefulset(i),
-                etcd::desired_etcd_peer_service(i),
-                etcd::desired_etcd_client_service(i),
-                etcd::desired_etcd_network_policy(i),
-                apiserver::desired_apiserver_deployment(i),
-                apiserver::desired_apiserver_service(i),
-                controller_manager::desired_controller_manager_deployment(i, true),
-                scheduler::desired_scheduler_deployment(i, true),
-                addons::desired_coredns_deployment(i, true),
-                addons::desired_coredns_config_map(i, None),
-                addons::desired_kube_proxy_config_map(i),
-                addons::desired_dns_service(i),
-            )
-        })
+    c.bench_function("validate_cluster", |b| {
+        b.iter(|| validate_cluster("bench", black_box(&vc.spec)))
     });
+    c.bench_function(
+        "desired workloads, services, config maps (no certificates)",
+        |b| {
+            b.iter(|| {
+                let i = black_box(&inputs);
+                (
+                    etcd::desired_etcd_statefulset(i),
+                    etcd::desired_etcd_peer_service(i),
+                    etcd::desired_etcd_client_service(i),
+                    etcd::desired_etcd_network_policy(i),
+                    apiserver::desired_apiserver_deployment(i),
+                    apiserver::desired_apiserver_service(i),
+                    controller_manager::desired_controller_manager_deployment(i, true),
+                    scheduler::desired_scheduler_deployment(i, true),
+                    addons::desired_coredns_deployment(i, true),
+                    addons::desired_coredns_config_map(i, None),
+                    addons::desired_kube_proxy_config_map(i),
+                    addons::desired_dns_service(i),
+                )
+            })
+        },
+    );
     c.bench_function("desired_objects (all 19, certificates issued)", |b| {
         b.iter(|| desired_objects(black_box(&inputs), &exposure, &bundle).expect("builds"))
     });
-    c.bench_function("generate_ca_bundle", |b| b.iter(|| pki::generate_ca_bundle("bench").expect("bundle")));
+    c.bench_function("generate_ca_bundle", |b| {
+        b.iter(|| pki::generate_ca_bundle("bench").expect("bundle"))
+    });
 }
 
 fn status(c: &mut Criterion) {
-    let rollout = || Some(Rollout { desired: 1, ready: 1, updated: 1, observed: true, version: Some("1.35.4".into()) });
+    let rollout = || {
+        Some(Rollout {
+            desired: 1,
+            ready: 1,
+            updated: 1,
+            observed: true,
+            version: Some("1.35.4".into()),
+        })
+    };
     let observed = Observed {
         etcd: rollout(),
         apiserver: rollout(),

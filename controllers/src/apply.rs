@@ -165,13 +165,21 @@ pub async fn create_secret(ctx: &Context, secret: &Secret) -> Result<bool> {
     let namespace = secret.metadata.namespace.clone().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.write("create", "Secret");
-    let params = kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let params = kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     match api.create(&params, secret).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(e) => {
             let (code, reason) = code_and_reason(&e);
-            Err(Error::WriteSecret { namespace, name, code, reason })
+            Err(Error::WriteSecret {
+                namespace,
+                name,
+                code,
+                reason,
+            })
         }
     }
 }
@@ -184,10 +192,18 @@ pub async fn read_secret_metadata(
     name: &str,
 ) -> Result<Option<ObjectMeta>> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    api.get_metadata_opt(name).await.map(|m| m.map(|m| m.metadata)).map_err(|e| {
-        let (code, reason) = code_and_reason(&e);
-        Error::ReadSecret { namespace: namespace.into(), name: name.into(), code, reason }
-    })
+    api.get_metadata_opt(name)
+        .await
+        .map(|m| m.map(|m| m.metadata))
+        .map_err(|e| {
+            let (code, reason) = code_and_reason(&e);
+            Error::ReadSecret {
+                namespace: namespace.into(),
+                name: name.into(),
+                code,
+                reason,
+            }
+        })
 }
 
 /// Reads a Secret with its data (the caches hold none). Errors keep only the
@@ -349,7 +365,16 @@ mod tests {
         let spec = d.spec.as_ref().unwrap();
         assert!(spec.template.spec.is_none());
         assert_eq!(spec.replicas, Some(2));
-        assert_eq!(spec.template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["v"], "1");
+        assert_eq!(
+            spec.template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()["v"],
+            "1"
+        );
         assert_eq!(d.status.unwrap().available_replicas, Some(1));
     }
 

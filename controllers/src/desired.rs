@@ -41,7 +41,11 @@ impl DesiredObjects {
 
 /// Builds every child of a virtual cluster, issuing its certificates from
 /// `bundle`, as a settled cluster has them (every component started).
-pub fn desired_objects(inputs: &ClusterInputs, exposure: &Exposure, bundle: &CaBundle) -> Result<DesiredObjects, PkiError> {
+pub fn desired_objects(
+    inputs: &ClusterInputs,
+    exposure: &Exposure,
+    bundle: &CaBundle,
+) -> Result<DesiredObjects, PkiError> {
     let secrets = PkiSecret::ALL
         .iter()
         .map(|kind| secrets::desired_pki_secret(*kind, inputs, exposure, bundle))
@@ -54,7 +58,10 @@ pub fn desired_objects(inputs: &ClusterInputs, exposure: &Exposure, bundle: &CaB
             addons::desired_dns_service(inputs),
             apiserver::desired_apiserver_service(inputs),
         ],
-        config_maps: vec![addons::desired_coredns_config_map(inputs, None), addons::desired_kube_proxy_config_map(inputs)],
+        config_maps: vec![
+            addons::desired_coredns_config_map(inputs, None),
+            addons::desired_kube_proxy_config_map(inputs),
+        ],
         network_policies: vec![etcd::desired_etcd_network_policy(inputs)],
         stateful_sets: vec![etcd::desired_etcd_statefulset(inputs)],
         deployments: vec![
@@ -79,6 +86,11 @@ mod tests {
         let bundle = crate::pki::generate_ca_bundle("demo").unwrap();
         let objects = desired_objects(&inputs, &Exposure::default(), &bundle).unwrap();
         assert_eq!(objects.len(), 19);
-        assert!(objects.deployments.iter().all(|d| d.metadata.owner_references.is_some()));
+        assert!(
+            objects
+                .deployments
+                .iter()
+                .all(|d| d.metadata.owner_references.is_some())
+        );
     }
 }

@@ -643,22 +643,23 @@ async fn install_in_nested_cluster(
     .await?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pn.namespace);
     ctx.metrics.write("patch", "Secret");
-    let patch = serde_json::json!({"metadata": {"annotations": {NESTED_INSTALLED: installed_hash}}});
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {NESTED_INSTALLED: installed_hash}}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
     api.patch(&pn.bootstrap_secret(), &params, &Patch::Merge(&patch))
-    .await
-    .map_err(|e| {
-        let (code, reason) = crate::error::code_and_reason(&e);
-        Error::WriteSecret {
-            namespace: pn.namespace.clone(),
-            name: pn.bootstrap_secret(),
-            code,
-            reason,
-        }
-    })?;
+        .await
+        .map_err(|e| {
+            let (code, reason) = crate::error::code_and_reason(&e);
+            Error::WriteSecret {
+                namespace: pn.namespace.clone(),
+                name: pn.bootstrap_secret(),
+                code,
+                reason,
+            }
+        })?;
     Ok(())
 }
 
@@ -708,11 +709,7 @@ async fn publish(ctx: &Context, pool: &NodePool, type_: EventType, reason: &str,
         secondary: None,
     };
     ctx.metrics.write("create", "Event");
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &pool.object_ref(&()))
-        .await
-    {
+    if let Err(e) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
         warn!(error = %e, "publishing an event failed");
     }
 }

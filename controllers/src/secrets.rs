@@ -29,10 +29,16 @@ pub fn is_current(
     expected_inputs: &str,
     now: k8s_openapi::jiff::Timestamp,
 ) -> bool {
-    let Some(annotations) = annotations else { return false };
+    let Some(annotations) = annotations else {
+        return false;
+    };
     let renew_ok = match annotations.get(RENEW_AFTER) {
-        None => !annotations.contains_key(INPUTS_HASH) || annotations.contains_key(BUNDLE_FINGERPRINT),
-        Some(at) => at.parse::<k8s_openapi::jiff::Timestamp>().is_ok_and(|at| now < at),
+        None => {
+            !annotations.contains_key(INPUTS_HASH) || annotations.contains_key(BUNDLE_FINGERPRINT)
+        }
+        Some(at) => at
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .is_ok_and(|at| now < at),
     };
     annotations.get(INPUTS_HASH).map(String::as_str) == Some(expected_inputs) && renew_ok
 }
@@ -387,17 +393,27 @@ mod tests {
         let vc = fixtures::vc(json!({}));
         let inputs = fixtures::inputs(&vc);
         let bundle = pki::generate_ca_bundle("demo").unwrap();
-        let secret = desired_pki_secret(PkiSecret::Scheduler, &inputs, &exposure(), &bundle).unwrap();
+        let secret =
+            desired_pki_secret(PkiSecret::Scheduler, &inputs, &exposure(), &bundle).unwrap();
         let annotations = secret.metadata.annotations.as_ref();
-        let hash = inputs_hash(PkiSecret::Scheduler, &inputs, &exposure(), &bundle_fingerprint(&bundle));
+        let hash = inputs_hash(
+            PkiSecret::Scheduler,
+            &inputs,
+            &exposure(),
+            &bundle_fingerprint(&bundle),
+        );
         let now = k8s_openapi::jiff::Timestamp::now();
         assert!(is_current(annotations, &hash, now));
         assert!(!is_current(annotations, "other", now));
-        let later = now + k8s_openapi::jiff::SignedDuration::from_hours(24 * (RENEW_AFTER_DAYS + 1));
+        let later =
+            now + k8s_openapi::jiff::SignedDuration::from_hours(24 * (RENEW_AFTER_DAYS + 1));
         assert!(!is_current(annotations, &hash, later), "due for renewal");
         let ca = desired_pki_secret(PkiSecret::Ca, &inputs, &exposure(), &bundle).unwrap();
         let ca_hash = inputs_hash(PkiSecret::Ca, &inputs, &exposure(), "");
-        assert!(is_current(ca.metadata.annotations.as_ref(), &ca_hash, later), "roots are never renewed this way");
+        assert!(
+            is_current(ca.metadata.annotations.as_ref(), &ca_hash, later),
+            "roots are never renewed this way"
+        );
     }
 
     #[test]

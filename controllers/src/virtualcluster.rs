@@ -71,7 +71,6 @@ pub fn error_policy(_vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) 
     }
 }
 
-
 async fn publish(ctx: &Context, vc: &VirtualCluster, type_: EventType, reason: &str, note: String) {
     let event = KubeEvent {
         type_,
@@ -396,7 +395,9 @@ async fn ensure_pki(
             .copied()
             .filter(|kind| {
                 let expected = secrets::inputs_hash(*kind, inputs, exposure, fp);
-                !cached(*kind).is_some_and(|s| secrets::is_current(s.metadata.annotations.as_ref(), &expected, now))
+                !cached(*kind).is_some_and(|s| {
+                    secrets::is_current(s.metadata.annotations.as_ref(), &expected, now)
+                })
             })
             .collect()
     };
@@ -424,7 +425,10 @@ async fn ensure_pki(
             // Created, never applied: roots are not overwritten, even by a
             // second leader during a hand-over.
             if !create_secret(ctx, &secret).await? {
-                return Err(Error::PkiRace { namespace: names.namespace.clone(), name: ca_name });
+                return Err(Error::PkiRace {
+                    namespace: names.namespace.clone(),
+                    name: ca_name,
+                });
             }
             (bundle, true)
         }

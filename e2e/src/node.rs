@@ -62,11 +62,28 @@ fn lock_path() -> PathBuf {
 pub fn lock(dir: &Path) -> Result<()> {
     if let Ok(holder) = std::fs::read_to_string(lock_path()) {
         let holder = PathBuf::from(holder.trim());
-        if holder.join("pids").exists() && holder != dir {
+        let pids = std::fs::read_to_string(holder.join("pids")).unwrap_or_default();
+        let alive = pids.lines().any(|l| {
+            let pid = l
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<i32>().ok());
+            // SAFETY: signal 0 only checks that the process exists.
+            pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0)
+        });
+        if alive && holder != dir {
             bail!(
                 "another test bed with a node runs in {}; stop it first (e2e/down.sh or nestor-testbed down)",
                 holder.display()
             );
+        }
+        if !alive {
+            // A test bed that died without cleaning up: clean up after it.
+            eprintln!(
+                "nestor-testbed: cleaning up after a dead test bed in {}",
+                holder.display()
+            );
+            network("down", &holder.join("node"))?;
         }
     }
     std::fs::write(lock_path(), dir.display().to_string())?;
@@ -237,12 +254,19 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
         ),
     )?;
 
+    // No registry is reachable, and none may be tried: every pull goes to a
+    // dead proxy on loopback (all images are imported).
+    let nowhere = "http://127.0.0.1:9".to_string();
     let mut procs = Vec::new();
     procs.push(spawn(
         "containerd",
         Path::new("/usr/bin/containerd"),
         &["--config".into(), d("containerd/config.toml")],
-        &[],
+        &[
+            ("HTTP_PROXY", nowhere.clone()),
+            ("HTTPS_PROXY", nowhere),
+            ("NO_PROXY", String::new()),
+        ],
         &logs.join("containerd.log"),
         lifetime,
     )?);

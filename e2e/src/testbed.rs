@@ -202,7 +202,10 @@ impl TestBed {
                 Some(policy) => {
                     write(&dir.join("audit-policy.yaml"), policy)?;
                     vec![
-                        format!("--audit-policy-file={}", dir.join("audit-policy.yaml").display()),
+                        format!(
+                            "--audit-policy-file={}",
+                            dir.join("audit-policy.yaml").display()
+                        ),
                         format!("--audit-log-path={}", dir.join("audit.log").display()),
                         "--audit-log-format=json".into(),
                         "--audit-log-mode=blocking".into(),
@@ -378,11 +381,26 @@ impl TestBed {
     /// Writes a kubeconfig for a client-certificate user of this test bed.
     pub fn user_kubeconfig(&self, user: &str, groups: &[&str], file: &str) -> Result<PathBuf> {
         let read = |f: &str| std::fs::read_to_string(self.dir.join("pki").join(f));
-        let ca = KeyAndCert { cert_pem: read("ca.crt")?, key_pem: read("ca.key")? };
+        let ca = KeyAndCert {
+            cert_pem: read("ca.crt")?,
+            key_pem: read("ca.key")?,
+        };
         let cert = pki::issue(&ca, &LeafRequest::client(user, groups))?;
         let path = self.dir.join(file);
         let server = format!("https://{}:{}", self.api_host, self.api_port);
-        write(&path, &render("nestor-testbed", &server, &ca.cert_pem, user, Credentials::Certificate { cert_pem: &cert.cert_pem, key_pem: &cert.key_pem }))?;
+        write(
+            &path,
+            &render(
+                "nestor-testbed",
+                &server,
+                &ca.cert_pem,
+                user,
+                Credentials::Certificate {
+                    cert_pem: &cert.cert_pem,
+                    key_pem: &cert.key_pem,
+                },
+            ),
+        )?;
         Ok(path)
     }
 

@@ -13,25 +13,25 @@
 //! bash e2e/testbed/build-images.sh   # the operator binary the image ships
 //! cargo run --profile image -p nestor-e2e --bin nestor-bench -- [10,100,1000]
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Resource;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use nestor_controllers::cluster::ClusterInputs;
 use nestor_controllers::desired::desired_objects;
 use nestor_controllers::secrets::Exposure;
 use nestor_controllers::validate::validate_cluster;
-use nestor_controllers::{pki, OperatorSettings};
+use nestor_controllers::{OperatorSettings, pki};
 use nestor_crds::{VirtualCluster, VirtualClusterSpec};
 use nestor_e2e::operator::sum_samples;
-use nestor_e2e::process::{spawn, Lifetime, Proc};
-use nestor_e2e::testbed::{free_port, TestBedOptions};
+use nestor_e2e::process::{Lifetime, Proc, spawn};
+use nestor_e2e::testbed::{TestBedOptions, free_port};
 use nestor_e2e::tools::kubectl_ok;
-use nestor_e2e::{paths, TestBed};
-use serde_json::{json, Value};
+use nestor_e2e::{TestBed, paths};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,7 +55,12 @@ fn clock_ticks() -> f64 {
 /// CPU seconds (user + system) of a process.
 fn cpu_seconds(pid: i32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     Ok(ticks / clock_ticks())
 }
@@ -76,7 +81,8 @@ fn memory(pid: i32) -> Result<(u64, u64)> {
 }
 
 fn vc(name: &str, namespace: &str) -> VirtualCluster {
-    let spec: VirtualClusterSpec = serde_json::from_value(json!({})).expect("an empty spec deserializes");
+    let spec: VirtualClusterSpec =
+        serde_json::from_value(json!({})).expect("an empty spec deserializes");
     let mut vc = VirtualCluster::new(name, spec);
     vc.metadata.namespace = Some(namespace.into());
     vc
@@ -110,7 +116,14 @@ async fn floor(client: &kube::Client, n: usize) -> Result<f64> {
     let settings = OperatorSettings::default();
     let bundle = pki::generate_ca_bundle("floor")?;
     let started = Instant::now();
-    let created = create_all(client, namespace, (0..n).map(|i| vc(&format!("vc-{i:04}"), namespace)).collect()).await?;
+    let created = create_all(
+        client,
+        namespace,
+        (0..n)
+            .map(|i| vc(&format!("vc-{i:04}"), namespace))
+            .collect(),
+    )
+    .await?;
     let mut secrets = vec![];
     let mut services = vec![];
     let mut config_maps = vec![];
@@ -121,7 +134,14 @@ async fn floor(client: &kube::Client, n: usize) -> Result<f64> {
     for vc in &created {
         let valid = validate_cluster(&vc.metadata.name.clone().unwrap_or_default(), &vc.spec)?;
         let inputs = ClusterInputs::new(vc, valid, &settings, "floor".into());
-        let objects = desired_objects(&inputs, &Exposure { admin_endpoint: inputs.names.internal_endpoint(), extra_sans: vec![] }, &bundle)?;
+        let objects = desired_objects(
+            &inputs,
+            &Exposure {
+                admin_endpoint: inputs.names.internal_endpoint(),
+                extra_sans: vec![],
+            },
+            &bundle,
+        )?;
         secrets.extend(objects.secrets);
         services.extend(objects.services);
         config_maps.extend(objects.config_maps);
@@ -146,12 +166,25 @@ async fn progress(client: &kube::Client, namespace: &str) -> Result<(usize, usiz
     macro_rules! count {
         ($($kind:ty),*) => { 0 $(+ Api::<$kind>::namespaced(client.clone(), namespace).list_metadata(&lp).await?.items.len())* };
     }
-    let children = count!(Secret, Service, ConfigMap, NetworkPolicy, StatefulSet, Deployment);
-    let vcs = Api::<VirtualCluster>::namespaced(client.clone(), namespace).list(&ListParams::default()).await?;
+    let children = count!(
+        Secret,
+        Service,
+        ConfigMap,
+        NetworkPolicy,
+        StatefulSet,
+        Deployment
+    );
+    let vcs = Api::<VirtualCluster>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
     let settled = vcs
         .items
         .iter()
-        .filter(|vc| vc.status.as_ref().is_some_and(|s| s.observed_generation == vc.metadata.generation && s.endpoint.is_some()))
+        .filter(|vc| {
+            vc.status.as_ref().is_some_and(|s| {
+                s.observed_generation == vc.metadata.generation && s.endpoint.is_some()
+            })
+        })
         .count();
     Ok((children, settled))
 }
@@ -169,12 +202,21 @@ async fn operator_metrics(port: u16) -> Result<String> {
 fn audit_counts(path: &Path, from: u64) -> Result<(BTreeMap<String, u64>, u64)> {
     let bytes = std::fs::read(path).unwrap_or_default();
     let mut counts = BTreeMap::new();
-    for line in bytes[from as usize..].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(event) = serde_json::from_slice::<Value>(line) else { continue };
+    for line in bytes[from as usize..]
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+    {
+        let Ok(event) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
         let stage = event["stage"].as_str().unwrap_or_default();
         let verb = event["verb"].as_str().unwrap_or_default().to_string();
         // A watch is counted when it starts; everything else when it ends.
-        let counted = if verb == "watch" { stage == "ResponseStarted" } else { stage == "ResponseComplete" };
+        let counted = if verb == "watch" {
+            stage == "ResponseStarted"
+        } else {
+            stage == "ResponseComplete"
+        };
         if counted {
             *counts.entry(verb).or_insert(0) += 1;
         }
@@ -184,18 +226,43 @@ fn audit_counts(path: &Path, from: u64) -> Result<(BTreeMap<String, u64>, u64)> 
 
 async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("nestor-bench-{}-{n}", std::process::id()));
-    let options = TestBedOptions { audit_policy: Some(audit_policy()), ..Default::default() };
+    let options = TestBedOptions {
+        audit_policy: Some(audit_policy()),
+        ..Default::default()
+    };
     let bed = TestBed::start(&dir, Lifetime::Tied, &options).await?;
     let admin = bed.client().await?;
-    kubectl_ok(&bed.kubeconfig, &["apply", "--server-side", "-f", &paths::repo_root().join("crds/nestor.dev_crds.yaml").display().to_string()], None)?;
-    kubectl_ok(&bed.kubeconfig, &["wait", "--for=condition=Established", "crd/virtualclusters.nestor.dev", "crd/nodepools.nestor.dev"], None)?;
+    kubectl_ok(
+        &bed.kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &paths::repo_root()
+                .join("crds/nestor.dev_crds.yaml")
+                .display()
+                .to_string(),
+        ],
+        None,
+    )?;
+    kubectl_ok(
+        &bed.kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/virtualclusters.nestor.dev",
+            "crd/nodepools.nestor.dev",
+        ],
+        None,
+    )?;
     for ns in ["floor", "bench"] {
         kubectl_ok(&bed.kubeconfig, &["create", "namespace", ns], None)?;
     }
     let floor_seconds = floor(&admin, n).await?;
     eprintln!("bench N={n}: floor {floor_seconds:.1}s");
 
-    let kubeconfig = bed.user_kubeconfig(OPERATOR_USER, &["system:masters"], "operator.kubeconfig")?;
+    let kubeconfig =
+        bed.user_kubeconfig(OPERATOR_USER, &["system:masters"], "operator.kubeconfig")?;
     let port = free_port()?;
     let mut operator: Proc = spawn(
         "operator",
@@ -224,26 +291,49 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let (_, audit_offset) = audit_counts(&audit, 0)?;
 
     let started = Instant::now();
-    create_all(&admin, "bench", (0..n).map(|i| vc(&format!("vc-{i:04}"), "bench")).collect()).await?;
-    let poll = if n >= 500 { Duration::from_secs(2) } else { Duration::from_millis(250) };
+    create_all(
+        &admin,
+        "bench",
+        (0..n).map(|i| vc(&format!("vc-{i:04}"), "bench")).collect(),
+    )
+    .await?;
+    let poll = if n >= 500 {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_millis(250)
+    };
     loop {
         let (children, settled) = progress(&admin, "bench").await?;
         if children == n * CHILDREN && settled == n {
             break;
         }
         if !operator.alive() {
-            bail!("the operator died; see {}", bed.dir.join("logs/operator.log").display());
+            bail!(
+                "the operator died; see {}",
+                bed.dir.join("logs/operator.log").display()
+            );
         }
-        ensure!(started.elapsed() < Duration::from_secs(1800), "not converged in 30 min ({children} children, {settled} settled)");
+        ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "not converged in 30 min ({children} children, {settled} settled)"
+        );
         tokio::time::sleep(poll).await;
     }
     let converged = started.elapsed().as_secs_f64();
     // Settled: no write for 5 s.
-    let mut last = sum_samples(&operator_metrics(port).await?, "nestor_api_writes_total", "");
+    let mut last = sum_samples(
+        &operator_metrics(port).await?,
+        "nestor_api_writes_total",
+        "",
+    );
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = sum_samples(&operator_metrics(port).await?, "nestor_api_writes_total", "");
+        let now = sum_samples(
+            &operator_metrics(port).await?,
+            "nestor_api_writes_total",
+            "",
+        );
         if now != last {
             last = now;
             quiet_since = Instant::now();
@@ -254,9 +344,21 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let cpu = cpu_seconds(operator.pid)? - cpu_before;
     let metrics = operator_metrics(port).await?;
     let mut writes_by_kind = BTreeMap::new();
-    for line in metrics.lines().filter(|l| l.starts_with("nestor_api_writes_total{")) {
-        let labels = line.split('{').nth(1).and_then(|l| l.split('}').next()).unwrap_or_default().to_string();
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("nestor_api_writes_total{"))
+    {
+        let labels = line
+            .split('{')
+            .nth(1)
+            .and_then(|l| l.split('}').next())
+            .unwrap_or_default()
+            .to_string();
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
         writes_by_kind.insert(labels, value);
     }
     let writes: f64 = writes_by_kind.values().sum();
@@ -265,7 +367,11 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     // Idle: 60 s with nothing to do.
     let idle_cpu_before = cpu_seconds(operator.pid)?;
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let idle_writes = sum_samples(&operator_metrics(port).await?, "nestor_api_writes_total", "") - writes;
+    let idle_writes = sum_samples(
+        &operator_metrics(port).await?,
+        "nestor_api_writes_total",
+        "",
+    ) - writes;
     let idle_cpu = cpu_seconds(operator.pid)? - idle_cpu_before;
     let (idle_requests, _) = audit_counts(&audit, audit_offset)?;
 
@@ -281,7 +387,10 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         {
             break;
         }
-        ensure!(deleted.elapsed() < Duration::from_secs(60), "the deleted Deployment was not repaired");
+        ensure!(
+            deleted.elapsed() < Duration::from_secs(60),
+            "the deleted Deployment was not repaired"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let repair = deleted.elapsed().as_secs_f64();
@@ -320,7 +429,10 @@ fn certificate_cost() -> Result<f64> {
     cluster.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
     let valid = validate_cluster("cost", &cluster.spec)?;
     let inputs = ClusterInputs::new(&cluster, valid, &settings, String::new());
-    let exposure = Exposure { admin_endpoint: "https://10.0.0.1:6443".into(), extra_sans: vec!["10.0.0.1".into()] };
+    let exposure = Exposure {
+        admin_endpoint: "https://10.0.0.1:6443".into(),
+        extra_sans: vec!["10.0.0.1".into()],
+    };
     let rounds = 50;
     let started = Instant::now();
     for _ in 0..rounds {
@@ -347,12 +459,18 @@ fn operator_binary() -> Result<PathBuf> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let sizes: Vec<usize> = match std::env::args().nth(1) {
-        Some(list) => list.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().context("sizes: a comma-separated list")?,
+        Some(list) => list
+            .split(',')
+            .map(|n| n.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("sizes: a comma-separated list")?,
         None => vec![10, 100, 1000],
     };
     let operator = operator_binary()?;
     let cert_ms = certificate_cost()?;
-    eprintln!("bench: certificates of one cluster (ECDSA P-256, 3 CAs, 10 leaves, SA key): {cert_ms:.2} ms");
+    eprintln!(
+        "bench: certificates of one cluster (ECDSA P-256, 3 CAs, 10 leaves, SA key): {cert_ms:.2} ms"
+    );
     let mut results = vec![];
     for n in sizes {
         let result = run(n, &operator).await?;
@@ -360,10 +478,15 @@ async fn main() -> Result<()> {
         results.push(result);
     }
     println!();
-    println!("| N | floor s | operator s | ratio | settled s | peak RSS MiB | RSS/cluster KiB | CPU ms/cluster | writes/cluster | requests/cluster | idle 60 s writes | idle 60 s CPU s | repair s |");
+    println!(
+        "| N | floor s | operator s | ratio | settled s | peak RSS MiB | RSS/cluster KiB | CPU ms/cluster | writes/cluster | requests/cluster | idle 60 s writes | idle 60 s CPU s | repair s |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
-        let requests: f64 = r["requests_per_cluster_by_verb"].as_object().map(|m| m.values().filter_map(Value::as_f64).sum()).unwrap_or(0.0);
+        let requests: f64 = r["requests_per_cluster_by_verb"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_f64).sum())
+            .unwrap_or(0.0);
         println!(
             "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
             r["n"],

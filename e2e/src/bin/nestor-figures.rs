@@ -150,8 +150,15 @@ async fn main() -> Result<()> {
             let dir = std::env::temp_dir().join(format!("nestor-figures-{}", std::process::id()));
             let helper = std::env::current_exe()?.with_file_name("nestor-testbed");
             let started = Instant::now();
-            let bed = TestBed::start(&dir, Lifetime::Tied, &TestBedOptions { node: Some(helper), ..Default::default() })
-                .await?;
+            let bed = TestBed::start(
+                &dir,
+                Lifetime::Tied,
+                &TestBedOptions {
+                    node: Some(helper),
+                    ..Default::default()
+                },
+            )
+            .await?;
             println!(
                 "test bed with a node up in {:.1}s",
                 started.elapsed().as_secs_f64()
