@@ -11,6 +11,7 @@ use crate::context::{Context, OperatorSettings, Stores};
 use crate::meta::MANAGED_BY;
 use crate::metrics::{ControllerLabels, Metrics};
 use crate::{nodepool, virtualcluster};
+use futures::channel::mpsc::UnboundedSender;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -32,9 +33,41 @@ use tracing::{info, warn};
 /// Capacity of each shared watch's fan-out buffer.
 const SHARED_BUFFER: usize = 1024;
 
-struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
-    store: Store<K>,
-    writer: Option<reflector::store::Writer<K>>,
+/// Where the deletion of an owned object is sent, as its owner: shared
+/// subscriptions carry only objects that exist, so a child deleted by hand
+/// would otherwise wait for the next resync to be repaired.
+#[derive(Clone)]
+struct Deletions {
+    clusters: UnboundedSender<ObjectRef<VirtualCluster>>,
+    pools: UnboundedSender<ObjectRef<NodePool>>,
+}
+
+impl Deletions {
+    fn owner_of<K: Resource>(&self, obj: &K) {
+        let namespace = obj.meta().namespace.clone().unwrap_or_default();
+        for owner in obj
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|o| o.controller == Some(true))
+        {
+            // A closed channel means the controllers are shutting down.
+            match owner.kind.as_str() {
+                "VirtualCluster" => {
+                    let _ = self
+                        .clusters
+                        .unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+                }
+                "NodePool" => {
+                    let _ = self
+                        .pools
+                        .unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Starts one shared watch; returns its cache and the subscriptions asked
@@ -44,16 +77,12 @@ fn shared_watch<K>(
     config: watcher::Config,
     slim: fn(&mut K),
     subscribers: usize,
+    deletions: Deletions,
 ) -> (Store<K>, Vec<ReflectHandle<K>>)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store_shared(SHARED_BUFFER);
-    let mut shared = Shared {
-        store,
-        writer: Some(writer),
-    };
-    let writer = shared.writer.take().expect("writer is set above");
     let handles = (0..subscribers)
         .filter_map(|_| writer.subscribe())
         .collect();
@@ -64,12 +93,14 @@ where
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
+            match event {
+                Ok(watcher::Event::Delete(obj)) => deletions.owner_of(&obj),
+                Ok(_) => {}
+                Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
             }
         }
     });
-    (shared.store, handles)
+    (store, handles)
 }
 
 fn slim<K: Resource>(obj: &mut K) {
@@ -90,50 +121,72 @@ pub async fn run(
         Some(ns) => Scope::Namespace(client.clone(), ns.clone()),
         None => Scope::All(client.clone()),
     };
+    let (cluster_deletions, deleted_clusters) = futures::channel::mpsc::unbounded();
+    let (pool_deletions, deleted_pools) = futures::channel::mpsc::unbounded();
+    let deletions = Deletions {
+        clusters: cluster_deletions,
+        pools: pool_deletions,
+    };
     let owned = watcher::Config::default()
         .labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
         .any_semantic();
     let all = watcher::Config::default().any_semantic();
-    let (secrets, mut secret_subs) =
-        shared_watch(api(&client).api::<Secret>(), owned.clone(), slim_secret, 2);
+    let (secrets, mut secret_subs) = shared_watch(
+        api(&client).api::<Secret>(),
+        owned.clone(),
+        slim_secret,
+        2,
+        deletions.clone(),
+    );
     let (config_maps, mut cm_subs) = shared_watch(
         api(&client).api::<ConfigMap>(),
         owned.clone(),
         slim_config_map,
         2,
+        deletions.clone(),
     );
     let (services, mut svc_subs) = shared_watch(
         api(&client).api::<Service>(),
         owned.clone(),
         slim::<Service>,
         2,
+        deletions.clone(),
     );
     let (stateful_sets, mut sts_subs) = shared_watch(
         api(&client).api::<StatefulSet>(),
         owned.clone(),
         slim_statefulset,
         2,
+        deletions.clone(),
     );
     let (deployments, mut deploy_subs) = shared_watch(
         api(&client).api::<Deployment>(),
         owned.clone(),
         slim_deployment,
         1,
+        deletions.clone(),
     );
     let (network_policies, mut np_subs) = shared_watch(
         api(&client).api::<NetworkPolicy>(),
         owned,
         slim::<NetworkPolicy>,
         1,
+        deletions.clone(),
     );
     let (virtual_clusters, mut vc_subs) = shared_watch(
         api(&client).api::<VirtualCluster>(),
         all.clone(),
         slim::<VirtualCluster>,
         2,
+        deletions.clone(),
     );
-    let (node_pools, mut pool_subs) =
-        shared_watch(api(&client).api::<NodePool>(), all, slim::<NodePool>, 1);
+    let (node_pools, mut pool_subs) = shared_watch(
+        api(&client).api::<NodePool>(),
+        all,
+        slim::<NodePool>,
+        1,
+        deletions.clone(),
+    );
 
     let stores = Stores {
         secrets,
@@ -199,6 +252,7 @@ pub async fn run(
             .owns_shared_stream(take(&mut sts_subs))
             .owns_shared_stream(take(&mut deploy_subs))
             .owns_shared_stream(take(&mut np_subs))
+            .reconcile_on(deleted_clusters)
             .graceful_shutdown_on(on_shutdown(&shutdown_tx))
             .run(
                 timed("virtualcluster", virtualcluster::reconcile),
@@ -217,6 +271,7 @@ pub async fn run(
         .watches_shared_stream(take(&mut vc_subs), move |vc: Arc<VirtualCluster>| {
             pools_of(&pools_for_mapping, &vc)
         })
+        .reconcile_on(deleted_pools)
         .graceful_shutdown_on(on_shutdown(&shutdown_tx))
         .run(
             timed("nodepool", nodepool::reconcile),

@@ -689,6 +689,48 @@ async fn unchanged_object_sends_no_write(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// A child deleted by hand is noticed and repaired at once, not at the next
+/// resync.
+async fn deleted_child_is_repaired(env: &Env) -> Result<()> {
+    let s = env.scenario("repair").await?;
+    s.apply(&vc_yaml("fix", "{}"))?;
+    converged(&s, "fix", Duration::from_secs(60)).await?;
+    let deployments = s.api::<Deployment>();
+    let services = s.api::<Service>();
+    let old_deployment = deployments.get("fix-scheduler").await?.metadata.uid;
+    let old_service = services.get("fix-etcd").await?.metadata.uid;
+    let deleted = Instant::now();
+    deployments
+        .delete("fix-scheduler", &Default::default())
+        .await?;
+    services.delete("fix-etcd", &Default::default()).await?;
+    wait_for(
+        "the deleted children to come back",
+        Duration::from_secs(30),
+        || {
+            let (deployments, services) = (deployments.clone(), services.clone());
+            let (old_deployment, old_service) = (old_deployment.clone(), old_service.clone());
+            Box::pin(async move {
+                let d = deployments
+                    .get_opt("fix-scheduler")
+                    .await?
+                    .and_then(|d| d.metadata.uid);
+                let s = services
+                    .get_opt("fix-etcd")
+                    .await?
+                    .and_then(|s| s.metadata.uid);
+                Ok(d.is_some() && d != old_deployment && s.is_some() && s != old_service)
+            })
+        },
+    )
+    .await?;
+    eprintln!(
+        "deleted_child_is_repaired: repaired in {:.2}s",
+        deleted.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Test 5: Spec edits roll out to the children; an immutable field is refused.
 async fn spec_edits_roll_out(env: &Env) -> Result<()> {
     let s = env.scenario("edits").await?;
@@ -1224,6 +1266,7 @@ fn main() -> std::process::ExitCode {
         chart_renders_and_rbac_is_least_privilege,
         empty_spec_creates_every_child,
         unchanged_object_sends_no_write,
+        deleted_child_is_repaired,
         spec_edits_roll_out,
         invalid_specs_are_refused,
         delete_removes_everything,
