@@ -7,6 +7,15 @@ use std::collections::BTreeMap;
 
 /// The one field manager every Nestor write uses.
 pub const FIELD_MANAGER: &str = "nestor-operator";
+/// Patch parameters that name Nestor's field manager (for merge patches of
+/// status and metadata; children use server-side apply).
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
 /// Finalizer on `VirtualCluster`s; released once cleanup is done.
 pub const FINALIZER: &str = "nestor.dev/cleanup";
 /// Label on every object Nestor creates; the operator's watches select on it.

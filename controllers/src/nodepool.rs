@@ -15,8 +15,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kubeconfig::{self, Credentials};
 use crate::meta::{
-    ClusterNames, FIELD_MANAGER, INPUTS_HASH, pool_child_meta, pool_selector_labels,
-    selector_string,
+    ClusterNames, INPUTS_HASH, pool_child_meta, pool_selector_labels, selector_string,
 };
 use crate::secrets::BUNDLE_FINGERPRINT;
 use crate::status::{Computed, READY, settle_conditions};
@@ -31,7 +30,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -645,10 +644,7 @@ async fn install_in_nested_cluster(
     ctx.metrics.write("patch", "Secret");
     let patch =
         serde_json::json!({"metadata": {"annotations": {NESTED_INSTALLED: installed_hash}}});
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
+    let params = crate::meta::patch_params();
     api.patch(&pn.bootstrap_secret(), &params, &Patch::Merge(&patch))
         .await
         .map_err(|e| {
@@ -687,7 +683,7 @@ async fn update_status(ctx: &Context, pool: &NodePool, observed: &PoolObserved) 
     ctx.metrics.write("patch_status", "NodePool");
     api.patch_status(
         &pn.pool,
-        &PatchParams::default(),
+        &crate::meta::patch_params(),
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await

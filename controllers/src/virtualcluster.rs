@@ -21,7 +21,7 @@ use crate::validate::validate_cluster;
 use crate::{addons, controller_manager, etcd, nested, pki, scheduler};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{Event, finalizer};
@@ -527,7 +527,7 @@ async fn update_status(
     ctx.metrics.write("patch_status", "VirtualCluster");
     api.patch_status(
         &name,
-        &PatchParams::default(),
+        &crate::meta::patch_params(),
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await

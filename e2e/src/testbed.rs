@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The service range of the host test cluster.
-pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+pub const SERVICE_CIDR: &str = "10.0.0.0/16";
 
 /// A running test bed.
 pub struct TestBed {

@@ -198,8 +198,9 @@ async fn operator_metrics(port: u16) -> Result<String> {
     Ok(text)
 }
 
-/// Requests by verb in the audit log, from the given byte offset.
-fn audit_counts(path: &Path, from: u64) -> Result<(BTreeMap<String, u64>, u64)> {
+/// Requests by verb (and, with `by_resource`, resource) in the audit log,
+/// from the given byte offset.
+fn audit_counts(path: &Path, from: u64, by_resource: bool) -> Result<(BTreeMap<String, u64>, u64)> {
     let bytes = std::fs::read(path).unwrap_or_default();
     let mut counts = BTreeMap::new();
     for line in bytes[from as usize..]
@@ -218,7 +219,17 @@ fn audit_counts(path: &Path, from: u64) -> Result<(BTreeMap<String, u64>, u64)> 
             stage == "ResponseComplete"
         };
         if counted {
-            *counts.entry(verb).or_insert(0) += 1;
+            let key = if by_resource {
+                let r = &event["objectRef"];
+                let sub = r["subresource"]
+                    .as_str()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default();
+                format!("{verb} {}{sub}", r["resource"].as_str().unwrap_or_default())
+            } else {
+                verb
+            };
+            *counts.entry(key).or_insert(0) += 1;
         }
     }
     Ok((counts, bytes.len() as u64))
@@ -288,7 +299,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let (rss_before, _) = memory(operator.pid)?;
     let cpu_before = cpu_seconds(operator.pid)?;
     let audit = bed.dir.join("audit.log");
-    let (_, audit_offset) = audit_counts(&audit, 0)?;
+    let (_, audit_offset) = audit_counts(&audit, 0, false)?;
 
     let started = Instant::now();
     create_all(
@@ -320,14 +331,15 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         tokio::time::sleep(poll).await;
     }
     let converged = started.elapsed().as_secs_f64();
-    // Settled: no write for 5 s.
+    // Settled: no write for 20 s (the workload controllers' status updates,
+    // which the operator reports, come late under load).
     let mut last = sum_samples(
         &operator_metrics(port).await?,
         "nestor_api_writes_total",
         "",
     );
     let mut quiet_since = Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(5) {
+    while quiet_since.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = sum_samples(
             &operator_metrics(port).await?,
@@ -339,7 +351,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
             quiet_since = Instant::now();
         }
     }
-    let settled = started.elapsed().as_secs_f64() - 5.0;
+    let settled = started.elapsed().as_secs_f64() - 20.0;
     let (rss, hwm) = memory(operator.pid)?;
     let cpu = cpu_seconds(operator.pid)? - cpu_before;
     let metrics = operator_metrics(port).await?;
@@ -362,7 +374,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         writes_by_kind.insert(labels, value);
     }
     let writes: f64 = writes_by_kind.values().sum();
-    let (requests, audit_offset) = audit_counts(&audit, audit_offset)?;
+    let (requests, audit_offset) = audit_counts(&audit, audit_offset, false)?;
 
     // Idle: 60 s with nothing to do.
     let idle_cpu_before = cpu_seconds(operator.pid)?;
@@ -373,7 +385,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         "",
     ) - writes;
     let idle_cpu = cpu_seconds(operator.pid)? - idle_cpu_before;
-    let (idle_requests, _) = audit_counts(&audit, audit_offset)?;
+    let (idle_requests, _) = audit_counts(&audit, audit_offset, true)?;
 
     // Repair: a child deleted by hand.
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "bench");
