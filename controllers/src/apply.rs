@@ -184,28 +184,6 @@ pub async fn create_secret(ctx: &Context, secret: &Secret) -> Result<bool> {
     }
 }
 
-/// Reads a Secret's metadata only (no data). Errors keep only the HTTP
-/// status.
-pub async fn read_secret_metadata(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<ObjectMeta>> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    api.get_metadata_opt(name)
-        .await
-        .map(|m| m.map(|m| m.metadata))
-        .map_err(|e| {
-            let (code, reason) = code_and_reason(&e);
-            Error::ReadSecret {
-                namespace: namespace.into(),
-                name: name.into(),
-                code,
-                reason,
-            }
-        })
-}
-
 /// Reads a Secret with its data (the caches hold none). Errors keep only the
 /// HTTP status.
 pub async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Secret>> {
@@ -249,8 +227,13 @@ pub fn slim_meta(meta: &mut ObjectMeta) {
     if let Some(entries) = meta.managed_fields.as_mut() {
         for entry in entries.iter_mut() {
             entry.fields_v1 = None;
+            entry.fields_type = None;
+            entry.api_version = None;
         }
     }
+    // Looked up by name; selected by label on the server.
+    meta.labels = None;
+    meta.creation_timestamp = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
@@ -262,6 +245,20 @@ pub fn slim_secret(secret: &mut Secret) {
     slim_meta(&mut secret.metadata);
     secret.data = None;
     secret.string_data = None;
+}
+
+/// Drops what reconcilers never read of a cached Service: its selector.
+pub fn slim_service(service: &mut k8s_openapi::api::core::v1::Service) {
+    slim_meta(&mut service.metadata);
+    if let Some(spec) = service.spec.as_mut() {
+        spec.selector = None;
+    }
+}
+
+/// Keeps only the metadata of a cached NetworkPolicy.
+pub fn slim_network_policy(policy: &mut k8s_openapi::api::networking::v1::NetworkPolicy) {
+    slim_meta(&mut policy.metadata);
+    policy.spec = None;
 }
 
 /// Drops a ConfigMap's content before it is cached: only its metadata (the

@@ -55,4 +55,8 @@ pub struct Context {
     /// One recorder for every Event, so that repeats are aggregated.
     pub recorder: Recorder,
     pub settings: OperatorSettings,
+    /// The status last written for each VirtualCluster (by UID), so that a
+    /// reconcile triggered from a lagging cache does not write it again.
+    pub written_status:
+        std::sync::Mutex<std::collections::HashMap<String, nestor_crds::VirtualClusterStatus>>,
 }

@@ -6,7 +6,10 @@
 //! Secret or ConfigMap data, no pod templates), and shared by both
 //! controllers.
 
-use crate::apply::{slim_config_map, slim_deployment, slim_meta, slim_secret, slim_statefulset};
+use crate::apply::{
+    slim_config_map, slim_deployment, slim_meta, slim_network_policy, slim_secret, slim_service,
+    slim_statefulset,
+};
 use crate::context::{Context, OperatorSettings, Stores};
 use crate::meta::MANAGED_BY;
 use crate::metrics::{ControllerLabels, Metrics};
@@ -148,7 +151,7 @@ pub async fn run(
     let (services, mut svc_subs) = shared_watch(
         api(&client).api::<Service>(),
         owned.clone(),
-        slim::<Service>,
+        slim_service,
         2,
         deletions.clone(),
     );
@@ -169,7 +172,7 @@ pub async fn run(
     let (network_policies, mut np_subs) = shared_watch(
         api(&client).api::<NetworkPolicy>(),
         owned,
-        slim::<NetworkPolicy>,
+        slim_network_policy,
         1,
         deletions.clone(),
     );
@@ -204,6 +207,7 @@ pub async fn run(
         metrics,
         recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
         settings,
+        written_status: Default::default(),
     });
 
     // Wait for every cache before the first reconcile, so that "absent from

@@ -8,9 +8,7 @@
 use crate::apiserver::{
     desired_apiserver_deployment, desired_apiserver_service, published_endpoint,
 };
-use crate::apply::{
-    Applied, apply_owned, apply_secret, create_secret, read_secret, read_secret_metadata,
-};
+use crate::apply::{Applied, apply_owned, apply_secret, create_secret, read_secret};
 use crate::cluster::ClusterInputs;
 use crate::context::Context;
 use crate::error::{Error, Result, is_not_found};
@@ -113,50 +111,47 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let mut inputs = ClusterInputs::new(&vc, valid, &ctx.settings, revision);
 
     // Services first: the API server's address goes into its certificate.
-    apply_owned(
-        ctx,
-        &stores.services,
-        etcd::desired_etcd_peer_service(&inputs),
-    )
-    .await?;
-    apply_owned(
-        ctx,
-        &stores.services,
-        etcd::desired_etcd_client_service(&inputs),
-    )
-    .await?;
-    let dns_service =
-        apply_owned(ctx, &stores.services, addons::desired_dns_service(&inputs)).await?;
-    let api_service =
-        apply_owned(ctx, &stores.services, desired_apiserver_service(&inputs)).await?;
+    // Independent writes go out together; each group waits for the last.
+    let (_, _, dns_service, api_service) = futures::try_join!(
+        apply_owned(
+            ctx,
+            &stores.services,
+            etcd::desired_etcd_peer_service(&inputs)
+        ),
+        apply_owned(
+            ctx,
+            &stores.services,
+            etcd::desired_etcd_client_service(&inputs)
+        ),
+        apply_owned(ctx, &stores.services, addons::desired_dns_service(&inputs)),
+        apply_owned(ctx, &stores.services, desired_apiserver_service(&inputs)),
+    )?;
     let exposure = exposure(ctx, &vc, &names, api_service.object()).await?;
 
     inputs.pki_revision = ensure_pki(ctx, &vc, &inputs, &exposure).await?;
 
-    apply_owned(
-        ctx,
-        &stores.config_maps,
-        addons::desired_kube_proxy_config_map(&inputs),
-    )
-    .await?;
-    apply_owned(
-        ctx,
-        &stores.network_policies,
-        etcd::desired_etcd_network_policy(&inputs),
-    )
-    .await?;
-    let etcd = apply_owned(
-        ctx,
-        &stores.stateful_sets,
-        etcd::desired_etcd_statefulset(&inputs),
-    )
-    .await?;
-    let apiserver = apply_owned(
-        ctx,
-        &stores.deployments,
-        desired_apiserver_deployment(&inputs),
-    )
-    .await?;
+    let (_, _, etcd, apiserver) = futures::try_join!(
+        apply_owned(
+            ctx,
+            &stores.config_maps,
+            addons::desired_kube_proxy_config_map(&inputs)
+        ),
+        apply_owned(
+            ctx,
+            &stores.network_policies,
+            etcd::desired_etcd_network_policy(&inputs)
+        ),
+        apply_owned(
+            ctx,
+            &stores.stateful_sets,
+            etcd::desired_etcd_statefulset(&inputs)
+        ),
+        apply_owned(
+            ctx,
+            &stores.deployments,
+            desired_apiserver_deployment(&inputs)
+        ),
+    )?;
     // The API server's clients start once it serves (and CoreDNS once its
     // RBAC is in the nested cluster), so that none of them crash-loops or
     // backs off while it comes up. Once started, they stay started.
@@ -172,6 +167,23 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let cm_started = serving || started(names.controller_manager());
     let scheduler_started = serving || started(names.scheduler());
     let dns_started = addons_installed || started(names.coredns());
+    let (controller_manager, scheduler, coredns) = futures::try_join!(
+        apply_owned(
+            ctx,
+            &stores.deployments,
+            controller_manager::desired_controller_manager_deployment(&inputs, cm_started),
+        ),
+        apply_owned(
+            ctx,
+            &stores.deployments,
+            scheduler::desired_scheduler_deployment(&inputs, scheduler_started),
+        ),
+        apply_owned(
+            ctx,
+            &stores.deployments,
+            addons::desired_coredns_deployment(&inputs, dns_started)
+        ),
+    )?;
     let deployment = |applied: Applied<_>| Some(Rollout::from_deployment(applied.object()));
     // Status is computed from what the API server returned for each
     // workload (or the cache, when nothing was sent): never from a cache
@@ -179,30 +191,9 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let observed = Observed {
         etcd: Some(Rollout::from_statefulset(etcd.object())),
         apiserver: deployment(apiserver),
-        controller_manager: deployment(
-            apply_owned(
-                ctx,
-                &stores.deployments,
-                controller_manager::desired_controller_manager_deployment(&inputs, cm_started),
-            )
-            .await?,
-        ),
-        scheduler: deployment(
-            apply_owned(
-                ctx,
-                &stores.deployments,
-                scheduler::desired_scheduler_deployment(&inputs, scheduler_started),
-            )
-            .await?,
-        ),
-        coredns: deployment(
-            apply_owned(
-                ctx,
-                &stores.deployments,
-                addons::desired_coredns_deployment(&inputs, dns_started),
-            )
-            .await?,
-        ),
+        controller_manager: deployment(controller_manager),
+        scheduler: deployment(scheduler),
+        coredns: deployment(coredns),
         endpoint: Some(exposure.admin_endpoint.clone()),
         admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
         ..Observed::default()
@@ -435,20 +426,29 @@ async fn ensure_pki(
     };
     let fp = secrets::bundle_fingerprint(&bundle);
     // The cache may not have seen this operator's last writes yet: confirm
-    // with the API server before issuing anything again.
-    let mut to_issue = Vec::new();
-    for kind in stale(&fp) {
-        let expected = secrets::inputs_hash(kind, inputs, exposure, &fp);
-        let live = read_secret_metadata(ctx, &names.namespace, &kind.name(names)).await?;
-        if !live.is_some_and(|m| secrets::is_current(m.annotations.as_ref(), &expected, now)) {
-            to_issue.push(kind);
-        }
-    }
-    for kind in &to_issue {
-        let secret: Secret =
-            secrets::desired_pki_secret(*kind, inputs, exposure, &bundle).map_err(pki_error)?;
-        apply_secret(ctx, &secret).await?;
-    }
+    // with the API server (one list of the cluster's Secrets' metadata)
+    // before issuing anything again.
+    let candidates = stale(&fp);
+    let live = if candidates.is_empty() {
+        Default::default()
+    } else {
+        cluster_secrets_metadata(ctx, names).await?
+    };
+    let to_issue: Vec<PkiSecret> = candidates
+        .into_iter()
+        .filter(|kind| {
+            let expected = secrets::inputs_hash(*kind, inputs, exposure, &fp);
+            !live
+                .get(&kind.name(names))
+                .is_some_and(|a| secrets::is_current(Some(a), &expected, now))
+        })
+        .collect();
+    let built = to_issue
+        .iter()
+        .map(|kind| secrets::desired_pki_secret(*kind, inputs, exposure, &bundle))
+        .collect::<Result<Vec<Secret>, _>>()
+        .map_err(pki_error)?;
+    futures::future::try_join_all(built.iter().map(|secret| apply_secret(ctx, secret))).await?;
     let issued: Vec<String> = to_issue.iter().map(|k| k.name(names)).collect();
     let provisioned_before = vc.status.as_ref().is_some_and(|s| !s.conditions.is_empty());
     if created && provisioned_before {
@@ -488,6 +488,41 @@ async fn ensure_pki(
     Ok(fp)
 }
 
+/// The annotations of every Secret of a cluster, by name, from the API
+/// server (metadata only).
+async fn cluster_secrets_metadata(
+    ctx: &Context,
+    names: &ClusterNames,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let selector = format!(
+        "{CLUSTER_LABEL}={},{}={}",
+        names.cluster, MANAGED_BY.0, MANAGED_BY.1
+    );
+    let list = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| {
+            let (code, reason) = crate::error::code_and_reason(&e);
+            Error::ReadSecret {
+                namespace: names.namespace.clone(),
+                name: format!("{selector} (list)"),
+                code,
+                reason,
+            }
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|m| {
+            (
+                m.metadata.name.unwrap_or_default(),
+                m.metadata.annotations.unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
 /// Reads the children's rollouts from the caches.
 fn observe(ctx: &Context, names: &ClusterNames) -> Observed {
     let stores = &ctx.stores;
@@ -517,8 +552,21 @@ async fn update_status(
     observed: &Observed,
 ) -> Result<VirtualClusterStatus> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let status = compute_status(observed, vc.status.as_ref(), vc.metadata.generation, &now);
-    if vc.status.as_ref() == Some(&status) {
+    // The object that triggered this reconcile may predate this operator's
+    // last status write (the cache lags under load); the status it last
+    // wrote for this generation is the better "previous".
+    let uid = vc.metadata.uid.clone().unwrap_or_default();
+    let written = ctx
+        .written_status
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&uid).cloned())
+        .filter(|s| {
+            s.observed_generation >= vc.status.as_ref().and_then(|s| s.observed_generation)
+        });
+    let previous = written.as_ref().or(vc.status.as_ref());
+    let status = compute_status(observed, previous, vc.metadata.generation, &now);
+    if previous == Some(&status) {
         return Ok(status);
     }
     let namespace = vc.namespace().unwrap_or_default();
@@ -537,6 +585,9 @@ async fn update_status(
         name,
         source,
     })?;
+    if let Ok(mut written) = ctx.written_status.lock() {
+        written.insert(uid, status.clone());
+    }
     Ok(status)
 }
 
@@ -605,6 +656,9 @@ async fn cleanup(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
                 });
             }
         }
+    }
+    if let (Some(uid), Ok(mut written)) = (vc.metadata.uid.as_ref(), ctx.written_status.lock()) {
+        written.remove(uid);
     }
     info!(cluster = %names.cluster, namespace = %names.namespace, "virtual cluster cleaned up");
     Ok(Action::await_change())

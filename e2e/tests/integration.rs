@@ -615,7 +615,7 @@ async fn empty_spec_creates_every_child(env: &Env) -> Result<()> {
         status
             .endpoint
             .as_deref()
-            .is_some_and(|e| e.starts_with("https://10.0.0.")),
+            .is_some_and(|e| e.starts_with("https://10.0.")),
         "endpoint: {:?}",
         status.endpoint
     );
