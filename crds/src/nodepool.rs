@@ -39,7 +39,8 @@ pub struct NodePoolSpec {
     /// Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("clusterRef is immutable; create another NodePool for another cluster"))]
     pub cluster_ref: ClusterReference,
-    /// Number of nodes. Lowering it drains the nodes being removed first.
+    /// Number of nodes. Scaling down removes the highest-numbered node pods
+    /// (without draining them first, for now).
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,

@@ -286,7 +286,14 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
             format!("--concurrency={CONCURRENCY}"),
             "--log-level=warn".into(),
         ],
-        &[("KUBECONFIG", kubeconfig.display().to_string())],
+        &[("KUBECONFIG", kubeconfig.display().to_string())]
+            .into_iter()
+            .chain(
+                std::env::var("MALLOC_ARENA_MAX")
+                    .ok()
+                    .map(|v| ("MALLOC_ARENA_MAX", v)),
+            )
+            .collect::<Vec<_>>(),
         &bed.dir.join("logs/operator.log"),
         Lifetime::Tied,
     )?;
