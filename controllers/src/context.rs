@@ -47,6 +47,30 @@ pub struct Stores {
     pub node_pools: Store<NodePool>,
 }
 
+impl Context {
+    /// Publishes an Event about `object`. A failure is logged, not
+    /// returned: an Event is never worth failing a reconcile for.
+    pub async fn publish<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: kube::runtime::events::EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = kube::runtime::events::Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        self.metrics.write("create", "Event");
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(error = %e, "publishing an event failed");
+        }
+    }
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,

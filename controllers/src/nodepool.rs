@@ -30,11 +30,11 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use kube::ResourceExt;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use nestor_crds::{NodePool, NodePoolStatus, VirtualCluster};
 use rand::distr::{Alphanumeric, SampleString};
 use std::collections::BTreeMap;
@@ -697,17 +697,7 @@ async fn update_status(ctx: &Context, pool: &NodePool, observed: &PoolObserved) 
 }
 
 async fn publish(ctx: &Context, pool: &NodePool, type_: EventType, reason: &str, note: String) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    ctx.metrics.write("create", "Event");
-    if let Err(e) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
-        warn!(error = %e, "publishing an event failed");
-    }
+    ctx.publish(pool, type_, reason, note).await;
 }
 
 /// Transient errors back off.

@@ -19,12 +19,12 @@ use crate::validate::validate_cluster;
 use crate::{addons, controller_manager, etcd, nested, pki, scheduler};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use nestor_crds::{ExposureType, NodePool, VirtualCluster, VirtualClusterStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,17 +70,7 @@ pub fn error_policy(_vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) 
 }
 
 async fn publish(ctx: &Context, vc: &VirtualCluster, type_: EventType, reason: &str, note: String) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    ctx.metrics.write("create", "Event");
-    if let Err(e) = ctx.recorder.publish(&event, &vc.object_ref(&())).await {
-        warn!(error = %e, "publishing an event failed");
-    }
+    ctx.publish(vc, type_, reason, note).await;
 }
 
 async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {

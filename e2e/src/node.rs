@@ -11,8 +11,7 @@
 use crate::paths;
 use crate::process::{Lifetime, Proc, spawn};
 use anyhow::{Context, Result, bail};
-use nestor_controllers::kubeconfig::{Credentials, render};
-use nestor_controllers::pki::{self, KeyAndCert, LeafRequest};
+use nestor_controllers::pki::KeyAndCert;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -120,21 +119,8 @@ pub fn start(
     let ca_file = bed_dir.join("pki/ca.crt").display().to_string();
 
     let kubeconfig = |user: &str, groups: &[&str], file: &str| -> Result<String> {
-        let cert = pki::issue(ca, &LeafRequest::client(user, groups))?;
-        let path = dir.join(file);
-        write(
-            &path,
-            &render(
-                "nestor-testbed",
-                server,
-                &ca.cert_pem,
-                user,
-                Credentials::Certificate {
-                    cert_pem: &cert.cert_pem,
-                    key_pem: &cert.key_pem,
-                },
-            ),
-        )?;
+        let path =
+            crate::testbed::write_client_kubeconfig(&dir.join(file), server, ca, user, groups)?;
         Ok(path.display().to_string())
     };
     let kubelet_kubeconfig = kubeconfig(

@@ -109,23 +109,8 @@ impl TestBed {
         let etcd_peer = free_port()?;
         let api_port = free_port()?;
         let server = format!("https://{api_host}:{api_port}");
-        let kubeconfig_for = |user: &str, groups: &[&str], file: &str| -> Result<PathBuf> {
-            let cert = pki::issue(&ca, &LeafRequest::client(user, groups))?;
-            let path = dir.join(file);
-            write(
-                &path,
-                &render(
-                    "nestor-testbed",
-                    &server,
-                    &ca.cert_pem,
-                    user,
-                    Credentials::Certificate {
-                        cert_pem: &cert.cert_pem,
-                        key_pem: &cert.key_pem,
-                    },
-                ),
-            )?;
-            Ok(path)
+        let kubeconfig_for = |user: &str, groups: &[&str], file: &str| {
+            write_client_kubeconfig(&dir.join(file), &server, &ca, user, groups)
         };
         let admin = kubeconfig_for(
             "nestor-testbed-admin",
@@ -385,23 +370,8 @@ impl TestBed {
             cert_pem: read("ca.crt")?,
             key_pem: read("ca.key")?,
         };
-        let cert = pki::issue(&ca, &LeafRequest::client(user, groups))?;
-        let path = self.dir.join(file);
         let server = format!("https://{}:{}", self.api_host, self.api_port);
-        write(
-            &path,
-            &render(
-                "nestor-testbed",
-                &server,
-                &ca.cert_pem,
-                user,
-                Credentials::Certificate {
-                    cert_pem: &cert.cert_pem,
-                    key_pem: &cert.key_pem,
-                },
-            ),
-        )?;
-        Ok(path)
+        write_client_kubeconfig(&self.dir.join(file), &server, &ca, user, groups)
     }
 
     /// A client with the admin credentials.
@@ -520,6 +490,27 @@ impl Drop for TestBed {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Issues a client certificate for `user` in `groups` from the test bed's
+/// CA and writes a kubeconfig with it to `path`.
+pub fn write_client_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &KeyAndCert,
+    user: &str,
+    groups: &[&str],
+) -> Result<PathBuf> {
+    let cert = pki::issue(ca, &LeafRequest::client(user, groups))?;
+    let credentials = Credentials::Certificate {
+        cert_pem: &cert.cert_pem,
+        key_pem: &cert.key_pem,
+    };
+    write(
+        path,
+        &render("nestor-testbed", server, &ca.cert_pem, user, credentials),
+    )?;
+    Ok(path.to_path_buf())
 }
 
 /// A client from a kubeconfig file.
