@@ -11,6 +11,7 @@ pub mod operator;
 pub mod paths;
 pub mod process;
 pub mod provisioner;
+pub mod suite;
 pub mod support;
 pub mod testbed;
 pub mod tools;

@@ -76,3 +76,30 @@ pub fn vc_yaml(name: &str, spec: &str) -> String {
         "apiVersion: nestor.dev/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {name}\nspec: {spec}\n"
     )
 }
+
+/// `helm install` of the chart into `nestor-system`, waiting for the
+/// operator to be Ready.
+pub fn helm_install(kubeconfig: &std::path::Path, extra: &[&str]) -> Result<()> {
+    let chart = paths::repo_root()
+        .join("charts/nestor")
+        .display()
+        .to_string();
+    let config = kubeconfig.display().to_string();
+    let mut args = vec![
+        "install",
+        "nestor",
+        chart.as_str(),
+        "--kubeconfig",
+        config.as_str(),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "180s",
+    ];
+    args.extend_from_slice(extra);
+    let out = helm(&args)?;
+    ensure!(out.ok, "helm install failed: {}{}", out.stdout, out.stderr);
+    Ok(())
+}

@@ -6,22 +6,19 @@
 //! One test bed serves every test; each test has its own namespace.
 
 use anyhow::{Context as _, Result, bail, ensure};
-use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod,
 };
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use libtest_mimic::{Arguments, Trial};
 use nestor_crds::VirtualCluster;
+use nestor_e2e::TestBed;
 use nestor_e2e::process::Lifetime;
 use nestor_e2e::support::{OPERATOR_NAMESPACE, vc_yaml, wait_for};
 use nestor_e2e::testbed::{TestBedOptions, client_for};
-use nestor_e2e::tools::{helm, kubectl, kubectl_ok};
-use nestor_e2e::{TestBed, paths};
+use nestor_e2e::tools::{kubectl, kubectl_ok};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Env {
@@ -523,99 +520,43 @@ async fn delete_leaves_the_host_clean(env: &Env) -> Result<()> {
     Ok(())
 }
 
-type TestFn = for<'a> fn(&'a Env) -> BoxFuture<'a, Result<()>>;
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        vec![$((stringify!($name), (|env| Box::pin($name(env))) as TestFn)),*]
-    };
+async fn setup(dir: &Path) -> Result<Env> {
+    let env = Env::setup(dir).await?;
+    nestor_e2e::support::helm_install(&env.admin, &["--set", "logFormat=text"])?;
+    Ok(env)
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Arguments::from_args();
-    let tests: Vec<(&str, TestFn)> = tests![
-        helm_install_runs_the_operator,
-        empty_spec_becomes_ready,
-        nested_cluster_serves_clients,
-        three_member_etcd_survives_member_loss,
-        tenants_are_isolated,
-        delete_leaves_the_host_clean,
-    ];
-    if args.list {
-        let trials = tests
-            .iter()
-            .map(|(name, _)| Trial::test(*name, || Ok(())))
-            .collect();
-        return libtest_mimic::run(&args, trials).exit_code();
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let dir = std::env::temp_dir().join(format!("nestor-e2e-{}", std::process::id()));
-    let env = match runtime.block_on(async {
-        let env = Env::setup(&dir).await?;
-        let chart = paths::repo_root()
-            .join("charts/nestor")
-            .display()
-            .to_string();
-        let config = env.admin.display().to_string();
-        let out = helm(&[
-            "install",
-            "nestor",
-            &chart,
-            "--kubeconfig",
-            &config,
-            "--namespace",
-            OPERATOR_NAMESPACE,
-            "--create-namespace",
-            "--set",
-            "logFormat=text",
-            "--wait",
-            "--timeout",
-            "120s",
-        ])?;
-        ensure!(out.ok, "helm install failed: {}{}", out.stdout, out.stderr);
-        anyhow::Ok(env)
-    }) {
-        Ok(env) => Arc::new(env),
-        Err(e) => {
-            eprintln!("the test bed did not start: {e:#}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let handle = runtime.handle().clone();
-    let trials = tests
-        .into_iter()
-        .map(|(name, test)| {
-            let env = env.clone();
-            let handle = handle.clone();
-            Trial::test(name, move || {
-                handle
-                    .block_on(test(&env))
-                    .map_err(|e| format!("{e:#}").into())
-            })
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    if let (true, Ok(mut env)) = (conclusion.has_failed(), Arc::try_unwrap(env)) {
-        let _ = kubectl(
-            &env.admin,
-            &[
-                "logs",
-                "-n",
-                OPERATOR_NAMESPACE,
-                "deploy/nestor",
-                "--tail=200",
-            ],
-            None,
-        )
-        .map(|o| std::fs::write(env.bed.dir.join("logs/operator-pod.log"), o.stdout));
-        eprintln!(
-            "logs of the failed run are kept in {}",
-            env.bed.dir.join("logs").display()
-        );
-        env.bed.keep_dir();
-    }
-    conclusion.exit_code()
+    nestor_e2e::suite::run(
+        nestor_e2e::tests![
+            helm_install_runs_the_operator,
+            empty_spec_becomes_ready,
+            nested_cluster_serves_clients,
+            three_member_etcd_survives_member_loss,
+            tenants_are_isolated,
+            delete_leaves_the_host_clean,
+        ],
+        || setup(&dir),
+        |mut env| {
+            let logs = kubectl(
+                &env.admin,
+                &[
+                    "logs",
+                    "-n",
+                    OPERATOR_NAMESPACE,
+                    "deploy/nestor",
+                    "--tail=200",
+                ],
+                None,
+            );
+            let _ =
+                logs.map(|o| std::fs::write(env.bed.dir.join("logs/operator-pod.log"), o.stdout));
+            eprintln!(
+                "logs of the failed run are kept in {}",
+                env.bed.dir.join("logs").display()
+            );
+            env.bed.keep_dir();
+        },
+    )
 }

@@ -7,14 +7,12 @@
 //! parallel without seeing each other. Every process dies with this one.
 
 use anyhow::{Context as _, Result, bail, ensure};
-use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
 use kube::api::{Api, ListParams};
-use libtest_mimic::{Arguments, Trial};
 use nestor_crds::{NodePool, VirtualCluster};
 use nestor_e2e::operator::OperatorOptions;
 use nestor_e2e::process::Lifetime;
@@ -25,7 +23,6 @@ use nestor_e2e::tools::{helm, kubectl, kubectl_ok};
 use nestor_e2e::{Operator, TestBed, paths};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CRDS: &str = "charts/nestor/crds/nestor.dev_crds.yaml";
@@ -1247,69 +1244,29 @@ async fn fifty_clusters_converge(env: &Env) -> Result<()> {
 
 // ----------------------------------------------------------------- main --
 
-type TestFn = for<'a> fn(&'a Env) -> BoxFuture<'a, Result<()>>;
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        vec![$((stringify!($name), (|env| Box::pin($name(env))) as TestFn)),*]
-    };
-}
-
 fn main() -> std::process::ExitCode {
-    let args = Arguments::from_args();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let tests: Vec<(&str, TestFn)> = tests![
-        crds_install_and_explain,
-        chart_renders_and_rbac_is_least_privilege,
-        empty_spec_creates_every_child,
-        unchanged_object_sends_no_write,
-        deleted_child_is_repaired,
-        spec_edits_roll_out,
-        invalid_specs_are_refused,
-        delete_removes_everything,
-        crash_mid_creation_converges,
-        leader_election_fails_over,
-        fifty_clusters_converge,
-    ];
-    if args.list {
-        let trials = tests
-            .iter()
-            .map(|(name, _)| Trial::test(*name, || Ok(())))
-            .collect();
-        return libtest_mimic::run(&args, trials).exit_code();
-    }
     let dir = std::env::temp_dir().join(format!("nestor-it-{}", std::process::id()));
-    let env = match runtime.block_on(Env::setup(&dir)) {
-        Ok(env) => Arc::new(env),
-        Err(e) => {
-            eprintln!("the test bed did not start: {e:#}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let handle = runtime.handle().clone();
-    let trials = tests
-        .into_iter()
-        .map(|(name, test)| {
-            let env = env.clone();
-            let handle = handle.clone();
-            Trial::test(name, move || {
-                handle
-                    .block_on(test(&env))
-                    .map_err(|e| format!("{e:#}").into())
-            })
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    // The trials are gone; this is the last reference.
-    if let (true, Ok(mut env)) = (conclusion.has_failed(), Arc::try_unwrap(env)) {
-        eprintln!(
-            "logs of the failed run are kept in {}",
-            env.log_dir().display()
-        );
-        env.bed.keep_dir();
-    }
-    conclusion.exit_code()
+    nestor_e2e::suite::run(
+        nestor_e2e::tests![
+            crds_install_and_explain,
+            chart_renders_and_rbac_is_least_privilege,
+            empty_spec_creates_every_child,
+            unchanged_object_sends_no_write,
+            deleted_child_is_repaired,
+            spec_edits_roll_out,
+            invalid_specs_are_refused,
+            delete_removes_everything,
+            crash_mid_creation_converges,
+            leader_election_fails_over,
+            fifty_clusters_converge,
+        ],
+        || Env::setup(&dir),
+        |mut env| {
+            eprintln!(
+                "logs of the failed run are kept in {}",
+                env.log_dir().display()
+            );
+            env.bed.keep_dir();
+        },
+    )
 }

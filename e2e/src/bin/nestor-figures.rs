@@ -5,14 +5,14 @@
 //! from the kubelet's summary API once it has settled. Prints a table and
 //! writes the same figures as JSON to `target/figures/ready.json`.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams};
 use nestor_crds::VirtualCluster;
 use nestor_e2e::process::Lifetime;
-use nestor_e2e::support::{OPERATOR_NAMESPACE, vc_yaml};
+use nestor_e2e::support::vc_yaml;
 use nestor_e2e::testbed::TestBedOptions;
-use nestor_e2e::tools::{helm, kubectl_ok};
+use nestor_e2e::tools::kubectl_ok;
 use nestor_e2e::{TestBed, node, paths};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -42,23 +42,7 @@ async fn pod_memory(bed: &TestBed, namespace: &str) -> Result<BTreeMap<String, u
 
 async fn ready(bed: &TestBed, runs: usize) -> Result<()> {
     let client = bed.client().await?;
-    let chart = paths::repo_root()
-        .join("charts/nestor")
-        .display()
-        .to_string();
-    let config = bed.kubeconfig.display().to_string();
-    let out = helm(&[
-        "install",
-        "nestor",
-        &chart,
-        "--kubeconfig",
-        &config,
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        "--create-namespace",
-        "--wait",
-    ])?;
-    ensure!(out.ok, "helm install failed: {}", out.stderr);
+    nestor_e2e::support::helm_install(&bed.kubeconfig, &[])?;
     let mut times = Vec::new();
     let mut memories = Vec::new();
     for run in 1..=runs {
