@@ -33,9 +33,8 @@ pub fn is_current(
         return false;
     };
     let renew_ok = match annotations.get(RENEW_AFTER) {
-        None => {
-            !annotations.contains_key(INPUTS_HASH) || annotations.contains_key(BUNDLE_FINGERPRINT)
-        }
+        // Only the roots carry no renewal date; they are not renewed this way.
+        None => annotations.contains_key(BUNDLE_FINGERPRINT),
         Some(at) => at
             .parse::<k8s_openapi::jiff::Timestamp>()
             .is_ok_and(|at| now < at),

@@ -135,7 +135,7 @@ impl TestBed {
         };
         let p = |f: &str| pki_dir.join(f).display().to_string();
 
-        bed.processes.push(spawn(
+        bed.start_component(
             "etcd",
             &paths::etcd_binary()?,
             &[
@@ -149,12 +149,10 @@ impl TestBed {
                 "--unsafe-no-fsync=true".into(),
                 "--log-level=warn".into(),
             ],
-            &[],
-            &logs.join("etcd.log"),
             lifetime,
-        )?);
+        )?;
 
-        bed.processes.push(spawn(
+        bed.start_component(
             "kube-apiserver",
             &paths::kube_binary("kube-apiserver")?,
             &[
@@ -199,10 +197,8 @@ impl TestBed {
                 None => vec![],
             })
             .collect::<Vec<_>>(),
-            &[],
-            &logs.join("kube-apiserver.log"),
             lifetime,
-        )?);
+        )?;
 
         // The controllers need the API server's bootstrap RBAC.
         bed.write_state()?;
@@ -211,7 +207,7 @@ impl TestBed {
             return Err(e);
         }
 
-        bed.processes.push(spawn(
+        bed.start_component(
             "kube-controller-manager",
             &paths::kube_binary("kube-controller-manager")?,
             &[
@@ -230,12 +226,10 @@ impl TestBed {
                 "--leader-elect=false".into(),
                 "--profiling=false".into(),
             ],
-            &[],
-            &logs.join("kube-controller-manager.log"),
             lifetime,
-        )?);
+        )?;
 
-        bed.processes.push(spawn(
+        bed.start_component(
             "kube-scheduler",
             &paths::kube_binary("kube-scheduler")?,
             &[
@@ -247,10 +241,8 @@ impl TestBed {
                 "--leader-elect=false".into(),
                 "--profiling=false".into(),
             ],
-            &[],
-            &logs.join("kube-scheduler.log"),
             lifetime,
-        )?);
+        )?;
 
         bed.write_state()?;
         if let Err(e) = bed.wait_ready(Duration::from_secs(120), true).await {
@@ -269,6 +261,20 @@ impl TestBed {
             started.elapsed().as_secs_f64()
         );
         Ok(bed)
+    }
+
+    /// Starts one component, logging to `logs/<name>.log`, and records it.
+    fn start_component(
+        &mut self,
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        lifetime: Lifetime,
+    ) -> Result<()> {
+        let log = self.dir.join("logs").join(format!("{name}.log"));
+        self.processes
+            .push(spawn(name, binary, args, &[], &log, lifetime)?);
+        Ok(())
     }
 
     async fn start_node(
