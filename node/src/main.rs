@@ -1,0 +1,486 @@
+//! `nestor-node`: the entry point of a Nestor node pod.
+//!
+//! It prepares the pod to host containers (mount propagation, sysctls of the
+//! pod's own network namespace), starts containerd and the kubelet (which
+//! joins the nested cluster by TLS bootstrapping), waits for the Node's pod
+//! range, writes the CNI configuration, builds the VXLAN overlay, starts
+//! kube-proxy, and then keeps the overlay and the egress rules in step with
+//! the nested cluster's Nodes and control-plane endpoints. If any of the
+//! three daemons exits, the pod exits too and the host kubelet restarts it;
+//! the Node keeps its name, so it comes back as the same Node.
+
+mod net;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+use net::{Allowed, Peer};
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// This node's name in the nested cluster (the pod's name).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The pod's IP on the host network: the Node's InternalIP and VTEP.
+    #[arg(long, env = "POD_IP")]
+    pod_ip: Ipv4Addr,
+    /// The nested cluster's pod range.
+    #[arg(long)]
+    cluster_cidr: Ipv4Net,
+    /// Labels the kubelet registers the Node with.
+    #[arg(long, default_value = "")]
+    node_labels: String,
+    /// MTU of the pod's interface on the host network.
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// Where the operator's configuration is mounted.
+    #[arg(long, default_value = "/etc/nestor")]
+    config_dir: PathBuf,
+}
+
+const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
+const KUBE_PROXY_KUBECONFIG: &str = "/var/lib/kube-proxy/kubeconfig";
+const KUBELET_CLIENT_CERT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
+const CNI_CONF: &str = "/etc/cni/net.d/10-nestor.conflist";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    prepare()?;
+    let mut daemons = Daemons::default();
+    daemons.start(
+        "containerd",
+        Command::new("containerd")
+            .arg("--config")
+            .arg(args.config_dir.join("node/containerd.toml")),
+    )?;
+    wait_for_file(Path::new("/run/containerd/containerd.sock"), &mut daemons).await?;
+    let mut kubelet = Command::new("kubelet");
+    kubelet
+        .arg(format!(
+            "--config={}",
+            args.config_dir.join("node/kubelet-config.yaml").display()
+        ))
+        .arg(format!(
+            "--bootstrap-kubeconfig={}",
+            args.config_dir
+                .join("bootstrap/bootstrap-kubeconfig")
+                .display()
+        ))
+        .arg(format!("--kubeconfig={KUBELET_KUBECONFIG}"))
+        .arg("--cert-dir=/var/lib/kubelet/pki")
+        .arg(format!("--hostname-override={}", args.node_name))
+        .arg(format!("--node-ip={}", args.pod_ip));
+    if !args.node_labels.is_empty() {
+        kubelet.arg(format!("--node-labels={}", args.node_labels));
+    }
+    daemons.start("kubelet", &mut kubelet)?;
+    // The kubelet writes its kubeconfig before its certificate is issued:
+    // wait for the certificate (the nested cluster may not even serve yet).
+    wait_for_file(Path::new(KUBELET_KUBECONFIG), &mut daemons).await?;
+    wait_for_file(Path::new(KUBELET_CLIENT_CERT), &mut daemons).await?;
+    info!("the kubelet has its client certificate");
+
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(KUBELET_KUBECONFIG)?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    let client = Client::try_from(config)?;
+
+    // kube-proxy uses the node's own credentials (the nested cluster grants
+    // nodes what kube-proxy needs).
+    std::fs::create_dir_all("/var/lib/kube-proxy")?;
+    std::fs::copy(KUBELET_KUBECONFIG, KUBE_PROXY_KUBECONFIG)?;
+    daemons.start(
+        "kube-proxy",
+        Command::new("kube-proxy")
+            .arg(format!(
+                "--config={}",
+                args.config_dir.join("kube-proxy/config.conf").display()
+            ))
+            .arg(format!("--hostname-override={}", args.node_name)),
+    )?;
+
+    let own_cidr = wait_for_pod_cidr(&client, &args.node_name, &mut daemons).await?;
+    info!(pod_cidr = %own_cidr, "setting up the pod network");
+    let own = Peer {
+        ip: args.pod_ip,
+        pod_cidr: own_cidr,
+    };
+    if !Path::new("/sys/class/net").join(net::VXLAN_DEVICE).exists() {
+        run_all(&net::vxlan_setup(&own, args.mtu)).await?;
+    }
+    std::fs::create_dir_all("/etc/cni/net.d")?;
+    std::fs::write(CNI_CONF, net::cni_conflist(&own_cidr, args.mtu))?;
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = keep_network(client, own, args.cluster_cidr) => {
+            daemons.stop().await;
+            result
+        }
+        exited = daemons.wait_any() => {
+            daemons.stop().await;
+            bail!("{exited}")
+        }
+        _ = terminate.recv() => {
+            info!("SIGTERM: stopping the node");
+            daemons.stop().await;
+            Ok(())
+        }
+    }
+}
+
+/// Makes the pod able to host containers: shared mount propagation (the
+/// kubelet and containerd mount volumes into containers) and forwarding in
+/// the pod's own network namespace.
+fn prepare() -> Result<()> {
+    for dir in [
+        "/run/containerd",
+        "/var/lib/kubelet",
+        "/etc/cni/net.d",
+        "/run/nestor/ipam",
+    ] {
+        std::fs::create_dir_all(dir)?;
+    }
+    let status = std::process::Command::new("mount")
+        .args(["--make-rshared", "/"])
+        .status()?;
+    if !status.success() {
+        bail!("mount --make-rshared / failed");
+    }
+    for (key, value) in [
+        ("net/ipv4/ip_forward", "1"),
+        ("net/ipv4/conf/all/rp_filter", "0"),
+        ("net/bridge/bridge-nf-call-iptables", "1"),
+    ] {
+        let path = Path::new("/proc/sys").join(key);
+        if let Err(e) = std::fs::write(&path, value) {
+            warn!(sysctl = key, error = %e, "could not set sysctl");
+        }
+    }
+    Ok(())
+}
+
+/// The three daemons of a node, stopped in reverse order.
+#[derive(Default)]
+struct Daemons {
+    children: Vec<(&'static str, Child)>,
+}
+
+impl Daemons {
+    fn start(&mut self, name: &'static str, command: &mut Command) -> Result<()> {
+        let child = command
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        info!(daemon = name, pid = child.id(), "started");
+        self.children.push((name, child));
+        Ok(())
+    }
+
+    /// Waits until one daemon exits, reaping orphans (the node pod's PID 1
+    /// inherits containerd's shims' children) meanwhile.
+    async fn wait_any(&mut self) -> String {
+        loop {
+            for (name, child) in &mut self.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return format!("{name} exited: {status}");
+                }
+            }
+            reap_orphans(&self.pids());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn pids(&self) -> HashSet<u32> {
+        self.children.iter().filter_map(|(_, c)| c.id()).collect()
+    }
+
+    async fn stop(&mut self) {
+        while let Some((name, mut child)) = self.children.pop() {
+            if let Some(pid) = child.id() {
+                // SAFETY: signalling a child we started and have not reaped.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
+                Ok(_) => info!(daemon = name, "stopped"),
+                Err(_) => {
+                    warn!(daemon = name, "did not stop in 15 s; killing it");
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+/// Reaps zombie children that are not ours to wait for (see `wait_any`).
+fn reap_orphans(ours: &HashSet<u32>) {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if ours.contains(&pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (
+            fields.next(),
+            fields.next().and_then(|p| p.parse::<u32>().ok()),
+        );
+        if state == Some("Z") && ppid == Some(me) {
+            // SAFETY: waiting for a zombie child of ours with WNOHANG.
+            unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+    }
+}
+
+async fn wait_for_file(path: &Path, daemons: &mut Daemons) -> Result<()> {
+    loop {
+        if path.exists() {
+            return Ok(());
+        }
+        tokio::select! {
+            exited = daemons.wait_any() => bail!("{exited} while waiting for {}", path.display()),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+async fn wait_for_pod_cidr(client: &Client, name: &str, daemons: &mut Daemons) -> Result<Ipv4Net> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    loop {
+        match nodes.get_opt(name).await {
+            Ok(Some(node)) => {
+                if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr) {
+                    return cidr
+                        .parse()
+                        .with_context(|| format!("Node {name} has an invalid podCIDR {cidr}"));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "reading this node"),
+        }
+        tokio::select! {
+            exited = daemons.wait_any() => bail!("{exited} while waiting for the pod range"),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn run_all(commands: &[Vec<String>]) -> Result<()> {
+    for argv in commands {
+        let out = Command::new(&argv[0]).args(&argv[1..]).output().await?;
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}",
+                argv.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the overlay and the egress rules in step with the nested cluster.
+async fn keep_network(client: Client, own: Peer, cluster_cidr: Ipv4Net) -> Result<()> {
+    let (nodes, nodes_writer) = reflector::store::<Node>();
+    let (slices, slices_writer) = reflector::store::<EndpointSlice>();
+    let node_events = reflector(
+        nodes_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    // Every event, including the end of the initial list (the store is
+    // complete only from then on).
+    .default_backoff()
+    .map(|_| ());
+    let slice_events = reflector(
+        slices_writer,
+        watcher(
+            Api::<EndpointSlice>::all(client),
+            watcher::Config::default()
+                .labels("kubernetes.io/service-name in (kubernetes,kube-dns)"),
+        ),
+    )
+    .default_backoff()
+    .map(|_| ());
+    let mut events = std::pin::pin!(futures::stream::select(node_events, slice_events));
+    let mut applied_peers: BTreeSet<Peer> = BTreeSet::new();
+    let mut applied_rules = String::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            event = events.next() => if event.is_none() { bail!("watches ended") },
+            _ = tick.tick() => {}
+        }
+        // Let a burst of events settle into one sync.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let peers: BTreeSet<Peer> = nodes
+            .state()
+            .iter()
+            .filter_map(|n| peer_of(n))
+            .filter(|p| p.ip != own.ip)
+            .collect();
+        let allowed = allowed_endpoints(&slices.state());
+        for gone in applied_peers.difference(&peers) {
+            info!(peer = %gone.ip, "removing peer");
+            if let Err(e) = run_all(&net::peer_remove(gone)).await {
+                warn!(error = %e, "removing a peer");
+            }
+        }
+        for peer in peers.difference(&applied_peers) {
+            info!(peer = %peer.ip, pod_cidr = %peer.pod_cidr, "adding peer");
+        }
+        let mut ok = true;
+        for peer in &peers {
+            if let Err(e) = run_all(&net::peer_add(peer)).await {
+                warn!(error = %e, "adding a peer");
+                ok = false;
+            }
+        }
+        let rules = net::rules(&cluster_cidr, &allowed, &peers);
+        if rules != applied_rules || !ok {
+            if let Err(e) = apply_rules(&rules, &cluster_cidr).await {
+                warn!(error = %e, "applying the node's rules");
+                ok = false;
+            } else {
+                info!(
+                    allowed = allowed.len(),
+                    peers = peers.len(),
+                    "rules applied"
+                );
+            }
+        }
+        if ok {
+            applied_peers = peers;
+            applied_rules = rules;
+        }
+    }
+}
+
+fn peer_of(node: &Node) -> Option<Peer> {
+    let pod_cidr = node.spec.as_ref()?.pod_cidr.as_ref()?.parse().ok()?;
+    let ip = node
+        .status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")?
+        .address
+        .parse()
+        .ok()?;
+    Some(Peer { ip, pod_cidr })
+}
+
+fn allowed_endpoints(slices: &[std::sync::Arc<EndpointSlice>]) -> BTreeSet<Allowed> {
+    let mut allowed = BTreeSet::new();
+    for slice in slices {
+        let ports: Vec<(u16, String)> = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    u16::try_from(p.port?).ok()?,
+                    p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                ))
+            })
+            .collect();
+        for endpoint in &slice.endpoints {
+            for address in &endpoint.addresses {
+                let Ok(ip) = address.parse::<Ipv4Addr>() else {
+                    continue;
+                };
+                for (port, protocol) in &ports {
+                    allowed.insert(Allowed {
+                        ip,
+                        port: *port,
+                        protocol: protocol.clone(),
+                    });
+                }
+            }
+        }
+    }
+    allowed
+}
+
+async fn apply_rules(rules: &str, cluster_cidr: &Ipv4Net) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut restore = Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    restore
+        .stdin
+        .take()
+        .context("iptables-restore stdin")?
+        .write_all(rules.as_bytes())
+        .await?;
+    let out = restore.wait_with_output().await?;
+    if !out.status.success() {
+        bail!(
+            "iptables-restore failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    for (table, chain, rule) in net::jumps(cluster_cidr) {
+        let exists = Command::new("iptables")
+            .args(["-w", "-t", table, "-C", chain])
+            .args(&rule)
+            .output()
+            .await?
+            .status
+            .success();
+        if !exists {
+            let mut insert = vec![
+                "-w".to_string(),
+                "-t".into(),
+                table.into(),
+                "-I".into(),
+                chain.into(),
+                "1".into(),
+            ];
+            insert.extend(rule);
+            let mut argv = vec!["iptables".to_string()];
+            argv.extend(insert);
+            run_all(&[argv]).await?;
+        }
+    }
+    Ok(())
+}
