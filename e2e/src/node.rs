@@ -286,6 +286,7 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
             }
         }
     }
+    procs.push(start_registry(&images, &logs, lifetime)?);
     let kube = |n: &str| paths::kube_binary(n);
     procs.push(spawn(
         "kubelet",
@@ -315,6 +316,87 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
         lifetime,
     )?);
     Ok(procs)
+}
+
+/// Images nested nodes pull (through their containerd's mirrors): the
+/// sandbox image and the test workloads'. Archive file name prefix -> the
+/// repository path in the test bed's registry.
+const REGISTRY_IMAGES: &[(&str, &str)] = &[
+    ("registry.k8s.io_pause_", "pause"),
+    ("images.nestor.test_busybox_", "busybox"),
+];
+
+/// The test bed's registry address (on the node's own link).
+pub fn registry() -> String {
+    format!("{}:{}", node_ip(), setting("REGISTRY_PORT"))
+}
+
+/// The registries nested nodes reach through the test bed's registry, as a
+/// Helm `--set-json` value for `nodeRegistryMirrors`.
+pub fn registry_mirrors_value() -> String {
+    let endpoint = format!("http://{}", registry());
+    format!(
+        "nodeRegistryMirrors={}",
+        serde_json::json!({
+            "registry.k8s.io": [endpoint],
+            "images.nestor.test": [endpoint],
+        })
+    )
+}
+
+/// Starts an in-memory registry on the node's address and pushes into it
+/// the images nested nodes pull.
+fn start_registry(images: &Path, logs: &Path, lifetime: Lifetime) -> Result<Proc> {
+    let crane = paths::crane_binary()?;
+    let address = registry();
+    let proc = spawn(
+        "registry",
+        &crane,
+        &[
+            "registry".into(),
+            "serve".into(),
+            "--address".into(),
+            address.clone(),
+        ],
+        &[],
+        &logs.join("registry.log"),
+        lifetime,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&address).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "the registry did not listen on {address}; see {}/registry.log",
+                logs.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for entry in std::fs::read_dir(images)? {
+        let path = entry?.path();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
+        let Some((prefix, repo)) = REGISTRY_IMAGES.iter().find(|(p, _)| file.starts_with(p)) else {
+            continue;
+        };
+        let tag = file[prefix.len()..].trim_end_matches(".tar");
+        let target = format!("{address}/{repo}:{tag}");
+        let out = Command::new(&crane)
+            .args(["push", "--insecure"])
+            .arg(&path)
+            .arg(&target)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "pushing {} to {target}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(proc)
 }
 
 /// The host cluster's add-ons: CoreDNS (answering only for the cluster

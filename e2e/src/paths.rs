@@ -63,6 +63,17 @@ pub fn etcd_binary() -> Result<PathBuf> {
     )
 }
 
+/// crane: the test bed's registry and the tool that pushes into it.
+pub fn crane_binary() -> Result<PathBuf> {
+    existing(
+        cache()
+            .join("crane")
+            .join(version("CRANE_VERSION"))
+            .join("bin/crane"),
+        "e2e/testbed/build-binaries.sh crane",
+    )
+}
+
 /// kubectl or helm.
 pub fn tool(name: &str) -> Result<PathBuf> {
     let dir = format!(

@@ -3,7 +3,7 @@
 # their Go modules, into a cache keyed by version. A second run with the same
 # versions does nothing. Usage: build-binaries.sh [component ...]
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet
-#             kube-proxy etcd coredns pause (default: the control-plane set
+#             kube-proxy etcd coredns pause crane (default: the control-plane set
 #             and etcd).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,7 +15,8 @@ k8s_bin=$cache/kubernetes/$K8S_VERSION/bin
 etcd_bin=$cache/etcd/$ETCD_VERSION/bin
 coredns_bin=$cache/coredns/$COREDNS_VERSION/bin
 pause_bin=$cache/pause/$PAUSE_TAG/bin
-mkdir -p "$k8s_bin" "$etcd_bin" "$coredns_bin" "$pause_bin"
+crane_bin=$cache/crane/$CRANE_VERSION/bin
+mkdir -p "$k8s_bin" "$etcd_bin" "$coredns_bin" "$pause_bin" "$crane_bin"
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(kube-apiserver kube-controller-manager kube-scheduler etcd)
@@ -110,6 +111,17 @@ for c in "${components[@]}"; do
       mv "$coredns_bin.tmp/coredns" "$coredns_bin/coredns"
       rmdir "$coredns_bin.tmp"
       echo "nestor-testbed: built coredns in $((SECONDS - start))s" >&2
+      ;;
+    crane)
+      # The test bed's image registry (`crane registry serve`) and the tool
+      # that pushes the locally built archives into it.
+      [ -x "$crane_bin/crane" ] && continue
+      echo "nestor-testbed: building crane v$CRANE_VERSION" >&2
+      start=$SECONDS
+      GOBIN=$crane_bin.tmp go install -trimpath -ldflags='-s -w' "github.com/google/go-containerregistry/cmd/crane@v$CRANE_VERSION"
+      mv "$crane_bin.tmp/crane" "$crane_bin/crane"
+      rmdir "$crane_bin.tmp"
+      echo "nestor-testbed: built crane in $((SECONDS - start))s" >&2
       ;;
     pause)
       [ -x "$pause_bin/pause" ] && continue

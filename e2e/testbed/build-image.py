@@ -7,7 +7,7 @@ reference the pod specs use. The archive is deterministic: same inputs,
 same bytes, same image ID.
 
 usage: build-image.py --ref REF --out FILE [--file SRC:DEST[:MODE]]...
-                      [--dir DEST[:MODE]]... [--entrypoint JSON] [--cmd JSON]
+                      [--dir DEST[:MODE]]... [--tree ROOTFS_DIR] [--entrypoint JSON] [--cmd JSON]
                       [--user USER] [--env K=V]... [--workdir DIR]
 """
 import argparse
@@ -30,12 +30,33 @@ def add_dirs(tar, path, seen):
             tar.addfile(info)
 
 
+def add_tree(tar, root, seen):
+    """Adds every entry under root, sorted, with fixed owners and times."""
+    entries = []
+    for base, dirs, files in os.walk(root):
+        for name in dirs + files:
+            entries.append(os.path.join(base, name))
+    for path in sorted(entries):
+        name = os.path.relpath(path, root)
+        info = tar.gettarinfo(path, arcname=name)
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        seen.add(name)
+        if info.isreg():
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+        else:
+            tar.addfile(info)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--ref", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--file", action="append", default=[])
     p.add_argument("--dir", action="append", default=[])
+    p.add_argument("--tree", help="a staged root file system, added as it is (symlinks kept)")
     p.add_argument("--entrypoint")
     p.add_argument("--cmd")
     p.add_argument("--user")
@@ -46,6 +67,8 @@ def main():
     layer = io.BytesIO()
     seen = set()
     with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        if a.tree:
+            add_tree(tar, a.tree, seen)
         for spec in a.dir:
             dest, _, mode = spec.partition(":")
             add_dirs(tar, dest + "/x", seen)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds every image the test bed's node runs, as docker archives, from the
 # binaries built here: the sandbox (pause), etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, CoreDNS and the Nestor operator.
+# kube-controller-manager, kube-scheduler, CoreDNS, the Nestor operator, the
+# Nestor node image (kubelet, kube-proxy, containerd, runc, CNI plugins) and
+# a busybox image that the end-to-end tests run as nested workloads.
 # Each archive is rebuilt only when its binary is newer. The references are
 # exactly those the pod specs use. Prints the directory of the archives.
 set -euo pipefail
@@ -12,7 +14,8 @@ source "$here/versions.env"
 cache=${NESTOR_CACHE:-$HOME/.cache/nestor}
 out=$cache/images
 mkdir -p "$out"
-bash "$here/build-binaries.sh" kube-apiserver kube-controller-manager kube-scheduler etcd coredns pause >/dev/null
+bash "$here/build-binaries.sh" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy \
+  etcd coredns pause >/dev/null
 k8s_bin=$cache/kubernetes/$K8S_VERSION/bin
 
 image() { # image REF BINARY [build-image.py args...]
@@ -36,11 +39,39 @@ done
 image "$registry/coredns/coredns:v$COREDNS_VERSION" "$cache/coredns/$COREDNS_VERSION/bin/coredns" \
   --file "$cache/coredns/$COREDNS_VERSION/bin/coredns:/coredns" --entrypoint '["/coredns"]' --user 65532:65532
 
-# The operator: a static binary, as operator/Dockerfile builds it.
+# The operator and the node agent: static binaries, as operator/Dockerfile
+# and node/Dockerfile build them.
 operator_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$root/charts/nestor/Chart.yaml")
 (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --locked --profile image \
-  --target x86_64-unknown-linux-gnu -p nestor-operator)
+  --target x86_64-unknown-linux-gnu -p nestor-operator -p nestor-node)
 operator=$root/target/x86_64-unknown-linux-gnu/image/nestor-operator
 image "ghcr.io/nestor-dev/nestor-operator:$operator_version" "$operator" \
   --file "$operator:/nestor-operator" --entrypoint '["/nestor-operator"]' --user 65532:65532
+
+# The node image (node/Dockerfile's equivalent, from this machine's packages).
+node_agent=$root/target/x86_64-unknown-linux-gnu/image/nestor-node
+node_ref="ghcr.io/nestor-dev/nestor-node:v$K8S_VERSION"
+node_file=$out/$(echo "$node_ref" | tr '/:' '__').tar
+if [ ! -f "$node_file" ] || [ "$node_agent" -nt "$node_file" ] || [ "$k8s_bin/kubelet" -nt "$node_file" ]; then
+  rootfs=$(mktemp -d)
+  bash "$here/node-rootfs.sh" "$rootfs/root" "$k8s_bin" "$node_agent"
+  image "$node_ref" "$node_agent" --tree "$rootfs/root" --entrypoint '["/usr/local/bin/nestor-node"]'
+  rm -rf "$rootfs"
+fi
+
+# Nested workloads for the end-to-end tests: Debian's static busybox.
+busybox=/bin/busybox
+if [ -x "$busybox" ]; then
+  bb_ref="$TEST_IMAGE_REGISTRY/busybox:$BUSYBOX_TAG"
+  bb_file=$out/$(echo "$bb_ref" | tr '/:' '__').tar
+  if [ ! -f "$bb_file" ]; then
+    rootfs=$(mktemp -d)
+    mkdir -p "$rootfs/root/bin" "$rootfs/root/usr/bin" "$rootfs/root/tmp"
+    cp "$busybox" "$rootfs/root/usr/bin/busybox"
+    # Links to /usr/bin/busybox for every applet (sh, httpd, wget, nslookup...).
+    "$busybox" --install -s "$rootfs/root/bin"
+    image "$bb_ref" "$busybox" --tree "$rootfs/root" --cmd '["sh"]'
+    rm -rf "$rootfs"
+  fi
+fi
 echo "$out"
