@@ -106,6 +106,8 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
             pki("apiserver-kubelet-client.crt"),
         ),
         ("kubelet-client-key", pki("apiserver-kubelet-client.key")),
+        // Kubelet serving certificates are signed by the cluster CA.
+        ("kubelet-certificate-authority", pki("ca.crt")),
         ("kubelet-preferred-address-types", "InternalIP".into()),
         ("proxy-client-cert-file", pki("front-proxy-client.crt")),
         ("proxy-client-key-file", pki("front-proxy-client.key")),

@@ -21,6 +21,9 @@ pub struct OperatorSettings {
     pub node_image_repository: String,
     /// How the operator reaches nested API servers.
     pub nested_route: crate::nested::NestedRoute,
+    /// Registry mirrors of node pods' containerd: registry host to mirror
+    /// endpoints, tried in order.
+    pub node_registry_mirrors: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for OperatorSettings {
@@ -29,6 +32,7 @@ impl Default for OperatorSettings {
             default_registry: "registry.k8s.io".into(),
             node_image_repository: "ghcr.io/nestor-dev/nestor-node".into(),
             nested_route: crate::nested::NestedRoute::Internal,
+            node_registry_mirrors: Default::default(),
         }
     }
 }

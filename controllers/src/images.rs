@@ -9,6 +9,15 @@ pub fn etcd_tag(minor: u64) -> &'static str {
     if minor >= 34 { "3.6.5-0" } else { "3.5.21-0" }
 }
 
+/// Tag of the sandbox (pause) image node pods' containerd uses.
+pub const PAUSE_TAG: &str = "3.10";
+
+/// The sandbox image of a cluster's nodes, from its registry.
+pub fn pause_image(settings: &OperatorSettings, registry: Option<&str>) -> String {
+    let registry = registry.unwrap_or(&settings.default_registry);
+    format!("{}/pause:{PAUSE_TAG}", registry.trim_end_matches('/'))
+}
+
 /// Tag of the CoreDNS image.
 pub const COREDNS_TAG: &str = "v1.12.1";
 

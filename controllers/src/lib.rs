@@ -20,6 +20,7 @@ pub mod kubeconfig;
 pub mod meta;
 pub mod metrics;
 pub mod nested;
+pub mod nested_nodes;
 pub mod nodepool;
 pub mod pki;
 pub mod podspec;

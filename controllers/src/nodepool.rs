@@ -20,15 +20,14 @@ use crate::meta::{
 use crate::secrets::BUNDLE_FINGERPRINT;
 use crate::status::{Computed, READY, settle_conditions};
 use crate::validate::validate_pool;
-use crate::{images, nested, pki};
+use crate::{images, nested, nested_nodes, pki};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
-    SecurityContext, Service, ServiceSpec, Volume, VolumeMount,
+    EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, Secret, SecurityContext, Service,
+    ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use kube::ResourceExt;
 use kube::api::{Api, Patch};
@@ -193,23 +192,63 @@ pub fn nested_bootstrap_token_secret(pool: &str, token: &BootstrapToken) -> Secr
     }
 }
 
-/// The kubelet's configuration for the pool's nodes.
+/// The kubelet's configuration for the pool's nodes. Nested pods get the
+/// nested cluster's DNS only (`resolvConf: ""`): the node pod's own
+/// resolver is the host cluster's, which tenants must not see. The kubelet
+/// asks the
+/// nested cluster for its serving certificate (`serverTLSBootstrap`), which
+/// Nestor approves after checking it names the node pod and nothing else,
+/// so the nested API server can verify the kubelets it calls.
 pub fn kubelet_config(pool: &NodePool, vc: &VirtualCluster) -> String {
     let taints = serde_json::to_string(&pool.spec.taints).unwrap_or_else(|_| "[]".into());
     format!(
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: /etc/nestor/bootstrap/ca.crt\nauthorization:\n  mode: Webhook\ncgroupDriver: cgroupfs\nfailCgroupV1: false\nprotectKernelDefaults: true\nclusterDNS:\n- {}\nclusterDomain: {}\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\nrotateCertificates: true\nhealthzBindAddress: 0.0.0.0\nhealthzPort: {KUBELET_HEALTHZ_PORT}\nresolvConf: /etc/resolv.conf\nregisterWithTaints: {taints}\n",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: /etc/nestor/bootstrap/ca.crt\nauthorization:\n  mode: Webhook\ncgroupDriver: cgroupfs\nfailCgroupV1: false\nfailSwapOn: false\nprotectKernelDefaults: true\nclusterDNS:\n- {}\nclusterDomain: {}\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\nrotateCertificates: true\nserverTLSBootstrap: true\nhealthzBindAddress: 0.0.0.0\nhealthzPort: {KUBELET_HEALTHZ_PORT}\nresolvConf: \"\"\nregisterWithTaints: {taints}\n",
         vc.spec.networking.dns_service_ip, vc.spec.networking.cluster_domain
     )
 }
 
-/// The ConfigMap holding the kubelet configuration.
-pub fn desired_node_config_map(pool: &NodePool, vc: &VirtualCluster) -> ConfigMap {
+/// containerd's configuration in a node pod: the CRI plugin with the
+/// cluster's sandbox image, the CNI plugins of the node image, and the
+/// operator's registry mirrors (how node pods reach images when the
+/// upstream registries are out of reach).
+pub fn containerd_config(sandbox_image: &str, mirrors: &BTreeMap<String, Vec<String>>) -> String {
+    // TOML basic strings take JSON's escapes.
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+    let mut out = format!(
+        "version = 2\nroot = \"/var/lib/containerd\"\nstate = \"/run/containerd\"\n\n[grpc]\n  address = \"/run/containerd/containerd.sock\"\n\n[{cri}]\n  sandbox_image = {}\n  restrict_oom_score_adj = true\n\n[{cri}.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = \"runc\"\n\n[{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\n[{cri}.cni]\n  bin_dir = \"/opt/cni/bin\"\n  conf_dir = \"/etc/cni/net.d\"\n",
+        quote(sandbox_image)
+    );
+    for (host, endpoints) in mirrors {
+        let list = endpoints
+            .iter()
+            .map(|e| quote(e))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!(
+            "\n[{cri}.registry.mirrors.{}]\n  endpoint = [{list}]\n",
+            quote(host)
+        ));
+    }
+    out
+}
+
+/// The ConfigMap holding the kubelet's and containerd's configuration.
+pub fn desired_node_config_map(
+    pool: &NodePool,
+    vc: &VirtualCluster,
+    sandbox_image: &str,
+    mirrors: &BTreeMap<String, Vec<String>>,
+) -> ConfigMap {
     ConfigMap {
         metadata: pool_child_meta(pool, PoolNames::new(pool).config_map()),
-        data: Some(BTreeMap::from([(
-            "kubelet-config.yaml".into(),
-            kubelet_config(pool, vc),
-        )])),
+        data: Some(BTreeMap::from([
+            ("kubelet-config.yaml".into(), kubelet_config(pool, vc)),
+            (
+                "containerd.toml".into(),
+                containerd_config(sandbox_image, mirrors),
+            ),
+        ])),
         ..ConfigMap::default()
     }
 }
@@ -241,7 +280,12 @@ fn node_labels_flag(pool: &NodePool) -> String {
 /// The node StatefulSet. Node pods are privileged (containerd and the
 /// kubelet need it) and say so in an annotation; they use neither the host's
 /// network, PID namespace nor paths.
-pub fn desired_node_statefulset(pool: &NodePool, vc: &VirtualCluster, image: &str) -> StatefulSet {
+pub fn desired_node_statefulset(
+    pool: &NodePool,
+    vc: &VirtualCluster,
+    image: &str,
+    replicas: i32,
+) -> StatefulSet {
     let pn = PoolNames::new(pool);
     let names = ClusterNames::new(vc);
     let empty = |name: &str, memory: bool| Volume {
@@ -277,22 +321,17 @@ pub fn desired_node_statefulset(pool: &NodePool, vc: &VirtualCluster, image: &st
         }),
         ..EnvVar::default()
     };
-    let resources = pool
-        .spec
-        .resources
-        .clone()
-        .unwrap_or_else(|| ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("250m".into())),
-                ("memory".to_string(), Quantity("512Mi".into())),
-            ])),
-            ..ResourceRequirements::default()
-        });
+    // The node's own daemons (kubelet, containerd, kube-proxy); a pool
+    // whose workloads need more says so in `resources`.
+    let resources = crate::podspec::resources_or(&pool.spec.resources, "100m", "256Mi");
     let container = Container {
         name: "node".into(),
         image: Some(image.into()),
         command: Some(vec!["/usr/local/bin/nestor-node".into()]),
-        args: Some(vec![format!("--node-labels={}", node_labels_flag(pool))]),
+        args: Some(vec![
+            format!("--node-labels={}", node_labels_flag(pool)),
+            format!("--cluster-cidr={}", vc.spec.networking.pod_cidr),
+        ]),
         env: Some(vec![
             field_env("NODE_NAME", "metadata.name"),
             field_env("POD_IP", "status.podIP"),
@@ -353,7 +392,7 @@ pub fn desired_node_statefulset(pool: &NodePool, vc: &VirtualCluster, image: &st
     StatefulSet {
         metadata: pool_child_meta(pool, pn.statefulset()),
         spec: Some(StatefulSetSpec {
-            replicas: Some(pool.spec.replicas),
+            replicas: Some(replicas),
             service_name: Some(pn.service()),
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
@@ -401,8 +440,15 @@ pub struct PoolObserved {
     pub invalid: Option<String>,
     /// `None`: the cluster does not exist; `Some(false)`: not ready yet.
     pub control_plane_ready: Option<bool>,
+    /// Node pods (from the StatefulSet).
     pub replicas: i32,
+    /// Node pods whose kubelet answers its health check.
     pub ready_replicas: i32,
+    /// Nested Nodes that are Ready (`None`: the nested cluster is not
+    /// reachable yet).
+    pub nodes_ready: Option<i32>,
+    /// Nodes being drained before a scale-down removes them.
+    pub draining: Option<i32>,
 }
 
 /// The pool's status. Pure.
@@ -429,12 +475,25 @@ pub fn compute_pool_status(pool: &NodePool, observed: &PoolObserved, now: &Time)
             message: format!("VirtualCluster {cluster} is ready"),
         },
     };
-    let nodes_ok = observed.ready_replicas >= desired && observed.replicas == desired;
-    let nodes = Computed {
-        type_: NODES_READY,
-        ok: nodes_ok,
-        reason: if nodes_ok { "Ready" } else { "NotReady" },
-        message: format!("{}/{desired} nodes ready", observed.ready_replicas),
+    // A node is ready when its nested Node is, not merely its pod.
+    let ready_nodes = observed
+        .nodes_ready
+        .unwrap_or(0)
+        .min(observed.ready_replicas);
+    let nodes_ok = ready_nodes >= desired && observed.replicas == desired;
+    let nodes = match observed.draining {
+        Some(n) => Computed {
+            type_: NODES_READY,
+            ok: false,
+            reason: "Draining",
+            message: format!("draining {n} node(s) before removing them"),
+        },
+        None => Computed {
+            type_: NODES_READY,
+            ok: nodes_ok,
+            reason: if nodes_ok { "Ready" } else { "NotReady" },
+            message: format!("{ready_nodes}/{desired} nodes ready"),
+        },
     };
     let ready = if let Some(why) = &observed.invalid {
         Computed {
@@ -471,7 +530,7 @@ pub fn compute_pool_status(pool: &NodePool, observed: &PoolObserved, now: &Time)
         observed_generation: pool.metadata.generation,
         desired_replicas: desired,
         replicas: observed.replicas,
-        ready_replicas: observed.ready_replicas,
+        ready_replicas: ready_nodes,
         selector: Some(selector_string(&pool_selector_labels(pool))),
         conditions: settle_conditions(&[cp, nodes, ready], previous, pool.metadata.generation, now),
     }
@@ -539,10 +598,72 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
     apply_owned(
         &ctx,
         &ctx.stores.config_maps,
-        desired_node_config_map(&pool, &vc),
+        desired_node_config_map(
+            &pool,
+            &vc,
+            &images::pause_image(&ctx.settings, vc.spec.images.registry.as_deref()),
+            &ctx.settings.node_registry_mirrors,
+        ),
     )
     .await?;
     apply_owned(&ctx, &ctx.stores.services, desired_node_service(&pool)).await?;
+    if let (true, Some(token)) = (cp_ready, &token) {
+        let installed = pki::inputs_hash(["bootstrap", ca_fp.as_str()]);
+        install_in_nested_cluster(&ctx, &pool, &names, token, &installed).await?;
+    }
+    let mut observed = PoolObserved {
+        control_plane_ready: Some(cp_ready),
+        ..observe(&ctx, &pn)
+    };
+    // Scale-down drains the nodes that go before their pods are removed.
+    let running = ctx
+        .stores
+        .stateful_sets
+        .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace))
+        .and_then(|s| s.spec.as_ref().and_then(|s| s.replicas))
+        .unwrap_or(0);
+    let mut replicas = pool.spec.replicas;
+    let mut settled = true;
+    if cp_ready {
+        let client = nested::client(&ctx, &names).await?;
+        let nodes = nested_nodes::list(&client, &names, &pn.pool).await?;
+        if running > pool.spec.replicas {
+            let mut drained = true;
+            for ordinal in pool.spec.replicas..running {
+                let node = format!("{}-{ordinal}", pn.statefulset());
+                drained &= nested_nodes::drain(&ctx, &client, &names, &node).await?;
+            }
+            if !drained {
+                replicas = running;
+                settled = false;
+                observed.draining = Some(running - pool.spec.replicas);
+            }
+        }
+        for node in &nodes {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            match nested_nodes::ordinal(&pn.statefulset(), name) {
+                // A node kept (or taken back) after a scale-down.
+                Some(i) if i < pool.spec.replicas => {
+                    nested_nodes::uncordon_if_drained(&ctx, &client, &names, node).await?
+                }
+                // Its pod is gone: so is the Node.
+                Some(i) if i >= observed.replicas && i >= replicas => {
+                    nested_nodes::delete_node(&ctx, &client, &names, name).await?
+                }
+                _ => {}
+            }
+        }
+        let waiting = nested_nodes::approve_serving_certificates(
+            &ctx,
+            &client,
+            &names,
+            &pn.namespace,
+            &pn.statefulset(),
+        )
+        .await?;
+        observed.nodes_ready = Some(nested_nodes::ready_count(&nodes));
+        settled &= waiting == 0 && nested_nodes::ready_count(&nodes) >= pool.spec.replicas;
+    }
     // An explicit node image is the cluster's, for every pool.
     let image = vc.spec.images.node.clone().unwrap_or_else(|| {
         images::node_image(&ctx.settings, vc.spec.images.registry.as_deref(), &version)
@@ -550,20 +671,16 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
     apply_owned(
         &ctx,
         &ctx.stores.stateful_sets,
-        desired_node_statefulset(&pool, &vc, &image),
+        desired_node_statefulset(&pool, &vc, &image, replicas),
     )
     .await?;
-
-    if let (true, Some(token)) = (cp_ready, token) {
-        let installed = pki::inputs_hash(["bootstrap", ca_fp.as_str()]);
-        install_in_nested_cluster(&ctx, &pool, &names, &token, &installed).await?;
-    }
-    let observed = PoolObserved {
-        control_plane_ready: Some(cp_ready),
-        ..observe(&ctx, &pn)
-    };
     update_status(&ctx, &pool, &observed).await?;
-    Ok(Action::requeue(crate::virtualcluster::RESYNC))
+    if settled || !cp_ready {
+        Ok(Action::requeue(crate::virtualcluster::RESYNC))
+    } else {
+        // Nested Nodes are not watched: look again soon while they change.
+        Ok(Action::requeue(Duration::from_secs(3)))
+    }
 }
 
 /// Makes sure the pool's bootstrap Secret exists for the current CA.
@@ -750,9 +867,31 @@ mod tests {
     }
 
     #[test]
+    fn containerd_uses_the_sandbox_image_and_the_mirrors() {
+        let mirrors = BTreeMap::from([(
+            "registry.k8s.io".to_string(),
+            vec![
+                "http://10.0.0.1:5000".to_string(),
+                "https://m.example".to_string(),
+            ],
+        )]);
+        let toml = containerd_config("mirror.example/pause:3.10", &mirrors);
+        assert!(toml.contains("sandbox_image = \"mirror.example/pause:3.10\""));
+        assert!(toml.contains(
+            "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"registry.k8s.io\"]\n  endpoint = [\"http://10.0.0.1:5000\", \"https://m.example\"]"
+        ));
+        assert!(toml.contains("bin_dir = \"/opt/cni/bin\""));
+        assert!(!containerd_config("p", &BTreeMap::new()).contains("mirrors"));
+        let kubelet = kubelet_config(&pool(), &fixtures::vc(json!({})));
+        assert!(kubelet.contains("serverTLSBootstrap: true"));
+        assert!(kubelet.contains("resolvConf: \"\""));
+    }
+
+    #[test]
     fn statefulset_runs_privileged_nodes_without_host_namespaces() {
         let vc = fixtures::vc(json!({}));
-        let sts = desired_node_statefulset(&pool(), &vc, "ghcr.io/nestor-dev/nestor-node:v1.35.4");
+        let sts =
+            desired_node_statefulset(&pool(), &vc, "ghcr.io/nestor-dev/nestor-node:v1.35.4", 2);
         assert_eq!(sts.metadata.name.as_deref(), Some("workers-node"));
         assert_eq!(
             sts.metadata.owner_references.as_ref().unwrap()[0].kind,
@@ -859,6 +998,7 @@ mod tests {
                 control_plane_ready: Some(true),
                 replicas: 2,
                 ready_replicas: 2,
+                nodes_ready: Some(2),
                 ..Default::default()
             },
             &now,

@@ -32,6 +32,7 @@ pub const APISERVER_MANAGED_FLAGS: &[&str] = &[
     "service-cluster-ip-range",
     "kubelet-client-certificate",
     "kubelet-client-key",
+    "kubelet-certificate-authority",
     "proxy-client-cert-file",
     "proxy-client-key-file",
     "requestheader-client-ca-file",

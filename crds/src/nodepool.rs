@@ -51,7 +51,9 @@ pub struct NodePoolSpec {
     #[schemars(length(min = 5, max = 16))]
     #[x_kube(validation = Rule::new("self.matches('^1\\\\.[0-9]{1,3}\\\\.[0-9]{1,4}$')").message("version must be MAJOR.MINOR.PATCH with major 1, for example 1.35.4 (no leading 'v')"))]
     pub version: Option<String>,
-    /// CPU and memory of each node pod: what the node's workloads share.
+    /// CPU and memory of each node pod: what the node's daemons and its
+    /// workloads share. Default: requests of 100m CPU and 256Mi of memory
+    /// (the daemons' own needs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Labels put on every Node of the pool in the nested cluster.

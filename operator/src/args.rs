@@ -61,6 +61,11 @@ pub struct Args {
         default_value = "internal"
     )]
     pub nested_route: Route,
+    /// A registry mirror for node pods' containerd, as
+    /// `REGISTRY=ENDPOINT[,ENDPOINT...]` (repeatable; `;` separates them in
+    /// the environment), e.g. `registry.k8s.io=https://mirror.example:5000`.
+    #[arg(long = "node-registry-mirror", env = "NESTOR_NODE_REGISTRY_MIRRORS", value_delimiter = ';', value_parser = parse_mirror)]
+    pub node_registry_mirrors: Vec<(String, Vec<String>)>,
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "NESTOR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -104,6 +109,69 @@ impl Args {
                 Route::Internal => NestedRoute::Internal,
                 Route::Published => NestedRoute::Published,
             },
+            node_registry_mirrors: self.node_registry_mirrors.iter().cloned().collect(),
         }
+    }
+}
+
+/// Parses `REGISTRY=ENDPOINT[,ENDPOINT...]`.
+fn parse_mirror(text: &str) -> Result<(String, Vec<String>), String> {
+    let (registry, endpoints) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not REGISTRY=ENDPOINT[,ENDPOINT...]"))?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._:/[]*".contains(c))
+    };
+    if !plain(registry) || registry.contains('/') {
+        return Err(format!(
+            "registry {registry:?} must be a host name with an optional port"
+        ));
+    }
+    let endpoints: Vec<String> = endpoints.split(',').map(|e| e.trim().to_string()).collect();
+    for e in &endpoints {
+        if !(e.starts_with("http://") || e.starts_with("https://")) || !plain(e) {
+            return Err(format!(
+                "mirror endpoint {e:?} must be an http:// or https:// URL"
+            ));
+        }
+    }
+    Ok((registry.to_string(), endpoints))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_mirror("registry.k8s.io=http://10.0.0.1:5000,https://m.example").unwrap(),
+            (
+                "registry.k8s.io".to_string(),
+                vec![
+                    "http://10.0.0.1:5000".to_string(),
+                    "https://m.example".to_string()
+                ]
+            )
+        );
+        assert!(
+            parse_mirror("registry.k8s.io")
+                .unwrap_err()
+                .contains("REGISTRY=ENDPOINT")
+        );
+        assert!(parse_mirror("a=ftp://x").unwrap_err().contains("http"));
+        assert!(parse_mirror("a=http://x\"y").is_err());
+        assert!(parse_mirror("a/b=http://x").is_err());
+        let args = Args::try_parse_from([
+            "nestor-operator",
+            "--node-registry-mirror",
+            "a=http://x",
+            "--node-registry-mirror",
+            "b=http://y",
+        ])
+        .unwrap();
+        assert_eq!(args.settings().node_registry_mirrors.len(), 2);
     }
 }

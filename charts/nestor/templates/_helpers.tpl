@@ -71,3 +71,14 @@ Fail early on value combinations that cannot work.
 {{- fail "metrics.serviceMonitor.enabled=true requires metrics.service.enabled=true: the ServiceMonitor scrapes through the metrics Service" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Registry mirrors as the operator reads them: REGISTRY=ENDPOINT[,ENDPOINT];...
+*/}}
+{{- define "nestor.registryMirrors" -}}
+{{- $entries := list -}}
+{{- range $registry, $endpoints := . -}}
+{{- $entries = append $entries (printf "%s=%s" $registry (join "," $endpoints)) -}}
+{{- end -}}
+{{- join ";" $entries -}}
+{{- end -}}
