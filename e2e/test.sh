@@ -2,14 +2,14 @@
 # Runs every test: unit tests, the CRD/chart drift checks, clippy, helm lint,
 # the integration tests against a real control plane started on this
 # machine, and the end-to-end tests on a real node (as root). On a fresh
-# machine it first installs containerd, runc and the CNI plugins (Debian),
-# builds the pinned Kubernetes, etcd and CoreDNS binaries and the images
+# machine it first installs containerd, runc, the CNI plugins and busybox (Debian),
+# builds the pinned Kubernetes, etcd, CoreDNS and crane binaries and the images
 # (cached by version), and fetches kubectl and helm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 bash e2e/testbed/install-node-packages.sh
-bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns pause >/dev/null
+bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns pause crane >/dev/null
 bash e2e/testbed/install-tools.sh >/dev/null
 echo "test: prerequisites ready in $((SECONDS - start))s" >&2
 cargo fmt --all --check

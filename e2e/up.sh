@@ -20,7 +20,7 @@ helm_args=()
 if [ -z "$kubeconfig" ]; then
   say "preparing the local host cluster (the first run builds Kubernetes from source)"
   bash e2e/testbed/install-node-packages.sh
-  bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns pause >/dev/null
+  bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns pause crane >/dev/null
   cargo build --quiet --locked --bins -p nestor-e2e
   bash e2e/testbed/build-images.sh >/dev/null
   if [ ! -f "$state/testbed/pids" ]; then
@@ -28,7 +28,11 @@ if [ -z "$kubeconfig" ]; then
     ./target/debug/nestor-testbed up --node "$state/testbed" >/dev/null
   fi
   kubeconfig=$state/testbed/admin.kubeconfig
-  helm_args+=(--set image.pullPolicy=Never)
+  # shellcheck source=testbed/node.env
+  source e2e/testbed/node.env
+  mirror="http://$NODE_IP:$REGISTRY_PORT"
+  helm_args+=(--set image.pullPolicy=Never
+    --set-json "nodeRegistryMirrors={\"registry.k8s.io\":[\"$mirror\"],\"images.nestor.test\":[\"$mirror\"]}")
 fi
 say "host cluster: $kubeconfig"
 

@@ -21,6 +21,10 @@ use nestor_e2e::tools::{kubectl, kubectl_ok};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "e2e/workloads.rs"]
+mod workloads;
+use workloads::{node_pools_scale_drain_and_restart, workloads_run_on_nested_nodes};
+
 struct Env {
     bed: TestBed,
     admin: PathBuf,
@@ -522,7 +526,11 @@ async fn delete_leaves_the_host_clean(env: &Env) -> Result<()> {
 
 async fn setup(dir: &Path) -> Result<Env> {
     let env = Env::setup(dir).await?;
-    nestor_e2e::support::helm_install(&env.admin, &["--set", "logFormat=text"])?;
+    let mirrors = nestor_e2e::node::registry_mirrors_value();
+    nestor_e2e::support::helm_install(
+        &env.admin,
+        &["--set", "logFormat=text", "--set-json", &mirrors],
+    )?;
     Ok(env)
 }
 
@@ -536,6 +544,8 @@ fn main() -> std::process::ExitCode {
             three_member_etcd_survives_member_loss,
             tenants_are_isolated,
             delete_leaves_the_host_clean,
+            workloads_run_on_nested_nodes,
+            node_pools_scale_drain_and_restart,
         ],
         || setup(&dir),
         |mut env| {
@@ -552,6 +562,41 @@ fn main() -> std::process::ExitCode {
             );
             let _ =
                 logs.map(|o| std::fs::write(env.bed.dir.join("logs/operator-pod.log"), o.stdout));
+            // What the host ran, and what every node pod said.
+            let pods = kubectl(&env.admin, &["get", "pods", "-A", "-o", "wide"], None);
+            let events = kubectl(&env.admin, &["get", "events", "-A"], None);
+            let text = [pods, events]
+                .into_iter()
+                .flatten()
+                .map(|o| o.stdout)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let _ = std::fs::write(env.bed.dir.join("logs/host-pods.txt"), text);
+            let nodes = kubectl(
+                &env.admin,
+                &[
+                    "get",
+                    "pods",
+                    "-A",
+                    "-l",
+                    "app.kubernetes.io/component=node",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}",
+                ],
+                None,
+            );
+            for pod in nodes
+                .map(|o| o.stdout)
+                .unwrap_or_default()
+                .split_whitespace()
+            {
+                let (ns, name) = pod.split_once('/').unwrap_or_default();
+                if let Ok(out) = kubectl(&env.admin, &["logs", "-n", ns, name, "--tail=300"], None)
+                {
+                    let file = env.bed.dir.join(format!("logs/node-{ns}-{name}.log"));
+                    let _ = std::fs::write(file, out.stdout);
+                }
+            }
             eprintln!(
                 "logs of the failed run are kept in {}",
                 env.bed.dir.join("logs").display()

@@ -1,0 +1,613 @@
+//! Issue 5: workloads inside virtual clusters, on node pods of their own.
+
+use super::Env;
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use nestor_crds::NodePool;
+use nestor_e2e::support::{vc_yaml, wait_for};
+use nestor_e2e::tools::{kubectl, kubectl_ok};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const BUSYBOX: &str = "images.nestor.test/busybox:1.35";
+
+fn pool_yaml(name: &str, cluster: &str, replicas: i32, extra: &str) -> String {
+    format!(
+        "apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\nspec:\n  clusterRef: {{name: {cluster}}}\n  replicas: {replicas}\n{extra}"
+    )
+}
+
+/// `kubectl` against a nested cluster.
+fn nested(config: &Path, args: &[&str]) -> Result<String> {
+    kubectl_ok(config, args, None)
+}
+
+fn nested_apply(config: &Path, yaml: &str) -> Result<()> {
+    kubectl_ok(config, &["apply", "-f", "-"], Some(yaml)).map(|_| ())
+}
+
+/// `sh -c script` in a nested pod; returns stdout, or the error's text.
+fn exec(config: &Path, pod: &str, script: &str) -> Result<String> {
+    let out = kubectl(config, &["exec", pod, "--", "sh", "-c", script], None)?;
+    ensure!(
+        out.ok,
+        "exec in {pod} failed: {}{}",
+        out.stdout,
+        out.stderr.trim()
+    );
+    Ok(out.stdout)
+}
+
+/// Waits until a pool reports Ready with `replicas` ready nodes.
+async fn pool_ready(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    timeout: Duration,
+) -> Result<()> {
+    let api = env.api::<NodePool>(ns);
+    let name = name.to_string();
+    wait_for(&format!("NodePool {ns}/{name} Ready"), timeout, || {
+        let api = api.clone();
+        let name = name.clone();
+        Box::pin(async move {
+            let np = api.get(&name).await?;
+            Ok(np.status.is_some_and(|s| {
+                s.ready_replicas == replicas
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            }))
+        })
+    })
+    .await
+}
+
+/// `jsonpath` output of a nested `kubectl get`.
+fn get(config: &Path, what: &[&str], path: &str) -> Result<String> {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let jsonpath = format!("jsonpath={path}");
+    args.extend_from_slice(&["-o", &jsonpath]);
+    nested(config, &args)
+}
+
+async fn wait_nested<F>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Result<bool>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = Some(e),
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                last.map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits for the nested `default` ServiceAccount (made by the nested
+/// controller-manager just after the cluster is Ready); pods need it.
+async fn default_service_account(config: &Path) -> Result<()> {
+    wait_nested(
+        "the default ServiceAccount",
+        Duration::from_secs(60),
+        || Ok(kubectl(config, &["get", "serviceaccount", "default"], None)?.ok),
+    )
+    .await
+}
+
+fn web_yaml(replicas: i32, node_selector: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      nodeSelector: {node_selector}
+      terminationGracePeriodSeconds: 2
+      topologySpreadConstraints:
+      - maxSkew: 1
+        topologyKey: kubernetes.io/hostname
+        whenUnsatisfiable: DoNotSchedule
+        labelSelector:
+          matchLabels: {{app: web}}
+      containers:
+      - name: web
+        image: {BUSYBOX}
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www"]
+        ports: [{{containerPort: 8080}}]
+        readinessProbe:
+          tcpSocket: {{port: 8080}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+    )
+}
+
+/// An HTTP GET with busybox `nc` (busybox-static's own resolver serves
+/// `nslookup`; its libc lookups cannot, so calls go to addresses).
+fn http_get(ip: &str, port: u16) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}")
+}
+
+/// Whether a new TCP connection from the pod to `ip:port` succeeds.
+fn connects(config: &Path, pod: &str, ip: &str, port: u16) -> Result<bool> {
+    let out = exec(
+        config,
+        pod,
+        &format!(
+            "if printf x | nc -w 2 {ip} {port} >/dev/null 2>&1; then echo open; else echo closed; fi"
+        ),
+    )?;
+    Ok(out.trim() == "open")
+}
+
+fn host_pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
+    kubectl_ok(
+        &env.admin,
+        &[
+            "get",
+            "pod",
+            "-n",
+            ns,
+            name,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+        None,
+    )
+}
+
+/// Two pools of one cluster (different labels, taints and sizes) join as
+/// Ready Nodes with certificates of their own; a Deployment runs on them;
+/// logs, exec, DNS, Services and pod-to-pod traffic across nodes work; and
+/// nested pods reach neither the host's pods nor another tenant's nodes.
+pub async fn workloads_run_on_nested_nodes(env: &Env) -> Result<()> {
+    let ns = env.namespace("workloads")?;
+    let applied = Instant::now();
+    env.apply(
+        &ns,
+        &[
+            vc_yaml("work", "{}"),
+            pool_yaml("big", "work", 2, "  labels: {tier: big}\n"),
+            pool_yaml(
+                "small",
+                "work",
+                1,
+                "  labels: {tier: small}\n  taints: [{key: dedicated, value: small, effect: NoSchedule}]\n",
+            ),
+            vc_yaml("other", "{}"),
+            pool_yaml("other-nodes", "other", 1, ""),
+        ]
+        .join("---\n"),
+    )?;
+    env.ready(&ns, "work", applied, Duration::from_secs(180))
+        .await?;
+    let config = env.nested_kubeconfig(&ns, "work").await?;
+    default_service_account(&config).await?;
+    nested_apply(&config, &web_yaml(3, "{tier: big}"))?;
+    nested_apply(
+        &config,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: probe
+spec:
+  nodeSelector: {{tier: small}}
+  tolerations: [{{key: dedicated, operator: Equal, value: small, effect: NoSchedule}}]
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: probe
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+"#
+        ),
+    )?;
+    wait_nested("a nested pod Running", Duration::from_secs(180), || {
+        let phases = get(&config, &["pods"], "{.items[*].status.phase}")?;
+        Ok(phases.split_whitespace().any(|p| p == "Running"))
+    })
+    .await?;
+    eprintln!(
+        "figure: apply to first nested pod Running: {:.1}s",
+        applied.elapsed().as_secs_f64()
+    );
+    pool_ready(env, &ns, "big", 2, Duration::from_secs(120)).await?;
+    pool_ready(env, &ns, "small", 1, Duration::from_secs(120)).await?;
+
+    // Nodes: Ready, labelled and tainted as their pool says (the not-ready
+    // taint goes shortly after Ready).
+    let expected = [
+        "big-node-0 big =: True",
+        "big-node-1 big =: True",
+        "small-node-0 small dedicated=small:NoSchedule True",
+    ];
+    let mut seen = String::new();
+    let nodes_ok = wait_nested("nodes labelled and tainted", Duration::from_secs(60), || {
+        seen = get(
+            &config,
+            &["nodes"],
+            r#"{range .items[*]}{.metadata.name} {.metadata.labels.tier} {.spec.taints[*].key}={.spec.taints[*].value}:{.spec.taints[*].effect} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+        )?;
+        let mut lines: Vec<&str> = seen.lines().collect();
+        lines.sort();
+        Ok(lines == expected)
+    })
+    .await;
+    ensure!(nodes_ok.is_ok(), "nested nodes: {seen}");
+    // Each node holds a client certificate of its own (TLS bootstrap), and
+    // its serving certificate was approved for its own name only.
+    let issued = get(
+        &config,
+        &["csr"],
+        r#"{range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[*].type} {.status.certificate}{"\n"}{end}"#,
+    )?;
+    let mut client_subjects = Vec::new();
+    let mut serving_nodes = Vec::new();
+    for line in issued.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [
+                "kubernetes.io/kube-apiserver-client-kubelet",
+                user,
+                "Approved",
+                cert,
+            ] => {
+                ensure!(
+                    user.starts_with("system:bootstrap:"),
+                    "client CSR by {user}"
+                );
+                client_subjects.push(certificate_subject(cert)?);
+            }
+            ["kubernetes.io/kubelet-serving", user, "Approved", _cert] => {
+                serving_nodes.push(user.to_string());
+            }
+            _ => bail!("a CSR is not approved and issued: {line}"),
+        }
+    }
+    client_subjects.sort();
+    client_subjects.dedup();
+    ensure!(
+        client_subjects
+            == [
+                "system:node:big-node-0",
+                "system:node:big-node-1",
+                "system:node:small-node-0"
+            ],
+        "client certificates: {client_subjects:?}"
+    );
+    ensure!(serving_nodes.len() >= 3, "serving CSRs: {serving_nodes:?}");
+    // The Node authorizer confines a node to what its pods need.
+    let can = |args: &[&str]| -> Result<String> {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[
+            "--as",
+            "system:node:big-node-0",
+            "--as-group",
+            "system:nodes",
+        ]);
+        let out = kubectl(&config, &all, None)?;
+        Ok(format!("{}{}", out.stdout.trim(), out.stderr.trim()))
+    };
+    let secrets = can(&["get", "secrets", "-n", "default"])?;
+    ensure!(
+        secrets.starts_with("no"),
+        "a node may read secrets: {secrets}"
+    );
+    let nodes = can(&["get", "nodes"])?;
+    ensure!(
+        nodes.starts_with("yes"),
+        "a node may not read nodes: {nodes}"
+    );
+
+    // The Deployment becomes Available on the big pool's two nodes.
+    wait_nested("web Available", Duration::from_secs(120), || {
+        Ok(get(&config, &["deploy", "web"], "{.status.availableReplicas}")? == "3")
+    })
+    .await?;
+    let pods = get(
+        &config,
+        &["pods", "-l", "app=web"],
+        r#"{range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{"\n"}{end}"#,
+    )?;
+    let web: Vec<(String, String, String)> = pods
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3).then(|| (f[0].into(), f[1].into(), f[2].into()))
+        })
+        .collect();
+    let mut used: Vec<&str> = web.iter().map(|w| w.1.as_str()).collect();
+    used.sort();
+    used.dedup();
+    ensure!(used == ["big-node-0", "big-node-1"], "web pods: {pods}");
+
+    nested(
+        &config,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/probe",
+            "--timeout=120s",
+        ],
+    )?;
+
+    // Logs and exec go through the nested API server to the kubelets.
+    let logs = nested(&config, &["logs", &web[0].0])?;
+    ensure!(logs.contains("serving"), "logs: {logs}");
+    ensure!(exec(&config, &web[0].0, "hostname")?.trim() == web[0].0);
+
+    // DNS: the API server's Service and a Service by its short name.
+    let kubernetes_ip = get(&config, &["svc", "kubernetes"], "{.spec.clusterIP}")?;
+    let web_ip = get(&config, &["svc", "web"], "{.spec.clusterIP}")?;
+    // (busybox's nslookup tries every search domain and fails when one
+    // does, so only its answers count.)
+    let lookup = exec(
+        &config,
+        "probe",
+        "nslookup kubernetes.default.svc.cluster.local; true",
+    )?;
+    ensure!(lookup.contains(&kubernetes_ip), "lookup: {lookup}");
+    let lookup = exec(&config, "probe", "nslookup web; true")?;
+    ensure!(
+        lookup.contains("web.default.svc.cluster.local") && lookup.contains(&web_ip),
+        "lookup: {lookup}"
+    );
+    let search = exec(&config, "probe", "cat /etc/resolv.conf")?;
+    ensure!(
+        !search.contains(&ns),
+        "the host's search domains reach nested pods: {search}"
+    );
+
+    // The probe (small pool) calls the Service (backed by pods on the big
+    // pool's nodes) and every web pod by its IP on the other nodes.
+    let answer = exec(&config, "probe", &http_get(&web_ip, 80))?;
+    ensure!(
+        answer.contains("200 OK") && web.iter().any(|w| answer.contains(&w.0)),
+        "Service answer: {answer}"
+    );
+    for (name, _, ip) in &web {
+        let answer = exec(&config, "probe", &http_get(ip, 8080))?;
+        ensure!(answer.contains(name), "{name} at {ip} answered: {answer}");
+    }
+
+    // Isolation: neither the host's pods (this cluster's own etcd) nor
+    // another tenant's node pod (its kubelet) can be reached.
+    pool_ready(env, &ns, "other-nodes", 1, Duration::from_secs(120)).await?;
+    let etcd = host_pod_ip(env, &ns, "work-etcd-0")?;
+    ensure!(
+        !connects(&config, "probe", &etcd, 2379)?,
+        "the host's etcd pod is reachable"
+    );
+    let other_node = host_pod_ip(env, &ns, "other-nodes-node-0")?;
+    ensure!(
+        !connects(&config, "probe", &other_node, 10250)?,
+        "another tenant's node is reachable"
+    );
+    // ... while this cluster's own nodes are, as in any cluster (e.g. a
+    // metrics server scraping kubelets).
+    let own_node = host_pod_ip(env, &ns, "big-node-0")?;
+    ensure!(
+        connects(&config, "probe", &own_node, 10250)?,
+        "a node of the same cluster is not reachable"
+    );
+
+    kubectl_ok(
+        &env.admin,
+        &["delete", "namespace", &ns, "--wait=false"],
+        None,
+    )?;
+    Ok(())
+}
+
+/// The subject CN of a base64 PEM certificate.
+fn certificate_subject(b64: &str) -> Result<String> {
+    use base64::Engine;
+    let pem = base64::engine::general_purpose::STANDARD.decode(b64)?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).context("certificate PEM")?;
+    let cert = pem.parse_x509().context("certificate")?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .context("no CN")?;
+    Ok(cn.to_string())
+}
+
+/// Scaling a pool up adds Ready nodes; scaling down cordons and drains the
+/// nodes that go (their pods are rescheduled, none lost) before their pods
+/// and Nodes are removed; a node pod that restarts comes back as the same
+/// Node; deleting the cluster leaves nothing of its nodes on the host.
+pub async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
+    let ns = env.namespace("elastic")?;
+    let applied = Instant::now();
+    env.apply(
+        &ns,
+        &[
+            vc_yaml("elastic", "{}"),
+            pool_yaml("pool", "elastic", 1, ""),
+        ]
+        .join("---\n"),
+    )?;
+    env.ready(&ns, "elastic", applied, Duration::from_secs(180))
+        .await?;
+    pool_ready(env, &ns, "pool", 1, Duration::from_secs(120)).await?;
+    let config = env.nested_kubeconfig(&ns, "elastic").await?;
+    default_service_account(&config).await?;
+
+    kubectl_ok(
+        &env.admin,
+        &["scale", "-n", &ns, "np/pool", "--replicas=3"],
+        None,
+    )?;
+    pool_ready(env, &ns, "pool", 3, Duration::from_secs(120)).await?;
+    nested_apply(&config, &web_yaml(3, "{}"))?;
+    wait_nested("web Available on 3 nodes", Duration::from_secs(120), || {
+        Ok(get(&config, &["deploy", "web"], "{.status.availableReplicas}")? == "3")
+    })
+    .await?;
+    let on_leaving = get(
+        &config,
+        &["pods", "--field-selector", "spec.nodeName=pool-node-2"],
+        "{.items[*].metadata.name}",
+    )?;
+    ensure!(!on_leaving.trim().is_empty(), "no pod on pool-node-2");
+
+    // Scale down: pool-node-2 is cordoned and drained before it goes.
+    kubectl_ok(
+        &env.admin,
+        &["scale", "-n", &ns, "np/pool", "--replicas=2"],
+        None,
+    )?;
+    let mut cordoned = false;
+    wait_nested("pool-node-2 removed", Duration::from_secs(120), || {
+        let node = kubectl(
+            &config,
+            &[
+                "get",
+                "node",
+                "pool-node-2",
+                "-o",
+                "jsonpath={.spec.unschedulable}",
+            ],
+            None,
+        )?;
+        if node.ok && node.stdout.trim() == "true" {
+            cordoned = true;
+        }
+        let pod = kubectl(&env.admin, &["get", "pod", "-n", &ns, "pool-node-2"], None)?;
+        Ok(!node.ok && !pod.ok)
+    })
+    .await?;
+    ensure!(cordoned, "pool-node-2 was never seen cordoned");
+    wait_nested("web Available again", Duration::from_secs(120), || {
+        let pods = get(
+            &config,
+            &["pods", "-l", "app=web"],
+            r#"{range .items[*]}{.spec.nodeName}{"\n"}{end}"#,
+        )?;
+        Ok(
+            get(&config, &["deploy", "web"], "{.status.availableReplicas}")? == "3"
+                && pods.lines().count() == 3
+                && pods
+                    .lines()
+                    .all(|n| n == "pool-node-0" || n == "pool-node-1"),
+        )
+    })
+    .await?;
+    for pod in on_leaving.split_whitespace() {
+        let gone = kubectl(&config, &["get", "pod", pod], None)?;
+        ensure!(!gone.ok, "{pod} is still there after the drain");
+    }
+    pool_ready(env, &ns, "pool", 2, Duration::from_secs(60)).await?;
+
+    // A node pod that restarts comes back as the same Node.
+    let node_uid = get(&config, &["node", "pool-node-0"], "{.metadata.uid}")?;
+    let pods: Api<Pod> = env.api(&ns);
+    let old = pods.get("pool-node-0").await?;
+    pods.delete("pool-node-0", &DeleteParams::default()).await?;
+    let old_uid = old.metadata.uid.clone().unwrap_or_default();
+    {
+        let pods = pods.clone();
+        wait_for(
+            "pool-node-0 recreated",
+            Duration::from_secs(120),
+            move || {
+                let pods = pods.clone();
+                let old_uid = old_uid.clone();
+                Box::pin(async move {
+                    Ok(pods
+                        .get_opt("pool-node-0")
+                        .await?
+                        .is_some_and(|p| p.metadata.uid.as_deref() != Some(old_uid.as_str())))
+                })
+            },
+        )
+        .await?;
+    }
+    pool_ready(env, &ns, "pool", 2, Duration::from_secs(120)).await?;
+    ensure!(
+        get(&config, &["node", "pool-node-0"], "{.metadata.uid}")? == node_uid,
+        "pool-node-0 came back as another Node"
+    );
+
+    // Deleting the cluster removes its nodes, and the host keeps nothing of
+    // them: no pod, no cgroup, no mount.
+    let uids: Vec<String> = pods
+        .list(&ListParams::default().labels("nestor.dev/node-pool=pool"))
+        .await?
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    ensure!(uids.len() == 2);
+    kubectl_ok(
+        &env.admin,
+        &["delete", "-n", &ns, "vc/elastic", "--wait=false"],
+        None,
+    )?;
+    wait_nested("the node pods gone", Duration::from_secs(120), || {
+        let left = kubectl_ok(&env.admin, &["get", "pods", "-n", &ns, "-o", "name"], None)?;
+        Ok(left.trim().is_empty())
+    })
+    .await?;
+    wait_nested(
+        "the node pods' cgroups and mounts gone",
+        Duration::from_secs(60),
+        || {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+            Ok(uids
+                .iter()
+                .all(|uid| !mounts.contains(uid.as_str()) && !cgroup_exists(&format!("pod{uid}"))))
+        },
+    )
+    .await?;
+    kubectl_ok(
+        &env.admin,
+        &["delete", "namespace", &ns, "--wait=false"],
+        None,
+    )?;
+    Ok(())
+}
+
+/// Whether a cgroup directory named `name` exists under the host's
+/// kubepods hierarchy (any controller).
+fn cgroup_exists(name: &str) -> bool {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return false;
+    };
+    controllers.flatten().any(|c| {
+        ["besteffort", "burstable", ""]
+            .iter()
+            .any(|qos| c.path().join("kubepods").join(qos).join(name).exists())
+    })
+}
