@@ -3,9 +3,10 @@
 # (the test bed: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, and a real node with containerd, kubelet, kube-proxy and
 # CoreDNS; needs root), installs Nestor with Helm from the locally built
-# image, creates the sample virtual cluster, waits until it is Ready and
-# prints a kubectl line that works against it. With a kubeconfig (first
-# argument or $KUBECONFIG), installs into that cluster instead.
+# image, creates the sample virtual cluster and its node pool, waits until
+# both are Ready and prints a kubectl line that works against it. With a
+# kubeconfig (first argument or $KUBECONFIG), installs into that cluster
+# instead.
 # `e2e/down.sh` stops what this started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,14 +59,29 @@ while :; do
   fi
   sleep 0.5
 done
-say "demo is Ready, $((SECONDS - applied))s after apply"
+say "demo is Ready, $((SECONDS - applied))s after apply; waiting for its node pool"
+last=""
+while :; do
+  ready=$(kubectl get np demo-workers -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+  message=$(kubectl get np demo-workers -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}' 2>/dev/null || true)
+  [ "$message" != "$last" ] && say "demo-workers Ready=${ready:-Unknown}: ${message:-no status yet}"
+  last=$message
+  [ "$ready" = "True" ] && break
+  if [ $SECONDS -ge $deadline ]; then
+    echo "up: demo-workers is not Ready after ${NESTOR_UP_TIMEOUT:-300}s" >&2
+    kubectl get pods -l nestor.dev/node-pool=demo-workers >&2 || true
+    exit 1
+  fi
+  sleep 0.5
+done
+say "node pool demo-workers is Ready, $((SECONDS - applied))s after apply"
 mkdir -p "$state"
 kubectl get secret demo-admin-kubeconfig -o jsonpath='{.data.kubeconfig}' | base64 -d > "$state/demo.kubeconfig"
 echo
-"$tools/kubectl" --kubeconfig "$state/demo.kubeconfig" get namespaces
+"$tools/kubectl" --kubeconfig "$state/demo.kubeconfig" get nodes -o wide
 echo
 echo "The virtual cluster's admin kubeconfig: $state/demo.kubeconfig"
-echo "  $tools/kubectl --kubeconfig $state/demo.kubeconfig get namespaces"
+echo "  $tools/kubectl --kubeconfig $state/demo.kubeconfig get nodes"
 echo "The host cluster:"
 echo "  $tools/kubectl --kubeconfig $kubeconfig get vc,pods"
 echo "Stop everything: bash e2e/down.sh"

@@ -4,6 +4,11 @@
 //! VirtualCluster, times apply -> Ready, and reads the memory of its pods
 //! from the kubelet's summary API once it has settled. Prints a table and
 //! writes the same figures as JSON to `target/figures/ready.json`.
+//!
+//! `nestor-figures workloads [N]` applies N times a VirtualCluster with a
+//! one-node NodePool, creates a busybox pod in the nested cluster as soon
+//! as it accepts one, and times apply -> that pod Running; then reads the
+//! node pod's memory. Writes `target/figures/workloads.json`.
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
@@ -40,9 +45,122 @@ async fn pod_memory(bed: &TestBed, namespace: &str) -> Result<BTreeMap<String, u
     Ok(out)
 }
 
+fn install(bed: &TestBed) -> Result<()> {
+    let mirrors = node::registry_mirrors_value();
+    nestor_e2e::support::helm_install(&bed.kubeconfig, &["--set-json", &mirrors])
+}
+
+fn median(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (
+        sorted[sorted.len() / 2],
+        sorted[0],
+        sorted[sorted.len() - 1],
+    )
+}
+
+async fn workloads(bed: &TestBed, runs: usize) -> Result<()> {
+    let client = bed.client().await?;
+    install(bed)?;
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: first\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: first\n    image: images.nestor.test/busybox:1.35\n    command: [sleep, '3600']\n";
+    let mut times = Vec::new();
+    let mut node_memory = Vec::new();
+    for run in 1..=runs {
+        let ns = format!("figures-workloads-{run}");
+        kubectl_ok(&bed.kubeconfig, &["create", "namespace", &ns], None)?;
+        let start = Instant::now();
+        let manifest = format!(
+            "{}---\napiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: pool\nspec:\n  clusterRef: {{name: bench}}\n  replicas: 1\n",
+            vc_yaml("bench", "{}")
+        );
+        kubectl_ok(
+            &bed.kubeconfig,
+            &["apply", "-n", &ns, "-f", "-"],
+            Some(&manifest),
+        )?;
+        let config = bed.dir.join(format!("{ns}.kubeconfig"));
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        // The pod goes in as soon as the nested cluster takes it.
+        loop {
+            if let Some(secret) = secrets.get_opt("bench-admin-kubeconfig").await?
+                && let Some(data) = secret.data.and_then(|d| d.get("kubeconfig").cloned())
+            {
+                std::fs::write(&config, data.0)?;
+                let out = nestor_e2e::tools::kubectl(&config, &["apply", "-f", "-"], Some(pod))?;
+                if out.ok {
+                    break;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("run {run}: the nested cluster took no pod in 300s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        loop {
+            let phase = nestor_e2e::tools::kubectl(
+                &config,
+                &["get", "pod", "first", "-o", "jsonpath={.status.phase}"],
+                None,
+            )?;
+            if phase.stdout.trim() == "Running" {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("run {run}: the nested pod is not Running after 300s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = start.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let memory = pod_memory(bed, &ns).await?;
+        let node = memory.get("pool-node-0").copied().unwrap_or(0);
+        println!(
+            "run {run}: first nested pod Running {took:.1}s after apply; node pod working set {:.0} MiB",
+            node as f64 / 1048576.0
+        );
+        times.push(took);
+        node_memory.push(node as f64);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces.delete(&ns, &DeleteParams::default()).await?;
+        while namespaces.get_opt(&ns).await?.is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let (med, min, max) = median(&times);
+    let (mem, _, _) = median(&node_memory);
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!(
+        "| apply (cluster and pool) -> first nested pod Running, median of {runs} | {med:.1} s (min {min:.1}, max {max:.1}) |"
+    );
+    println!(
+        "| working set of a node pod running one pod, median | {:.0} MiB |",
+        mem / 1048576.0
+    );
+    let dir = paths::repo_root().join("target/figures");
+    std::fs::create_dir_all(&dir)?;
+    let json = serde_json::json!({
+        "first_pod_running_seconds": times,
+        "first_pod_running_seconds_median": med,
+        "node_pod_working_set_bytes": node_memory,
+        "node_pod_working_set_bytes_median": mem,
+    });
+    std::fs::write(
+        dir.join("workloads.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    println!(
+        "figures written to {}",
+        dir.join("workloads.json").display()
+    );
+    Ok(())
+}
+
 async fn ready(bed: &TestBed, runs: usize) -> Result<()> {
     let client = bed.client().await?;
-    nestor_e2e::support::helm_install(&bed.kubeconfig, &[])?;
+    install(bed)?;
     let mut times = Vec::new();
     let mut memories = Vec::new();
     for run in 1..=runs {
@@ -124,7 +242,7 @@ async fn ready(bed: &TestBed, runs: usize) -> Result<()> {
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("ready") => {
+        Some(which @ ("ready" | "workloads")) => {
             let runs = args
                 .get(1)
                 .map(|n| n.parse())
@@ -147,10 +265,14 @@ async fn main() -> Result<()> {
                 "test bed with a node up in {:.1}s",
                 started.elapsed().as_secs_f64()
             );
-            let result = ready(&bed, runs).await;
+            let result = if which == "ready" {
+                ready(&bed, runs).await
+            } else {
+                workloads(&bed, runs).await
+            };
             drop(bed);
             result
         }
-        _ => bail!("usage: nestor-figures ready [N]"),
+        _ => bail!("usage: nestor-figures ready|workloads [N]"),
     }
 }

@@ -420,12 +420,7 @@ spec:
         "a node of the same cluster is not reachable"
     );
 
-    kubectl_ok(
-        &env.admin,
-        &["delete", "namespace", &ns, "--wait=false"],
-        None,
-    )?;
-    Ok(())
+    env.done(&ns)
 }
 
 /// The subject CN of a base64 PEM certificate.
@@ -591,12 +586,7 @@ pub async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
         },
     )
     .await?;
-    kubectl_ok(
-        &env.admin,
-        &["delete", "namespace", &ns, "--wait=false"],
-        None,
-    )?;
-    Ok(())
+    env.done(&ns)
 }
 
 /// Whether a cgroup directory named `name` exists under the host's
