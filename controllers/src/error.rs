@@ -84,6 +84,11 @@ pub enum Error {
         field: &'static str,
     },
 
+    /// A cleanup that is under way and must be looked at again (the
+    /// finalizer stays until it is done).
+    #[error("still cleaning up: {0}")]
+    CleanupPending(String),
+
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -105,12 +110,18 @@ impl Error {
             Error::Cleanup { .. } => "cleanup",
             Error::Nested { .. } => "nested",
             Error::MissingField { .. } => "missing_field",
+            Error::CleanupPending(_) => "cleanup_pending",
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
                 _ => "finalizer",
             },
         }
+    }
+
+    /// A cleanup still under way: not a failure.
+    pub fn is_pending(&self) -> bool {
+        matches!(self.innermost(), Error::CleanupPending(_))
     }
 
     /// Errors a retry cannot fix without a human; they back off slowly.

@@ -20,8 +20,12 @@ use std::net::IpAddr;
 
 /// The label every Node of a pool carries (set by its kubelet).
 pub const POOL_LABEL: &str = "nestor.dev/node-pool";
-/// Set on a Node that Nestor cordoned to drain it.
+/// Set on a Node that Nestor cordoned to drain it; the value is when.
 pub const DRAINED_BY: &str = "nestor.dev/drain";
+/// How long a drain may wait for pods to leave before the node goes anyway
+/// (a PodDisruptionBudget that never allows an eviction must not hold a
+/// scale-down forever).
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
 /// Ready Nodes among `nodes`.
@@ -39,10 +43,10 @@ pub fn ready_count(nodes: &[Node]) -> i32 {
 
 /// A node pod's ordinal, from its name (`<statefulset>-<ordinal>`).
 pub fn ordinal(statefulset: &str, node: &str) -> Option<i32> {
-    node.strip_prefix(statefulset)?
-        .strip_prefix('-')?
-        .parse()
-        .ok()
+    let digits = node.strip_prefix(statefulset)?.strip_prefix('-')?;
+    let n: i32 = digits.parse().ok()?;
+    // As the StatefulSet writes it: no sign, no leading zero.
+    (n.to_string() == digits).then_some(n)
 }
 
 /// What to do with a certificate signing request.
@@ -195,20 +199,20 @@ pub async fn approve_serving_certificates(
             Verdict::Skip => continue,
             Verdict::Deny(why) => Err(why),
             Verdict::Check { node } => {
-                let pod_ip = pods
-                    .get_opt(&node)
-                    .await
-                    .map_err(|e| {
-                        nested_error(names, format!("reading pod {node} failed: {}", short(&e)))
-                    })?
+                let pod = pods.get_opt(&node).await.map_err(|e| {
+                    nested_error(names, format!("reading pod {node} failed: {}", short(&e)))
+                })?;
+                let pod_exists = pod.is_some();
+                let pod_ip = pod
                     .and_then(|p| p.status?.pod_ip)
                     .and_then(|ip| ip.parse::<IpAddr>().ok());
                 match pod_ip {
                     Some(ip) => check_request(&csr, &node, ip),
-                    None => {
+                    None if pod_exists => {
                         waiting += 1;
                         continue;
                     }
+                    None => Err(format!("no node pod {node} exists")),
                 }
             }
         };
@@ -244,9 +248,11 @@ pub async fn approve_serving_certificates(
 }
 
 /// Cordons `node` and evicts its pods (those of DaemonSets and static pods
-/// stay, as `kubectl drain` leaves them). Returns true once no evictable pod
-/// is left on it. Evictions that a PodDisruptionBudget refuses are retried
-/// on the next call.
+/// stay). Unlike `kubectl drain`, bare pods and pods with `emptyDir` data
+/// are evicted too: the node is going away. Returns true once no evictable
+/// pod is left on it, once the node is not Ready (its kubelet will not
+/// finish anything), or after [`DRAIN_TIMEOUT`]. Evictions that a
+/// PodDisruptionBudget refuses are retried on the next call.
 pub async fn drain(
     ctx: &Context,
     client: &Client,
@@ -261,25 +267,38 @@ pub async fn drain(
     else {
         return Ok(true);
     };
-    if !current
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let since = current
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DRAINED_BY))
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    let cordoned = current
         .spec
         .as_ref()
         .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
-    {
+        .unwrap_or(false);
+    if !cordoned || since.is_none() {
         ctx.metrics.write("patch", "NestedNode");
         nodes
             .patch(
                 node,
                 &PatchParams::default(),
                 &Patch::Merge(serde_json::json!({
-                    "metadata": {"annotations": {DRAINED_BY: "scale-down"}},
+                    "metadata": {"annotations": {DRAINED_BY: since.unwrap_or(now).to_string()}},
                     "spec": {"unschedulable": true}
                 })),
             )
             .await
             .map_err(|e| nested_error(names, format!("cordoning {node} failed: {}", short(&e))))?;
     }
+    let timed_out = since.is_some_and(|t| {
+        now.duration_since(t)
+            .try_into()
+            .is_ok_and(|d: std::time::Duration| d > DRAIN_TIMEOUT)
+    });
+    let ready = ready_count(std::slice::from_ref(&current)) == 1;
     let pods: Api<Pod> = Api::all(client.clone());
     let on_node = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
@@ -292,7 +311,8 @@ pub async fn drain(
         })?;
     let mut left = 0;
     for pod in &on_node.items {
-        // A pod being deleted is waited for until its kubelet is done.
+        // A pod being deleted is waited for until its kubelet is done (a
+        // node that is not Ready will never be).
         if pod.metadata.deletion_timestamp.is_some() {
             left += 1;
             continue;
@@ -318,7 +338,11 @@ pub async fn drain(
             }
         }
     }
-    Ok(left == 0)
+    if left > 0 && timed_out {
+        tracing::warn!(node, left, "drain timed out; removing the node anyway");
+        return Ok(true);
+    }
+    Ok(left == 0 || !ready)
 }
 
 /// Whether draining moves this pod: not a DaemonSet's, not a static pod,
@@ -390,6 +414,29 @@ pub async fn delete_node(
         Err(e) => Err(nested_error(
             names,
             format!("deleting node {node} failed: {}", short(&e)),
+        )),
+    }
+}
+
+/// Revokes a pool's bootstrap token in the nested cluster.
+pub async fn delete_bootstrap_token(
+    ctx: &Context,
+    client: &Client,
+    names: &ClusterNames,
+    id: &str,
+) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "kube-system");
+    ctx.metrics.write("delete", "NestedSecret");
+    match api
+        .delete(&format!("bootstrap-token-{id}"), &Default::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(nested_error(
+            names,
+            format!("revoking the bootstrap token failed: {}", short(&e)),
         )),
     }
 }
@@ -490,6 +537,8 @@ mod tests {
         assert_eq!(ordinal("workers-node", "workers-node-3"), Some(3));
         assert_eq!(ordinal("workers-node", "workers-node-x"), None);
         assert_eq!(ordinal("workers-node", "workers-nodes-1"), None);
+        assert_eq!(ordinal("workers-node", "workers-node-01"), None);
+        assert_eq!(ordinal("workers-node", "workers-node-+1"), None);
         let mut pod = Pod::default();
         assert!(evictable(&pod));
         pod.metadata.owner_references = Some(vec![

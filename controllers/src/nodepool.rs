@@ -33,13 +33,14 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use nestor_crds::{NodePool, NodePoolStatus, VirtualCluster};
 use rand::distr::{Alphanumeric, SampleString};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::warn;
+use tracing::{info, warn};
 
 pub const CONTROL_PLANE_READY: &str = "ControlPlaneReady";
 pub const NODES_READY: &str = "NodesReady";
@@ -253,6 +254,21 @@ pub fn desired_node_config_map(
     }
 }
 
+/// A hash of a node ConfigMap's content: on the pod template, so that node
+/// pods restart (one at a time) when their configuration changes.
+pub fn node_config_hash(config: &ConfigMap) -> String {
+    pki::inputs_hash(
+        config
+            .data
+            .iter()
+            .flatten()
+            .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+    )
+}
+
+/// The annotation that carries [`node_config_hash`].
+pub const CONFIG_HASH: &str = "nestor.dev/config-hash";
+
 /// The headless Service that gives node pods stable names.
 pub fn desired_node_service(pool: &NodePool) -> Service {
     Service {
@@ -285,6 +301,7 @@ pub fn desired_node_statefulset(
     vc: &VirtualCluster,
     image: &str,
     replicas: i32,
+    config_hash: &str,
 ) -> StatefulSet {
     let pn = PoolNames::new(pool);
     let names = ClusterNames::new(vc);
@@ -402,11 +419,14 @@ pub fn desired_node_statefulset(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(template_labels),
-                    annotations: Some(BTreeMap::from([(
-                        "nestor.dev/privileged".to_string(),
-                        "node pods run containerd and the kubelet; see docs/security.md"
-                            .to_string(),
-                    )])),
+                    annotations: Some(BTreeMap::from([
+                        (
+                            "nestor.dev/privileged".to_string(),
+                            "node pods run containerd and the kubelet; see docs/security.md"
+                                .to_string(),
+                        ),
+                        (CONFIG_HASH.to_string(), config_hash.to_string()),
+                    ])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -536,15 +556,124 @@ pub fn compute_pool_status(pool: &NodePool, observed: &PoolObserved, now: &Time)
     }
 }
 
-/// Reconciles one `NodePool`.
+/// How long a deleted pool's nodes may take to drain before their Nodes
+/// are removed anyway (a PodDisruptionBudget may never allow it).
+pub const DELETE_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Reconciles one `NodePool`; its finalizer drains the pool's nodes,
+/// deletes their Node objects and revokes its bootstrap token.
 pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = pool.namespace().ok_or(Error::MissingField {
+        kind: "NodePool",
+        field: "metadata.namespace",
+    })?;
+    let api: Api<NodePool> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, crate::meta::FINALIZER, pool, |event| async {
+        match event {
+            Event::Apply(pool) => apply(pool, &ctx).await,
+            Event::Cleanup(pool) => cleanup(pool, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// A deleted pool leaves nothing in the nested cluster: its nodes are
+/// drained (for at most [`DELETE_DRAIN_TIMEOUT`]), its node pods stopped,
+/// their Node objects deleted and its bootstrap token revoked. Nothing to do when the cluster
+/// is gone, going or not serving: its nested objects go with it.
+async fn cleanup(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
+    let pn = PoolNames::new(&pool);
+    let vc = ctx
+        .stores
+        .virtual_clusters
+        .get(&ObjectRef::new(&pool.spec.cluster_ref.name).within(&pn.namespace));
+    let serving = vc.as_ref().is_some_and(|vc| {
+        vc.metadata.deletion_timestamp.is_none()
+            && vc.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == READY && c.status == "True")
+            })
+    });
+    let Some(vc) = vc.filter(|_| serving) else {
+        info!(pool = %pn.pool, "node pool deleted; its cluster is not serving, nothing to tidy inside it");
+        return Ok(Action::await_change());
+    };
+    let names = ClusterNames::new(&vc);
+    let client = nested::client(ctx, &names).await?;
+    let nodes = nested_nodes::list(&client, &names, &pn.pool).await?;
+    let since = pool
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    if since < DELETE_DRAIN_TIMEOUT {
+        let mut drained = true;
+        for node in &nodes {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            drained &= nested_nodes::drain(ctx, &client, &names, name).await?;
+        }
+        if !drained {
+            return Err(Error::CleanupPending(format!(
+                "draining the nodes of pool {}",
+                pn.pool
+            )));
+        }
+    }
+    // The node pods stop before their Nodes go (a running kubelet would
+    // register its Node again).
+    let pods_left = observe(ctx, &pn).replicas;
+    info!(pool = %pn.pool, nodes = nodes.len(), pods_left, "node pool deleted: tidying the nested cluster");
+    let scaled_down = ctx
+        .stores
+        .stateful_sets
+        .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace))
+        .is_none_or(|s| s.spec.as_ref().and_then(|s| s.replicas) == Some(0));
+    if pods_left > 0 && !scaled_down {
+        let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &pn.namespace);
+        ctx.metrics.write("patch", "StatefulSet");
+        api.patch(
+            &pn.statefulset(),
+            &crate::meta::patch_params(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .map_err(|source| Error::Cleanup {
+            what: format!("node pods of pool {}", pn.pool),
+            source,
+        })?;
+    }
+    if pods_left > 0 {
+        return Err(Error::CleanupPending(format!(
+            "waiting for the node pods of pool {} to stop",
+            pn.pool
+        )));
+    }
+    for node in &nodes {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        nested_nodes::delete_node(ctx, &client, &names, name).await?;
+    }
+    let token_id = read_secret(ctx, &pn.namespace, &pn.bootstrap_secret())
+        .await?
+        .and_then(|s| s.data?.get("token-id").cloned())
+        .and_then(|b| String::from_utf8(b.0).ok());
+    if let Some(id) = token_id {
+        nested_nodes::delete_bootstrap_token(ctx, &client, &names, &id).await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     let pn = PoolNames::new(&pool);
     let vc = ctx
         .stores
         .virtual_clusters
         .get(&ObjectRef::new(&pool.spec.cluster_ref.name).within(&pn.namespace));
     let Some(vc) = vc else {
-        update_status(&ctx, &pool, &PoolObserved::default()).await?;
+        update_status(ctx, &pool, &PoolObserved::default()).await?;
         return Ok(Action::await_change());
     };
     let cp_ready = vc.status.as_ref().is_some_and(|s| {
@@ -563,7 +692,7 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
                 .map(|c| c.message.clone());
             if previous.as_deref() != Some(message.as_str()) {
                 publish(
-                    &ctx,
+                    ctx,
                     &pool,
                     EventType::Warning,
                     "InvalidSpec",
@@ -571,10 +700,10 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
                 )
                 .await;
             }
-            let mut observed = observe(&ctx, &pn);
+            let mut observed = observe(ctx, &pn);
             observed.invalid = Some(message);
             observed.control_plane_ready = Some(cp_ready);
-            update_status(&ctx, &pool, &observed).await?;
+            update_status(ctx, &pool, &observed).await?;
             return Ok(Action::await_change());
         }
     };
@@ -588,99 +717,139 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
         // The cluster's PKI does not exist yet; its creation wakes us.
         let observed = PoolObserved {
             control_plane_ready: Some(false),
-            ..observe(&ctx, &pn)
+            ..observe(ctx, &pn)
         };
-        update_status(&ctx, &pool, &observed).await?;
+        update_status(ctx, &pool, &observed).await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
     };
-    let token = ensure_bootstrap_secret(&ctx, &pool, &names, &ca_fp).await?;
+    let token = ensure_bootstrap_secret(ctx, &pool, &names, &ca_fp).await?;
 
-    apply_owned(
-        &ctx,
-        &ctx.stores.config_maps,
-        desired_node_config_map(
-            &pool,
-            &vc,
-            &images::pause_image(&ctx.settings, vc.spec.images.registry.as_deref()),
-            &ctx.settings.node_registry_mirrors,
-        ),
-    )
-    .await?;
-    apply_owned(&ctx, &ctx.stores.services, desired_node_service(&pool)).await?;
-    if let (true, Some(token)) = (cp_ready, &token) {
-        let installed = pki::inputs_hash(["bootstrap", ca_fp.as_str()]);
-        install_in_nested_cluster(&ctx, &pool, &names, token, &installed).await?;
-    }
+    let config = desired_node_config_map(
+        &pool,
+        &vc,
+        &images::pause_image(&ctx.settings, vc.spec.images.registry.as_deref()),
+        &ctx.settings.node_registry_mirrors,
+    );
+    let config_hash = node_config_hash(&config);
+    apply_owned(ctx, &ctx.stores.config_maps, config).await?;
+    apply_owned(ctx, &ctx.stores.services, desired_node_service(&pool)).await?;
     let mut observed = PoolObserved {
         control_plane_ready: Some(cp_ready),
-        ..observe(&ctx, &pn)
+        ..observe(ctx, &pn)
     };
-    // Scale-down drains the nodes that go before their pods are removed.
     let running = ctx
         .stores
         .stateful_sets
         .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace))
         .and_then(|s| s.spec.as_ref().and_then(|s| s.replicas))
         .unwrap_or(0);
-    let mut replicas = pool.spec.replicas;
-    let mut settled = true;
-    if cp_ready {
-        let client = nested::client(&ctx, &names).await?;
-        let nodes = nested_nodes::list(&client, &names, &pn.pool).await?;
-        if running > pool.spec.replicas {
-            let mut drained = true;
-            for ordinal in pool.spec.replicas..running {
-                let node = format!("{}-{ordinal}", pn.statefulset());
-                drained &= nested_nodes::drain(&ctx, &client, &names, &node).await?;
-            }
-            if !drained {
-                replicas = running;
-                settled = false;
-                observed.draining = Some(running - pool.spec.replicas);
-            }
-        }
-        for node in &nodes {
-            let name = node.metadata.name.as_deref().unwrap_or_default();
-            match nested_nodes::ordinal(&pn.statefulset(), name) {
-                // A node kept (or taken back) after a scale-down.
-                Some(i) if i < pool.spec.replicas => {
-                    nested_nodes::uncordon_if_drained(&ctx, &client, &names, node).await?
-                }
-                // Its pod is gone: so is the Node.
-                Some(i) if i >= observed.replicas && i >= replicas => {
-                    nested_nodes::delete_node(&ctx, &client, &names, name).await?
-                }
-                _ => {}
-            }
-        }
-        let waiting = nested_nodes::approve_serving_certificates(
-            &ctx,
-            &client,
+    // A scale-down waits for its drain; while the nested cluster cannot be
+    // asked (not serving, or an error), the pool keeps its nodes.
+    let hold = running.max(pool.spec.replicas);
+    let nested = if cp_ready {
+        let installed = pki::inputs_hash(["bootstrap", ca_fp.as_str()]);
+        nested_pass(
+            ctx,
+            &pool,
             &names,
-            &pn.namespace,
-            &pn.statefulset(),
+            token.as_ref(),
+            &installed,
+            running,
+            &mut observed,
         )
-        .await?;
-        observed.nodes_ready = Some(nested_nodes::ready_count(&nodes));
-        settled &= waiting == 0 && nested_nodes::ready_count(&nodes) >= pool.spec.replicas;
+        .await
+    } else {
+        Ok((hold, hold == pool.spec.replicas))
+    };
+    let (replicas, settled, failed) = match nested {
+        Ok((replicas, settled)) => (replicas, settled, None),
+        Err(e) => (hold, false, Some(e)),
+    };
+    if replicas > pool.spec.replicas && observed.draining.is_none() {
+        observed.draining = Some(replicas - pool.spec.replicas);
     }
     // An explicit node image is the cluster's, for every pool.
     let image = vc.spec.images.node.clone().unwrap_or_else(|| {
         images::node_image(&ctx.settings, vc.spec.images.registry.as_deref(), &version)
     });
     apply_owned(
-        &ctx,
+        ctx,
         &ctx.stores.stateful_sets,
-        desired_node_statefulset(&pool, &vc, &image, replicas),
+        desired_node_statefulset(&pool, &vc, &image, replicas, &config_hash),
     )
     .await?;
-    update_status(&ctx, &pool, &observed).await?;
-    if settled || !cp_ready {
+    update_status(ctx, &pool, &observed).await?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if settled {
         Ok(Action::requeue(crate::virtualcluster::RESYNC))
     } else {
         // Nested Nodes are not watched: look again soon while they change.
         Ok(Action::requeue(Duration::from_secs(3)))
     }
+}
+
+/// What the pool does inside its nested cluster: installs its bootstrap
+/// token, drains the nodes a scale-down removes, uncordons nodes kept,
+/// deletes Nodes whose pods are gone, decides serving certificate requests
+/// and counts Ready nodes. Returns the StatefulSet's replicas and whether
+/// everything has settled.
+async fn nested_pass(
+    ctx: &Context,
+    pool: &NodePool,
+    names: &ClusterNames,
+    token: Option<&BootstrapToken>,
+    installed: &str,
+    running: i32,
+    observed: &mut PoolObserved,
+) -> Result<(i32, bool)> {
+    let pn = PoolNames::new(pool);
+    if let Some(token) = token {
+        install_in_nested_cluster(ctx, pool, names, token, installed).await?;
+    }
+    let client = nested::client(ctx, names).await?;
+    let nodes = nested_nodes::list(&client, names, &pn.pool).await?;
+    let mut replicas = pool.spec.replicas;
+    let mut settled = true;
+    if running > pool.spec.replicas {
+        let mut drained = true;
+        for ordinal in pool.spec.replicas..running {
+            let node = format!("{}-{ordinal}", pn.statefulset());
+            drained &= nested_nodes::drain(ctx, &client, names, &node).await?;
+        }
+        if !drained {
+            replicas = running;
+            settled = false;
+            observed.draining = Some(running - pool.spec.replicas);
+        }
+    }
+    for node in &nodes {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        match nested_nodes::ordinal(&pn.statefulset(), name) {
+            // A node kept (or taken back) after a scale-down.
+            Some(i) if i < pool.spec.replicas => {
+                nested_nodes::uncordon_if_drained(ctx, &client, names, node).await?
+            }
+            // Its pod is gone: so is the Node.
+            Some(i) if i >= observed.replicas && i >= replicas => {
+                nested_nodes::delete_node(ctx, &client, names, name).await?
+            }
+            _ => {}
+        }
+    }
+    let waiting = nested_nodes::approve_serving_certificates(
+        ctx,
+        &client,
+        names,
+        &pn.namespace,
+        &pn.statefulset(),
+    )
+    .await?;
+    let ready = nested_nodes::ready_count(&nodes);
+    observed.nodes_ready = Some(ready);
+    settled &= waiting == 0 && ready >= pool.spec.replicas;
+    Ok((replicas, settled))
 }
 
 /// Makes sure the pool's bootstrap Secret exists for the current CA.
@@ -819,6 +988,9 @@ async fn publish(ctx: &Context, pool: &NodePool, type_: EventType, reason: &str,
 
 /// Transient errors back off.
 pub fn error_policy(_pool: Arc<NodePool>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_pending() {
+        return Action::requeue(Duration::from_secs(2));
+    }
     ctx.metrics
         .failures
         .get_or_create(&crate::metrics::ErrorLabels {
@@ -890,8 +1062,13 @@ mod tests {
     #[test]
     fn statefulset_runs_privileged_nodes_without_host_namespaces() {
         let vc = fixtures::vc(json!({}));
-        let sts =
-            desired_node_statefulset(&pool(), &vc, "ghcr.io/nestor-dev/nestor-node:v1.35.4", 2);
+        let sts = desired_node_statefulset(
+            &pool(),
+            &vc,
+            "ghcr.io/nestor-dev/nestor-node:v1.35.4",
+            2,
+            "h",
+        );
         assert_eq!(sts.metadata.name.as_deref(), Some("workers-node"));
         assert_eq!(
             sts.metadata.owner_references.as_ref().unwrap()[0].kind,

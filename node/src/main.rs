@@ -50,6 +50,36 @@ struct Args {
     config_dir: PathBuf,
 }
 
+/// PIDs of the children this process waits for itself (daemons and the
+/// commands it runs); the orphan reaper leaves them alone. Spawning and
+/// registering happen under the lock, so a child can never be reaped
+/// behind its waiter's back.
+static OURS: std::sync::Mutex<Option<HashSet<u32>>> = std::sync::Mutex::new(None);
+
+fn ours() -> std::sync::MutexGuard<'static, Option<HashSet<u32>>> {
+    OURS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Spawns a command and registers it as ours.
+fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    let mut guard = ours();
+    let child = command.spawn()?;
+    if let Some(pid) = child.id() {
+        guard.get_or_insert_with(HashSet::new).insert(pid);
+    }
+    Ok(child)
+}
+
+/// Waits for a registered command's output, then forgets it.
+async fn output(child: Child) -> std::io::Result<std::process::Output> {
+    let pid = child.id();
+    let out = child.wait_with_output().await;
+    if let (Some(pid), Some(set)) = (pid, ours().as_mut()) {
+        set.remove(&pid);
+    }
+    out
+}
+
 const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
 const KUBE_PROXY_KUBECONFIG: &str = "/var/lib/kube-proxy/kubeconfig";
 const KUBELET_CLIENT_CERT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
@@ -73,6 +103,13 @@ async fn main() -> Result<()> {
             .arg(args.config_dir.join("node/containerd.toml")),
     )?;
     wait_for_file(Path::new("/run/containerd/containerd.sock"), &mut daemons).await?;
+    if !Path::new(KUBELET_CLIENT_CERT).exists() {
+        wait_for_bootstrap_token(
+            &args.config_dir.join("bootstrap/bootstrap-kubeconfig"),
+            &mut daemons,
+        )
+        .await?;
+    }
     let mut kubelet = Command::new("kubelet");
     kubelet
         .arg(format!(
@@ -129,6 +166,14 @@ async fn main() -> Result<()> {
     if !Path::new("/sys/class/net").join(net::VXLAN_DEVICE).exists() {
         run_all(&net::vxlan_setup(&own, args.mtu)).await?;
     }
+    // Fail closed: nested pods start (the CNI configuration makes the node
+    // Ready) only once the rules stand, allowing nothing yet.
+    apply_rules(
+        &net::rules(&args.cluster_cidr, &BTreeSet::new(), &BTreeSet::new()),
+        &args.cluster_cidr,
+    )
+    .await
+    .context("installing the node's egress rules")?;
     std::fs::create_dir_all("/etc/cni/net.d")?;
     std::fs::write(CNI_CONF, net::cni_conflist(&own_cidr, args.mtu))?;
 
@@ -189,10 +234,8 @@ struct Daemons {
 
 impl Daemons {
     fn start(&mut self, name: &'static str, command: &mut Command) -> Result<()> {
-        let child = command
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
+        let child =
+            spawn(command.kill_on_drop(true)).with_context(|| format!("starting {name}"))?;
         info!(daemon = name, pid = child.id(), "started");
         self.children.push((name, child));
         Ok(())
@@ -207,13 +250,9 @@ impl Daemons {
                     return format!("{name} exited: {status}");
                 }
             }
-            reap_orphans(&self.pids());
+            reap_orphans();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    }
-
-    fn pids(&self) -> HashSet<u32> {
-        self.children.iter().filter_map(|(_, c)| c.id()).collect()
     }
 
     async fn stop(&mut self) {
@@ -234,7 +273,10 @@ impl Daemons {
 }
 
 /// Reaps zombie children that are not ours to wait for (see `wait_any`).
-fn reap_orphans(ours: &HashSet<u32>) {
+fn reap_orphans() {
+    let guard = ours();
+    let empty = HashSet::new();
+    let ours = guard.as_ref().unwrap_or(&empty);
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -265,6 +307,38 @@ fn reap_orphans(ours: &HashSet<u32>) {
         if state == Some("Z") && ppid == Some(me) {
             // SAFETY: waiting for a zombie child of ours with WNOHANG.
             unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+    }
+}
+
+/// Waits until the nested API server takes the pool's bootstrap token
+/// (Nestor installs it once the control plane is Ready), so that the
+/// kubelet bootstraps at once instead of backing off between failures.
+async fn wait_for_bootstrap_token(kubeconfig: &Path, daemons: &mut Daemons) -> Result<()> {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig)?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    let client = Client::try_from(config)?;
+    let csrs: Api<CertificateSigningRequest> = Api::all(client);
+    let mut logged = false;
+    loop {
+        match csrs
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(_) if !logged => {
+                info!("waiting for the nested cluster to accept the bootstrap token");
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            exited = daemons.wait_any() => bail!("{exited} while waiting for the bootstrap token"),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }
@@ -304,7 +378,13 @@ async fn wait_for_pod_cidr(client: &Client, name: &str, daemons: &mut Daemons) -
 
 async fn run_all(commands: &[Vec<String>]) -> Result<()> {
     for argv in commands {
-        let out = Command::new(&argv[0]).args(&argv[1..]).output().await?;
+        let child = spawn(
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped()),
+        )?;
+        let out = output(child).await?;
         if !out.status.success() {
             bail!(
                 "{} failed: {}",
@@ -407,9 +487,23 @@ fn peer_of(node: &Node) -> Option<Peer> {
     Some(Peer { ip, pod_cidr })
 }
 
+/// The Services whose endpoints nested pods may reach outside the overlay:
+/// the API server's and the cluster DNS's, in their own namespaces only.
+const ALLOWED_SERVICES: &[(&str, &str)] = &[("default", "kubernetes"), ("kube-system", "kube-dns")];
+
 fn allowed_endpoints(slices: &[std::sync::Arc<EndpointSlice>]) -> BTreeSet<Allowed> {
     let mut allowed = BTreeSet::new();
-    for slice in slices {
+    for slice in slices.iter().filter(|s| {
+        let namespace = s.metadata.namespace.as_deref().unwrap_or_default();
+        let service = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .map(String::as_str)
+            .unwrap_or_default();
+        ALLOWED_SERVICES.contains(&(namespace, service))
+    }) {
         let ports: Vec<(u16, String)> = slice
             .ports
             .iter()
@@ -441,18 +535,20 @@ fn allowed_endpoints(slices: &[std::sync::Arc<EndpointSlice>]) -> BTreeSet<Allow
 
 async fn apply_rules(rules: &str, cluster_cidr: &Ipv4Net) -> Result<()> {
     use tokio::io::AsyncWriteExt;
-    let mut restore = Command::new("iptables-restore")
-        .arg("--noflush")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+    let mut restore = spawn(
+        Command::new("iptables-restore")
+            .arg("--noflush")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )?;
     restore
         .stdin
         .take()
         .context("iptables-restore stdin")?
         .write_all(rules.as_bytes())
         .await?;
-    let out = restore.wait_with_output().await?;
+    let out = output(restore).await?;
     if !out.status.success() {
         bail!(
             "iptables-restore failed: {}",
@@ -460,13 +556,14 @@ async fn apply_rules(rules: &str, cluster_cidr: &Ipv4Net) -> Result<()> {
         );
     }
     for (table, chain, rule) in net::jumps(cluster_cidr) {
-        let exists = Command::new("iptables")
-            .args(["-w", "-t", table, "-C", chain])
-            .args(&rule)
-            .output()
-            .await?
-            .status
-            .success();
+        let check = spawn(
+            Command::new("iptables")
+                .args(["-w", "-t", table, "-C", chain])
+                .args(&rule)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )?;
+        let exists = output(check).await?.status.success();
         if !exists {
             let mut insert = vec![
                 "-w".to_string(),
@@ -483,4 +580,47 @@ async fn apply_rules(rules: &str, cluster_cidr: &Ipv4Net) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn slice(namespace: &str, service: &str, ip: &str, port: i32) -> Arc<EndpointSlice> {
+        let mut s = EndpointSlice {
+            address_type: "IPv4".into(),
+            endpoints: vec![Endpoint {
+                addresses: vec![ip.into()],
+                ..Default::default()
+            }],
+            ports: Some(vec![EndpointPort {
+                port: Some(port),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        s.metadata.namespace = Some(namespace.into());
+        s.metadata.labels = Some(BTreeMap::from([(
+            "kubernetes.io/service-name".to_string(),
+            service.to_string(),
+        )]));
+        Arc::new(s)
+    }
+
+    #[test]
+    fn only_the_control_planes_services_open_egress() {
+        let allowed = allowed_endpoints(&[
+            slice("default", "kubernetes", "10.88.0.4", 6443),
+            slice("kube-system", "kube-dns", "10.0.0.53", 53),
+            // A tenant's own Services named like them open nothing.
+            slice("tenant", "kubernetes", "10.88.0.99", 2379),
+            slice("default", "kube-dns", "10.88.0.98", 53),
+        ]);
+        let ips: Vec<String> = allowed.iter().map(|a| a.ip.to_string()).collect();
+        assert_eq!(ips, ["10.0.0.53", "10.88.0.4"]);
+    }
 }

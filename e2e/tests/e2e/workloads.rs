@@ -264,11 +264,25 @@ spec:
     ensure!(nodes_ok.is_ok(), "nested nodes: {seen}");
     // Each node holds a client certificate of its own (TLS bootstrap), and
     // its serving certificate was approved for its own name only.
-    let issued = get(
-        &config,
-        &["csr"],
-        r#"{range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[*].type} {.status.certificate}{"\n"}{end}"#,
-    )?;
+    let csrs = || {
+        get(
+            &config,
+            &["csr"],
+            r#"{range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[*].type} {.status.certificate}{"\n"}{end}"#,
+        )
+    };
+    // A request is approved a moment before its certificate is issued.
+    let mut issued = String::new();
+    let all_issued = wait_nested(
+        "every CSR approved and issued",
+        Duration::from_secs(60),
+        || {
+            issued = csrs()?;
+            Ok(issued.lines().all(|l| l.split_whitespace().count() == 4))
+        },
+    )
+    .await;
+    ensure!(all_issued.is_ok(), "CSRs: {issued}");
     let mut client_subjects = Vec::new();
     let mut serving_nodes = Vec::new();
     for line in issued.lines() {
@@ -303,7 +317,17 @@ spec:
             ],
         "client certificates: {client_subjects:?}"
     );
-    ensure!(serving_nodes.len() >= 3, "serving CSRs: {serving_nodes:?}");
+    serving_nodes.sort();
+    serving_nodes.dedup();
+    ensure!(
+        serving_nodes
+            == [
+                "system:node:big-node-0",
+                "system:node:big-node-1",
+                "system:node:small-node-0"
+            ],
+        "approved serving CSRs: {serving_nodes:?}"
+    );
     // The Node authorizer confines a node to what its pods need.
     let can = |args: &[&str]| -> Result<String> {
         let mut all = vec!["auth", "can-i"];
@@ -441,7 +465,8 @@ fn certificate_subject(b64: &str) -> Result<String> {
 /// Scaling a pool up adds Ready nodes; scaling down cordons and drains the
 /// nodes that go (their pods are rescheduled, none lost) before their pods
 /// and Nodes are removed; a node pod that restarts comes back as the same
-/// Node; deleting the cluster leaves nothing of its nodes on the host.
+/// Node; deleting the pool drains it, removes its Nodes and token from the
+/// nested cluster and leaves nothing of its node pods on the host.
 pub async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
     let ns = env.namespace("elastic")?;
     let applied = Instant::now();
@@ -555,8 +580,9 @@ pub async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
         "pool-node-0 came back as another Node"
     );
 
-    // Deleting the cluster removes its nodes, and the host keeps nothing of
-    // them: no pod, no cgroup, no mount.
+    // Deleting the pool drains its nodes, removes their Node objects and
+    // revokes its bootstrap token; the host keeps nothing of its node pods:
+    // no pod, no cgroup, no mount.
     let uids: Vec<String> = pods
         .list(&ListParams::default().labels("nestor.dev/node-pool=pool"))
         .await?
@@ -565,13 +591,66 @@ pub async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
         .filter_map(|p| p.metadata.uid.clone())
         .collect();
     ensure!(uids.len() == 2);
+    // What must go is there first: each node pod's cgroup and mounts.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    for uid in &uids {
+        ensure!(
+            cgroup_exists(&format!("pod{uid}")),
+            "no cgroup of node pod {uid} found"
+        );
+        ensure!(
+            mounts.contains(uid.as_str()),
+            "no mount of node pod {uid} found"
+        );
+    }
+    let tokens = || {
+        get(
+            &config,
+            &[
+                "secrets",
+                "-n",
+                "kube-system",
+                "--field-selector",
+                "type=bootstrap.kubernetes.io/token",
+            ],
+            "{.items[*].metadata.name}",
+        )
+    };
+    ensure!(
+        !tokens()?.trim().is_empty(),
+        "no bootstrap token in the nested cluster"
+    );
     kubectl_ok(
         &env.admin,
-        &["delete", "-n", &ns, "vc/elastic", "--wait=false"],
+        &["delete", "-n", &ns, "np/pool", "--wait=false"],
         None,
     )?;
+    wait_nested(
+        "the pool's Nodes and token gone",
+        Duration::from_secs(180),
+        || {
+            Ok(get(&config, &["nodes"], "{.items[*].metadata.name}")?
+                .trim()
+                .is_empty()
+                && tokens()?.trim().is_empty())
+        },
+    )
+    .await?;
     wait_nested("the node pods gone", Duration::from_secs(120), || {
-        let left = kubectl_ok(&env.admin, &["get", "pods", "-n", &ns, "-o", "name"], None)?;
+        let left = kubectl_ok(
+            &env.admin,
+            &[
+                "get",
+                "pods",
+                "-n",
+                &ns,
+                "-l",
+                "nestor.dev/node-pool=pool",
+                "-o",
+                "name",
+            ],
+            None,
+        )?;
         Ok(left.trim().is_empty())
     })
     .await?;
@@ -586,6 +665,11 @@ pub async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
         },
     )
     .await?;
+    kubectl_ok(
+        &env.admin,
+        &["delete", "-n", &ns, "vc/elastic", "--wait=false"],
+        None,
+    )?;
     env.done(&ns)
 }
 
