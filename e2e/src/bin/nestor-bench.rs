@@ -275,7 +275,11 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     // was: the floor's objects (and the pods the controller-manager keeps
     // making for them) are gone first.
     let cleared = Instant::now();
-    kubectl_ok(&bed.kubeconfig, &["delete", "namespace", "floor", "--timeout=600s"], None)?;
+    kubectl_ok(
+        &bed.kubeconfig,
+        &["delete", "namespace", "floor", "--timeout=600s"],
+        None,
+    )?;
     eprintln!(
         "bench N={n}: floor's objects deleted in {:.1}s",
         cleared.elapsed().as_secs_f64()
