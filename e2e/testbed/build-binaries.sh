@@ -92,6 +92,15 @@ GO
   echo "$dir"
 }
 
+go_install() { # go_install NAME MODULE@VERSION BIN_DIR: a command of a published module
+  local name=$1 module=$2 bin=$3 start=$SECONDS
+  echo "nestor-testbed: building $name ${module##*@}" >&2
+  GOBIN=$bin.tmp go install -trimpath -ldflags='-s -w' "$module"
+  mv "$bin.tmp/$name" "$bin/$name"
+  rmdir "$bin.tmp"
+  echo "nestor-testbed: built $name in $((SECONDS - start))s" >&2
+}
+
 for c in "${components[@]}"; do
   case "$c" in
     etcd)
@@ -105,23 +114,13 @@ for c in "${components[@]}"; do
       ;;
     coredns)
       [ -x "$coredns_bin/coredns" ] && continue
-      echo "nestor-testbed: building coredns v$COREDNS_VERSION" >&2
-      start=$SECONDS
-      GOBIN=$coredns_bin.tmp go install -trimpath -ldflags='-s -w' "github.com/coredns/coredns@v$COREDNS_VERSION"
-      mv "$coredns_bin.tmp/coredns" "$coredns_bin/coredns"
-      rmdir "$coredns_bin.tmp"
-      echo "nestor-testbed: built coredns in $((SECONDS - start))s" >&2
+      go_install coredns "github.com/coredns/coredns@v$COREDNS_VERSION" "$coredns_bin"
       ;;
     crane)
       # The test bed's image registry (`crane registry serve`) and the tool
       # that pushes the locally built archives into it.
       [ -x "$crane_bin/crane" ] && continue
-      echo "nestor-testbed: building crane v$CRANE_VERSION" >&2
-      start=$SECONDS
-      GOBIN=$crane_bin.tmp go install -trimpath -ldflags='-s -w' "github.com/google/go-containerregistry/cmd/crane@v$CRANE_VERSION"
-      mv "$crane_bin.tmp/crane" "$crane_bin/crane"
-      rmdir "$crane_bin.tmp"
-      echo "nestor-testbed: built crane in $((SECONDS - start))s" >&2
+      go_install crane "github.com/google/go-containerregistry/cmd/crane@v$CRANE_VERSION" "$crane_bin"
       ;;
     pause)
       [ -x "$pause_bin/pause" ] && continue
