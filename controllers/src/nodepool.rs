@@ -556,6 +556,9 @@ pub fn compute_pool_status(pool: &NodePool, observed: &PoolObserved, now: &Time)
     }
 }
 
+/// How often a settled pool looks at its nested cluster again.
+pub const SETTLED_RECHECK: Duration = Duration::from_secs(30);
+
 /// How long a deleted pool's nodes may take to drain before their Nodes
 /// are removed anyway (a PodDisruptionBudget may never allow it).
 pub const DELETE_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -783,7 +786,10 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         return Err(e);
     }
     if settled {
-        Ok(Action::requeue(crate::virtualcluster::RESYNC))
+        // A kubelet's serving certificate request can arrive just after
+        // its node turned Ready: look again within half a minute (reads
+        // only; nothing is written when nothing changed).
+        Ok(Action::requeue(SETTLED_RECHECK))
     } else {
         // Nested Nodes are not watched: look again soon while they change.
         Ok(Action::requeue(Duration::from_secs(3)))
