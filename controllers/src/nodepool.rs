@@ -581,24 +581,33 @@ pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action>
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
+/// The pool's cluster, from the cache.
+fn cluster_of(ctx: &Context, pool: &NodePool) -> Option<Arc<VirtualCluster>> {
+    let namespace = pool.namespace().unwrap_or_default();
+    ctx.stores
+        .virtual_clusters
+        .get(&ObjectRef::new(&pool.spec.cluster_ref.name).within(&namespace))
+}
+
+/// Whether a cluster reports `Ready=True`.
+fn cluster_ready(vc: &VirtualCluster) -> bool {
+    vc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True")
+    })
+}
+
 /// A deleted pool leaves nothing in the nested cluster: its nodes are
 /// drained (for at most [`DELETE_DRAIN_TIMEOUT`]), its node pods stopped,
 /// their Node objects deleted and its bootstrap token revoked. Nothing to do when the cluster
 /// is gone, going or not serving: its nested objects go with it.
 async fn cleanup(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     let pn = PoolNames::new(&pool);
-    let vc = ctx
-        .stores
-        .virtual_clusters
-        .get(&ObjectRef::new(&pool.spec.cluster_ref.name).within(&pn.namespace));
-    let serving = vc.as_ref().is_some_and(|vc| {
-        vc.metadata.deletion_timestamp.is_none()
-            && vc.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == READY && c.status == "True")
-            })
-    });
+    let vc = cluster_of(ctx, &pool);
+    let serving = vc
+        .as_ref()
+        .is_some_and(|vc| vc.metadata.deletion_timestamp.is_none() && cluster_ready(vc));
     let Some(vc) = vc.filter(|_| serving) else {
         info!(pool = %pn.pool, "node pool deleted; its cluster is not serving, nothing to tidy inside it");
         return Ok(Action::await_change());
@@ -671,19 +680,12 @@ async fn cleanup(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
 
 async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     let pn = PoolNames::new(&pool);
-    let vc = ctx
-        .stores
-        .virtual_clusters
-        .get(&ObjectRef::new(&pool.spec.cluster_ref.name).within(&pn.namespace));
+    let vc = cluster_of(ctx, &pool);
     let Some(vc) = vc else {
         update_status(ctx, &pool, &PoolObserved::default()).await?;
         return Ok(Action::await_change());
     };
-    let cp_ready = vc.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == READY && c.status == "True")
-    });
+    let cp_ready = cluster_ready(&vc);
     let version = match validate_pool(&pn.pool, &pool.spec, &vc.spec.version) {
         Ok(version) => version,
         Err(invalid) => {
