@@ -196,16 +196,52 @@ pub fn nested_bootstrap_token_secret(pool: &str, token: &BootstrapToken) -> Secr
 /// The kubelet's configuration for the pool's nodes. Nested pods get the
 /// nested cluster's DNS only (`resolvConf: ""`): the node pod's own
 /// resolver is the host cluster's, which tenants must not see. The kubelet
-/// asks the
-/// nested cluster for its serving certificate (`serverTLSBootstrap`), which
-/// Nestor approves after checking it names the node pod and nothing else,
-/// so the nested API server can verify the kubelets it calls.
+/// asks the nested cluster for its serving certificate
+/// (`serverTLSBootstrap`), which Nestor approves after checking it names
+/// the node pod and nothing else, so the nested API server can verify the
+/// kubelets it calls.
+///
+/// A node pod's filesystem is the host's disk, shared with everything else
+/// on the host, so its fill level says nothing about this node: with the
+/// kubelet's default thresholds (`imagefs.available<15%`) a host disk that
+/// is 86 % full makes every nested node evict every pod and garbage-collect
+/// the sandbox image. Disk pressure is the host kubelet's to handle (it
+/// evicts the node pod itself), so nested kubelets evict on memory only and
+/// never collect images for space, as kind does for its nodes.
 pub fn kubelet_config(pool: &NodePool, vc: &VirtualCluster) -> String {
-    let taints = serde_json::to_string(&pool.spec.taints).unwrap_or_else(|_| "[]".into());
-    format!(
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: /etc/nestor/bootstrap/ca.crt\nauthorization:\n  mode: Webhook\ncgroupDriver: cgroupfs\nfailCgroupV1: false\nfailSwapOn: false\nprotectKernelDefaults: true\nclusterDNS:\n- {}\nclusterDomain: {}\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\nrotateCertificates: true\nserverTLSBootstrap: true\nhealthzBindAddress: 0.0.0.0\nhealthzPort: {KUBELET_HEALTHZ_PORT}\nresolvConf: \"\"\nregisterWithTaints: {taints}\n",
-        vc.spec.networking.dns_service_ip, vc.spec.networking.cluster_domain
-    )
+    let config = serde_json::json!({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "authentication": {
+            "anonymous": {"enabled": false},
+            "webhook": {"enabled": true},
+            "x509": {"clientCAFile": "/etc/nestor/bootstrap/ca.crt"},
+        },
+        "authorization": {"mode": "Webhook"},
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": false,
+        "failSwapOn": false,
+        "protectKernelDefaults": true,
+        "clusterDNS": [vc.spec.networking.dns_service_ip],
+        "clusterDomain": vc.spec.networking.cluster_domain,
+        "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
+        "rotateCertificates": true,
+        "serverTLSBootstrap": true,
+        "healthzBindAddress": "0.0.0.0",
+        "healthzPort": KUBELET_HEALTHZ_PORT,
+        "resolvConf": "",
+        "registerWithTaints": pool.spec.taints,
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "0%",
+            "nodefs.inodesFree": "0%",
+            "imagefs.available": "0%",
+            "imagefs.inodesFree": "0%",
+        },
+        "imageGCHighThresholdPercent": 100,
+    });
+    // JSON is YAML; the kubelet reads either.
+    serde_json::to_string_pretty(&config).unwrap_or_default()
 }
 
 /// containerd's configuration in a node pod: the CRI plugin with the
@@ -1062,9 +1098,10 @@ mod tests {
         ));
         assert!(toml.contains("bin_dir = \"/opt/cni/bin\""));
         assert!(!containerd_config("p", &BTreeMap::new()).contains("mirrors"));
-        let kubelet = kubelet_config(&pool(), &fixtures::vc(json!({})));
-        assert!(kubelet.contains("serverTLSBootstrap: true"));
-        assert!(kubelet.contains("resolvConf: \"\""));
+        let kubelet: serde_json::Value =
+            serde_yaml::from_str(&kubelet_config(&pool(), &fixtures::vc(json!({})))).unwrap();
+        assert_eq!(kubelet["serverTLSBootstrap"], true);
+        assert_eq!(kubelet["resolvConf"], "");
     }
 
     #[test]
@@ -1115,9 +1152,33 @@ mod tests {
     fn kubelet_config_carries_dns_and_taints() {
         let vc = fixtures::vc(json!({}));
         let text = kubelet_config(&pool(), &vc);
-        assert!(text.contains("- 10.96.0.10") && text.contains("clusterDomain: cluster.local"));
-        assert!(text.contains("failCgroupV1: false") && text.contains("cgroupDriver: cgroupfs"));
-        assert!(text.contains(r#""key":"dedicated""#) && text.contains(r#""effect":"NoSchedule""#));
+        let config: serde_json::Value =
+            serde_yaml::from_str(&text).expect("kubelet config is YAML");
+        assert_eq!(config["kind"], "KubeletConfiguration");
+        assert_eq!(config["clusterDNS"], json!(["10.96.0.10"]));
+        assert_eq!(config["clusterDomain"], "cluster.local");
+        assert_eq!(config["failCgroupV1"], false);
+        assert_eq!(config["cgroupDriver"], "cgroupfs");
+        assert_eq!(config["registerWithTaints"][0]["key"], "dedicated");
+        assert_eq!(config["registerWithTaints"][0]["effect"], "NoSchedule");
+    }
+
+    #[test]
+    fn kubelets_leave_the_shared_host_disk_to_the_host() {
+        let text = kubelet_config(&pool(), &fixtures::vc(json!({})));
+        let config: serde_json::Value =
+            serde_yaml::from_str(&text).expect("kubelet config is YAML");
+        let eviction = &config["evictionHard"];
+        for signal in [
+            "nodefs.available",
+            "nodefs.inodesFree",
+            "imagefs.available",
+            "imagefs.inodesFree",
+        ] {
+            assert_eq!(eviction[signal], "0%", "{signal}");
+        }
+        assert_eq!(eviction["memory.available"], "100Mi");
+        assert_eq!(config["imageGCHighThresholdPercent"], 100);
     }
 
     #[test]

@@ -243,18 +243,19 @@ spec:
     pool_ready(env, &ns, "small", 1, Duration::from_secs(120)).await?;
 
     // Nodes: Ready, labelled and tainted as their pool says (the not-ready
-    // taint goes shortly after Ready).
+    // taint goes shortly after Ready), and without DiskPressure however full
+    // the host's shared disk is.
     let expected = [
-        "big-node-0 big =: True",
-        "big-node-1 big =: True",
-        "small-node-0 small dedicated=small:NoSchedule True",
+        "big-node-0 big =: True False",
+        "big-node-1 big =: True False",
+        "small-node-0 small dedicated=small:NoSchedule True False",
     ];
     let mut seen = String::new();
     let nodes_ok = wait_nested("nodes labelled and tainted", Duration::from_secs(60), || {
         seen = get(
             &config,
             &["nodes"],
-            r#"{range .items[*]}{.metadata.name} {.metadata.labels.tier} {.spec.taints[*].key}={.spec.taints[*].value}:{.spec.taints[*].effect} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+            r#"{range .items[*]}{.metadata.name} {.metadata.labels.tier} {.spec.taints[*].key}={.spec.taints[*].value}:{.spec.taints[*].effect} {.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="DiskPressure")].status}{"\n"}{end}"#,
         )?;
         let mut lines: Vec<&str> = seen.lines().collect();
         lines.sort();
