@@ -23,7 +23,9 @@ pub struct TestBed {
     /// The API server's address: loopback, or the node's address.
     pub api_host: String,
     processes: Vec<Proc>,
-    keep_dir: bool,
+    keep_logs: bool,
+    /// Handed over to `nestor-testbed down`: nothing is stopped or removed.
+    detached: bool,
     has_node: bool,
 }
 
@@ -130,7 +132,8 @@ impl TestBed {
             api_port,
             api_host: api_host.clone(),
             processes: Vec::new(),
-            keep_dir: false,
+            keep_logs: false,
+            detached: false,
             has_node,
         };
         let p = |f: &str| pki_dir.join(f).display().to_string();
@@ -203,7 +206,7 @@ impl TestBed {
         // The controllers need the API server's bootstrap RBAC.
         bed.write_state()?;
         if let Err(e) = bed.wait_ready(Duration::from_secs(120), false).await {
-            bed.keep_dir();
+            bed.keep_logs();
             return Err(e);
         }
 
@@ -247,13 +250,13 @@ impl TestBed {
         bed.write_state()?;
         if let Err(e) = bed.wait_ready(Duration::from_secs(120), true).await {
             // Keep the logs for whoever reads the error.
-            bed.keep_dir();
+            bed.keep_logs();
             return Err(e);
         }
         if let Some(helper) = &options.node
             && let Err(e) = bed.start_node(&ca, &server, helper, lifetime).await
         {
-            bed.keep_dir();
+            bed.keep_logs();
             return Err(e);
         }
         eprintln!(
@@ -424,9 +427,11 @@ impl TestBed {
         }
     }
 
-    /// Keeps the directory (logs, certificates) after the test bed stops.
-    pub fn keep_dir(&mut self) {
-        self.keep_dir = true;
+    /// Keeps the logs after the test bed stops, for whoever reads the
+    /// failure; the rest (volumes, etcd data, caches: hundreds of MiB with
+    /// a node) goes, so failed runs do not fill the disk.
+    pub fn keep_logs(&mut self) {
+        self.keep_logs = true;
     }
 
     /// Stops every process by PID, newest first; with a node, removes
@@ -436,7 +441,12 @@ impl TestBed {
         if self.has_node {
             node::unlock(&self.dir);
         }
-        if !self.keep_dir {
+        if self.detached {
+            return;
+        }
+        if self.keep_logs {
+            remove_all_but_logs(&self.dir);
+        } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -463,8 +473,26 @@ impl TestBed {
     /// Forgets the processes without stopping them (for `up`).
     pub fn detach(mut self) {
         self.processes.clear();
-        self.keep_dir = true;
+        self.detached = true;
         self.has_node = false;
+    }
+}
+
+/// Removes everything in a stopped test bed's directory except `logs/`.
+fn remove_all_but_logs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name() == "logs" {
+            continue;
+        }
+        let _ = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
     }
 }
 

@@ -616,7 +616,7 @@ fn main() -> std::process::ExitCode {
                 "logs of the failed run are kept in {}",
                 env.bed.dir.join("logs").display()
             );
-            env.bed.keep_dir();
+            env.bed.keep_logs();
         },
     )
 }

@@ -1266,7 +1266,7 @@ fn main() -> std::process::ExitCode {
                 "logs of the failed run are kept in {}",
                 env.log_dir().display()
             );
-            env.bed.keep_dir();
+            env.bed.keep_logs();
         },
     )
 }
