@@ -50,7 +50,7 @@ down)
   done
   for n in /run/netns/cni-*; do [ -e "$n" ] && { umount "$n" 2>/dev/null; rm -f "$n"; }; done
   rmdir /run/netns 2>/dev/null
-  for v in $(ip -o link show master "$POD_BRIDGE" 2>/dev/null | awk -F'[:@ ]+' '{print $2}'); do ip link del "$v"; done
+  for v in $(ip -o link show master "$POD_BRIDGE" 2>/dev/null | awk -F'[:@ ]+' '{print $2}'); do ip link del "$v" 2>/dev/null; done
   ip link del "$POD_BRIDGE" 2>/dev/null
   ip link del "$NODE_LINK" 2>/dev/null
   for cmd in iptables ip6tables; do
