@@ -427,6 +427,14 @@ impl TestBed {
         }
     }
 
+    /// The test bed's processes by name (etcd, kube-apiserver, ...) and PID.
+    pub fn pids(&self) -> Vec<(String, i32)> {
+        self.processes
+            .iter()
+            .map(|p| (p.name.clone(), p.pid))
+            .collect()
+    }
+
     /// Keeps the logs after the test bed stops, for whoever reads the
     /// failure; the rest (volumes, etcd data, caches: hundreds of MiB with
     /// a node) goes, so failed runs do not fill the disk.

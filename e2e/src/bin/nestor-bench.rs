@@ -19,7 +19,9 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, PostParams};
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::watcher;
 use nestor_controllers::cluster::ClusterInputs;
 use nestor_controllers::desired::desired_objects;
 use nestor_controllers::secrets::Exposure;
@@ -63,6 +65,27 @@ fn cpu_seconds(pid: i32) -> Result<f64> {
         .collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     Ok(ticks / clock_ticks())
+}
+
+/// CPU seconds of each test bed component (etcd, kube-apiserver, ...).
+fn control_plane_cpu(bed: &TestBed) -> BTreeMap<String, f64> {
+    let mut cpu = BTreeMap::new();
+    for (name, pid) in bed.pids() {
+        if let Ok(seconds) = cpu_seconds(pid) {
+            *cpu.entry(name).or_insert(0.0) += seconds;
+        }
+    }
+    cpu
+}
+
+fn cpu_since(before: &BTreeMap<String, f64>, bed: &TestBed) -> BTreeMap<String, f64> {
+    control_plane_cpu(bed)
+        .into_iter()
+        .map(|(name, now)| {
+            let spent = now - before.get(&name).copied().unwrap_or(0.0);
+            (name, (spent * 100.0).round() / 100.0)
+        })
+        .collect()
 }
 
 /// (VmRSS, VmHWM) in bytes.
@@ -159,34 +182,81 @@ async fn floor(client: &kube::Client, n: usize) -> Result<f64> {
     Ok((started.elapsed() - building).as_secs_f64())
 }
 
-/// How many of the operator's children exist, and how many clusters report
-/// a status for their current generation.
-async fn progress(client: &kube::Client, namespace: &str) -> Result<(usize, usize)> {
-    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=nestor-operator");
-    macro_rules! count {
-        ($($kind:ty),*) => { 0 $(+ Api::<$kind>::namespaced(client.clone(), namespace).list_metadata(&lp).await?.items.len())* };
+/// How many of the operator's children exist and how many clusters report
+/// a status for their current generation, read from watches. Polling with
+/// lists would read every object from etcd every poll (20,000 of them at
+/// N = 1,000): load on the API server under test that the floor, which
+/// only awaits its own creates, does not carry.
+struct Progress {
+    children: Vec<Box<dyn Fn() -> usize + Send + Sync>>,
+    clusters: Store<VirtualCluster>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    async fn start(client: &kube::Client, namespace: &str) -> Result<Self> {
+        let (clusters, writer) = reflector::store();
+        let api = Api::<VirtualCluster>::namespaced(client.clone(), namespace);
+        let stream = reflector(writer, watcher(api, watcher::Config::default()));
+        let mut progress = Progress {
+            children: vec![],
+            clusters,
+            tasks: vec![tokio::spawn(stream.for_each(|_| async {}))],
+        };
+        progress.clusters.wait_until_ready().await?;
+        progress.count::<Secret>(client, namespace).await?;
+        progress.count::<Service>(client, namespace).await?;
+        progress.count::<ConfigMap>(client, namespace).await?;
+        progress.count::<NetworkPolicy>(client, namespace).await?;
+        progress.count::<StatefulSet>(client, namespace).await?;
+        progress.count::<Deployment>(client, namespace).await?;
+        Ok(progress)
     }
-    let children = count!(
-        Secret,
-        Service,
-        ConfigMap,
-        NetworkPolicy,
-        StatefulSet,
-        Deployment
-    );
-    let vcs = Api::<VirtualCluster>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await?;
-    let settled = vcs
-        .items
-        .iter()
-        .filter(|vc| {
-            vc.status.as_ref().is_some_and(|s| {
-                s.observed_generation == vc.metadata.generation && s.endpoint.is_some()
+
+    async fn count<K>(&mut self, client: &kube::Client, namespace: &str) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
+        // An Api of PartialObjectMeta sends metadata-only requests.
+        let api = Api::<PartialObjectMeta<K>>::namespaced(client.clone(), namespace);
+        let config =
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=nestor-operator");
+        let stream = reflector(writer, watcher(api, config));
+        self.tasks.push(tokio::spawn(stream.for_each(|_| async {})));
+        store.wait_until_ready().await?;
+        self.children.push(Box::new(move || store.state().len()));
+        Ok(())
+    }
+
+    fn now(&self) -> (usize, usize) {
+        let children = self.children.iter().map(|count| count()).sum();
+        let settled = self
+            .clusters
+            .state()
+            .iter()
+            .filter(|vc| {
+                vc.status.as_ref().is_some_and(|s| {
+                    s.observed_generation == vc.metadata.generation && s.endpoint.is_some()
+                })
             })
-        })
-        .count();
-    Ok((children, settled))
+            .count();
+        (children, settled)
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 async fn operator_metrics(port: u16) -> Result<String> {
@@ -269,8 +339,10 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     for ns in ["floor", "bench"] {
         kubectl_ok(&bed.kubeconfig, &["create", "namespace", ns], None)?;
     }
+    let floor_cpu_before = control_plane_cpu(&bed);
     let floor_seconds = floor(&admin, n).await?;
-    eprintln!("bench N={n}: floor {floor_seconds:.1}s");
+    let floor_cpu = cpu_since(&floor_cpu_before, &bed);
+    eprintln!("bench N={n}: floor {floor_seconds:.1}s; control plane CPU s {floor_cpu:?}");
     // The operator then works on an API server as empty as the floor's
     // was: the floor's objects (and the pods the controller-manager keeps
     // making for them) are gone first.
@@ -321,6 +393,8 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let audit = bed.dir.join("audit.log");
     let (_, audit_offset) = audit_counts(&audit, 0, false)?;
 
+    let progress = Progress::start(&admin, "bench").await?;
+    let operator_cpu_before = control_plane_cpu(&bed);
     let started = Instant::now();
     create_all(
         &admin,
@@ -328,13 +402,10 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         (0..n).map(|i| vc(&format!("vc-{i:04}"), "bench")).collect(),
     )
     .await?;
-    let poll = if n >= 500 {
-        Duration::from_secs(2)
-    } else {
-        Duration::from_millis(250)
-    };
+    // Reads memory only (see Progress).
+    let poll = Duration::from_millis(250);
     loop {
-        let (children, settled) = progress(&admin, "bench").await?;
+        let (children, settled) = progress.now();
         if children == n * CHILDREN && settled == n {
             break;
         }
@@ -351,6 +422,13 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         tokio::time::sleep(poll).await;
     }
     let converged = started.elapsed().as_secs_f64();
+    let converged_cpu = cpu_since(&operator_cpu_before, &bed);
+    let (_, hwm_converged) = memory(operator.pid)?;
+    let cpu_converged = cpu_seconds(operator.pid)? - cpu_before;
+    eprintln!(
+        "bench N={n}: converged {converged:.1}s; operator CPU {cpu_converged:.1}s, peak RSS {:.1} MiB; control plane CPU s {converged_cpu:?}",
+        hwm_converged as f64 / 1048576.0
+    );
     // Settled: no write for 20 s (the workload controllers' status updates,
     // which the operator reports, come late under load).
     let mut last = sum_samples(
@@ -436,6 +514,10 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         "converged_seconds": converged,
         "settled_seconds": settled,
         "ratio_to_floor": converged / floor_seconds,
+        "floor_control_plane_cpu_seconds": floor_cpu,
+        "converged_control_plane_cpu_seconds": converged_cpu,
+        "converged_operator_cpu_seconds": cpu_converged,
+        "converged_peak_rss_bytes": hwm_converged,
         "rss_bytes": rss,
         "peak_rss_bytes": hwm,
         "rss_before_bytes": rss_before,
