@@ -10,16 +10,19 @@ use crate::context::Context;
 use crate::error::{Error, Result, code_and_reason};
 use crate::meta::{APPLIED_HASH, FIELD_MANAGER};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::fmt::Debug;
 use std::sync::Arc;
+
+/// The prefix of the annotations Nestor reads from its children.
+const NESTOR_ANNOTATIONS: &str = "nestor.dev/";
 
 /// Managers whose writes to the main resource of a child are expected and
 /// are not drift (the workload controllers annotate their objects).
@@ -77,17 +80,26 @@ pub fn changed_by_someone_else(meta: &ObjectMeta) -> bool {
 }
 
 /// Applies `desired` unless the cached live object already matches it.
-pub async fn apply_owned<K>(ctx: &Context, store: &Store<K>, mut desired: K) -> Result<Applied<K>>
+///
+/// `C` is what the cache holds of `K`: `K` itself (slimmed), or only its
+/// metadata (`PartialObjectMeta<K>`), in which case the API server returns
+/// only metadata for the write too.
+pub async fn apply_owned<K, C>(
+    ctx: &Context,
+    store: &Store<C>,
+    mut desired: K,
+) -> Result<Applied<C>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Serialize + Debug,
+    C: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
-        + Serialize
         + DeserializeOwned
         + Debug
         + Send
         + Sync
         + 'static,
 {
+    debug_assert_eq!(K::kind(&()), C::kind(&()));
     let hash = desired_hash(&desired);
     desired
         .meta_mut()
@@ -114,7 +126,7 @@ where
             return Ok(Applied::Unchanged(live));
         }
     }
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<C> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.write("apply", kind);
     let written = api
         .patch(
@@ -137,7 +149,9 @@ where
 pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<()> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let namespace = secret.metadata.namespace.clone().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The response carries only metadata: the keys just sent stay out of
+    // this process's memory.
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.write("apply", "Secret");
     api.patch(
         &name,
@@ -239,41 +253,50 @@ pub fn slim_meta(meta: &mut ObjectMeta) {
     }
 }
 
-/// Drops a Secret's content before it is cached: reconcilers read only its
-/// metadata from the cache and fetch data when they must.
-pub fn slim_secret(secret: &mut Secret) {
-    slim_meta(&mut secret.metadata);
-    secret.data = None;
-    secret.string_data = None;
+/// Shrinks the metadata of an owned child before it is cached, keeping only
+/// what reconcilers read: its name, generation, owners and Nestor's own
+/// annotations. Who wrote it last is reduced to its verdict: the managed
+/// fields are kept only when they show a write by someone else after
+/// Nestor's last apply ([`changed_by_someone_else`] reads the same answer
+/// from what is kept).
+pub fn slim_child_meta(meta: &mut ObjectMeta) {
+    if changed_by_someone_else(meta) {
+        slim_meta(meta);
+    } else {
+        meta.managed_fields = None;
+    }
+    meta.labels = None;
+    meta.creation_timestamp = None;
+    // Caches are looked up by name; nothing reads a child's identity.
+    meta.uid = None;
+    meta.resource_version = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with(NESTOR_ANNOTATIONS));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// Slims an owned child of which only the metadata is cached.
+pub fn slim_child<K>(obj: &mut PartialObjectMeta<K>) {
+    slim_child_meta(&mut obj.metadata);
+    obj.types = None;
 }
 
 /// Drops what reconcilers never read of a cached Service: its selector.
 pub fn slim_service(service: &mut k8s_openapi::api::core::v1::Service) {
-    slim_meta(&mut service.metadata);
+    slim_child_meta(&mut service.metadata);
     if let Some(spec) = service.spec.as_mut() {
         spec.selector = None;
     }
-}
-
-/// Keeps only the metadata of a cached NetworkPolicy.
-pub fn slim_network_policy(policy: &mut k8s_openapi::api::networking::v1::NetworkPolicy) {
-    slim_meta(&mut policy.metadata);
-    policy.spec = None;
-}
-
-/// Drops a ConfigMap's content before it is cached: only its metadata (the
-/// applied hash, the nested add-ons marker) is read.
-pub fn slim_config_map(config_map: &mut ConfigMap) {
-    slim_meta(&mut config_map.metadata);
-    config_map.data = None;
-    config_map.binary_data = None;
 }
 
 /// Drops what reconcilers never read of a cached Deployment: the pod
 /// template's spec (the applied hash stands for it). Kept: replicas, the
 /// template's annotations (the running version) and the status.
 pub fn slim_deployment(deployment: &mut Deployment) {
-    slim_meta(&mut deployment.metadata);
+    slim_child_meta(&mut deployment.metadata);
     if let Some(spec) = deployment.spec.as_mut() {
         spec.template.spec = None;
         if let Some(meta) = spec.template.metadata.as_mut() {
@@ -285,7 +308,7 @@ pub fn slim_deployment(deployment: &mut Deployment) {
 /// Like [`slim_deployment`], for StatefulSets (also drops the claim
 /// templates).
 pub fn slim_statefulset(statefulset: &mut StatefulSet) {
-    slim_meta(&mut statefulset.metadata);
+    slim_child_meta(&mut statefulset.metadata);
     if let Some(spec) = statefulset.spec.as_mut() {
         spec.template.spec = None;
         spec.volume_claim_templates = None;
@@ -376,12 +399,64 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_cached_without_data() {
-        let mut s = Secret {
-            data: Some([("k".to_string(), k8s_openapi::ByteString(b"v".to_vec()))].into()),
-            ..Secret::default()
+    fn cached_children_keep_only_what_reconcilers_read() {
+        let mut meta = ObjectMeta {
+            name: Some("c".into()),
+            uid: Some("u".into()),
+            resource_version: Some("7".into()),
+            generation: Some(3),
+            labels: Some([("a".to_string(), "b".to_string())].into()),
+            annotations: Some(
+                [
+                    (APPLIED_HASH.to_string(), "h".to_string()),
+                    (
+                        "deployment.kubernetes.io/revision".to_string(),
+                        "2".to_string(),
+                    ),
+                ]
+                .into(),
+            ),
+            managed_fields: Some(vec![
+                entry(FIELD_MANAGER, "2026-01-01T00:00:00Z", None),
+                entry("kube-controller-manager", "2026-01-02T00:00:00Z", None),
+            ]),
+            ..ObjectMeta::default()
         };
-        slim_secret(&mut s);
-        assert!(s.data.is_none());
+        slim_child_meta(&mut meta);
+        assert_eq!(meta.name.as_deref(), Some("c"));
+        assert_eq!(meta.generation, Some(3));
+        assert!(meta.uid.is_none() && meta.resource_version.is_none() && meta.labels.is_none());
+        assert_eq!(
+            meta.annotations
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            [APPLIED_HASH]
+        );
+        assert!(
+            meta.managed_fields.is_none(),
+            "no foreign write: no entries kept"
+        );
+        assert!(!changed_by_someone_else(&meta));
+    }
+
+    #[test]
+    fn a_foreign_write_survives_slimming() {
+        let mut meta = ObjectMeta {
+            managed_fields: Some(vec![
+                entry(FIELD_MANAGER, "2026-01-01T00:00:00Z", None),
+                entry("kubectl-edit", "2026-01-02T00:00:00Z", None),
+            ]),
+            ..ObjectMeta::default()
+        };
+        slim_child_meta(&mut meta);
+        assert!(changed_by_someone_else(&meta));
+        assert!(
+            meta.managed_fields
+                .iter()
+                .flatten()
+                .all(|e| e.fields_v1.is_none())
+        );
     }
 }

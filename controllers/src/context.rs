@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
+use kube::api::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use nestor_crds::{NodePool, VirtualCluster};
@@ -38,15 +39,16 @@ impl Default for OperatorSettings {
 }
 
 /// Read-only caches of what Nestor owns, filled by watches that select on the
-/// `app.kubernetes.io/managed-by` label. Secrets are cached without data.
+/// `app.kubernetes.io/managed-by` label. Of Secrets, ConfigMaps and
+/// NetworkPolicies only metadata is watched and cached.
 #[derive(Clone)]
 pub struct Stores {
-    pub secrets: Store<Secret>,
-    pub config_maps: Store<ConfigMap>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub services: Store<Service>,
     pub stateful_sets: Store<StatefulSet>,
     pub deployments: Store<Deployment>,
-    pub network_policies: Store<NetworkPolicy>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub virtual_clusters: Store<VirtualCluster>,
     pub node_pools: Store<NodePool>,
 }

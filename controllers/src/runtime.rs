@@ -2,14 +2,12 @@
 //! until shutdown.
 //!
 //! Every owned kind is watched once, cluster-wide, filtered by Nestor's
-//! `managed-by` label, slimmed before caching (no managed-field sets, no
-//! Secret or ConfigMap data, no pod templates), and shared by both
-//! controllers.
+//! `managed-by` label, slimmed before caching, and shared by both
+//! controllers. Secrets, ConfigMaps and NetworkPolicies are watched as
+//! metadata only; of the rest the caches keep no pod templates, no
+//! selectors, and no managed fields unless someone else wrote the object.
 
-use crate::apply::{
-    slim_config_map, slim_deployment, slim_meta, slim_network_policy, slim_secret, slim_service,
-    slim_statefulset,
-};
+use crate::apply::{slim_child, slim_deployment, slim_meta, slim_service, slim_statefulset};
 use crate::context::{Context, OperatorSettings, Stores};
 use crate::meta::MANAGED_BY;
 use crate::metrics::{ControllerLabels, Metrics};
@@ -19,7 +17,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
@@ -134,17 +132,20 @@ pub async fn run(
         .labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
         .any_semantic();
     let all = watcher::Config::default().any_semantic();
+    // An Api of PartialObjectMeta watches metadata only: the API server
+    // sends, and this process decodes, no Secret data, ConfigMap content or
+    // policy rules.
     let (secrets, mut secret_subs) = shared_watch(
-        api(&client).api::<Secret>(),
+        api(&client).api::<PartialObjectMeta<Secret>>(),
         owned.clone(),
-        slim_secret,
+        slim_child,
         2,
         deletions.clone(),
     );
     let (config_maps, mut cm_subs) = shared_watch(
-        api(&client).api::<ConfigMap>(),
+        api(&client).api::<PartialObjectMeta<ConfigMap>>(),
         owned.clone(),
-        slim_config_map,
+        slim_child,
         2,
         deletions.clone(),
     );
@@ -170,9 +171,9 @@ pub async fn run(
         deletions.clone(),
     );
     let (network_policies, mut np_subs) = shared_watch(
-        api(&client).api::<NetworkPolicy>(),
+        api(&client).api::<PartialObjectMeta<NetworkPolicy>>(),
         owned,
-        slim_network_policy,
+        slim_child,
         1,
         deletions.clone(),
     );
