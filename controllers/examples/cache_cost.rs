@@ -10,11 +10,12 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::PartialObjectMeta;
-use nestor_controllers::apply::{slim_child, slim_deployment, slim_service, slim_statefulset};
+use nestor_controllers::apply::{slim_child, slim_service};
 use nestor_controllers::cluster::ClusterInputs;
 use nestor_controllers::desired::desired_objects;
 use nestor_controllers::secrets::Exposure;
 use nestor_controllers::validate::validate_cluster;
+use nestor_controllers::workload::{Workload, slim_workload};
 use nestor_controllers::{OperatorSettings, pki};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -111,12 +112,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cached::<_, Service>(&objects.services, slim_service),
         ),
         (
-            "StatefulSet",
-            cached::<_, StatefulSet>(&objects.stateful_sets, slim_statefulset),
+            "StatefulSet (workload)",
+            cached::<_, Workload<StatefulSet>>(&objects.stateful_sets, slim_workload),
         ),
         (
-            "Deployment",
-            cached::<_, Deployment>(&objects.deployments, slim_deployment),
+            "Deployment (workload)",
+            cached::<_, Workload<Deployment>>(&objects.deployments, slim_workload),
         ),
     ];
     let mut total = 0;

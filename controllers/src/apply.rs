@@ -9,7 +9,6 @@
 use crate::context::Context;
 use crate::error::{Error, Result, code_and_reason};
 use crate::meta::{APPLIED_HASH, FIELD_MANAGER};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -292,32 +291,6 @@ pub fn slim_service(service: &mut k8s_openapi::api::core::v1::Service) {
     }
 }
 
-/// Drops what reconcilers never read of a cached Deployment: the pod
-/// template's spec (the applied hash stands for it). Kept: replicas, the
-/// template's annotations (the running version) and the status.
-pub fn slim_deployment(deployment: &mut Deployment) {
-    slim_child_meta(&mut deployment.metadata);
-    if let Some(spec) = deployment.spec.as_mut() {
-        spec.template.spec = None;
-        if let Some(meta) = spec.template.metadata.as_mut() {
-            meta.labels = None;
-        }
-    }
-}
-
-/// Like [`slim_deployment`], for StatefulSets (also drops the claim
-/// templates).
-pub fn slim_statefulset(statefulset: &mut StatefulSet) {
-    slim_child_meta(&mut statefulset.metadata);
-    if let Some(spec) = statefulset.spec.as_mut() {
-        spec.template.spec = None;
-        spec.volume_claim_templates = None;
-        if let Some(meta) = spec.template.metadata.as_mut() {
-            meta.labels = None;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,33 +342,6 @@ mod tests {
         assert_eq!(h1, desired_hash(&a.clone()));
         a.data = Some([("k".to_string(), "v".to_string())].into());
         assert_ne!(h1, desired_hash(&a));
-    }
-
-    #[test]
-    fn workloads_are_cached_without_pod_specs() {
-        let mut d: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "x"},
-            "spec": {"replicas": 2, "selector": {}, "template": {
-                "metadata": {"annotations": {"v": "1"}},
-                "spec": {"containers": [{"name": "c", "image": "i"}]}}},
-            "status": {"availableReplicas": 1}
-        }))
-        .unwrap();
-        slim_deployment(&mut d);
-        let spec = d.spec.as_ref().unwrap();
-        assert!(spec.template.spec.is_none());
-        assert_eq!(spec.replicas, Some(2));
-        assert_eq!(
-            spec.template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .annotations
-                .as_ref()
-                .unwrap()["v"],
-            "1"
-        );
-        assert_eq!(d.status.unwrap().available_replicas, Some(1));
     }
 
     #[test]

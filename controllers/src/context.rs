@@ -2,6 +2,7 @@
 //! event recorder, the metrics and the operator's settings.
 
 use crate::metrics::Metrics;
+use crate::workload::Workload;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -40,14 +41,15 @@ impl Default for OperatorSettings {
 
 /// Read-only caches of what Nestor owns, filled by watches that select on the
 /// `app.kubernetes.io/managed-by` label. Of Secrets, ConfigMaps and
-/// NetworkPolicies only metadata is watched and cached.
+/// NetworkPolicies only metadata is watched and cached; of Deployments and
+/// StatefulSets, only what [`Workload`] decodes.
 #[derive(Clone)]
 pub struct Stores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub services: Store<Service>,
-    pub stateful_sets: Store<StatefulSet>,
-    pub deployments: Store<Deployment>,
+    pub stateful_sets: Store<Workload<StatefulSet>>,
+    pub deployments: Store<Workload<Deployment>>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub virtual_clusters: Store<VirtualCluster>,
     pub node_pools: Store<NodePool>,

@@ -30,6 +30,7 @@ pub mod secrets;
 pub mod status;
 pub mod validate;
 pub mod virtualcluster;
+pub mod workload;
 
 pub use context::{Context, OperatorSettings};
 pub use error::{Error, Result};

@@ -996,7 +996,7 @@ fn observe(ctx: &Context, pn: &PoolNames) -> PoolObserved {
         .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace));
     let status = sts.and_then(|s| s.status.clone()).unwrap_or_default();
     PoolObserved {
-        replicas: status.replicas,
+        replicas: status.replicas.unwrap_or(0),
         ready_replicas: status.ready_replicas.unwrap_or(0),
         ..PoolObserved::default()
     }

@@ -7,10 +7,11 @@
 //! metadata only; of the rest the caches keep no pod templates, no
 //! selectors, and no managed fields unless someone else wrote the object.
 
-use crate::apply::{slim_child, slim_deployment, slim_meta, slim_service, slim_statefulset};
+use crate::apply::{slim_child, slim_meta, slim_service};
 use crate::context::{Context, OperatorSettings, Stores};
 use crate::meta::MANAGED_BY;
 use crate::metrics::{ControllerLabels, Metrics};
+use crate::workload::{Workload, slim_workload};
 use crate::{nodepool, virtualcluster};
 use futures::channel::mpsc::UnboundedSender;
 use futures::{FutureExt, StreamExt};
@@ -157,16 +158,16 @@ pub async fn run(
         deletions.clone(),
     );
     let (stateful_sets, mut sts_subs) = shared_watch(
-        api(&client).api::<StatefulSet>(),
+        api(&client).api::<Workload<StatefulSet>>(),
         owned.clone(),
-        slim_statefulset,
+        slim_workload,
         2,
         deletions.clone(),
     );
     let (deployments, mut deploy_subs) = shared_watch(
-        api(&client).api::<Deployment>(),
+        api(&client).api::<Workload<Deployment>>(),
         owned.clone(),
-        slim_deployment,
+        slim_workload,
         1,
         deletions.clone(),
     );

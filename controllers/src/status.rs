@@ -2,6 +2,7 @@
 //! a condition keeps its `lastTransitionTime` while its status holds, so an
 //! unchanged world gives a byte-identical status and no write.
 
+use crate::workload::Workload;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use nestor_crds::{VirtualClusterPhase, VirtualClusterStatus};
@@ -29,8 +30,8 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    pub fn from_statefulset(sts: &StatefulSet) -> Self {
-        let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    pub fn from_statefulset(sts: &Workload<StatefulSet>) -> Self {
+        let desired = sts.replicas().unwrap_or(1);
         let status = sts.status.clone().unwrap_or_default();
         Self {
             desired,
@@ -42,9 +43,8 @@ impl Rollout {
         }
     }
 
-    pub fn from_deployment(d: &Deployment) -> Self {
-        let spec = d.spec.as_ref();
-        let desired = spec.and_then(|s| s.replicas).unwrap_or(1);
+    pub fn from_deployment(d: &Workload<Deployment>) -> Self {
+        let desired = d.replicas().unwrap_or(1);
         let status = d.status.clone().unwrap_or_default();
         Self {
             desired,
@@ -52,10 +52,7 @@ impl Rollout {
             updated: status.updated_replicas.unwrap_or(0),
             observed: status.observed_generation >= d.metadata.generation
                 && d.metadata.generation.is_some(),
-            version: spec
-                .and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.annotations.as_ref())
-                .and_then(|a| a.get(VERSION_ANNOTATION).cloned()),
+            version: d.template_annotation(VERSION_ANNOTATION).cloned(),
         }
     }
 

@@ -1,0 +1,172 @@
+//! What the caches keep of the Deployments and StatefulSets Nestor owns.
+//!
+//! A k8s-openapi `Deployment` holds its pod template inline (about 2.5 KB
+//! before any field is set), and decoding one from a watch allocates every
+//! container, volume and probe just to drop them. A [`Workload`] decodes
+//! only what reconcilers read: metadata, the desired replicas, the
+//! template's annotations (the running version) and the rollout counters.
+//! The rest of each event is skipped by the decoder, never allocated.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+/// The cached form of a workload of kind `K` (Deployment or StatefulSet).
+#[derive(Deserialize)]
+#[serde(bound = "")]
+pub struct Workload<K> {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: Option<WorkloadSpec>,
+    pub status: Option<WorkloadStatus>,
+    #[serde(skip)]
+    kind: PhantomData<fn() -> K>,
+}
+
+/// The part of a workload's spec that reconcilers read.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct WorkloadSpec {
+    pub replicas: Option<i32>,
+    pub template: Option<Template>,
+}
+
+/// A pod template's metadata, without its spec.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Template {
+    pub metadata: Option<TemplateMetadata>,
+}
+
+/// The pod template's annotations.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TemplateMetadata {
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A workload's rollout counters (the fields Deployments and StatefulSets
+/// share, and `availableReplicas`, which StatefulSets also report).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    pub observed_generation: Option<i64>,
+    pub replicas: Option<i32>,
+    pub ready_replicas: Option<i32>,
+    pub available_replicas: Option<i32>,
+    pub updated_replicas: Option<i32>,
+}
+
+impl<K> Workload<K> {
+    /// The replicas the spec asks for.
+    pub fn replicas(&self) -> Option<i32> {
+        self.spec.as_ref().and_then(|s| s.replicas)
+    }
+
+    /// A pod template annotation.
+    pub fn template_annotation(&self, key: &str) -> Option<&String> {
+        self.spec
+            .as_ref()?
+            .template
+            .as_ref()?
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(key)
+    }
+}
+
+// Derives would bound `K`, which is only a marker.
+impl<K> Clone for Workload<K> {
+    fn clone(&self) -> Self {
+        Self {
+            metadata: self.metadata.clone(),
+            spec: self.spec.clone(),
+            status: self.status.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Default for Workload<K> {
+    fn default() -> Self {
+        Self {
+            metadata: ObjectMeta::default(),
+            spec: None,
+            status: None,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for Workload<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workload")
+            .field("metadata", &self.metadata)
+            .field("spec", &self.spec)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Workload<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        K::kind(&())
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        K::group(&())
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        K::version(&())
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        K::plural(&())
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Slims a cached workload's metadata (see [`crate::apply::slim_child_meta`]).
+pub fn slim_workload<K>(workload: &mut Workload<K>) {
+    crate::apply::slim_child_meta(&mut workload.metadata);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+
+    #[test]
+    fn decodes_what_reconcilers_read_and_nothing_of_the_pod_spec() {
+        let d: Workload<Deployment> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "generation": 4},
+            "spec": {"replicas": 2, "selector": {}, "template": {
+                "metadata": {"labels": {"a": "b"}, "annotations": {"v": "1"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            "status": {"observedGeneration": 4, "availableReplicas": 1, "updatedReplicas": 2}
+        }))
+        .unwrap();
+        assert_eq!(d.replicas(), Some(2));
+        assert_eq!(d.template_annotation("v").map(String::as_str), Some("1"));
+        let status = d.status.as_ref().unwrap();
+        assert_eq!(status.available_replicas, Some(1));
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(Workload::<Deployment>::kind(&()), "Deployment");
+        assert_eq!(Workload::<StatefulSet>::plural(&()), "statefulsets");
+        assert_eq!(Workload::<StatefulSet>::api_version(&()), "apps/v1");
+    }
+}
