@@ -391,35 +391,52 @@ async fn ensure_pki(
         source,
     };
     let ca_name = names.ca_secret();
-    let (bundle, created) = match read_secret(ctx, &names.namespace, &ca_name).await? {
-        Some(secret) => {
-            let bundle = secrets::bundle_from_secret(&secret).ok_or_else(|| Error::DamagedCa {
-                namespace: names.namespace.clone(),
-                name: ca_name.clone(),
-            })?;
-            (bundle, false)
-        }
+    let damaged = || Error::DamagedCa {
+        namespace: names.namespace.clone(),
+        name: ca_name.clone(),
+    };
+    // Not in the cache: most likely a new cluster, so the roots are created
+    // straight away (a 409 means the cache lags; then they are read).
+    let existing = match ca_cached {
+        Some(_) => read_secret(ctx, &names.namespace, &ca_name).await?,
+        None => None,
+    };
+    let (bundle, created) = match existing {
+        Some(secret) => (
+            secrets::bundle_from_secret(&secret).ok_or_else(damaged)?,
+            false,
+        ),
         None => {
             let bundle = pki::generate_ca_bundle(&names.cluster).map_err(pki_error)?;
             let secret = secrets::desired_pki_secret(PkiSecret::Ca, inputs, exposure, &bundle)
                 .map_err(pki_error)?;
             // Created, never applied: roots are not overwritten, even by a
             // second leader during a hand-over.
-            if !create_secret(ctx, &secret).await? {
-                return Err(Error::PkiRace {
-                    namespace: names.namespace.clone(),
-                    name: ca_name,
-                });
+            if create_secret(ctx, &secret).await? {
+                (bundle, true)
+            } else {
+                match read_secret(ctx, &names.namespace, &ca_name).await? {
+                    Some(secret) => (
+                        secrets::bundle_from_secret(&secret).ok_or_else(damaged)?,
+                        false,
+                    ),
+                    None => {
+                        return Err(Error::PkiRace {
+                            namespace: names.namespace.clone(),
+                            name: ca_name,
+                        });
+                    }
+                }
             }
-            (bundle, true)
         }
     };
     let fp = secrets::bundle_fingerprint(&bundle);
     // The cache may not have seen this operator's last writes yet: confirm
     // with the API server (one list of the cluster's Secrets' metadata)
-    // before issuing anything again.
+    // before issuing anything again. Roots just created have signed
+    // nothing yet, so there is nothing to confirm.
     let candidates = stale(&fp);
-    let live = if candidates.is_empty() {
+    let live = if candidates.is_empty() || created {
         Default::default()
     } else {
         cluster_secrets_metadata(ctx, names).await?
