@@ -12,6 +12,10 @@
 //!
 //! bash e2e/testbed/build-images.sh   # the operator binary the image ships
 //! cargo run --profile image -p nestor-e2e --bin nestor-bench -- [10,100,1000]
+//!
+//! With `NESTOR_BENCH_CONVERGE_ONLY=1` each run stops at convergence (for
+//! quick before/after comparisons). `nestor-bench writes [N]` measures instead what a create and a
+//! server-side apply of the same object cost the API server.
 
 use anyhow::{Context, Result, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
@@ -23,7 +27,7 @@ use kube::api::{Api, DeleteParams, PartialObjectMeta, PostParams};
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::watcher;
 use nestor_controllers::cluster::ClusterInputs;
-use nestor_controllers::desired::desired_objects;
+use nestor_controllers::desired::{DesiredObjects, desired_objects};
 use nestor_controllers::secrets::Exposure;
 use nestor_controllers::validate::validate_cluster;
 use nestor_controllers::{OperatorSettings, pki};
@@ -111,8 +115,20 @@ fn vc(name: &str, namespace: &str) -> VirtualCluster {
     vc
 }
 
-/// Creates objects with `CONCURRENCY` requests in flight.
-async fn create_all<K>(client: &kube::Client, namespace: &str, objects: Vec<K>) -> Result<Vec<K>>
+/// How a benchmark client writes objects.
+#[derive(Clone, Copy)]
+enum Write {
+    Create,
+    Apply,
+}
+
+/// Writes objects with `CONCURRENCY` requests in flight.
+async fn write_all<K>(
+    client: &kube::Client,
+    namespace: &str,
+    objects: Vec<K>,
+    how: Write,
+) -> Result<Vec<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -121,14 +137,38 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let apply = kube::api::PatchParams::apply("nestor-bench").force();
     futures::stream::iter(objects.into_iter().map(|o| {
-        let api = api.clone();
-        async move { api.create(&PostParams::default(), &o).await }
+        let (api, apply) = (api.clone(), apply.clone());
+        async move {
+            match how {
+                Write::Create => api.create(&PostParams::default(), &o).await,
+                Write::Apply => {
+                    let name = o.meta().name.clone().unwrap_or_default();
+                    api.patch(&name, &apply, &kube::api::Patch::Apply(&o)).await
+                }
+            }
+        }
     }))
     .buffer_unordered(CONCURRENCY)
     .try_collect()
     .await
     .map_err(Into::into)
+}
+
+/// Every child of `vc`, built by the operator's own builders.
+fn children(
+    vc: &VirtualCluster,
+    settings: &OperatorSettings,
+    bundle: &pki::CaBundle,
+) -> Result<DesiredObjects> {
+    let valid = validate_cluster(&vc.metadata.name.clone().unwrap_or_default(), &vc.spec)?;
+    let inputs = ClusterInputs::new(vc, valid, settings, "bench".into());
+    let exposure = Exposure {
+        admin_endpoint: inputs.names.internal_endpoint(),
+        extra_sans: vec![],
+    };
+    Ok(desired_objects(&inputs, &exposure, bundle)?)
 }
 
 /// The floor: a plain client creates N VirtualClusters and every child,
@@ -139,12 +179,13 @@ async fn floor(client: &kube::Client, n: usize) -> Result<f64> {
     let settings = OperatorSettings::default();
     let bundle = pki::generate_ca_bundle("floor")?;
     let started = Instant::now();
-    let created = create_all(
+    let created = write_all(
         client,
         namespace,
         (0..n)
             .map(|i| vc(&format!("vc-{i:04}"), namespace))
             .collect(),
+        Write::Create,
     )
     .await?;
     let mut secrets = vec![];
@@ -155,16 +196,7 @@ async fn floor(client: &kube::Client, n: usize) -> Result<f64> {
     let mut deployments = vec![];
     let build_started = Instant::now();
     for vc in &created {
-        let valid = validate_cluster(&vc.metadata.name.clone().unwrap_or_default(), &vc.spec)?;
-        let inputs = ClusterInputs::new(vc, valid, &settings, "floor".into());
-        let objects = desired_objects(
-            &inputs,
-            &Exposure {
-                admin_endpoint: inputs.names.internal_endpoint(),
-                extra_sans: vec![],
-            },
-            &bundle,
-        )?;
+        let objects = children(vc, &settings, &bundle)?;
         secrets.extend(objects.secrets);
         services.extend(objects.services);
         config_maps.extend(objects.config_maps);
@@ -173,12 +205,12 @@ async fn floor(client: &kube::Client, n: usize) -> Result<f64> {
         deployments.extend(objects.deployments);
     }
     let building = build_started.elapsed();
-    create_all(client, namespace, secrets).await?;
-    create_all(client, namespace, services).await?;
-    create_all(client, namespace, config_maps).await?;
-    create_all(client, namespace, policies).await?;
-    create_all(client, namespace, stateful_sets).await?;
-    create_all(client, namespace, deployments).await?;
+    write_all(client, namespace, secrets, Write::Create).await?;
+    write_all(client, namespace, services, Write::Create).await?;
+    write_all(client, namespace, config_maps, Write::Create).await?;
+    write_all(client, namespace, policies, Write::Create).await?;
+    write_all(client, namespace, stateful_sets, Write::Create).await?;
+    write_all(client, namespace, deployments, Write::Create).await?;
     Ok((started.elapsed() - building).as_secs_f64())
 }
 
@@ -396,10 +428,11 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let progress = Progress::start(&admin, "bench").await?;
     let operator_cpu_before = control_plane_cpu(&bed);
     let started = Instant::now();
-    create_all(
+    write_all(
         &admin,
         "bench",
         (0..n).map(|i| vc(&format!("vc-{i:04}"), "bench")).collect(),
+        Write::Create,
     )
     .await?;
     // Reads memory only (see Progress).
@@ -429,6 +462,19 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         "bench N={n}: converged {converged:.1}s; operator CPU {cpu_converged:.1}s, peak RSS {:.1} MiB; control plane CPU s {converged_cpu:?}",
         hwm_converged as f64 / 1048576.0
     );
+    if std::env::var_os("NESTOR_BENCH_CONVERGE_ONLY").is_some() {
+        // For quick before/after comparisons: no settle, idle or repair.
+        return Ok(json!({
+            "n": n,
+            "floor_seconds": floor_seconds,
+            "converged_seconds": converged,
+            "ratio_to_floor": converged / floor_seconds,
+            "floor_control_plane_cpu_seconds": floor_cpu,
+            "converged_control_plane_cpu_seconds": converged_cpu,
+            "converged_operator_cpu_seconds": cpu_converged,
+            "converged_peak_rss_bytes": hwm_converged,
+        }));
+    }
     // Settled: no write for 20 s (the workload controllers' status updates,
     // which the operator reports, come late under load).
     let mut last = sum_samples(
@@ -558,6 +604,65 @@ fn certificate_cost() -> Result<f64> {
     Ok(started.elapsed().as_secs_f64() * 1000.0 / rounds as f64)
 }
 
+/// What a write costs the API server: N Secrets and N Deployments (one
+/// cluster's, renamed), created with POST in one namespace and with
+/// server-side apply in another, 16 requests in flight. Wall time and the
+/// CPU seconds of the API server and etcd for each.
+async fn write_costs(n: usize) -> Result<Value> {
+    let dir = std::env::temp_dir().join(format!("nestor-bench-writes-{}", std::process::id()));
+    let bed = TestBed::start(&dir, Lifetime::Tied, &TestBedOptions::default()).await?;
+    let admin = bed.client().await?;
+    let bundle = pki::generate_ca_bundle("writes")?;
+    let objects = children(
+        &vc("vc-0000", "writes"),
+        &OperatorSettings::default(),
+        &bundle,
+    )?;
+    fn copies<K: Resource + Clone>(template: &K, n: usize, namespace: &str) -> Vec<K> {
+        (0..n)
+            .map(|i| {
+                let mut obj = template.clone();
+                let name = format!("{}-{i:05}", obj.meta().name.clone().unwrap_or_default());
+                obj.meta_mut().name = Some(name);
+                obj.meta_mut().namespace = Some(namespace.into());
+                obj.meta_mut().owner_references = None;
+                obj
+            })
+            .collect()
+    }
+    let mut figures = serde_json::Map::new();
+    for (verb, how, namespace) in [
+        ("create", Write::Create, "by-post"),
+        ("apply", Write::Apply, "by-apply"),
+    ] {
+        kubectl_ok(&bed.kubeconfig, &["create", "namespace", namespace], None)?;
+        let secrets = copies(&objects.secrets[1], n, namespace);
+        let deployments = copies(&objects.deployments[0], n, namespace);
+        for (kind, count) in [("Secret", n), ("Deployment", n)] {
+            let before = control_plane_cpu(&bed);
+            let started = Instant::now();
+            if kind == "Secret" {
+                write_all(&admin, namespace, secrets.clone(), how).await?;
+            } else {
+                write_all(&admin, namespace, deployments.clone(), how).await?;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let cpu = cpu_since(&before, &bed);
+            let apiserver_ms =
+                cpu.get("kube-apiserver").copied().unwrap_or(0.0) * 1000.0 / count as f64;
+            let etcd_ms = cpu.get("etcd").copied().unwrap_or(0.0) * 1000.0 / count as f64;
+            eprintln!(
+                "bench writes: {count} {kind}s by {verb}: {seconds:.1}s, API server {apiserver_ms:.2} ms and etcd {etcd_ms:.2} ms of CPU each"
+            );
+            figures.insert(
+                format!("{kind} {verb}"),
+                json!({"seconds": seconds, "apiserver_cpu_ms_each": apiserver_ms, "etcd_cpu_ms_each": etcd_ms}),
+            );
+        }
+    }
+    Ok(Value::Object(figures))
+}
+
 fn operator_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("NESTOR_OPERATOR_BIN") {
         return Ok(PathBuf::from(path));
@@ -572,6 +677,21 @@ fn operator_binary() -> Result<PathBuf> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("writes") {
+        let n = match std::env::args().nth(2) {
+            Some(n) => n.parse().context("writes N: a number")?,
+            None => 2000,
+        };
+        let figures = write_costs(n).await?;
+        let dir = paths::repo_root().join("target/figures");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("writes.json"),
+            serde_json::to_string_pretty(&figures)?,
+        )?;
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+        return Ok(());
+    }
     let sizes: Vec<usize> = match std::env::args().nth(1) {
         Some(list) => list
             .split(',')
