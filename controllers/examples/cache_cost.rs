@@ -7,15 +7,15 @@
 //! cargo run --release -p nestor-controllers --example cache_cost
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::PartialObjectMeta;
-use nestor_controllers::apply::{slim_child, slim_service};
+use nestor_controllers::apply::slim_child;
+use nestor_controllers::cached::{CachedService, Workload, slim_service, slim_workload};
 use nestor_controllers::cluster::ClusterInputs;
 use nestor_controllers::desired::desired_objects;
 use nestor_controllers::secrets::Exposure;
 use nestor_controllers::validate::validate_cluster;
-use nestor_controllers::workload::{Workload, slim_workload};
 use nestor_controllers::{OperatorSettings, pki};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -108,8 +108,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cached::<_, PartialObjectMeta<NetworkPolicy>>(&objects.network_policies, slim_child),
         ),
         (
-            "Service",
-            cached::<_, Service>(&objects.services, slim_service),
+            "Service (cached view)",
+            cached::<_, CachedService>(&objects.services, slim_service),
         ),
         (
             "StatefulSet (workload)",

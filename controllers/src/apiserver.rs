@@ -1,6 +1,7 @@
 //! The nested kube-apiserver: a Deployment wired to etcd over TLS and a
 //! Service of the requested type.
 
+use crate::cached::CachedService;
 use crate::cluster::{ClusterInputs, PKI_REVISION};
 use crate::meta::{ClusterNames, Component, cluster_child_meta, component_labels, selector_labels};
 use crate::pki::{LeafRequest, Usage};
@@ -250,7 +251,7 @@ pub fn desired_apiserver_service(inputs: &ClusterInputs) -> Service {
 /// the address is not assigned yet (for example a pending load balancer).
 pub fn published_endpoint(
     names: &ClusterNames,
-    service: &Service,
+    service: &CachedService,
     node_address: Option<&str>,
 ) -> Option<String> {
     let spec = service.spec.as_ref()?;
@@ -279,10 +280,7 @@ pub fn published_endpoint(
             Some(url(node_address?, port))
         }
         _ => {
-            let ip = spec
-                .cluster_ip
-                .as_deref()
-                .filter(|ip| !ip.is_empty() && *ip != "None");
+            let ip = service.cluster_ip();
             Some(
                 ip.map(|ip| url(ip, PORT))
                     .unwrap_or_else(|| names.internal_endpoint()),
@@ -373,6 +371,11 @@ mod tests {
         }
     }
 
+    /// The Service as its watch caches it.
+    fn cached(svc: &Service) -> CachedService {
+        serde_json::from_value(serde_json::to_value(svc).unwrap()).unwrap()
+    }
+
     #[test]
     fn service_type_follows_exposure_and_endpoint_follows_service() {
         let vc = fixtures::vc(json!({"apiServer": {"exposure": "NodePort"}}));
@@ -383,7 +386,7 @@ mod tests {
             Some("NodePort")
         );
         assert_eq!(
-            published_endpoint(&inputs.names, &svc, Some("192.0.2.1")),
+            published_endpoint(&inputs.names, &cached(&svc), Some("192.0.2.1")),
             None,
             "no node port yet"
         );
@@ -393,13 +396,13 @@ mod tests {
             ..Default::default()
         }]);
         assert_eq!(
-            published_endpoint(&inputs.names, &svc, Some("192.0.2.1")).as_deref(),
+            published_endpoint(&inputs.names, &cached(&svc), Some("192.0.2.1")).as_deref(),
             Some("https://192.0.2.1:31443")
         );
 
         svc.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
         assert_eq!(
-            published_endpoint(&inputs.names, &svc, None),
+            published_endpoint(&inputs.names, &cached(&svc), None),
             None,
             "pending load balancer"
         );
@@ -413,14 +416,14 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            published_endpoint(&inputs.names, &svc, None).as_deref(),
+            published_endpoint(&inputs.names, &cached(&svc), None).as_deref(),
             Some("https://203.0.113.9:6443")
         );
 
         svc.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
         svc.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.5".into());
         assert_eq!(
-            published_endpoint(&inputs.names, &svc, None).as_deref(),
+            published_endpoint(&inputs.names, &cached(&svc), None).as_deref(),
             Some("https://10.0.0.5:6443")
         );
     }

@@ -233,17 +233,11 @@ fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
         .unwrap_or("Other")
 }
 
-/// Shrinks a watched object before it is cached: drops the field sets of
-/// managed fields (only who wrote and when is needed) and the last-applied
-/// annotation.
+/// Shrinks a watched VirtualCluster or NodePool before it is cached: drops
+/// its managed fields, labels and creation time (nothing reads them) and
+/// the last-applied annotation.
 pub fn slim_meta(meta: &mut ObjectMeta) {
-    if let Some(entries) = meta.managed_fields.as_mut() {
-        for entry in entries.iter_mut() {
-            entry.fields_v1 = None;
-            entry.fields_type = None;
-            entry.api_version = None;
-        }
-    }
+    meta.managed_fields = None;
     // Looked up by name; selected by label on the server.
     meta.labels = None;
     meta.creation_timestamp = None;
@@ -260,7 +254,12 @@ pub fn slim_meta(meta: &mut ObjectMeta) {
 /// from what is kept).
 pub fn slim_child_meta(meta: &mut ObjectMeta) {
     if changed_by_someone_else(meta) {
-        slim_meta(meta);
+        // Only who wrote and when: the field sets go.
+        for entry in meta.managed_fields.iter_mut().flatten() {
+            entry.fields_v1 = None;
+            entry.fields_type = None;
+            entry.api_version = None;
+        }
     } else {
         meta.managed_fields = None;
     }
@@ -281,14 +280,6 @@ pub fn slim_child_meta(meta: &mut ObjectMeta) {
 pub fn slim_child<K>(obj: &mut PartialObjectMeta<K>) {
     slim_child_meta(&mut obj.metadata);
     obj.types = None;
-}
-
-/// Drops what reconcilers never read of a cached Service: its selector.
-pub fn slim_service(service: &mut k8s_openapi::api::core::v1::Service) {
-    slim_child_meta(&mut service.metadata);
-    if let Some(spec) = service.spec.as_mut() {
-        spec.selector = None;
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! What every reconcile shares: the client, the caches of owned objects, the
 //! event recorder, the metrics and the operator's settings.
 
+use crate::cached::{CachedService, Workload};
 use crate::metrics::Metrics;
-use crate::workload::Workload;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::PartialObjectMeta;
@@ -41,13 +41,14 @@ impl Default for OperatorSettings {
 
 /// Read-only caches of what Nestor owns, filled by watches that select on the
 /// `app.kubernetes.io/managed-by` label. Of Secrets, ConfigMaps and
-/// NetworkPolicies only metadata is watched and cached; of Deployments and
-/// StatefulSets, only what [`Workload`] decodes.
+/// NetworkPolicies only metadata is watched and cached; of Deployments,
+/// StatefulSets and Services only what [`Workload`] and [`CachedService`]
+/// decode.
 #[derive(Clone)]
 pub struct Stores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    pub services: Store<Service>,
+    pub services: Store<CachedService>,
     pub stateful_sets: Store<Workload<StatefulSet>>,
     pub deployments: Store<Workload<Deployment>>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
@@ -88,7 +89,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub settings: OperatorSettings,
     /// The status last written for each VirtualCluster (by UID), so that a
-    /// reconcile triggered from a lagging cache does not write it again.
+    /// reconcile triggered from a lagging cache does not write it again;
+    /// dropped once the cache shows it.
     pub written_status:
         std::sync::Mutex<std::collections::HashMap<String, nestor_crds::VirtualClusterStatus>>,
 }

@@ -9,6 +9,7 @@
 pub mod addons;
 pub mod apiserver;
 pub mod apply;
+pub mod cached;
 pub mod cluster;
 pub mod context;
 pub mod controller_manager;
@@ -30,7 +31,6 @@ pub mod secrets;
 pub mod status;
 pub mod validate;
 pub mod virtualcluster;
-pub mod workload;
 
 pub use context::{Context, OperatorSettings};
 pub use error::{Error, Result};

@@ -7,16 +7,16 @@
 //! metadata only; of the rest the caches keep no pod templates, no
 //! selectors, and no managed fields unless someone else wrote the object.
 
-use crate::apply::{slim_child, slim_meta, slim_service};
+use crate::apply::{slim_child, slim_meta};
+use crate::cached::{CachedService, Workload, slim_service, slim_workload};
 use crate::context::{Context, OperatorSettings, Stores};
 use crate::meta::MANAGED_BY;
 use crate::metrics::{ControllerLabels, Metrics};
-use crate::workload::{Workload, slim_workload};
 use crate::{nodepool, virtualcluster};
 use futures::channel::mpsc::UnboundedSender;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -151,7 +151,7 @@ pub async fn run(
         deletions.clone(),
     );
     let (services, mut svc_subs) = shared_watch(
-        api(&client).api::<Service>(),
+        api(&client).api::<CachedService>(),
         owned.clone(),
         slim_service,
         2,

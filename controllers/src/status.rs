@@ -2,7 +2,7 @@
 //! a condition keeps its `lastTransitionTime` while its status holds, so an
 //! unchanged world gives a byte-identical status and no write.
 
-use crate::workload::Workload;
+use crate::cached::Workload;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use nestor_crds::{VirtualClusterPhase, VirtualClusterStatus};

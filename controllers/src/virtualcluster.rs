@@ -9,6 +9,7 @@ use crate::apiserver::{
     desired_apiserver_deployment, desired_apiserver_service, published_endpoint,
 };
 use crate::apply::{Applied, apply_owned, apply_secret, create_secret, read_secret};
+use crate::cached::CachedService;
 use crate::cluster::ClusterInputs;
 use crate::context::Context;
 use crate::error::{Error, Result, is_not_found};
@@ -17,7 +18,7 @@ use crate::secrets::{self, BUNDLE_FINGERPRINT, Exposure, PkiSecret};
 use crate::status::{Observed, READY, Rollout, compute_status};
 use crate::validate::validate_cluster;
 use crate::{addons, controller_manager, etcd, nested, pki, scheduler};
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
@@ -228,7 +229,7 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
 async fn ensure_nested_addons(
     ctx: &Context,
     inputs: &ClusterInputs<'_>,
-    dns_service: &Service,
+    dns_service: &CachedService,
     serving: bool,
 ) -> Result<bool> {
     let names = &inputs.names;
@@ -239,11 +240,7 @@ async fn ensure_nested_addons(
     let installed = cached
         .as_ref()
         .and_then(|cm| cm.annotations().get(addons::NESTED_ADDONS).cloned());
-    let host_dns_ip = dns_service
-        .spec
-        .as_ref()
-        .and_then(|s| s.cluster_ip.clone())
-        .unwrap_or_default();
+    let host_dns_ip = dns_service.cluster_ip().unwrap_or_default().to_string();
     let wanted = addons::NestedAddons::new(inputs, &host_dns_ip);
     let hash = wanted.hash();
     let installed = if serving
@@ -287,7 +284,7 @@ async fn exposure(
     ctx: &Context,
     vc: &VirtualCluster,
     names: &ClusterNames,
-    service: &Service,
+    service: &CachedService,
 ) -> Result<Exposure> {
     let node_address = if vc.spec.api_server.exposure == ExposureType::NodePort {
         first_node_address(ctx).await?
@@ -296,13 +293,8 @@ async fn exposure(
     };
     let endpoint = published_endpoint(names, service, node_address.as_deref());
     let mut extra_sans: Vec<String> = Vec::new();
-    if let Some(ip) = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.cluster_ip.clone())
-        .filter(|ip| ip != "None" && !ip.is_empty())
-    {
-        extra_sans.push(ip);
+    if let Some(ip) = service.cluster_ip() {
+        extra_sans.push(ip.to_string());
     }
     if let Some(host) = endpoint.as_deref().and_then(host_of) {
         extra_sans.push(host);
@@ -563,14 +555,16 @@ async fn update_status(
     // last status write (the cache lags under load); the status it last
     // wrote for this generation is the better "previous".
     let uid = vc.metadata.uid.clone().unwrap_or_default();
-    let written = ctx
-        .written_status
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&uid).cloned())
-        .filter(|s| {
+    let written = ctx.written_status.lock().ok().and_then(|mut m| {
+        if m.get(&uid).is_some_and(|s| vc.status.as_ref() == Some(s)) {
+            // The cache has caught up: it no longer needs a stand-in.
+            m.remove(&uid);
+            return None;
+        }
+        m.get(&uid).cloned().filter(|s| {
             s.observed_generation >= vc.status.as_ref().and_then(|s| s.observed_generation)
-        });
+        })
+    });
     let previous = written.as_ref().or(vc.status.as_ref());
     let status = compute_status(observed, previous, vc.metadata.generation, &now);
     if previous == Some(&status) {

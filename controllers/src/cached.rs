@@ -1,12 +1,17 @@
-//! What the caches keep of the Deployments and StatefulSets Nestor owns.
+//! What the caches keep of the Deployments, StatefulSets and Services
+//! Nestor owns (of Secrets, ConfigMaps and NetworkPolicies they keep only
+//! metadata, as `PartialObjectMeta`).
 //!
 //! A k8s-openapi `Deployment` holds its pod template inline (about 2.5 KB
 //! before any field is set), and decoding one from a watch allocates every
 //! container, volume and probe just to drop them. A [`Workload`] decodes
 //! only what reconcilers read: metadata, the desired replicas, the
-//! template's annotations (the running version) and the rollout counters.
-//! The rest of each event is skipped by the decoder, never allocated.
+//! template's annotations (the running version) and the rollout counters;
+//! a [`CachedService`] only the type, the cluster IP, the node ports and the
+//! load balancer's address. The rest of each event is skipped by the
+//! decoder, never allocated.
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Deserialize;
@@ -139,6 +144,99 @@ impl<K: Resource<DynamicType = ()>> Resource for Workload<K> {
     }
 }
 
+/// The cached form of a Service: what the API server's address and the
+/// nested DNS are derived from.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CachedService {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: Option<CachedServiceSpec>,
+    pub status: Option<CachedServiceStatus>,
+}
+
+/// The part of a Service's spec that reconcilers read.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedServiceSpec {
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Option<String>,
+    pub ports: Option<Vec<CachedServicePort>>,
+}
+
+/// A Service port's node port.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedServicePort {
+    pub node_port: Option<i32>,
+}
+
+/// A Service's load balancer addresses.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedServiceStatus {
+    pub load_balancer: Option<CachedLoadBalancer>,
+}
+
+/// The addresses a load balancer gave a Service.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CachedLoadBalancer {
+    pub ingress: Option<Vec<CachedIngress>>,
+}
+
+/// One load balancer address.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CachedIngress {
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
+}
+
+impl CachedService {
+    /// The Service's cluster IP, if it has one.
+    pub fn cluster_ip(&self) -> Option<&str> {
+        self.spec
+            .as_ref()?
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+    }
+}
+
+impl Resource for CachedService {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Service::kind(&())
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        Service::group(&())
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        Service::version(&())
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        Service::plural(&())
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Slims a cached Service's metadata.
+pub fn slim_service(service: &mut CachedService) {
+    crate::apply::slim_child_meta(&mut service.metadata);
+}
+
 /// Slims a cached workload's metadata (see [`crate::apply::slim_child_meta`]).
 pub fn slim_workload<K>(workload: &mut Workload<K>) {
     crate::apply::slim_child_meta(&mut workload.metadata);
@@ -168,5 +266,30 @@ mod tests {
         assert_eq!(Workload::<Deployment>::kind(&()), "Deployment");
         assert_eq!(Workload::<StatefulSet>::plural(&()), "statefulsets");
         assert_eq!(Workload::<StatefulSet>::api_version(&()), "apps/v1");
+    }
+
+    #[test]
+    fn services_keep_their_addresses() {
+        let svc: CachedService = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "api"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.7", "selector": {"a": "b"},
+                     "ports": [{"port": 6443, "nodePort": 31443, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}
+        }))
+        .unwrap();
+        let spec = svc.spec.as_ref().unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+        assert_eq!(svc.cluster_ip(), Some("10.96.0.7"));
+        assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, Some(31443));
+        let ingress = &svc.status.as_ref().unwrap().load_balancer.as_ref().unwrap();
+        assert_eq!(
+            ingress.ingress.as_ref().unwrap()[0].ip.as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(CachedService::plural(&()), "services");
+        let headless: CachedService =
+            serde_json::from_value(serde_json::json!({"spec": {"clusterIP": "None"}})).unwrap();
+        assert_eq!(headless.cluster_ip(), None);
     }
 }
