@@ -14,13 +14,13 @@
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 /// The cached form of a workload of kind `K` (Deployment or StatefulSet).
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(bound = "")]
 pub struct Workload<K> {
     #[serde(default)]
@@ -32,27 +32,27 @@ pub struct Workload<K> {
 }
 
 /// The part of a workload's spec that reconcilers read.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct WorkloadSpec {
     pub replicas: Option<i32>,
     pub template: Option<Template>,
 }
 
 /// A pod template's metadata, without its spec.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct Template {
     pub metadata: Option<TemplateMetadata>,
 }
 
 /// The pod template's annotations.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct TemplateMetadata {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// A workload's rollout counters (the fields Deployments and StatefulSets
 /// share, and `availableReplicas`, which StatefulSets also report).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadStatus {
     pub observed_generation: Option<i64>,
@@ -146,7 +146,7 @@ impl<K: Resource<DynamicType = ()>> Resource for Workload<K> {
 
 /// The cached form of a Service: what the API server's address and the
 /// nested DNS are derived from.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CachedService {
     #[serde(default)]
     pub metadata: ObjectMeta,
@@ -155,7 +155,7 @@ pub struct CachedService {
 }
 
 /// The part of a Service's spec that reconcilers read.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedServiceSpec {
     #[serde(rename = "type")]
@@ -166,27 +166,27 @@ pub struct CachedServiceSpec {
 }
 
 /// A Service port's node port.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedServicePort {
     pub node_port: Option<i32>,
 }
 
 /// A Service's load balancer addresses.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedServiceStatus {
     pub load_balancer: Option<CachedLoadBalancer>,
 }
 
 /// The addresses a load balancer gave a Service.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CachedLoadBalancer {
     pub ingress: Option<Vec<CachedIngress>>,
 }
 
 /// One load balancer address.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CachedIngress {
     pub ip: Option<String>,
     pub hostname: Option<String>,

@@ -25,9 +25,12 @@ use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use nestor_crds::{NodePool, VirtualCluster};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{info, warn};
@@ -82,15 +85,24 @@ fn shared_watch<K>(
     deletions: Deletions,
 ) -> (Store<K>, Vec<ReflectHandle<K>>)
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize
+        + Send
+        + Sync
+        + 'static,
 {
     let (store, writer) = reflector::store_shared(SHARED_BUFFER);
     let handles = (0..subscribers)
         .filter_map(|_| writer.subscribe())
         .collect();
+    let mut unchanged = Unchanged::default();
     let stream = watcher(api, config)
         .default_backoff()
         .modify(slim)
+        .filter(move |event| futures::future::ready(!unchanged.is_repeat(event)))
         .reflect_shared(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -103,6 +115,52 @@ where
         }
     });
     (store, handles)
+}
+
+/// Recognises watch events that change nothing Nestor keeps: an object whose
+/// slimmed form is the one last seen (the controller-manager rewriting a
+/// Deployment's conditions, say) is neither cached again nor reconciled
+/// for. Remembers one hash per object, keyed by a hash of its name.
+#[derive(Default)]
+struct Unchanged {
+    seen: HashMap<u64, u64>,
+}
+
+impl Unchanged {
+    fn is_repeat<K: Resource + Serialize>(
+        &mut self,
+        event: &Result<watcher::Event<K>, watcher::Error>,
+    ) -> bool {
+        let key = |obj: &K| hash_of(&(obj.meta().namespace.as_deref(), obj.meta().name.as_deref()));
+        // Serializing a cached object cannot fail.
+        let content = |obj: &K| hash_of(&serde_json::to_vec(obj).unwrap_or_default());
+        match event {
+            Ok(watcher::Event::Apply(obj)) => {
+                let content = content(obj);
+                self.seen.insert(key(obj), content) == Some(content)
+            }
+            Ok(watcher::Event::InitApply(obj)) => {
+                self.seen.insert(key(obj), content(obj));
+                false
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                self.seen.remove(&key(obj));
+                false
+            }
+            // A fresh list rebuilds the cache: start over.
+            Ok(watcher::Event::Init) => {
+                self.seen.clear();
+                false
+            }
+            Ok(watcher::Event::InitDone) | Err(_) => false,
+        }
+    }
+}
+
+fn hash_of(value: &impl Hash) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn slim<K: Resource>(obj: &mut K) {
@@ -354,5 +412,49 @@ where
                 .observe(start.elapsed().as_secs_f64());
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cached::Workload;
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    fn deployment(name: &str, ready: i32) -> Workload<Deployment> {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns"},
+            "status": {"readyReplicas": ready}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_events_that_change_the_cached_form_pass() {
+        let mut unchanged = Unchanged::default();
+        let apply = |d| Ok(watcher::Event::Apply(d));
+        assert!(
+            !unchanged.is_repeat(&apply(deployment("a", 0))),
+            "first sight"
+        );
+        assert!(unchanged.is_repeat(&apply(deployment("a", 0))), "same form");
+        assert!(
+            !unchanged.is_repeat(&apply(deployment("b", 0))),
+            "another object"
+        );
+        assert!(
+            !unchanged.is_repeat(&apply(deployment("a", 1))),
+            "a real change"
+        );
+        assert!(!unchanged.is_repeat(&Ok(watcher::Event::Delete(deployment("a", 1)))));
+        assert!(
+            !unchanged.is_repeat(&apply(deployment("a", 1))),
+            "back after deletion"
+        );
+        assert!(!unchanged.is_repeat(&Ok(watcher::Event::<Workload<Deployment>>::Init)));
+        assert!(
+            !unchanged.is_repeat(&apply(deployment("b", 0))),
+            "a new list starts over"
+        );
     }
 }
