@@ -19,6 +19,36 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
+/// The `Resource` methods of a cached view: the kind's names, and the
+/// view's own `metadata`.
+macro_rules! delegate_resource {
+    ($kind:ty) => {
+        fn kind(_: &()) -> Cow<'_, str> {
+            <$kind>::kind(&())
+        }
+
+        fn group(_: &()) -> Cow<'_, str> {
+            <$kind>::group(&())
+        }
+
+        fn version(_: &()) -> Cow<'_, str> {
+            <$kind>::version(&())
+        }
+
+        fn plural(_: &()) -> Cow<'_, str> {
+            <$kind>::plural(&())
+        }
+
+        fn meta(&self) -> &ObjectMeta {
+            &self.metadata
+        }
+
+        fn meta_mut(&mut self) -> &mut ObjectMeta {
+            &mut self.metadata
+        }
+    };
+}
+
 /// The cached form of a workload of kind `K` (Deployment or StatefulSet).
 #[derive(Deserialize, Serialize)]
 #[serde(bound = "")]
@@ -119,29 +149,7 @@ impl<K: Resource<DynamicType = ()>> Resource for Workload<K> {
     type DynamicType = ();
     type Scope = K::Scope;
 
-    fn kind(_: &()) -> Cow<'_, str> {
-        K::kind(&())
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        K::group(&())
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        K::version(&())
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        K::plural(&())
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    delegate_resource!(K);
 }
 
 /// The cached form of a Service: what the API server's address and the
@@ -207,29 +215,7 @@ impl Resource for CachedService {
     type DynamicType = ();
     type Scope = k8s_openapi::NamespaceResourceScope;
 
-    fn kind(_: &()) -> Cow<'_, str> {
-        Service::kind(&())
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        Service::group(&())
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        Service::version(&())
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        Service::plural(&())
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    delegate_resource!(Service);
 }
 
 /// Slims a cached Service's metadata.
