@@ -10,8 +10,8 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::PartialObjectMeta;
-use nestor_controllers::apply::slim_child;
-use nestor_controllers::cached::{CachedService, Workload, slim_service, slim_workload};
+use nestor_controllers::apply::{slim_child, slim_child_view};
+use nestor_controllers::cached::{CachedService, Workload};
 use nestor_controllers::cluster::ClusterInputs;
 use nestor_controllers::desired::desired_objects;
 use nestor_controllers::secrets::Exposure;
@@ -109,15 +109,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         (
             "Service (cached view)",
-            cached::<_, CachedService>(&objects.services, slim_service),
+            cached::<_, CachedService>(&objects.services, slim_child_view),
         ),
         (
             "StatefulSet (workload)",
-            cached::<_, Workload<StatefulSet>>(&objects.stateful_sets, slim_workload),
+            cached::<_, Workload<StatefulSet>>(&objects.stateful_sets, slim_child_view),
         ),
         (
             "Deployment (workload)",
-            cached::<_, Workload<Deployment>>(&objects.deployments, slim_workload),
+            cached::<_, Workload<Deployment>>(&objects.deployments, slim_child_view),
         ),
     ];
     let mut total = 0;

@@ -276,6 +276,11 @@ pub fn slim_child_meta(meta: &mut ObjectMeta) {
     }
 }
 
+/// Slims an owned child cached as a view ([`crate::cached`]): its metadata.
+pub fn slim_child_view<K: Resource>(obj: &mut K) {
+    slim_child_meta(obj.meta_mut());
+}
+
 /// Slims an owned child of which only the metadata is cached.
 pub fn slim_child<K>(obj: &mut PartialObjectMeta<K>) {
     slim_child_meta(&mut obj.metadata);

@@ -124,17 +124,6 @@ impl<K> Clone for Workload<K> {
     }
 }
 
-impl<K> Default for Workload<K> {
-    fn default() -> Self {
-        Self {
-            metadata: ObjectMeta::default(),
-            spec: None,
-            status: None,
-            kind: PhantomData,
-        }
-    }
-}
-
 impl<K> std::fmt::Debug for Workload<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workload")
@@ -216,16 +205,6 @@ impl Resource for CachedService {
     type Scope = k8s_openapi::NamespaceResourceScope;
 
     delegate_resource!(Service);
-}
-
-/// Slims a cached Service's metadata.
-pub fn slim_service(service: &mut CachedService) {
-    crate::apply::slim_child_meta(&mut service.metadata);
-}
-
-/// Slims a cached workload's metadata (see [`crate::apply::slim_child_meta`]).
-pub fn slim_workload<K>(workload: &mut Workload<K>) {
-    crate::apply::slim_child_meta(&mut workload.metadata);
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! metadata only; of the rest the caches keep no pod templates, no
 //! selectors, and no managed fields unless someone else wrote the object.
 
-use crate::apply::{slim_child, slim_meta};
-use crate::cached::{CachedService, Workload, slim_service, slim_workload};
+use crate::apply::{slim_child, slim_child_view, slim_meta};
+use crate::cached::{CachedService, Workload};
 use crate::context::{Context, OperatorSettings, Stores};
 use crate::meta::MANAGED_BY;
 use crate::metrics::{ControllerLabels, Metrics};
@@ -211,21 +211,21 @@ pub async fn run(
     let (services, mut svc_subs) = shared_watch(
         api(&client).api::<CachedService>(),
         owned.clone(),
-        slim_service,
+        slim_child_view,
         2,
         deletions.clone(),
     );
     let (stateful_sets, mut sts_subs) = shared_watch(
         api(&client).api::<Workload<StatefulSet>>(),
         owned.clone(),
-        slim_workload,
+        slim_child_view,
         2,
         deletions.clone(),
     );
     let (deployments, mut deploy_subs) = shared_watch(
         api(&client).api::<Workload<Deployment>>(),
         owned.clone(),
-        slim_workload,
+        slim_child_view,
         1,
         deletions.clone(),
     );
