@@ -43,7 +43,7 @@ pub enum Error {
     DamagedCa { namespace: String, name: String },
 
     #[error(
-        "another writer created the CA Secret of {namespace}/{name} at the same time; retrying with it"
+        "the CA Secret of {namespace}/{name} was created or deleted by another writer meanwhile; retrying"
     )]
     PkiRace { namespace: String, name: String },
 

@@ -383,43 +383,33 @@ async fn ensure_pki(
         source,
     };
     let ca_name = names.ca_secret();
-    let damaged = || Error::DamagedCa {
-        namespace: names.namespace.clone(),
-        name: ca_name.clone(),
-    };
     // Not in the cache: most likely a new cluster, so the roots are created
-    // straight away (a 409 means the cache lags; then they are read).
-    let existing = match ca_cached {
-        Some(_) => read_secret(ctx, &names.namespace, &ca_name).await?,
-        None => None,
-    };
-    let (bundle, created) = match existing {
-        Some(secret) => (
-            secrets::bundle_from_secret(&secret).ok_or_else(damaged)?,
-            false,
-        ),
+    // straight away. Created, never applied: roots are not overwritten,
+    // even by a second leader during a hand-over.
+    let fresh = match ca_cached {
+        Some(_) => None,
         None => {
             let bundle = pki::generate_ca_bundle(&names.cluster).map_err(pki_error)?;
             let secret = secrets::desired_pki_secret(PkiSecret::Ca, inputs, exposure, &bundle)
                 .map_err(pki_error)?;
-            // Created, never applied: roots are not overwritten, even by a
-            // second leader during a hand-over.
-            if create_secret(ctx, &secret).await? {
-                (bundle, true)
-            } else {
-                match read_secret(ctx, &names.namespace, &ca_name).await? {
-                    Some(secret) => (
-                        secrets::bundle_from_secret(&secret).ok_or_else(damaged)?,
-                        false,
-                    ),
-                    None => {
-                        return Err(Error::PkiRace {
-                            namespace: names.namespace.clone(),
-                            name: ca_name,
-                        });
-                    }
-                }
-            }
+            create_secret(ctx, &secret).await?.then_some(bundle)
+        }
+    };
+    let (bundle, created) = match fresh {
+        Some(bundle) => (bundle, true),
+        // Cached, or created meanwhile by another writer (a 409): read them.
+        None => {
+            let secret = read_secret(ctx, &names.namespace, &ca_name)
+                .await?
+                .ok_or_else(|| Error::PkiRace {
+                    namespace: names.namespace.clone(),
+                    name: ca_name.clone(),
+                })?;
+            let bundle = secrets::bundle_from_secret(&secret).ok_or_else(|| Error::DamagedCa {
+                namespace: names.namespace.clone(),
+                name: ca_name.clone(),
+            })?;
+            (bundle, false)
         }
     };
     let fp = secrets::bundle_fingerprint(&bundle);
@@ -555,16 +545,20 @@ async fn update_status(
     // last status write (the cache lags under load); the status it last
     // wrote for this generation is the better "previous".
     let uid = vc.metadata.uid.clone().unwrap_or_default();
-    let written = ctx.written_status.lock().ok().and_then(|mut m| {
-        if m.get(&uid).is_some_and(|s| vc.status.as_ref() == Some(s)) {
+    let written = ctx
+        .written_status
+        .lock()
+        .ok()
+        .and_then(|mut m| match m.get(&uid) {
             // The cache has caught up: it no longer needs a stand-in.
-            m.remove(&uid);
-            return None;
-        }
-        m.get(&uid).cloned().filter(|s| {
-            s.observed_generation >= vc.status.as_ref().and_then(|s| s.observed_generation)
-        })
-    });
+            Some(s) if vc.status.as_ref() == Some(s) => {
+                m.remove(&uid);
+                None
+            }
+            s => s.cloned().filter(|s| {
+                s.observed_generation >= vc.status.as_ref().and_then(|s| s.observed_generation)
+            }),
+        });
     let previous = written.as_ref().or(vc.status.as_ref());
     let status = compute_status(observed, previous, vc.metadata.generation, &now);
     if previous == Some(&status) {
