@@ -11,6 +11,7 @@
 //! without host networking, host PID or host paths, on volumes of their own.
 
 use crate::apply::{apply_owned, apply_secret, read_secret};
+use crate::cached::Workload;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kubeconfig::{self, Credentials};
@@ -675,11 +676,7 @@ async fn cleanup(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     // register its Node again).
     let pods_left = observe(ctx, &pn).replicas;
     info!(pool = %pn.pool, nodes = nodes.len(), pods_left, "node pool deleted: tidying the nested cluster");
-    let scaled_down = ctx
-        .stores
-        .stateful_sets
-        .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace))
-        .is_none_or(|s| s.spec.as_ref().and_then(|s| s.replicas) == Some(0));
+    let scaled_down = node_statefulset(ctx, &pn).is_none_or(|s| s.replicas() == Some(0));
     if pods_left > 0 && !scaled_down {
         let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &pn.namespace);
         ctx.metrics.write("patch", "StatefulSet");
@@ -778,11 +775,8 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         control_plane_ready: Some(cp_ready),
         ..observe(ctx, &pn)
     };
-    let running = ctx
-        .stores
-        .stateful_sets
-        .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace))
-        .and_then(|s| s.spec.as_ref().and_then(|s| s.replicas))
+    let running = node_statefulset(ctx, &pn)
+        .and_then(|s| s.replicas())
         .unwrap_or(0);
     // A scale-down waits for its drain; while the nested cluster cannot be
     // asked (not serving, or an error), the pool keeps its nodes.
@@ -806,7 +800,8 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         Ok((replicas, settled)) => (replicas, settled, None),
         Err(e) => (hold, false, Some(e)),
     };
-    if replicas > pool.spec.replicas && observed.draining.is_none() {
+    // Nodes kept past the spec are nodes still draining.
+    if replicas > pool.spec.replicas {
         observed.draining = Some(replicas - pool.spec.replicas);
     }
     // An explicit node image is the cluster's, for every pool.
@@ -865,7 +860,6 @@ async fn nested_pass(
         if !drained {
             replicas = running;
             settled = false;
-            observed.draining = Some(running - pool.spec.replicas);
         }
     }
     for node in &nodes {
@@ -989,12 +983,17 @@ async fn install_in_nested_cluster(
     Ok(())
 }
 
-fn observe(ctx: &Context, pn: &PoolNames) -> PoolObserved {
-    let sts = ctx
-        .stores
+/// The pool's StatefulSet, from the cache.
+fn node_statefulset(ctx: &Context, pn: &PoolNames) -> Option<Arc<Workload<StatefulSet>>> {
+    ctx.stores
         .stateful_sets
-        .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace));
-    let status = sts.and_then(|s| s.status.clone()).unwrap_or_default();
+        .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace))
+}
+
+fn observe(ctx: &Context, pn: &PoolNames) -> PoolObserved {
+    let status = node_statefulset(ctx, pn)
+        .and_then(|s| s.status.clone())
+        .unwrap_or_default();
     PoolObserved {
         replicas: status.replicas.unwrap_or(0),
         ready_replicas: status.ready_replicas.unwrap_or(0),
