@@ -311,9 +311,14 @@ fn reap_orphans() {
     }
 }
 
+/// How long a node waits for its bootstrap token before it starts the
+/// kubelet anyway (which then retries on its own, backing off).
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(600);
+
 /// Waits until the nested API server takes the pool's bootstrap token
 /// (Nestor installs it once the control plane is Ready), so that the
 /// kubelet bootstraps at once instead of backing off between failures.
+/// Asks every 500 ms, for at most [`BOOTSTRAP_WAIT`].
 async fn wait_for_bootstrap_token(kubeconfig: &Path, daemons: &mut Daemons) -> Result<()> {
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     let config = kube::Config::from_custom_kubeconfig(
@@ -323,18 +328,26 @@ async fn wait_for_bootstrap_token(kubeconfig: &Path, daemons: &mut Daemons) -> R
     .await?;
     let client = Client::try_from(config)?;
     let csrs: Api<CertificateSigningRequest> = Api::all(client);
+    let deadline = tokio::time::Instant::now() + BOOTSTRAP_WAIT;
     let mut logged = false;
     loop {
-        match csrs
+        let accepted = csrs
             .list_metadata(&kube::api::ListParams::default().limit(1))
             .await
-        {
-            Ok(_) => return Ok(()),
-            Err(_) if !logged => {
-                info!("waiting for the nested cluster to accept the bootstrap token");
-                logged = true;
-            }
-            Err(_) => {}
+            .is_ok();
+        if accepted {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                waited = ?BOOTSTRAP_WAIT,
+                "the nested cluster has not accepted the bootstrap token; starting the kubelet anyway"
+            );
+            return Ok(());
+        }
+        if !logged {
+            info!("waiting for the nested cluster to accept the bootstrap token");
+            logged = true;
         }
         tokio::select! {
             exited = daemons.wait_any() => bail!("{exited} while waiting for the bootstrap token"),
