@@ -462,18 +462,19 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         "bench N={n}: converged {converged:.1}s; operator CPU {cpu_converged:.1}s, peak RSS {:.1} MiB; control plane CPU s {converged_cpu:?}",
         hwm_converged as f64 / 1048576.0
     );
+    let mut figures = json!({
+        "n": n,
+        "floor_seconds": floor_seconds,
+        "converged_seconds": converged,
+        "ratio_to_floor": converged / floor_seconds,
+        "floor_control_plane_cpu_seconds": floor_cpu,
+        "converged_control_plane_cpu_seconds": converged_cpu,
+        "converged_operator_cpu_seconds": cpu_converged,
+        "converged_peak_rss_bytes": hwm_converged,
+    });
     if std::env::var_os("NESTOR_BENCH_CONVERGE_ONLY").is_some() {
         // For quick before/after comparisons: no settle, idle or repair.
-        return Ok(json!({
-            "n": n,
-            "floor_seconds": floor_seconds,
-            "converged_seconds": converged,
-            "ratio_to_floor": converged / floor_seconds,
-            "floor_control_plane_cpu_seconds": floor_cpu,
-            "converged_control_plane_cpu_seconds": converged_cpu,
-            "converged_operator_cpu_seconds": cpu_converged,
-            "converged_peak_rss_bytes": hwm_converged,
-        }));
+        return Ok(figures);
     }
     // Settled: no write for 20 s (the workload controllers' status updates,
     // which the operator reports, come late under load).
@@ -554,16 +555,8 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     drop(bed);
 
     let per = |v: f64| v / n as f64;
-    Ok(json!({
-        "n": n,
-        "floor_seconds": floor_seconds,
-        "converged_seconds": converged,
+    let rest = json!({
         "settled_seconds": settled,
-        "ratio_to_floor": converged / floor_seconds,
-        "floor_control_plane_cpu_seconds": floor_cpu,
-        "converged_control_plane_cpu_seconds": converged_cpu,
-        "converged_operator_cpu_seconds": cpu_converged,
-        "converged_peak_rss_bytes": hwm_converged,
         "rss_bytes": rss,
         "peak_rss_bytes": hwm,
         "rss_before_bytes": rss_before,
@@ -579,7 +572,11 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         "idle_60s_requests": idle_requests,
         "idle_60s_cpu_seconds": idle_cpu,
         "repair_seconds": repair,
-    }))
+    });
+    if let (Value::Object(all), Value::Object(rest)) = (&mut figures, rest) {
+        all.extend(rest);
+    }
+    Ok(figures)
 }
 
 /// The cost of one cluster's certificates: a CA bundle and every PKI Secret.
@@ -638,29 +635,44 @@ async fn write_costs(n: usize) -> Result<Value> {
         kubectl_ok(&bed.kubeconfig, &["create", "namespace", namespace], None)?;
         let secrets = copies(&objects.secrets[1], n, namespace);
         let deployments = copies(&objects.deployments[0], n, namespace);
-        for (kind, count) in [("Secret", n), ("Deployment", n)] {
-            let before = control_plane_cpu(&bed);
-            let started = Instant::now();
-            if kind == "Secret" {
-                write_all(&admin, namespace, secrets.clone(), how).await?;
-            } else {
-                write_all(&admin, namespace, deployments.clone(), how).await?;
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            let cpu = cpu_since(&before, &bed);
-            let apiserver_ms =
-                cpu.get("kube-apiserver").copied().unwrap_or(0.0) * 1000.0 / count as f64;
-            let etcd_ms = cpu.get("etcd").copied().unwrap_or(0.0) * 1000.0 / count as f64;
-            eprintln!(
-                "bench writes: {count} {kind}s by {verb}: {seconds:.1}s, API server {apiserver_ms:.2} ms and etcd {etcd_ms:.2} ms of CPU each"
-            );
-            figures.insert(
-                format!("{kind} {verb}"),
-                json!({"seconds": seconds, "apiserver_cpu_ms_each": apiserver_ms, "etcd_cpu_ms_each": etcd_ms}),
-            );
-        }
+        figures.insert(
+            format!("Secret {verb}"),
+            write_cost(&bed, &format!("{n} Secrets by {verb}"), n, async {
+                write_all(&admin, namespace, secrets, how).await
+            })
+            .await?,
+        );
+        figures.insert(
+            format!("Deployment {verb}"),
+            write_cost(&bed, &format!("{n} Deployments by {verb}"), n, async {
+                write_all(&admin, namespace, deployments, how).await
+            })
+            .await?,
+        );
     }
     Ok(Value::Object(figures))
+}
+
+/// Wall time, and API server and etcd CPU per object, of `n` writes.
+async fn write_cost<T>(
+    bed: &TestBed,
+    what: &str,
+    n: usize,
+    writes: impl std::future::Future<Output = Result<T>>,
+) -> Result<Value> {
+    let before = control_plane_cpu(bed);
+    let started = Instant::now();
+    writes.await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_since(&before, bed);
+    let each = |name: &str| cpu.get(name).copied().unwrap_or(0.0) * 1000.0 / n as f64;
+    let (apiserver_ms, etcd_ms) = (each("kube-apiserver"), each("etcd"));
+    eprintln!(
+        "bench writes: {what}: {seconds:.1}s, API server {apiserver_ms:.2} ms and etcd {etcd_ms:.2} ms of CPU each"
+    );
+    Ok(
+        json!({"seconds": seconds, "apiserver_cpu_ms_each": apiserver_ms, "etcd_cpu_ms_each": etcd_ms}),
+    )
 }
 
 fn operator_binary() -> Result<PathBuf> {
