@@ -108,6 +108,10 @@ async fn default_service_account(config: &Path) -> Result<()> {
     .await
 }
 
+/// A web Deployment spread over at least two nodes: `minDomains` keeps the
+/// scheduler from placing every replica on the first node that registers
+/// while its pool's other nodes are still joining (one replica per node
+/// until two nodes exist).
 fn web_yaml(replicas: i32, node_selector: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
@@ -126,6 +130,7 @@ spec:
       terminationGracePeriodSeconds: 2
       topologySpreadConstraints:
       - maxSkew: 1
+        minDomains: 2
         topologyKey: kubernetes.io/hostname
         whenUnsatisfiable: DoNotSchedule
         labelSelector:
