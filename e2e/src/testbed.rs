@@ -39,6 +39,11 @@ pub struct TestBedOptions {
     /// An audit policy (YAML) for the API server; the log goes to
     /// `DIR/audit.log`.
     pub audit_policy: Option<String>,
+    /// The controller-manager's `--controllers` value; every controller
+    /// (`*`) when unset.
+    pub controllers: Option<String>,
+    /// Serve the API server's `/debug/pprof` (off by default).
+    pub profiling: bool,
 }
 
 /// A free TCP port on loopback.
@@ -180,7 +185,7 @@ impl TestBed {
                     p("apiserver-kubelet-client.crt")
                 ),
                 format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
-                "--profiling=false".into(),
+                format!("--profiling={}", options.profiling),
                 "--v=1".into(),
             ]
             .into_iter()
@@ -224,7 +229,10 @@ impl TestBed {
                 format!("--cluster-signing-cert-file={}", p("ca.crt")),
                 format!("--cluster-signing-key-file={}", p("ca.key")),
                 "--use-service-account-credentials=true".into(),
-                "--controllers=*".into(),
+                format!(
+                    "--controllers={}",
+                    options.controllers.as_deref().unwrap_or("*")
+                ),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--leader-elect=false".into(),
                 "--profiling=false".into(),

@@ -34,7 +34,7 @@ use nestor_controllers::{OperatorSettings, pki};
 use nestor_crds::{VirtualCluster, VirtualClusterSpec};
 use nestor_e2e::operator::sum_samples;
 use nestor_e2e::process::{Lifetime, Proc, spawn};
-use nestor_e2e::testbed::{TestBedOptions, free_port};
+use nestor_e2e::testbed::{TestBedOptions, client_for, free_port};
 use nestor_e2e::tools::kubectl_ok;
 use nestor_e2e::{TestBed, paths};
 use serde_json::{Value, json};
@@ -45,11 +45,14 @@ use std::time::{Duration, Instant};
 /// Requests sent at once, by the floor's client and by the operator.
 const CONCURRENCY: usize = 16;
 const OPERATOR_USER: &str = "nestor-operator";
+/// The floor's client, audited like the operator so that both phases pay
+/// the API server's audit logging.
+const FLOOR_USER: &str = "nestor-floor";
 const CHILDREN: usize = 19;
 
 fn audit_policy() -> String {
     format!(
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  users: [\"{OPERATOR_USER}\"]\n- level: None\n"
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  users: [\"{OPERATOR_USER}\", \"{FLOOR_USER}\"]\n- level: None\n"
     )
 }
 
@@ -90,6 +93,48 @@ fn cpu_since(before: &BTreeMap<String, f64>, bed: &TestBed) -> BTreeMap<String, 
             (name, (spent * 100.0).round() / 100.0)
         })
         .collect()
+}
+
+/// Waits (up to two minutes) until the control plane uses under 0.15 of a
+/// core, so that neither phase pays for the other's leftovers (the
+/// controller-manager finishing its work on the floor's objects); returns
+/// the seconds waited and the last rate seen, in cores.
+async fn until_quiet(bed: &TestBed) -> (f64, f64) {
+    const WINDOW: Duration = Duration::from_secs(4);
+    let started = Instant::now();
+    let total = |cpu: &BTreeMap<String, f64>| cpu.values().sum::<f64>();
+    let mut before = control_plane_cpu(bed);
+    loop {
+        tokio::time::sleep(WINDOW).await;
+        let now = control_plane_cpu(bed);
+        let rate = (total(&now) - total(&before)) / WINDOW.as_secs_f64();
+        if rate < 0.15 || started.elapsed() > Duration::from_secs(120) {
+            return (started.elapsed().as_secs_f64(), rate);
+        }
+        before = now;
+    }
+}
+
+/// With `NESTOR_BENCH_PROFILE_APISERVER=SECONDS`, starts a CPU profile of
+/// the API server for the first SECONDS of a phase, written to
+/// `target/figures/apiserver-PHASE.pprof` (read with `go tool pprof`).
+fn profile(bed: &TestBed, phase: &str) -> Result<Option<std::process::Child>> {
+    let Ok(seconds) = std::env::var("NESTOR_BENCH_PROFILE_APISERVER") else {
+        return Ok(None);
+    };
+    let dir = paths::repo_root().join("target/figures");
+    std::fs::create_dir_all(&dir)?;
+    let out = std::fs::File::create(dir.join(format!("apiserver-{phase}.pprof")))?;
+    let child = std::process::Command::new(paths::tool("kubectl")?)
+        .arg(format!("--kubeconfig={}", bed.kubeconfig.display()))
+        .args([
+            "get",
+            "--raw",
+            &format!("/debug/pprof/profile?seconds={seconds}"),
+        ])
+        .stdout(out)
+        .spawn()?;
+    Ok(Some(child))
 }
 
 /// (VmRSS, VmHWM) in bytes.
@@ -171,11 +216,76 @@ fn children(
     Ok(desired_objects(&inputs, &exposure, bundle)?)
 }
 
+/// The order in which the floor creates the children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum FloorOrder {
+    /// Every cluster's Secrets, then every cluster's Services, ... and the
+    /// workloads last: the controller-manager's work on them (ReplicaSets,
+    /// Pods) falls mostly after the floor's window.
+    ByKind,
+    /// One cluster after another (`CONCURRENCY` at once), each in the
+    /// order above: the shape of the operator's work, with the
+    /// controller-manager reacting within the window as it does during
+    /// the operator's.
+    ByCluster,
+}
+
+impl FloorOrder {
+    fn namespace(self) -> &'static str {
+        match self {
+            FloorOrder::ByKind => "floor",
+            FloorOrder::ByCluster => "floor-by-cluster",
+        }
+    }
+}
+
+/// Creates one object.
+async fn create<K>(client: &kube::Client, namespace: &str, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), obj)
+        .await?;
+    Ok(())
+}
+
+/// Creates one cluster's children, one at a time.
+async fn create_cluster(
+    client: &kube::Client,
+    namespace: &str,
+    objects: DesiredObjects,
+) -> Result<()> {
+    for o in &objects.secrets {
+        create(client, namespace, o).await?;
+    }
+    for o in &objects.services {
+        create(client, namespace, o).await?;
+    }
+    for o in &objects.config_maps {
+        create(client, namespace, o).await?;
+    }
+    for o in &objects.network_policies {
+        create(client, namespace, o).await?;
+    }
+    for o in &objects.stateful_sets {
+        create(client, namespace, o).await?;
+    }
+    for o in &objects.deployments {
+        create(client, namespace, o).await?;
+    }
+    Ok(())
+}
+
 /// The floor: a plain client creates N VirtualClusters and every child,
 /// built beforehand by the same builders (certificates included, outside
-/// the timing).
-async fn floor(client: &kube::Client, n: usize) -> Result<f64> {
-    let namespace = "floor";
+/// the timing), with `CONCURRENCY` requests in flight.
+async fn floor(client: &kube::Client, n: usize, order: FloorOrder) -> Result<f64> {
+    let namespace = order.namespace();
     let settings = OperatorSettings::default();
     let bundle = pki::generate_ca_bundle("floor")?;
     let started = Instant::now();
@@ -188,30 +298,87 @@ async fn floor(client: &kube::Client, n: usize) -> Result<f64> {
         Write::Create,
     )
     .await?;
-    let mut secrets = vec![];
-    let mut services = vec![];
-    let mut config_maps = vec![];
-    let mut policies = vec![];
-    let mut stateful_sets = vec![];
-    let mut deployments = vec![];
     let build_started = Instant::now();
-    for vc in &created {
-        let objects = children(vc, &settings, &bundle)?;
-        secrets.extend(objects.secrets);
-        services.extend(objects.services);
-        config_maps.extend(objects.config_maps);
-        policies.extend(objects.network_policies);
-        stateful_sets.extend(objects.stateful_sets);
-        deployments.extend(objects.deployments);
-    }
+    let clusters = created
+        .iter()
+        .map(|vc| children(vc, &settings, &bundle))
+        .collect::<Result<Vec<_>>>()?;
     let building = build_started.elapsed();
-    write_all(client, namespace, secrets, Write::Create).await?;
-    write_all(client, namespace, services, Write::Create).await?;
-    write_all(client, namespace, config_maps, Write::Create).await?;
-    write_all(client, namespace, policies, Write::Create).await?;
-    write_all(client, namespace, stateful_sets, Write::Create).await?;
-    write_all(client, namespace, deployments, Write::Create).await?;
+    match order {
+        FloorOrder::ByKind => {
+            let mut secrets = vec![];
+            let mut services = vec![];
+            let mut config_maps = vec![];
+            let mut policies = vec![];
+            let mut stateful_sets = vec![];
+            let mut deployments = vec![];
+            for objects in clusters {
+                secrets.extend(objects.secrets);
+                services.extend(objects.services);
+                config_maps.extend(objects.config_maps);
+                policies.extend(objects.network_policies);
+                stateful_sets.extend(objects.stateful_sets);
+                deployments.extend(objects.deployments);
+            }
+            write_all(client, namespace, secrets, Write::Create).await?;
+            write_all(client, namespace, services, Write::Create).await?;
+            write_all(client, namespace, config_maps, Write::Create).await?;
+            write_all(client, namespace, policies, Write::Create).await?;
+            write_all(client, namespace, stateful_sets, Write::Create).await?;
+            write_all(client, namespace, deployments, Write::Create).await?;
+        }
+        FloorOrder::ByCluster => {
+            futures::stream::iter(
+                clusters
+                    .into_iter()
+                    .map(|objects| create_cluster(client, namespace, objects)),
+            )
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        }
+    }
     Ok((started.elapsed() - building).as_secs_f64())
+}
+
+/// Measures one floor in a namespace of its own, under the same observers
+/// as the operator (the benchmark's watches of every kind under test) and
+/// the same audit logging, from a quiet control plane; then deletes what
+/// it created and waits until the control plane is quiet again, so that
+/// the next phase pays for none of it.
+async fn measure_floor(
+    bed: &TestBed,
+    admin: &kube::Client,
+    client: &kube::Client,
+    n: usize,
+    order: FloorOrder,
+) -> Result<(f64, BTreeMap<String, f64>)> {
+    let namespace = order.namespace();
+    kubectl_ok(&bed.kubeconfig, &["create", "namespace", namespace], None)?;
+    let observers = Progress::start(admin, namespace).await?;
+    let (waited, rate) = until_quiet(bed).await;
+    eprintln!("bench N={n}: control plane at {rate:.2} cores after {waited:.1}s");
+    let cpu_before = control_plane_cpu(bed);
+    let profile = profile(bed, &format!("{order:?}"))?;
+    let seconds = floor(client, n, order).await?;
+    let cpu = cpu_since(&cpu_before, bed);
+    drop(observers);
+    if let Some(mut p) = profile {
+        p.wait()?;
+    }
+    eprintln!("bench N={n}: floor {order:?} {seconds:.1}s; control plane CPU s {cpu:?}");
+    let cleared = Instant::now();
+    kubectl_ok(
+        &bed.kubeconfig,
+        &["delete", "namespace", namespace, "--timeout=600s"],
+        None,
+    )?;
+    let (waited, rate) = until_quiet(bed).await;
+    eprintln!(
+        "bench N={n}: floor's objects deleted in {:.1}s; control plane at {rate:.2} cores after {waited:.1}s more",
+        cleared.elapsed().as_secs_f64() - waited
+    );
+    Ok((seconds, cpu))
 }
 
 /// How many of the operator's children exist and how many clusters report
@@ -291,6 +458,28 @@ impl Drop for Progress {
     }
 }
 
+/// The operator's writes so far, by verb and kind.
+fn writes_by_kind(metrics: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("nestor_api_writes_total{"))
+        .map(|line| {
+            let labels = line
+                .split('{')
+                .nth(1)
+                .and_then(|l| l.split('}').next())
+                .unwrap_or_default()
+                .to_string();
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            (labels, value)
+        })
+        .collect()
+}
+
 async fn operator_metrics(port: u16) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -312,6 +501,9 @@ fn audit_counts(path: &Path, from: u64, by_resource: bool) -> Result<(BTreeMap<S
         let Ok(event) = serde_json::from_slice::<Value>(line) else {
             continue;
         };
+        if event["user"]["username"].as_str() != Some(OPERATOR_USER) {
+            continue;
+        }
         let stage = event["stage"].as_str().unwrap_or_default();
         let verb = event["verb"].as_str().unwrap_or_default().to_string();
         // A watch is counted when it starts; everything else when it ends.
@@ -341,6 +533,13 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("nestor-bench-{}-{n}", std::process::id()));
     let options = TestBedOptions {
         audit_policy: Some(audit_policy()),
+        // To measure the share of the controller-manager's work on the
+        // objects under test (ReplicaSets and Pods for every Deployment and
+        // StatefulSet), e.g. `*,-deployment-controller,-replicaset-controller,-statefulset-controller`.
+        controllers: std::env::var("NESTOR_BENCH_KCM_CONTROLLERS").ok(),
+        // `kubectl get --raw '/debug/pprof/profile?seconds=30'` then shows
+        // where the API server's time goes.
+        profiling: std::env::var_os("NESTOR_BENCH_PROFILE_APISERVER").is_some(),
         ..Default::default()
     };
     let bed = TestBed::start(&dir, Lifetime::Tied, &options).await?;
@@ -368,26 +567,19 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         ],
         None,
     )?;
-    for ns in ["floor", "bench"] {
-        kubectl_ok(&bed.kubeconfig, &["create", "namespace", ns], None)?;
+    kubectl_ok(&bed.kubeconfig, &["create", "namespace", "bench"], None)?;
+    let floor_client =
+        client_for(&bed.user_kubeconfig(FLOOR_USER, &["system:masters"], "floor.kubeconfig")?)
+            .await?;
+    let mut floors = BTreeMap::new();
+    for order in [FloorOrder::ByKind, FloorOrder::ByCluster] {
+        floors.insert(
+            order,
+            measure_floor(&bed, &admin, &floor_client, n, order).await?,
+        );
     }
-    let floor_cpu_before = control_plane_cpu(&bed);
-    let floor_seconds = floor(&admin, n).await?;
-    let floor_cpu = cpu_since(&floor_cpu_before, &bed);
-    eprintln!("bench N={n}: floor {floor_seconds:.1}s; control plane CPU s {floor_cpu:?}");
-    // The operator then works on an API server as empty as the floor's
-    // was: the floor's objects (and the pods the controller-manager keeps
-    // making for them) are gone first.
-    let cleared = Instant::now();
-    kubectl_ok(
-        &bed.kubeconfig,
-        &["delete", "namespace", "floor", "--timeout=600s"],
-        None,
-    )?;
-    eprintln!(
-        "bench N={n}: floor's objects deleted in {:.1}s",
-        cleared.elapsed().as_secs_f64()
-    );
+    let (floor_seconds, floor_cpu) = floors[&FloorOrder::ByKind].clone();
+    let (floor_by_cluster_seconds, floor_by_cluster_cpu) = floors[&FloorOrder::ByCluster].clone();
 
     let kubeconfig =
         bed.user_kubeconfig(OPERATOR_USER, &["system:masters"], "operator.kubeconfig")?;
@@ -427,6 +619,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
 
     let progress = Progress::start(&admin, "bench").await?;
     let operator_cpu_before = control_plane_cpu(&bed);
+    let operator_profile = profile(&bed, "operator")?;
     let started = Instant::now();
     write_all(
         &admin,
@@ -456,6 +649,10 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     }
     let converged = started.elapsed().as_secs_f64();
     let converged_cpu = cpu_since(&operator_cpu_before, &bed);
+    let converged_writes = writes_by_kind(&operator_metrics(port).await?);
+    if let Some(mut p) = operator_profile {
+        p.wait()?;
+    }
     let (_, hwm_converged) = memory(operator.pid)?;
     let cpu_converged = cpu_seconds(operator.pid)? - cpu_before;
     eprintln!(
@@ -465,12 +662,17 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let mut figures = json!({
         "n": n,
         "floor_seconds": floor_seconds,
+        "controller_manager_controllers": options.controllers.as_deref().unwrap_or("*"),
         "converged_seconds": converged,
         "ratio_to_floor": converged / floor_seconds,
         "floor_control_plane_cpu_seconds": floor_cpu,
+        "floor_by_cluster_seconds": floor_by_cluster_seconds,
+        "ratio_to_floor_by_cluster": converged / floor_by_cluster_seconds,
+        "floor_by_cluster_control_plane_cpu_seconds": floor_by_cluster_cpu,
         "converged_control_plane_cpu_seconds": converged_cpu,
         "converged_operator_cpu_seconds": cpu_converged,
         "converged_peak_rss_bytes": hwm_converged,
+        "converged_writes_by_kind": converged_writes,
     });
     if std::env::var_os("NESTOR_BENCH_CONVERGE_ONLY").is_some() {
         // For quick before/after comparisons: no settle, idle or repair.
@@ -499,25 +701,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let settled = started.elapsed().as_secs_f64() - 20.0;
     let (rss, hwm) = memory(operator.pid)?;
     let cpu = cpu_seconds(operator.pid)? - cpu_before;
-    let metrics = operator_metrics(port).await?;
-    let mut writes_by_kind = BTreeMap::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("nestor_api_writes_total{"))
-    {
-        let labels = line
-            .split('{')
-            .nth(1)
-            .and_then(|l| l.split('}').next())
-            .unwrap_or_default()
-            .to_string();
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        writes_by_kind.insert(labels, value);
-    }
+    let writes_by_kind = writes_by_kind(&operator_metrics(port).await?);
     let writes: f64 = writes_by_kind.values().sum();
     let (requests, audit_offset) = audit_counts(&audit, audit_offset, false)?;
 
@@ -725,7 +909,7 @@ async fn main() -> Result<()> {
     }
     println!();
     println!(
-        "| N | floor s | operator s | ratio | settled s | peak RSS MiB | RSS/cluster KiB | CPU ms/cluster | writes/cluster | requests/cluster | idle 60 s writes | idle 60 s CPU s | repair s |"
+        "| N | floor s (by kind / by cluster) | operator s | ratio | settled s | peak RSS MiB | RSS/cluster KiB | CPU ms/cluster | writes/cluster | requests/cluster | idle 60 s writes | idle 60 s CPU s | repair s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
@@ -734,11 +918,13 @@ async fn main() -> Result<()> {
             .map(|m| m.values().filter_map(Value::as_f64).sum())
             .unwrap_or(0.0);
         println!(
-            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
+            "| {} | {:.1} / {:.1} | {:.1} | {:.2} / {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
             r["n"],
             r["floor_seconds"].as_f64().unwrap_or(0.0),
+            r["floor_by_cluster_seconds"].as_f64().unwrap_or(0.0),
             r["converged_seconds"].as_f64().unwrap_or(0.0),
             r["ratio_to_floor"].as_f64().unwrap_or(0.0),
+            r["ratio_to_floor_by_cluster"].as_f64().unwrap_or(0.0),
             r["settled_seconds"].as_f64().unwrap_or(0.0),
             r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
             r["rss_per_cluster_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
