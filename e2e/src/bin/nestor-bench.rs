@@ -49,6 +49,8 @@ const OPERATOR_USER: &str = "nestor-operator";
 /// the API server's audit logging.
 const FLOOR_USER: &str = "nestor-floor";
 const CHILDREN: usize = 19;
+/// A Deployment's default `progressDeadlineSeconds`, which Nestor keeps.
+const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 
 fn audit_policy() -> String {
     format!(
@@ -647,6 +649,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         );
         tokio::time::sleep(poll).await;
     }
+    let converged_at = Instant::now();
     let converged = started.elapsed().as_secs_f64();
     let converged_cpu = cpu_since(&operator_cpu_before, &bed);
     let converged_writes = writes_by_kind(&operator_metrics(port).await?);
@@ -679,26 +682,48 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         return Ok(figures);
     }
     // Settled: no write for 20 s (the workload controllers' status updates,
-    // which the operator reports, come late under load).
-    let mut last = sum_samples(
-        &operator_metrics(port).await?,
-        "nestor_api_writes_total",
-        "",
-    );
-    let mut quiet_since = Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // which the operator reports, come late under load), and none while
+    // the control plane calms down: idle is measured on a quiet world. No
+    // pod runs here (no kubelet), so every Deployment's Progressing
+    // condition turns ProgressDeadlineExceeded ten minutes after its
+    // ReplicaSet appeared, a real change that the clusters' status
+    // reports: settling waits until those deadlines are past.
+    let deadlines_past = converged_at + PROGRESS_DEADLINE + Duration::from_secs(60);
+    tokio::time::sleep_until(deadlines_past.into()).await;
+    let settled = loop {
+        let mut last = sum_samples(
+            &operator_metrics(port).await?,
+            "nestor_api_writes_total",
+            "",
+        );
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = sum_samples(
+                &operator_metrics(port).await?,
+                "nestor_api_writes_total",
+                "",
+            );
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            }
+        }
+        let settled = started.elapsed().as_secs_f64() - 20.0;
+        until_quiet(&bed).await;
         let now = sum_samples(
             &operator_metrics(port).await?,
             "nestor_api_writes_total",
             "",
         );
-        if now != last {
-            last = now;
-            quiet_since = Instant::now();
+        if now == last {
+            break settled;
         }
-    }
-    let settled = started.elapsed().as_secs_f64() - 20.0;
+        ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the operator still writes after an hour"
+        );
+    };
     let (rss, hwm) = memory(operator.pid)?;
     let cpu = cpu_seconds(operator.pid)? - cpu_before;
     let writes_by_kind = writes_by_kind(&operator_metrics(port).await?);
