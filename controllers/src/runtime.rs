@@ -121,6 +121,10 @@ where
 /// slimmed form is the one last seen (the controller-manager rewriting a
 /// Deployment's conditions, say) is neither cached again nor reconciled
 /// for. Remembers one hash per object, keyed by a hash of its name.
+///
+/// Only forms slimmed of their `resourceVersion` (owned children) can
+/// repeat; an object that keeps it (a VirtualCluster or NodePool) is new
+/// at every event and passes without being hashed.
 #[derive(Default)]
 struct Unchanged {
     seen: HashMap<u64, u64>,
@@ -134,7 +138,11 @@ impl Unchanged {
         let key = |obj: &K| hash_of(&(obj.meta().namespace.as_deref(), obj.meta().name.as_deref()));
         // Serializing a cached object cannot fail.
         let content = |obj: &K| hash_of(&serde_json::to_vec(obj).unwrap_or_default());
+        let versioned = |obj: &K| obj.meta().resource_version.is_some();
         match event {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) if versioned(obj) => {
+                false
+            }
             Ok(watcher::Event::Apply(obj)) => {
                 let content = content(obj);
                 self.seen.insert(key(obj), content) == Some(content)
@@ -456,5 +464,17 @@ mod tests {
             !unchanged.is_repeat(&apply(deployment("b", 0))),
             "a new list starts over"
         );
+    }
+
+    #[test]
+    fn objects_that_keep_their_resource_version_are_not_hashed() {
+        let mut unchanged = Unchanged::default();
+        let mut versioned = deployment("c", 0);
+        versioned.metadata.resource_version = Some("7".into());
+        for _ in 0..2 {
+            let event = Ok(watcher::Event::Apply(versioned.clone()));
+            assert!(!unchanged.is_repeat(&event));
+        }
+        assert!(unchanged.seen.is_empty(), "nothing remembered");
     }
 }
