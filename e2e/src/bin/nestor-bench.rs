@@ -169,12 +169,13 @@ enum Write {
     Apply,
 }
 
-/// Writes objects with `CONCURRENCY` requests in flight.
+/// Writes objects with `in_flight` requests at once.
 async fn write_all<K>(
     client: &kube::Client,
     namespace: &str,
     objects: Vec<K>,
     how: Write,
+    in_flight: usize,
 ) -> Result<Vec<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -197,7 +198,7 @@ where
             }
         }
     }))
-    .buffer_unordered(CONCURRENCY)
+    .buffer_unordered(in_flight)
     .try_collect()
     .await
     .map_err(Into::into)
@@ -219,7 +220,7 @@ fn children(
 }
 
 /// The order in which the floor creates the children.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug)]
 enum FloorOrder {
     /// Every cluster's Secrets, then every cluster's Services, ... and the
     /// workloads last: the controller-manager's work on them (ReplicaSets,
@@ -241,45 +242,28 @@ impl FloorOrder {
     }
 }
 
-/// Creates one object.
-async fn create<K>(client: &kube::Client, namespace: &str, obj: &K) -> Result<()>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), obj)
-        .await?;
-    Ok(())
-}
-
-/// Creates one cluster's children, one at a time.
-async fn create_cluster(
+/// Creates children kind by kind (Secrets, Services, ConfigMaps,
+/// NetworkPolicies, StatefulSets, Deployments), `in_flight` at once.
+async fn create_in_order(
     client: &kube::Client,
     namespace: &str,
     objects: DesiredObjects,
+    in_flight: usize,
 ) -> Result<()> {
-    for o in &objects.secrets {
-        create(client, namespace, o).await?;
-    }
-    for o in &objects.services {
-        create(client, namespace, o).await?;
-    }
-    for o in &objects.config_maps {
-        create(client, namespace, o).await?;
-    }
-    for o in &objects.network_policies {
-        create(client, namespace, o).await?;
-    }
-    for o in &objects.stateful_sets {
-        create(client, namespace, o).await?;
-    }
-    for o in &objects.deployments {
-        create(client, namespace, o).await?;
-    }
+    let create = Write::Create;
+    write_all(client, namespace, objects.secrets, create, in_flight).await?;
+    write_all(client, namespace, objects.services, create, in_flight).await?;
+    write_all(client, namespace, objects.config_maps, create, in_flight).await?;
+    write_all(
+        client,
+        namespace,
+        objects.network_policies,
+        create,
+        in_flight,
+    )
+    .await?;
+    write_all(client, namespace, objects.stateful_sets, create, in_flight).await?;
+    write_all(client, namespace, objects.deployments, create, in_flight).await?;
     Ok(())
 }
 
@@ -298,6 +282,7 @@ async fn floor(client: &kube::Client, n: usize, order: FloorOrder) -> Result<f64
             .map(|i| vc(&format!("vc-{i:04}"), namespace))
             .collect(),
         Write::Create,
+        CONCURRENCY,
     )
     .await?;
     let build_started = Instant::now();
@@ -308,32 +293,23 @@ async fn floor(client: &kube::Client, n: usize, order: FloorOrder) -> Result<f64
     let building = build_started.elapsed();
     match order {
         FloorOrder::ByKind => {
-            let mut secrets = vec![];
-            let mut services = vec![];
-            let mut config_maps = vec![];
-            let mut policies = vec![];
-            let mut stateful_sets = vec![];
-            let mut deployments = vec![];
-            for objects in clusters {
-                secrets.extend(objects.secrets);
-                services.extend(objects.services);
-                config_maps.extend(objects.config_maps);
-                policies.extend(objects.network_policies);
-                stateful_sets.extend(objects.stateful_sets);
-                deployments.extend(objects.deployments);
+            let mut all = clusters.into_iter();
+            let mut merged = all.next().context("no cluster")?;
+            for objects in all {
+                merged.secrets.extend(objects.secrets);
+                merged.services.extend(objects.services);
+                merged.config_maps.extend(objects.config_maps);
+                merged.network_policies.extend(objects.network_policies);
+                merged.stateful_sets.extend(objects.stateful_sets);
+                merged.deployments.extend(objects.deployments);
             }
-            write_all(client, namespace, secrets, Write::Create).await?;
-            write_all(client, namespace, services, Write::Create).await?;
-            write_all(client, namespace, config_maps, Write::Create).await?;
-            write_all(client, namespace, policies, Write::Create).await?;
-            write_all(client, namespace, stateful_sets, Write::Create).await?;
-            write_all(client, namespace, deployments, Write::Create).await?;
+            create_in_order(client, namespace, merged, CONCURRENCY).await?;
         }
         FloorOrder::ByCluster => {
             futures::stream::iter(
                 clusters
                     .into_iter()
-                    .map(|objects| create_cluster(client, namespace, objects)),
+                    .map(|objects| create_in_order(client, namespace, objects, 1)),
             )
             .buffer_unordered(CONCURRENCY)
             .try_collect::<Vec<()>>()
@@ -427,8 +403,7 @@ impl Progress {
         let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
         // An Api of PartialObjectMeta sends metadata-only requests.
         let api = Api::<PartialObjectMeta<K>>::namespaced(client.clone(), namespace);
-        let config =
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=nestor-operator");
+        let config = watcher::Config::default().labels(&owned_selector());
         let stream = reflector(writer, watcher(api, config));
         self.tasks.push(tokio::spawn(stream.for_each(|_| async {})));
         store.wait_until_ready().await?;
@@ -480,6 +455,61 @@ fn writes_by_kind(metrics: &str) -> BTreeMap<String, f64> {
             (labels, value)
         })
         .collect()
+}
+
+/// Selects the objects Nestor's builders make.
+fn owned_selector() -> String {
+    let (key, value) = nestor_controllers::meta::MANAGED_BY;
+    format!("{key}={value}")
+}
+
+/// The operator's writes so far.
+async fn operator_writes(port: u16) -> Result<f64> {
+    Ok(sum_samples(
+        &operator_metrics(port).await?,
+        "nestor_api_writes_total",
+        "",
+    ))
+}
+
+/// Waits until the workload controller has decided every Deployment's
+/// rollout: its `Progressing` condition is either complete
+/// (`NewReplicaSetAvailable`, as for those scaled to zero) or failed
+/// (`ProgressDeadlineExceeded`). Asks every 10 s until `deadline`.
+async fn deadlines_reported(
+    client: &kube::Client,
+    namespace: &str,
+    deadline: Instant,
+) -> Result<()> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let params = kube::api::ListParams::default().labels(&owned_selector());
+    loop {
+        let pending = api
+            .list(&params)
+            .await?
+            .items
+            .iter()
+            .filter(|d| {
+                let progressing = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"));
+                !progressing.is_some_and(|c| {
+                    c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+                        || c.reason.as_deref() == Some("NewReplicaSetAvailable")
+                })
+            })
+            .count();
+        if pending == 0 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{pending} Deployments still progressing past their deadline"
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
 
 async fn operator_metrics(port: u16) -> Result<String> {
@@ -573,15 +603,10 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let floor_client =
         client_for(&bed.user_kubeconfig(FLOOR_USER, &["system:masters"], "floor.kubeconfig")?)
             .await?;
-    let mut floors = BTreeMap::new();
-    for order in [FloorOrder::ByKind, FloorOrder::ByCluster] {
-        floors.insert(
-            order,
-            measure_floor(&bed, &admin, &floor_client, n, order).await?,
-        );
-    }
-    let (floor_seconds, floor_cpu) = floors[&FloorOrder::ByKind].clone();
-    let (floor_by_cluster_seconds, floor_by_cluster_cpu) = floors[&FloorOrder::ByCluster].clone();
+    let (floor_seconds, floor_cpu) =
+        measure_floor(&bed, &admin, &floor_client, n, FloorOrder::ByKind).await?;
+    let (floor_by_cluster_seconds, floor_by_cluster_cpu) =
+        measure_floor(&bed, &admin, &floor_client, n, FloorOrder::ByCluster).await?;
 
     let kubeconfig =
         bed.user_kubeconfig(OPERATOR_USER, &["system:masters"], "operator.kubeconfig")?;
@@ -628,6 +653,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         "bench",
         (0..n).map(|i| vc(&format!("vc-{i:04}"), "bench")).collect(),
         Write::Create,
+        CONCURRENCY,
     )
     .await?;
     // Reads memory only (see Progress).
@@ -681,29 +707,20 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         // For quick before/after comparisons: no settle, idle or repair.
         return Ok(figures);
     }
-    // Settled: no write for 20 s (the workload controllers' status updates,
-    // which the operator reports, come late under load), and none while
-    // the control plane calms down: idle is measured on a quiet world. No
-    // pod runs here (no kubelet), so every Deployment's Progressing
-    // condition turns ProgressDeadlineExceeded ten minutes after its
-    // ReplicaSet appeared, a real change that the clusters' status
-    // reports: settling waits until those deadlines are past.
-    let deadlines_past = converged_at + PROGRESS_DEADLINE + Duration::from_secs(60);
-    tokio::time::sleep_until(deadlines_past.into()).await;
+    // Settled: the Deployments' progress deadlines are past (no pod runs
+    // here, so each turns ProgressDeadlineExceeded ten minutes after its
+    // ReplicaSet appeared, a real change that the clusters' status reports),
+    // then no write for 20 s (the workload controllers' status updates come
+    // late under load), and none while the control plane calms down: idle
+    // is measured on a quiet world.
+    tokio::time::sleep_until((converged_at + PROGRESS_DEADLINE).into()).await;
+    deadlines_reported(&admin, "bench", converged_at + PROGRESS_DEADLINE * 2).await?;
     let settled = loop {
-        let mut last = sum_samples(
-            &operator_metrics(port).await?,
-            "nestor_api_writes_total",
-            "",
-        );
+        let mut last = operator_writes(port).await?;
         let mut quiet_since = Instant::now();
         while quiet_since.elapsed() < Duration::from_secs(20) {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let now = sum_samples(
-                &operator_metrics(port).await?,
-                "nestor_api_writes_total",
-                "",
-            );
+            let now = operator_writes(port).await?;
             if now != last {
                 last = now;
                 quiet_since = Instant::now();
@@ -711,12 +728,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         }
         let settled = started.elapsed().as_secs_f64() - 20.0;
         until_quiet(&bed).await;
-        let now = sum_samples(
-            &operator_metrics(port).await?,
-            "nestor_api_writes_total",
-            "",
-        );
-        if now == last {
+        if operator_writes(port).await? == last {
             break settled;
         }
         ensure!(
@@ -733,11 +745,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     // Idle: 60 s with nothing to do.
     let idle_cpu_before = cpu_seconds(operator.pid)?;
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let idle_writes = sum_samples(
-        &operator_metrics(port).await?,
-        "nestor_api_writes_total",
-        "",
-    ) - writes;
+    let idle_writes = operator_writes(port).await? - writes;
     let idle_cpu = cpu_seconds(operator.pid)? - idle_cpu_before;
     let (idle_requests, _) = audit_counts(&audit, audit_offset, true)?;
 
@@ -847,14 +855,14 @@ async fn write_costs(n: usize) -> Result<Value> {
         figures.insert(
             format!("Secret {verb}"),
             write_cost(&bed, &format!("{n} Secrets by {verb}"), n, async {
-                write_all(&admin, namespace, secrets, how).await
+                write_all(&admin, namespace, secrets, how, CONCURRENCY).await
             })
             .await?,
         );
         figures.insert(
             format!("Deployment {verb}"),
             write_cost(&bed, &format!("{n} Deployments by {verb}"), n, async {
-                write_all(&admin, namespace, deployments, how).await
+                write_all(&admin, namespace, deployments, how, CONCURRENCY).await
             })
             .await?,
         );
