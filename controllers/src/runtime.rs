@@ -13,15 +13,15 @@ use crate::context::{Context, OperatorSettings, Stores};
 use crate::meta::MANAGED_BY;
 use crate::metrics::{ControllerLabels, Metrics};
 use crate::{nodepool, virtualcluster};
-use futures::channel::mpsc::UnboundedSender;
-use futures::{FutureExt, StreamExt};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use nestor_crds::{NodePool, VirtualCluster};
@@ -34,9 +34,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{info, warn};
-
-/// Capacity of each shared watch's fan-out buffer.
-const SHARED_BUFFER: usize = 1024;
 
 /// Where the deletion of an owned object is sent, as its owner: shared
 /// subscriptions carry only objects that exist, so a child deleted by hand
@@ -75,15 +72,25 @@ impl Deletions {
     }
 }
 
-/// Starts one shared watch; returns its cache and the subscriptions asked
-/// for. The watch is driven by a spawned task until the process ends.
+/// Starts one shared watch; returns its cache and one trigger stream per
+/// subscriber. The watch is driven by a spawned task until the process ends.
+///
+/// The fan-out is Nestor's own rather than kube-runtime's shared streams
+/// (`reflect_shared`): those hand each subscriber a reference to look up in
+/// the cache, and when the object is deleted before the subscriber reads
+/// the reference (an update then a deletion, as when a namespace goes),
+/// the subscriber's stream returns `Pending` without a waker and is never
+/// polled again: that controller stops hearing of the kind, and once the
+/// buffer fills the watch itself stops. Here each subscriber is sent the
+/// cached object itself (a shared `Arc`, no copy), so nothing is looked up
+/// later and nothing can go missing.
 fn shared_watch<K>(
     api: Api<K>,
     config: watcher::Config,
     slim: fn(&mut K),
     subscribers: usize,
     deletions: Deletions,
-) -> (Store<K>, Vec<ReflectHandle<K>>)
+) -> (Store<K>, Vec<Triggers<K>>)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -94,27 +101,74 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store_shared(SHARED_BUFFER);
-    let handles = (0..subscribers)
-        .filter_map(|_| writer.subscribe())
-        .collect();
+    let (store, writer) = reflector::store();
+    let (fan_out, triggers) = FanOut::new(subscribers);
     let mut unchanged = Unchanged::default();
     let stream = watcher(api, config)
         .default_backoff()
         .modify(slim)
         .filter(move |event| futures::future::ready(!unchanged.is_repeat(event)))
-        .reflect_shared(writer);
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Delete(obj)) => deletions.owner_of(&obj),
-                Ok(_) => {}
-                Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
+        .reflect(writer);
+    tokio::spawn(route(stream, store.clone(), fan_out, deletions));
+    (store, triggers)
+}
+
+/// Passes each event of a reflected watch on: applied objects to the
+/// subscribers, deletions to the owners' controllers.
+async fn route<K>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    cache: Store<K>,
+    fan_out: FanOut<K>,
+    deletions: Deletions,
+) where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            // The cache has applied the event by the time it is seen here.
+            Ok(watcher::Event::Apply(obj)) => {
+                if let Some(cached) = cache.get(&ObjectRef::from_obj(&obj)) {
+                    fan_out.send(&cached);
+                }
             }
+            Ok(watcher::Event::InitDone) => cache.state().iter().for_each(|o| fan_out.send(o)),
+            Ok(watcher::Event::Delete(obj)) => deletions.owner_of(&obj),
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
         }
-    });
-    (store, handles)
+    }
+}
+
+/// The objects one controller hears of from one shared watch.
+type Triggers<K> = UnboundedReceiver<Arc<K>>;
+
+/// Sends every object that a watch applies to each of its subscribers.
+///
+/// Unbounded: each controller moves triggers straight into its scheduler,
+/// which keeps one entry per object, so a queue only holds what arrived
+/// since the controller's task last ran.
+struct FanOut<K> {
+    subscribers: Vec<UnboundedSender<Arc<K>>>,
+}
+
+impl<K> FanOut<K> {
+    fn new(subscribers: usize) -> (Self, Vec<Triggers<K>>) {
+        let (senders, receivers) = (0..subscribers).map(|_| unbounded()).unzip();
+        (
+            FanOut {
+                subscribers: senders,
+            },
+            receivers,
+        )
+    }
+
+    fn send(&self, obj: &Arc<K>) {
+        for subscriber in &self.subscribers {
+            // A closed channel means that controller is shutting down.
+            let _ = subscriber.unbounded_send(obj.clone());
+        }
+    }
 }
 
 /// Recognises watch events that change nothing Nestor keeps: an object whose
@@ -189,8 +243,8 @@ pub async fn run(
         Some(ns) => Scope::Namespace(client.clone(), ns.clone()),
         None => Scope::All(client.clone()),
     };
-    let (cluster_deletions, deleted_clusters) = futures::channel::mpsc::unbounded();
-    let (pool_deletions, deleted_pools) = futures::channel::mpsc::unbounded();
+    let (cluster_deletions, deleted_clusters) = unbounded();
+    let (pool_deletions, deleted_pools) = unbounded();
     let deletions = Deletions {
         clusters: cluster_deletions,
         pools: pool_deletions,
@@ -378,9 +432,7 @@ impl Scope {
     }
 }
 
-fn take<K: Resource<DynamicType = ()> + Clone + 'static>(
-    subs: &mut Vec<ReflectHandle<K>>,
-) -> ReflectHandle<K> {
+fn take<K>(subs: &mut Vec<Triggers<K>>) -> Triggers<K> {
     subs.pop().expect("one subscription per controller")
 }
 
@@ -464,6 +516,61 @@ mod tests {
             !unchanged.is_repeat(&apply(deployment("b", 0))),
             "a new list starts over"
         );
+    }
+
+    fn owned(name: &str, owner: &str) -> Workload<Deployment> {
+        let mut d = deployment(name, 0);
+        d.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "nestor.dev/v1alpha1".into(),
+                kind: "VirtualCluster".into(),
+                name: owner.into(),
+                uid: "u".into(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        d
+    }
+
+    /// An object updated then deleted before its subscribers read it (a
+    /// namespace going) must not cost them the events that follow: with
+    /// kube-runtime's shared streams it did, and the operator stopped
+    /// hearing of new VirtualClusters.
+    #[tokio::test]
+    async fn subscribers_hear_of_objects_that_follow_a_deleted_one() {
+        let (store, writer) = reflector::store();
+        let (fan_out, mut triggers) = FanOut::new(2);
+        let (clusters, mut deleted_clusters) = unbounded();
+        let (pools, _deleted_pools) = unbounded();
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(owned("listed", "one"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(owned("gone", "one"))),
+            Ok(watcher::Event::Delete(owned("gone", "one"))),
+            Ok(watcher::Event::Apply(owned("next", "two"))),
+        ]);
+        // The whole watch is routed before any subscriber reads.
+        route(
+            events.reflect(writer),
+            store,
+            fan_out,
+            Deletions { clusters, pools },
+        )
+        .await;
+        for trigger in triggers.drain(..) {
+            // Read the way a controller reads its triggers.
+            let mut selected = futures::stream::SelectAll::new();
+            selected.push(trigger);
+            let names: Vec<_> = selected
+                .map(|d| d.metadata.name.clone().unwrap_or_default())
+                .collect()
+                .await;
+            assert_eq!(names, ["listed", "gone", "next"]);
+        }
+        let owner = deleted_clusters.next().await.expect("the owner is told");
+        assert_eq!(owner, ObjectRef::new("one").within("ns"));
     }
 
     #[test]
