@@ -150,52 +150,108 @@ pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<()> {
     let namespace = secret.metadata.namespace.clone().unwrap_or_default();
     // The response carries only metadata: the keys just sent stay out of
     // this process's memory.
-    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let failed = |e: kube::Error| {
+        let (code, reason) = code_and_reason(&e);
+        Error::WriteSecret {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            code,
+            reason,
+        }
+    };
+    let live = api.get_metadata_opt(&name).await.map_err(failed)?;
+    if let Some(patch) = live.and_then(|live| adopt_created_fields(&live.metadata)) {
+        ctx.metrics.write("patch", "Secret");
+        api.patch_metadata(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .map_err(failed)?;
+    }
     ctx.metrics.write("apply", "Secret");
-    api.patch(
+    api.patch_metadata(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(secret),
     )
     .await
-    .map_err(|e| {
-        let (code, reason) = code_and_reason(&e);
-        Error::WriteSecret {
-            namespace,
-            name,
-            code,
-            reason,
-        }
-    })?;
+    .map_err(failed)?;
     Ok(())
+}
+
+/// The patch that makes the fields Nestor's create gave it (an `Update`
+/// entry of its manager, which server-side apply shares with its `Apply`
+/// entry and never prunes) into Nestor's applied fields, as `kubectl`
+/// upgrades client-side-applied objects; `None` when there is no such
+/// entry. The patch first tests that the entry is still where it was read.
+pub fn adopt_created_fields(meta: &ObjectMeta) -> Option<json_patch::Patch> {
+    let entries = meta.managed_fields.as_deref().unwrap_or_default();
+    let ours = |e: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry,
+                operation: &str| {
+        e.manager.as_deref() == Some(FIELD_MANAGER)
+            && e.operation.as_deref() == Some(operation)
+            && e.subresource.as_deref().unwrap_or("").is_empty()
+    };
+    let index = entries.iter().position(|e| ours(e, "Update"))?;
+    let entry = format!("/metadata/managedFields/{index}");
+    let mut ops = vec![
+        serde_json::json!({"op": "test", "path": format!("{entry}/manager"), "value": FIELD_MANAGER}),
+        serde_json::json!({"op": "test", "path": format!("{entry}/operation"), "value": "Update"}),
+    ];
+    // With an apply entry already there (an apply that came before this
+    // upgrade existed), the fields it lacks are dropped from Nestor's
+    // ownership instead: a merge of the two sets is not worth its code.
+    if entries.iter().any(|e| ours(e, "Apply")) {
+        ops.push(serde_json::json!({"op": "remove", "path": entry}));
+    } else {
+        ops.push(serde_json::json!({"op": "replace", "path": format!("{entry}/operation"), "value": "Apply"}));
+    }
+    // These operations are well-formed JSON patch operations.
+    serde_json::from_value(serde_json::Value::Array(ops)).ok()
 }
 
 /// Creates a Secret that must not exist yet. Returns false when it already
 /// exists (another writer, or a cache that has not seen it): nothing is
-/// overwritten.
+/// overwritten. Like an apply, the response carries only metadata.
 pub async fn create_secret(ctx: &Context, secret: &Secret) -> Result<bool> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let namespace = secret.metadata.namespace.clone().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    ctx.metrics.write("create", "Secret");
+    let failed = |e: &kube::Error| {
+        let (code, reason) = code_and_reason(e);
+        Error::WriteSecret {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            code,
+            reason,
+        }
+    };
     let params = kube::api::PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match api.create(&params, secret).await {
+    // Serializing a k8s-openapi object cannot fail.
+    let body = serde_json::to_vec(secret).expect("a Secret serializes");
+    let mut request = kube::core::Request::new(Secret::url_path(&(), Some(&namespace)))
+        .create(&params, body)
+        .map_err(|e| failed(&kube::Error::BuildRequest(e)))?;
+    request.headers_mut().insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static(METADATA_ONLY),
+    );
+    request.extensions_mut().insert("create");
+    ctx.metrics.write("create", "Secret");
+    match ctx
+        .client
+        .request::<PartialObjectMeta<Secret>>(request)
+        .await
+    {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(e) => {
-            let (code, reason) = code_and_reason(&e);
-            Err(Error::WriteSecret {
-                namespace,
-                name,
-                code,
-                reason,
-            })
-        }
+        Err(e) => Err(failed(&e)),
     }
 }
+
+/// Asks the API server to answer with the object's metadata only.
+const METADATA_ONLY: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
 
 /// Reads a Secret with its data (the caches hold none). Errors keep only the
 /// HTTP status.
@@ -300,6 +356,52 @@ mod tests {
             operation: Some("Update".into()),
             ..ManagedFieldsEntry::default()
         }
+    }
+
+    fn operations(patch: &json_patch::Patch) -> Vec<serde_json::Value> {
+        let value = serde_json::to_value(patch).unwrap();
+        value.as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn created_fields_are_adopted_as_applied_ones() {
+        let applied = |mut e: ManagedFieldsEntry| {
+            e.operation = Some("Apply".into());
+            e
+        };
+        let at = "2026-01-01T00:00:00Z";
+        let meta = |entries| ObjectMeta {
+            managed_fields: Some(entries),
+            ..ObjectMeta::default()
+        };
+        // Applied from the start, or not Nestor's: nothing to do.
+        assert!(
+            adopt_created_fields(&meta(vec![applied(entry(FIELD_MANAGER, at, None))])).is_none()
+        );
+        assert!(adopt_created_fields(&meta(vec![entry("kubectl", at, None)])).is_none());
+        // Created by Nestor: the entry (second here) becomes its apply entry.
+        let patch = adopt_created_fields(&meta(vec![
+            entry("kube-controller-manager", at, None),
+            entry(FIELD_MANAGER, at, None),
+        ]))
+        .expect("a patch");
+        let ops = operations(&patch);
+        assert_eq!(ops.len(), 3);
+        assert_eq!(ops[0]["op"], "test");
+        assert_eq!(ops[0]["path"], "/metadata/managedFields/1/manager");
+        assert_eq!(ops[1]["value"], "Update");
+        assert_eq!(ops[2]["op"], "replace");
+        assert_eq!(ops[2]["path"], "/metadata/managedFields/1/operation");
+        assert_eq!(ops[2]["value"], "Apply");
+        // Both entries: the created one goes.
+        let patch = adopt_created_fields(&meta(vec![
+            applied(entry(FIELD_MANAGER, at, None)),
+            entry(FIELD_MANAGER, at, None),
+        ]))
+        .expect("a patch");
+        let ops = operations(&patch);
+        assert_eq!(ops[2]["op"], "remove");
+        assert_eq!(ops[2]["path"], "/metadata/managedFields/1");
     }
 
     #[test]

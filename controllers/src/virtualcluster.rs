@@ -437,7 +437,18 @@ async fn ensure_pki(
         .map(|kind| secrets::desired_pki_secret(*kind, inputs, exposure, &bundle))
         .collect::<Result<Vec<Secret>, _>>()
         .map_err(pki_error)?;
-    futures::future::try_join_all(built.iter().map(|secret| apply_secret(ctx, secret))).await?;
+    // Leaves signed by roots created just now are new: they are created,
+    // which costs the API server a quarter of an apply (`nestor-bench
+    // writes`: 1.0 against 4.4 ms of CPU for a Secret). One that exists
+    // (a 409: left by earlier roots) is applied over. Renewals are applies,
+    // which take over the fields the create gave Nestor.
+    futures::future::try_join_all(built.iter().map(|secret| async move {
+        if created && create_secret(ctx, secret).await? {
+            return Ok(());
+        }
+        apply_secret(ctx, secret).await
+    }))
+    .await?;
     let issued: Vec<String> = to_issue.iter().map(|k| k.name(names)).collect();
     let provisioned_before = vc.status.as_ref().is_some_and(|s| !s.conditions.is_empty());
     if created && provisioned_before {

@@ -733,9 +733,34 @@ async fn spec_edits_roll_out(env: &Env) -> Result<()> {
     let s = env.scenario("edits").await?;
     s.apply(&vc_yaml("edit", "{}"))?;
     converged(&s, "edit", Duration::from_secs(60)).await?;
+    // Leaves are created with the roots; their first renewal (the new SAN
+    // below) is an apply, which must take over every field the create gave
+    // Nestor, so that later applies prune what they no longer send.
+    let secrets = s.api::<Secret>();
+    let serving = "edit-apiserver-certs";
+    let writers = |secret: &Secret| -> Vec<(String, String)> {
+        secret
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e.manager.clone().unwrap_or_default(),
+                    e.operation.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let created = secrets.get(serving).await?;
+    ensure!(
+        writers(&created) == [("nestor-operator".to_string(), "Update".to_string())],
+        "a new leaf is created by Nestor alone: {:?}",
+        writers(&created)
+    );
     s.apply(&vc_yaml(
         "edit",
-        "{apiServer: {replicas: 2, extraArgs: {v: \"2\"}, resources: {requests: {cpu: 200m, memory: 256Mi}}}, controllerManager: {replicas: 2, extraArgs: {node-monitor-grace-period: 20s}}, scheduler: {extraArgs: {v: \"3\"}}}",
+        "{apiServer: {certSANs: [edit.example.test], replicas: 2, extraArgs: {v: \"2\"}, resources: {requests: {cpu: 200m, memory: 256Mi}}}, controllerManager: {replicas: 2, extraArgs: {node-monitor-grace-period: 20s}}, scheduler: {extraArgs: {v: \"3\"}}}",
     ))?;
     let deployments = s.api::<Deployment>();
     wait_for(
@@ -777,6 +802,19 @@ async fn spec_edits_roll_out(env: &Env) -> Result<()> {
                         .and_then(|c| c.command)
                         .unwrap_or_default()
                         .contains(&"--v=3".to_string()))
+            })
+        },
+    )
+    .await?;
+    wait_for(
+        "the serving certificate's renewal",
+        Duration::from_secs(30),
+        || {
+            let (secrets, created) = (secrets.clone(), created.clone());
+            Box::pin(async move {
+                let renewed = secrets.get(serving).await?;
+                Ok(renewed.data != created.data
+                    && writers(&renewed) == [("nestor-operator".to_string(), "Apply".to_string())])
             })
         },
     )
