@@ -124,6 +124,19 @@ impl Error {
         matches!(self.innermost(), Error::CleanupPending(_))
     }
 
+    /// A write refused because the namespace is being deleted: the cluster
+    /// goes with it, so this is not a failure to report, and the reconcile
+    /// waits for the deletion instead of retrying every few seconds.
+    pub fn namespace_terminating(&self) -> bool {
+        match self.innermost() {
+            Error::ApplyChild { source, .. }
+            | Error::PatchStatus { source, .. }
+            | Error::Cleanup { source, .. } => is_namespace_terminating(source),
+            Error::WriteSecret { reason, .. } => reason == NAMESPACE_TERMINATING,
+            _ => false,
+        }
+    }
+
     /// Errors a retry cannot fix without a human; they back off slowly.
     pub fn needs_human(&self) -> bool {
         matches!(self.innermost(), Error::DamagedCa { .. })
@@ -145,12 +158,69 @@ impl Error {
 /// (which, for a Secret, could echo content).
 pub fn code_and_reason(err: &kube::Error) -> (u16, String) {
     match err {
+        kube::Error::Api(_) if is_namespace_terminating(err) => (403, NAMESPACE_TERMINATING.into()),
         kube::Error::Api(status) => (status.code, status.reason.clone()),
         _ => (0, "connection".into()),
     }
 }
 
+/// How long a reconcile refused by a namespace's deletion waits before it
+/// looks again (the deletion itself triggers the cleanup at once).
+pub const NAMESPACE_DELETION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The cause the API server gives for a write into a namespace that is
+/// being deleted.
+const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
+
+fn is_namespace_terminating(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status
+        .details
+        .iter()
+        .flat_map(|d| &d.causes)
+        .any(|c| c.reason == NAMESPACE_TERMINATING))
+}
+
 /// True for a 404 from the API server.
 pub fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 404)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn forbidden(cause: Option<&str>) -> kube::Error {
+        let mut status = serde_json::json!({"code": 403, "reason": "Forbidden"});
+        if let Some(cause) = cause {
+            status["details"] = serde_json::json!({"causes": [{"reason": cause}]});
+        }
+        kube::Error::Api(Box::new(serde_json::from_value::<Status>(status).unwrap()))
+    }
+
+    #[test]
+    fn a_namespace_being_deleted_is_told_apart_from_other_refusals() {
+        let apply = |source| Error::ApplyChild {
+            kind: "Service",
+            namespace: "ns".into(),
+            name: "vc-apiserver".into(),
+            source,
+        };
+        assert!(apply(forbidden(Some(NAMESPACE_TERMINATING))).namespace_terminating());
+        assert!(!apply(forbidden(None)).namespace_terminating(), "RBAC");
+        let wrapped = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(
+            apply(forbidden(Some(NAMESPACE_TERMINATING))),
+        )));
+        assert!(wrapped.namespace_terminating());
+        // A Secret write keeps the cause, never the message.
+        let (code, reason) = code_and_reason(&forbidden(Some(NAMESPACE_TERMINATING)));
+        let secret = Error::WriteSecret {
+            namespace: "ns".into(),
+            name: "vc-ca".into(),
+            code,
+            reason,
+        };
+        assert!(secret.namespace_terminating());
+        assert_eq!(code_and_reason(&forbidden(None)), (403, "Forbidden".into()));
+    }
 }

@@ -13,7 +13,7 @@
 use crate::apply::{apply_owned, apply_secret, read_secret};
 use crate::cached::Workload;
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{Error, NAMESPACE_DELETION_WAIT, Result};
 use crate::kubeconfig::{self, Credentials};
 use crate::meta::{
     ClusterNames, INPUTS_HASH, pool_child_meta, pool_selector_labels, selector_string,
@@ -41,7 +41,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub const CONTROL_PLANE_READY: &str = "ControlPlaneReady";
 pub const NODES_READY: &str = "NodesReady";
@@ -1031,6 +1031,10 @@ async fn publish(ctx: &Context, pool: &NodePool, type_: EventType, reason: &str,
 
 /// Transient errors back off.
 pub fn error_policy(_pool: Arc<NodePool>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.namespace_terminating() {
+        debug!(error = %error, "the namespace is being deleted; waiting for it");
+        return Action::requeue(NAMESPACE_DELETION_WAIT);
+    }
     if error.is_pending() {
         return Action::requeue(Duration::from_secs(2));
     }

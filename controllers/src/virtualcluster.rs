@@ -12,7 +12,7 @@ use crate::apply::{Applied, apply_owned, apply_secret, create_secret, read_secre
 use crate::cached::CachedService;
 use crate::cluster::ClusterInputs;
 use crate::context::Context;
-use crate::error::{Error, Result, is_not_found};
+use crate::error::{Error, NAMESPACE_DELETION_WAIT, Result, is_not_found};
 use crate::meta::{CLUSTER_LABEL, ClusterNames, FINALIZER, MANAGED_BY};
 use crate::secrets::{self, BUNDLE_FINGERPRINT, Exposure, PkiSecret};
 use crate::status::{Observed, READY, Rollout, compute_status};
@@ -29,7 +29,7 @@ use kube::runtime::reflector::ObjectRef;
 use nestor_crds::{ExposureType, NodePool, VirtualCluster, VirtualClusterStatus};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How often a settled cluster is looked at again, to repair drift the
 /// watches could not see. It reads only caches and writes nothing when
@@ -55,6 +55,10 @@ pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Act
 
 /// Transient errors back off; errors that need a human back off slowly.
 pub fn error_policy(_vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.namespace_terminating() {
+        debug!(error = %error, "the namespace is being deleted; waiting for it");
+        return Action::requeue(NAMESPACE_DELETION_WAIT);
+    }
     ctx.metrics
         .failures
         .get_or_create(&crate::metrics::ErrorLabels {
