@@ -496,29 +496,26 @@ async fn deadlines_reported(
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let params = kube::api::ListParams::default().labels(&owned_selector());
     loop {
-        let pending = api
-            .list(&params)
-            .await?
-            .items
-            .iter()
-            .filter(|d| {
-                let progressing = d
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"));
-                !progressing.is_some_and(|c| {
-                    c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-                        || c.reason.as_deref() == Some("NewReplicaSetAvailable")
-                })
-            })
-            .count();
-        if pending == 0 {
+        let mut pending = BTreeMap::<String, usize>::new();
+        for d in api.list(&params).await?.items {
+            let progressing = d
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"));
+            let reason = progressing
+                .and_then(|c| c.reason.clone())
+                .unwrap_or_else(|| "no Progressing condition".into());
+            if reason != "ProgressDeadlineExceeded" && reason != "NewReplicaSetAvailable" {
+                *pending.entry(reason).or_default() += 1;
+            }
+        }
+        if pending.is_empty() {
             return Ok(());
         }
         ensure!(
             Instant::now() < deadline,
-            "{pending} Deployments still progressing past their deadline"
+            "Deployments still progressing past their deadline, by reason: {pending:?}"
         );
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
@@ -586,7 +583,22 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         profiling: std::env::var_os("NESTOR_BENCH_PROFILE_APISERVER").is_some(),
         ..Default::default()
     };
-    let bed = TestBed::start(&dir, Lifetime::Tied, &options).await?;
+    let mut bed = TestBed::start(&dir, Lifetime::Tied, &options).await?;
+    let result = measure(n, operator_bin, &bed, &options).await;
+    if result.is_err() {
+        bed.keep_logs();
+        eprintln!("bench N={n}: logs kept in {}", dir.join("logs").display());
+    }
+    result
+}
+
+/// One size's run on a started test bed.
+async fn measure(
+    n: usize,
+    operator_bin: &Path,
+    bed: &TestBed,
+    options: &TestBedOptions,
+) -> Result<Value> {
     let admin = bed.client().await?;
     kubectl_ok(
         &bed.kubeconfig,
@@ -616,11 +628,11 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         client_for(&bed.user_kubeconfig(FLOOR_USER, &["system:masters"], "floor.kubeconfig")?)
             .await?;
     let (floor_seconds, floor_cpu) =
-        measure_floor(&bed, &admin, &floor_client, n, FloorOrder::ByKind).await?;
+        measure_floor(bed, &admin, &floor_client, n, FloorOrder::ByKind).await?;
     let (floor_by_cluster_seconds, floor_by_cluster_cpu) =
-        measure_floor(&bed, &admin, &floor_client, n, FloorOrder::ByCluster).await?;
+        measure_floor(bed, &admin, &floor_client, n, FloorOrder::ByCluster).await?;
     let (floor_applied_seconds, floor_applied_cpu) =
-        measure_floor(&bed, &admin, &floor_client, n, FloorOrder::Applied).await?;
+        measure_floor(bed, &admin, &floor_client, n, FloorOrder::Applied).await?;
 
     let kubeconfig =
         bed.user_kubeconfig(OPERATOR_USER, &["system:masters"], "operator.kubeconfig")?;
@@ -659,8 +671,8 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     let (_, audit_offset) = audit_counts(&audit, 0, false)?;
 
     let progress = Progress::start(&admin, "bench").await?;
-    let operator_cpu_before = control_plane_cpu(&bed);
-    let operator_profile = profile(&bed, "operator")?;
+    let operator_cpu_before = control_plane_cpu(bed);
+    let operator_profile = profile(bed, "operator")?;
     let started = Instant::now();
     write_all(
         &admin,
@@ -691,7 +703,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     }
     let converged_at = Instant::now();
     let converged = started.elapsed().as_secs_f64();
-    let converged_cpu = cpu_since(&operator_cpu_before, &bed);
+    let converged_cpu = cpu_since(&operator_cpu_before, bed);
     let converged_writes = writes_by_kind(&operator_metrics(port).await?);
     if let Some(mut p) = operator_profile {
         p.wait()?;
@@ -744,7 +756,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
             }
         }
         let settled = started.elapsed().as_secs_f64() - 20.0;
-        until_quiet(&bed).await;
+        until_quiet(bed).await;
         if operator_writes(port).await? == last {
             break settled;
         }
@@ -786,7 +798,6 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     }
     let repair = deleted.elapsed().as_secs_f64();
     operator.stop(Duration::from_secs(10));
-    drop(bed);
 
     let per = |v: f64| v / n as f64;
     let rest = json!({
