@@ -487,16 +487,20 @@ async fn operator_writes(port: u16) -> Result<f64> {
 /// Waits until the workload controller has decided every Deployment's
 /// rollout: its `Progressing` condition is either complete
 /// (`NewReplicaSetAvailable`, as for those scaled to zero) or failed
-/// (`ProgressDeadlineExceeded`). Asks every 10 s until `deadline`.
-async fn deadlines_reported(
-    client: &kube::Client,
-    namespace: &str,
-    deadline: Instant,
-) -> Result<()> {
+/// (`ProgressDeadlineExceeded`). Asks every 10 s. Gives up when a
+/// Deployment still pending was last updated more than its progress
+/// deadline and five minutes ago, or after `cap`: the controller-manager
+/// (20 requests a second by default) may reach the last of thousands of
+/// Deployments many minutes after convergence, and its clock for each
+/// starts then.
+async fn deadlines_reported(client: &kube::Client, namespace: &str, cap: Instant) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let params = kube::api::ListParams::default().labels(&owned_selector());
+    let grace = k8s_openapi::jiff::SignedDuration::from_secs(300);
     loop {
+        let now = k8s_openapi::jiff::Timestamp::now();
         let mut pending = BTreeMap::<String, usize>::new();
+        let mut overdue = 0;
         for d in api.list(&params).await?.items {
             let progressing = d
                 .status
@@ -506,16 +510,27 @@ async fn deadlines_reported(
             let reason = progressing
                 .and_then(|c| c.reason.clone())
                 .unwrap_or_else(|| "no Progressing condition".into());
-            if reason != "ProgressDeadlineExceeded" && reason != "NewReplicaSetAvailable" {
-                *pending.entry(reason).or_default() += 1;
+            if reason == "ProgressDeadlineExceeded" || reason == "NewReplicaSetAvailable" {
+                continue;
+            }
+            *pending.entry(reason).or_default() += 1;
+            let deadline = k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+                d.spec
+                    .as_ref()
+                    .and_then(|s| s.progress_deadline_seconds)
+                    .unwrap_or(600),
+            ));
+            let updated = progressing.and_then(|c| c.last_update_time.as_ref());
+            if updated.is_some_and(|t| now.duration_since(t.0) > deadline + grace) {
+                overdue += 1;
             }
         }
         if pending.is_empty() {
             return Ok(());
         }
         ensure!(
-            Instant::now() < deadline,
-            "Deployments still progressing past their deadline, by reason: {pending:?}"
+            overdue == 0 && Instant::now() < cap,
+            "Deployments still progressing, by reason: {pending:?}; {overdue} of them past their deadline"
         );
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
@@ -743,7 +758,7 @@ async fn measure(
     // late under load), and none while the control plane calms down: idle
     // is measured on a quiet world.
     tokio::time::sleep_until((converged_at + PROGRESS_DEADLINE).into()).await;
-    deadlines_reported(&admin, "bench", converged_at + PROGRESS_DEADLINE * 2).await?;
+    deadlines_reported(&admin, "bench", converged_at + PROGRESS_DEADLINE * 6).await?;
     let settled = loop {
         let mut last = operator_writes(port).await?;
         let mut quiet_since = Instant::now();
