@@ -151,15 +151,7 @@ pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<()> {
     // The response carries only metadata: the keys just sent stay out of
     // this process's memory.
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let failed = |e: kube::Error| {
-        let (code, reason) = code_and_reason(&e);
-        Error::WriteSecret {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            code,
-            reason,
-        }
-    };
+    let failed = |e: kube::Error| secret_write_failed(&namespace, &name, &e);
     let live = api.get_metadata_opt(&name).await.map_err(failed)?;
     if let Some(patch) = live.and_then(|live| adopt_created_fields(&live.metadata)) {
         ctx.metrics.write("patch", "Secret");
@@ -215,15 +207,7 @@ pub fn adopt_created_fields(meta: &ObjectMeta) -> Option<json_patch::Patch> {
 pub async fn create_secret(ctx: &Context, secret: &Secret) -> Result<bool> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let namespace = secret.metadata.namespace.clone().unwrap_or_default();
-    let failed = |e: &kube::Error| {
-        let (code, reason) = code_and_reason(e);
-        Error::WriteSecret {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            code,
-            reason,
-        }
-    };
+    let failed = |e: &kube::Error| secret_write_failed(&namespace, &name, e);
     let params = kube::api::PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
@@ -247,6 +231,17 @@ pub async fn create_secret(ctx: &Context, secret: &Secret) -> Result<bool> {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(e) => Err(failed(&e)),
+    }
+}
+
+/// A failed Secret write, with the HTTP status only, never the message.
+fn secret_write_failed(namespace: &str, name: &str, e: &kube::Error) -> Error {
+    let (code, reason) = code_and_reason(e);
+    Error::WriteSecret {
+        namespace: namespace.into(),
+        name: name.into(),
+        code,
+        reason,
     }
 }
 
