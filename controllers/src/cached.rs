@@ -112,6 +112,10 @@ impl<K> Workload<K> {
     }
 }
 
+impl<K> crate::apply::CachedForm for Workload<K> {
+    const METADATA_ONLY: bool = false;
+}
+
 // Derives would bound `K`, which is only a marker.
 impl<K> Clone for Workload<K> {
     fn clone(&self) -> Self {
@@ -198,6 +202,10 @@ impl CachedService {
             .as_deref()
             .filter(|ip| !ip.is_empty() && *ip != "None")
     }
+}
+
+impl crate::apply::CachedForm for CachedService {
+    const METADATA_ONLY: bool = false;
 }
 
 impl Resource for CachedService {

@@ -5,8 +5,10 @@ use crate::pki::PkiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("applying {kind} {namespace}/{name}: {source}")]
+    #[error("{verb} {kind} {namespace}/{name}: {source}")]
     ApplyChild {
+        /// What was being done: applying, creating, reading or adopting.
+        verb: &'static str,
         kind: &'static str,
         namespace: String,
         name: String,
@@ -201,6 +203,7 @@ mod tests {
     #[test]
     fn a_namespace_being_deleted_is_told_apart_from_other_refusals() {
         let apply = |source| Error::ApplyChild {
+            verb: "creating",
             kind: "Service",
             namespace: "ns".into(),
             name: "vc-apiserver".into(),

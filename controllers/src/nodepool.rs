@@ -10,7 +10,7 @@
 //! kubelet must create containers, mounts and network namespaces. They run
 //! without host networking, host PID or host paths, on volumes of their own.
 
-use crate::apply::{apply_owned, apply_secret, read_secret};
+use crate::apply::{FirstWrite, apply_owned, apply_secret, read_secret};
 use crate::cached::Workload;
 use crate::context::Context;
 use crate::error::{Error, NAMESPACE_DELETION_WAIT, Result};
@@ -769,8 +769,14 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         &ctx.settings.node_registry_mirrors,
     );
     let config_hash = node_config_hash(&config);
-    apply_owned(ctx, &ctx.stores.config_maps, config).await?;
-    apply_owned(ctx, &ctx.stores.services, desired_node_service(&pool)).await?;
+    apply_owned(ctx, &ctx.stores.config_maps, config, FirstWrite::Create).await?;
+    apply_owned(
+        ctx,
+        &ctx.stores.services,
+        desired_node_service(&pool),
+        FirstWrite::Create,
+    )
+    .await?;
     let mut observed = PoolObserved {
         control_plane_ready: Some(cp_ready),
         ..observe(ctx, &pn)
@@ -812,6 +818,8 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         ctx,
         &ctx.stores.stateful_sets,
         desired_node_statefulset(&pool, &vc, &image, replicas, &config_hash),
+        // Its replicas follow the pool's scale.
+        FirstWrite::Apply,
     )
     .await?;
     update_status(ctx, &pool, &observed).await?;

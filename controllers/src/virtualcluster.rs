@@ -8,7 +8,7 @@
 use crate::apiserver::{
     desired_apiserver_deployment, desired_apiserver_service, published_endpoint,
 };
-use crate::apply::{Applied, apply_owned, apply_secret, create_secret, read_secret};
+use crate::apply::{Applied, FirstWrite, apply_owned, apply_secret, create_secret, read_secret};
 use crate::cached::CachedService;
 use crate::cluster::ClusterInputs;
 use crate::context::Context;
@@ -111,15 +111,27 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
         apply_owned(
             ctx,
             &stores.services,
-            etcd::desired_etcd_peer_service(&inputs)
+            etcd::desired_etcd_peer_service(&inputs),
+            FirstWrite::Create,
         ),
         apply_owned(
             ctx,
             &stores.services,
-            etcd::desired_etcd_client_service(&inputs)
+            etcd::desired_etcd_client_service(&inputs),
+            FirstWrite::Create,
         ),
-        apply_owned(ctx, &stores.services, addons::desired_dns_service(&inputs)),
-        apply_owned(ctx, &stores.services, desired_apiserver_service(&inputs)),
+        apply_owned(
+            ctx,
+            &stores.services,
+            addons::desired_dns_service(&inputs),
+            FirstWrite::Create,
+        ),
+        apply_owned(
+            ctx,
+            &stores.services,
+            desired_apiserver_service(&inputs),
+            FirstWrite::Create,
+        ),
     )?;
     let exposure = exposure(ctx, &vc, &names, api_service.object()).await?;
 
@@ -129,22 +141,26 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
         apply_owned(
             ctx,
             &stores.config_maps,
-            addons::desired_kube_proxy_config_map(&inputs)
+            addons::desired_kube_proxy_config_map(&inputs),
+            FirstWrite::Create,
         ),
         apply_owned(
             ctx,
             &stores.network_policies,
-            etcd::desired_etcd_network_policy(&inputs)
+            etcd::desired_etcd_network_policy(&inputs),
+            FirstWrite::Create,
         ),
         apply_owned(
             ctx,
             &stores.stateful_sets,
-            etcd::desired_etcd_statefulset(&inputs)
+            etcd::desired_etcd_statefulset(&inputs),
+            FirstWrite::Create,
         ),
         apply_owned(
             ctx,
             &stores.deployments,
-            desired_apiserver_deployment(&inputs)
+            desired_apiserver_deployment(&inputs),
+            FirstWrite::Create,
         ),
     )?;
     // The API server's clients start once it serves (and CoreDNS once its
@@ -162,21 +178,33 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let cm_started = serving || started(names.controller_manager());
     let scheduler_started = serving || started(names.scheduler());
     let dns_started = addons_installed || started(names.coredns());
+    // Held at zero replicas, they are applied: starting them is then a
+    // plain apply.
+    let first = |started: bool| {
+        if started {
+            FirstWrite::Create
+        } else {
+            FirstWrite::Apply
+        }
+    };
     let (controller_manager, scheduler, coredns) = futures::try_join!(
         apply_owned(
             ctx,
             &stores.deployments,
             controller_manager::desired_controller_manager_deployment(&inputs, cm_started),
+            first(cm_started),
         ),
         apply_owned(
             ctx,
             &stores.deployments,
             scheduler::desired_scheduler_deployment(&inputs, scheduler_started),
+            first(scheduler_started),
         ),
         apply_owned(
             ctx,
             &stores.deployments,
-            addons::desired_coredns_deployment(&inputs, dns_started)
+            addons::desired_coredns_deployment(&inputs, dns_started),
+            first(dns_started),
         ),
     )?;
     let deployment = |applied: Applied<_>| Some(Rollout::from_deployment(applied.object()));
@@ -265,10 +293,17 @@ async fn ensure_nested_addons(
     } else {
         installed
     };
+    // Until the add-ons are in, the ConfigMap will change: applied.
+    let first = if installed.is_some() {
+        FirstWrite::Create
+    } else {
+        FirstWrite::Apply
+    };
     apply_owned(
         ctx,
         &ctx.stores.config_maps,
         addons::desired_coredns_config_map(inputs, installed.as_deref()),
+        first,
     )
     .await?;
     Ok(installed.is_some())

@@ -758,11 +758,28 @@ async fn spec_edits_roll_out(env: &Env) -> Result<()> {
         "a new leaf is created by Nestor alone: {:?}",
         writers(&created)
     );
+    // So is the API server's Deployment; the edit below is applied, and
+    // takes over what the create gave Nestor in the same way.
+    let deployments = s.api::<Deployment>();
+    let nestor_entries = |d: &Deployment| -> Vec<String> {
+        d.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|e| e.manager.as_deref() == Some("nestor-operator"))
+            .map(|e| e.operation.clone().unwrap_or_default())
+            .collect()
+    };
+    let apiserver = deployments.get("edit-apiserver").await?;
+    ensure!(
+        nestor_entries(&apiserver) == ["Update"],
+        "the API server's Deployment is created: {:?}",
+        nestor_entries(&apiserver)
+    );
     s.apply(&vc_yaml(
         "edit",
         "{apiServer: {certSANs: [edit.example.test], replicas: 2, extraArgs: {v: \"2\"}, resources: {requests: {cpu: 200m, memory: 256Mi}}}, controllerManager: {replicas: 2, extraArgs: {node-monitor-grace-period: 20s}}, scheduler: {extraArgs: {v: \"3\"}}}",
     ))?;
-    let deployments = s.api::<Deployment>();
     wait_for(
         "the edits to reach the Deployments",
         Duration::from_secs(30),
@@ -789,6 +806,7 @@ async fn spec_edits_roll_out(env: &Env) -> Result<()> {
                 // (The controller-manager has no replicas before the API server
                 // serves, which it never does without a kubelet.)
                 Ok(api.spec.as_ref().and_then(|s| s.replicas) == Some(2)
+                    && nestor_entries(&api) == ["Apply"]
                     && api_c
                         .command
                         .unwrap_or_default()
