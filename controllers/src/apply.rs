@@ -94,6 +94,13 @@ pub enum FirstWrite {
     Apply,
 }
 
+impl FirstWrite {
+    /// `Create` for a child in its lasting form, `Apply` for a passing one.
+    pub fn lasting(lasting: bool) -> Self {
+        if lasting { Self::Create } else { Self::Apply }
+    }
+}
+
 /// What the caches keep of a kind, and so what a write asks back: the
 /// metadata only, or the whole object (decoded into a narrow view).
 pub trait CachedForm {
@@ -143,16 +150,8 @@ where
         .annotations
         .get_or_insert_with(Default::default)
         .insert(APPLIED_HASH.into(), hash.clone());
-    let name = desired.meta().name.clone().unwrap_or_default();
-    let namespace = desired.meta().namespace.clone().unwrap_or_default();
-    let child = Child {
-        ctx,
-        kind: static_kind::<K>(),
-        name: &name,
-        namespace: &namespace,
-        request: kube::core::Request::new(K::url_path(&(), Some(&namespace))),
-    };
-    let exists = match store.get(&ObjectRef::new(&name).within(&namespace)) {
+    let child = Child::of::<K>(ctx, desired.meta());
+    let exists = match store.get(&ObjectRef::new(child.name).within(child.namespace)) {
         Some(live) if is_current(live.meta(), &hash) => return Ok(child.unchanged(live)),
         Some(_) => true,
         None => false,
@@ -174,9 +173,7 @@ where
         if is_current(fresh.meta(), &hash) {
             return Ok(child.unchanged(Arc::new(fresh)));
         }
-        if let Some(patch) = adopt_created_fields(fresh.meta()) {
-            child.adopt::<C>(patch).await?;
-        }
+        child.adopt::<C>(fresh.meta()).await?;
     }
     let written = child.apply::<C, K>(&desired).await?;
     Ok(Applied::Written(Arc::new(written)))
@@ -191,14 +188,39 @@ struct Child<'a> {
     request: kube::core::Request,
 }
 
-impl Child<'_> {
+impl<'a> Child<'a> {
+    /// The child of kind `K` that `meta` names.
+    fn of<K: Resource<DynamicType = ()>>(ctx: &'a Context, meta: &'a ObjectMeta) -> Self {
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        Self {
+            ctx,
+            kind: static_kind::<K>(),
+            name: meta.name.as_deref().unwrap_or_default(),
+            namespace,
+            request: kube::core::Request::new(K::url_path(&(), Some(namespace))),
+        }
+    }
+
+    /// The error of a failed request. Of a Secret it keeps only the HTTP
+    /// status, never the server's message (which may quote the data).
     fn failed(&self, verb: &'static str) -> impl FnOnce(kube::Error) -> Error + '_ {
-        move |source| Error::ApplyChild {
-            verb,
-            kind: self.kind,
-            namespace: self.namespace.into(),
-            name: self.name.into(),
-            source,
+        move |source| {
+            if self.kind == "Secret" {
+                let (code, reason) = code_and_reason(&source);
+                return Error::WriteSecret {
+                    namespace: self.namespace.into(),
+                    name: self.name.into(),
+                    code,
+                    reason,
+                };
+            }
+            Error::ApplyChild {
+                verb,
+                kind: self.kind,
+                namespace: self.namespace.into(),
+                name: self.name.into(),
+                source,
+            }
         }
     }
 
@@ -214,11 +236,31 @@ impl Child<'_> {
         Applied::Unchanged(live)
     }
 
-    /// `None` when the child already exists.
+    /// Creates the child with Nestor's field manager; `None` when it
+    /// already exists (nothing is overwritten).
     async fn create<C: CachedForm + DeserializeOwned>(&self, body: Vec<u8>) -> Result<Option<C>> {
-        create(self.ctx, &self.request, self.kind, body, C::METADATA_ONLY)
-            .await
-            .map_err(self.failed("creating"))
+        let params = kube::api::PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let mut request = self
+            .request
+            .create(&params, body)
+            .map_err(kube::Error::BuildRequest)
+            .map_err(self.failed("creating"))?;
+        if C::METADATA_ONLY {
+            request.headers_mut().insert(
+                http::header::ACCEPT,
+                http::HeaderValue::from_static(METADATA_ONLY),
+            );
+        }
+        request.extensions_mut().insert("create");
+        self.ctx.metrics.write("create", self.kind);
+        match self.ctx.client.request::<C>(request).await {
+            Ok(created) => Ok(Some(created)),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+            Err(e) => Err(self.failed("creating")(e)),
+        }
     }
 
     /// `None` when the child does not exist.
@@ -240,14 +282,16 @@ impl Child<'_> {
         }
     }
 
-    async fn adopt<C: CachedForm + DeserializeOwned>(&self, patch: json_patch::Patch) -> Result<C> {
+    /// Adopts the fields a create gave Nestor ([`adopt_created_fields`]),
+    /// if the live child, as read, shows such a create.
+    async fn adopt<C: CachedForm + DeserializeOwned>(&self, live: &ObjectMeta) -> Result<()> {
+        let Some(patch) = adopt_created_fields(live) else {
+            return Ok(());
+        };
         self.ctx.metrics.write("patch", self.kind);
-        self.patch(
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-            "adopting",
-        )
-        .await
+        self.patch::<C, ()>(&PatchParams::default(), &Patch::Json(patch), "adopting")
+            .await
+            .map(drop)
     }
 
     async fn apply<C: CachedForm + DeserializeOwned, K: Serialize + Debug>(
@@ -283,63 +327,21 @@ impl Child<'_> {
     }
 }
 
-/// Creates an object with Nestor's field manager; `Ok(None)` when it
-/// already exists (nothing is overwritten). With `metadata_only`, the
-/// response carries only the created object's metadata.
-async fn create<C: DeserializeOwned>(
-    ctx: &Context,
-    collection: &kube::core::Request,
-    kind: &'static str,
-    body: Vec<u8>,
-    metadata_only: bool,
-) -> std::result::Result<Option<C>, kube::Error> {
-    let params = kube::api::PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    let mut request = collection
-        .create(&params, body)
-        .map_err(kube::Error::BuildRequest)?;
-    if metadata_only {
-        request.headers_mut().insert(
-            http::header::ACCEPT,
-            http::HeaderValue::from_static(METADATA_ONLY),
-        );
-    }
-    request.extensions_mut().insert("create");
-    ctx.metrics.write("create", kind);
-    match ctx.client.request::<C>(request).await {
-        Ok(created) => Ok(Some(created)),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Applies a Secret Nestor decided to (re)issue. Errors keep only the HTTP
-/// status, never the server's message.
+/// Applies a Secret Nestor decided to (re)issue, adopting first what a
+/// create gave Nestor. Errors keep only the HTTP status, never the
+/// server's message. Every response carries only metadata: the keys just
+/// sent stay out of this process's memory.
 pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<()> {
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
-    // The response carries only metadata: the keys just sent stay out of
-    // this process's memory.
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let failed = |e: kube::Error| secret_write_failed(&namespace, &name, &e);
-    let live = api.get_metadata_opt(&name).await.map_err(failed)?;
-    if let Some(patch) = live.and_then(|live| adopt_created_fields(&live.metadata)) {
-        ctx.metrics.write("patch", "Secret");
-        api.patch_metadata(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
-            .await
-            .map_err(failed)?;
+    let child = Child::of::<Secret>(ctx, &secret.metadata);
+    if let Some(live) = child.get::<PartialObjectMeta<Secret>>().await? {
+        child
+            .adopt::<PartialObjectMeta<Secret>>(&live.metadata)
+            .await?;
     }
-    ctx.metrics.write("apply", "Secret");
-    api.patch_metadata(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(secret),
-    )
-    .await
-    .map_err(failed)?;
-    Ok(())
+    child
+        .apply::<PartialObjectMeta<Secret>, _>(secret)
+        .await
+        .map(drop)
 }
 
 /// The patch that makes the fields Nestor's create gave it (an `Update`
@@ -377,26 +379,12 @@ pub fn adopt_created_fields(meta: &ObjectMeta) -> Option<json_patch::Patch> {
 /// exists (another writer, or a cache that has not seen it): nothing is
 /// overwritten. Like an apply, the response carries only metadata.
 pub async fn create_secret(ctx: &Context, secret: &Secret) -> Result<bool> {
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
     // Serializing a k8s-openapi object cannot fail.
     let body = serde_json::to_vec(secret).expect("a Secret serializes");
-    let collection = kube::core::Request::new(Secret::url_path(&(), Some(&namespace)));
-    create::<PartialObjectMeta<Secret>>(ctx, &collection, "Secret", body, true)
+    Child::of::<Secret>(ctx, &secret.metadata)
+        .create::<PartialObjectMeta<Secret>>(body)
         .await
         .map(|created| created.is_some())
-        .map_err(|e| secret_write_failed(&namespace, &name, &e))
-}
-
-/// A failed Secret write, with the HTTP status only, never the message.
-fn secret_write_failed(namespace: &str, name: &str, e: &kube::Error) -> Error {
-    let (code, reason) = code_and_reason(e);
-    Error::WriteSecret {
-        namespace: namespace.into(),
-        name: name.into(),
-        code,
-        reason,
-    }
 }
 
 /// Asks the API server to answer with the object's metadata only.
@@ -512,14 +500,13 @@ mod tests {
         value.as_array().unwrap().clone()
     }
 
+    type MockHandle = tower_test::mock::Handle<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >;
+
     /// A context whose client is served by the returned handle.
-    fn mock_context() -> (
-        Context,
-        tower_test::mock::Handle<
-            http::Request<kube::client::Body>,
-            http::Response<kube::client::Body>,
-        >,
-    ) {
+    fn mock_context() -> (Context, MockHandle) {
         use kube::runtime::reflector::store::Writer;
         let (service, handle) = tower_test::mock::pair();
         let client = kube::Client::new(service, "default");
@@ -556,46 +543,50 @@ mod tests {
         cm
     }
 
-    fn respond(status: u16, body: serde_json::Value) -> http::Response<kube::client::Body> {
-        http::Response::builder()
-            .status(status)
-            .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap()
-    }
-
     /// What the client asked: method, path and query, content type, accept.
     type Asked = (String, String, String, String);
 
-    async fn answer(
-        handle: &mut tower_test::mock::Handle<
-            http::Request<kube::client::Body>,
-            http::Response<kube::client::Body>,
-        >,
-        status: u16,
-        body: serde_json::Value,
-    ) -> Asked {
-        let (request, send) = handle.next_request().await.expect("a request");
-        let header = |name| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let asked = (
-            request.method().to_string(),
-            request.uri().to_string(),
-            header(http::header::CONTENT_TYPE),
-            header(http::header::ACCEPT),
-        );
-        send.send_response(respond(status, body));
-        asked
+    /// Answers the client's requests in turn with `responses` (status,
+    /// body), then hangs up, so that one more request fails; returns what
+    /// the client asked.
+    fn serve(
+        mut handle: MockHandle,
+        responses: Vec<(u16, serde_json::Value)>,
+    ) -> tokio::task::JoinHandle<Vec<Asked>> {
+        tokio::spawn(async move {
+            let mut asked = Vec::new();
+            for (status, body) in responses {
+                let (request, send) = handle.next_request().await.expect("a request");
+                let header = |name| {
+                    request
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                asked.push((
+                    request.method().to_string(),
+                    request.uri().to_string(),
+                    header(http::header::CONTENT_TYPE),
+                    header(http::header::ACCEPT),
+                ));
+                let body = kube::client::Body::from(serde_json::to_vec(&body).unwrap());
+                send.send_response(http::Response::builder().status(status).body(body).unwrap());
+            }
+            asked
+        })
     }
 
-    fn already_exists() -> serde_json::Value {
-        serde_json::json!({"kind": "Status", "apiVersion": "v1",
-            "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": ""})
+    /// An API server's refusal.
+    fn failure(code: u16, reason: &str, message: &str) -> (u16, serde_json::Value) {
+        let status = serde_json::json!({"kind": "Status", "apiVersion": "v1",
+            "status": "Failure", "reason": reason, "code": code, "message": message});
+        (code, status)
+    }
+
+    fn already_exists() -> (u16, serde_json::Value) {
+        failure(409, "AlreadyExists", "")
     }
 
     fn config_map_meta(managers: &[(&str, &str)]) -> serde_json::Value {
@@ -613,21 +604,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_child_is_created_once() {
-        let (ctx, mut handle) = mock_context();
-        let store = ctx.stores.config_maps.clone();
-        let server = tokio::spawn(async move {
-            answer(
-                &mut handle,
-                201,
-                config_map_meta(&[(FIELD_MANAGER, "Update")]),
-            )
-            .await
-        });
-        let written = apply_owned(&ctx, &store, desired_config_map(), FirstWrite::Create)
+        let (ctx, handle) = mock_context();
+        let created = config_map_meta(&[(FIELD_MANAGER, "Update")]);
+        let server = serve(handle, vec![(201, created)]);
+        let store = &ctx.stores.config_maps;
+        let written = apply_owned(&ctx, store, desired_config_map(), FirstWrite::Create)
             .await
             .unwrap();
         assert!(matches!(written, Applied::Written(_)));
-        let (method, uri, _, accept) = server.await.unwrap();
+        let asked = server.await.unwrap();
+        let (method, uri, _, accept) = &asked[0];
         assert_eq!(method, "POST");
         assert_eq!(
             uri,
@@ -638,19 +624,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_child_that_exists_is_adopted_then_applied() {
-        let (ctx, mut handle) = mock_context();
-        let store = ctx.stores.config_maps.clone();
-        let server = tokio::spawn(async move {
-            let created = config_map_meta(&[(FIELD_MANAGER, "Update")]);
-            let adopted = config_map_meta(&[(FIELD_MANAGER, "Apply")]);
+        let (ctx, handle) = mock_context();
+        let created = config_map_meta(&[(FIELD_MANAGER, "Update")]);
+        let adopted = config_map_meta(&[(FIELD_MANAGER, "Apply")]);
+        let server = serve(
+            handle,
             vec![
-                answer(&mut handle, 409, already_exists()).await,
-                answer(&mut handle, 200, created).await,
-                answer(&mut handle, 200, adopted.clone()).await,
-                answer(&mut handle, 200, adopted).await,
-            ]
-        });
-        let written = apply_owned(&ctx, &store, desired_config_map(), FirstWrite::Create)
+                already_exists(),
+                (200, created),
+                (200, adopted.clone()),
+                (200, adopted),
+            ],
+        );
+        let store = &ctx.stores.config_maps;
+        let written = apply_owned(&ctx, store, desired_config_map(), FirstWrite::Create)
             .await
             .unwrap();
         assert!(matches!(written, Applied::Written(_)));
@@ -669,19 +656,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_child_already_as_desired_is_not_written() {
-        let (ctx, mut handle) = mock_context();
-        let store = ctx.stores.config_maps.clone();
+        let (ctx, handle) = mock_context();
         let desired = desired_config_map();
-        let hash = desired_hash(&desired);
-        let server = tokio::spawn(async move {
-            let mut live = config_map_meta(&[(FIELD_MANAGER, "Update")]);
-            live["metadata"]["annotations"][APPLIED_HASH] = hash.into();
-            vec![
-                answer(&mut handle, 409, already_exists()).await,
-                answer(&mut handle, 200, live).await,
-            ]
-        });
-        let written = apply_owned(&ctx, &store, desired, FirstWrite::Create)
+        let mut live = config_map_meta(&[(FIELD_MANAGER, "Update")]);
+        live["metadata"]["annotations"][APPLIED_HASH] = desired_hash(&desired).into();
+        let server = serve(handle, vec![already_exists(), (200, live)]);
+        let store = &ctx.stores.config_maps;
+        let written = apply_owned(&ctx, store, desired, FirstWrite::Create)
             .await
             .unwrap();
         assert!(
@@ -693,23 +674,41 @@ mod tests {
 
     #[tokio::test]
     async fn a_passing_form_is_applied_at_once() {
-        let (ctx, mut handle) = mock_context();
-        let store = ctx.stores.config_maps.clone();
-        let server = tokio::spawn(async move {
-            answer(
-                &mut handle,
-                200,
-                config_map_meta(&[(FIELD_MANAGER, "Apply")]),
-            )
-            .await
-        });
-        apply_owned(&ctx, &store, desired_config_map(), FirstWrite::Apply)
+        let (ctx, handle) = mock_context();
+        let applied = config_map_meta(&[(FIELD_MANAGER, "Apply")]);
+        let server = serve(handle, vec![(200, applied)]);
+        let store = &ctx.stores.config_maps;
+        apply_owned(&ctx, store, desired_config_map(), FirstWrite::Apply)
             .await
             .unwrap();
-        let (method, _, content_type, _) = server.await.unwrap();
+        let asked = server.await.unwrap();
+        let (method, _, content_type, _) = &asked[0];
         assert_eq!(
             (method.as_str(), content_type.as_str()),
             ("PATCH", "application/apply-patch+yaml")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_secret_write_keeps_only_the_status() {
+        let (ctx, handle) = mock_context();
+        let refused = failure(422, "Invalid", "data[tls.key]: c2VjcmV0LWtleQ== is invalid");
+        let server = serve(handle, vec![failure(404, "NotFound", ""), refused]);
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("vc-apiserver-certs".into());
+        secret.metadata.namespace = Some("ns".into());
+        let error = apply_secret(&ctx, &secret).await.unwrap_err();
+        let text = format!("{error} {error:?}");
+        assert!(
+            matches!(error, Error::WriteSecret { code: 422, .. }),
+            "{text}"
+        );
+        assert!(!text.contains("c2VjcmV0LWtleQ"), "{text}");
+        let methods: Vec<_> = server.await.unwrap().into_iter().map(|a| a.0).collect();
+        assert_eq!(
+            methods,
+            ["GET", "PATCH"],
+            "nothing to adopt: applied at once"
         );
     }
 

@@ -180,31 +180,24 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let dns_started = addons_installed || started(names.coredns());
     // Held at zero replicas, they are applied: starting them is then a
     // plain apply.
-    let first = |started: bool| {
-        if started {
-            FirstWrite::Create
-        } else {
-            FirstWrite::Apply
-        }
-    };
     let (controller_manager, scheduler, coredns) = futures::try_join!(
         apply_owned(
             ctx,
             &stores.deployments,
             controller_manager::desired_controller_manager_deployment(&inputs, cm_started),
-            first(cm_started),
+            FirstWrite::lasting(cm_started),
         ),
         apply_owned(
             ctx,
             &stores.deployments,
             scheduler::desired_scheduler_deployment(&inputs, scheduler_started),
-            first(scheduler_started),
+            FirstWrite::lasting(scheduler_started),
         ),
         apply_owned(
             ctx,
             &stores.deployments,
             addons::desired_coredns_deployment(&inputs, dns_started),
-            first(dns_started),
+            FirstWrite::lasting(dns_started),
         ),
     )?;
     let deployment = |applied: Applied<_>| Some(Rollout::from_deployment(applied.object()));
@@ -293,17 +286,12 @@ async fn ensure_nested_addons(
     } else {
         installed
     };
-    // Until the add-ons are in, the ConfigMap will change: applied.
-    let first = if installed.is_some() {
-        FirstWrite::Create
-    } else {
-        FirstWrite::Apply
-    };
     apply_owned(
         ctx,
         &ctx.stores.config_maps,
         addons::desired_coredns_config_map(inputs, installed.as_deref()),
-        first,
+        // Until the add-ons are in, the ConfigMap will change: applied.
+        FirstWrite::lasting(installed.is_some()),
     )
     .await?;
     Ok(installed.is_some())
