@@ -738,10 +738,9 @@ async fn spec_edits_roll_out(env: &Env) -> Result<()> {
     // Nestor, so that later applies prune what they no longer send.
     let secrets = s.api::<Secret>();
     let serving = "edit-apiserver-certs";
-    let writers = |secret: &Secret| -> Vec<(String, String)> {
-        secret
-            .metadata
-            .managed_fields
+    // Who wrote the object, and how: (manager, operation).
+    let writers = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| -> Vec<(String, String)> {
+        meta.managed_fields
             .iter()
             .flatten()
             .map(|e| {
@@ -754,20 +753,18 @@ async fn spec_edits_roll_out(env: &Env) -> Result<()> {
     };
     let created = secrets.get(serving).await?;
     ensure!(
-        writers(&created) == [("nestor-operator".to_string(), "Update".to_string())],
+        writers(&created.metadata) == [("nestor-operator".to_string(), "Update".to_string())],
         "a new leaf is created by Nestor alone: {:?}",
-        writers(&created)
+        writers(&created.metadata)
     );
     // So is the API server's Deployment; the edit below is applied, and
     // takes over what the create gave Nestor in the same way.
     let deployments = s.api::<Deployment>();
-    let nestor_entries = |d: &Deployment| -> Vec<String> {
-        d.metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter(|e| e.manager.as_deref() == Some("nestor-operator"))
-            .map(|e| e.operation.clone().unwrap_or_default())
+    let nestor_entries = move |d: &Deployment| -> Vec<String> {
+        writers(&d.metadata)
+            .into_iter()
+            .filter(|(manager, _)| manager == "nestor-operator")
+            .map(|(_, operation)| operation)
             .collect()
     };
     let apiserver = deployments.get("edit-apiserver").await?;
@@ -832,7 +829,8 @@ async fn spec_edits_roll_out(env: &Env) -> Result<()> {
             Box::pin(async move {
                 let renewed = secrets.get(serving).await?;
                 Ok(renewed.data != created.data
-                    && writers(&renewed) == [("nestor-operator".to_string(), "Apply".to_string())])
+                    && writers(&renewed.metadata)
+                        == [("nestor-operator".to_string(), "Apply".to_string())])
             })
         },
     )
