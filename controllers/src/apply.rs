@@ -88,16 +88,29 @@ pub enum FirstWrite {
     /// later apply first adopts the fields the create gave Nestor
     /// ([`adopt_created_fields`]).
     Create,
-    /// Applied: for a child in a passing form that is bound to change soon
-    /// (a Deployment held at zero replicas until its API server serves), so
-    /// that the change needs no adoption.
+    /// Applied: for a child in a passing form whose changes may drop
+    /// fields (a node pool's StatefulSet, which follows its scale and its
+    /// pool's spec), so that no change needs an adoption.
     Apply,
+    /// For the form that follows a held one Nestor created (a Deployment
+    /// started once its API server serves): created when missing, like
+    /// `Create`. When the cache holds the held form, the change is applied
+    /// straight away: the held form has the same fields with other values,
+    /// so nothing the create gave Nestor needs pruning (the next change
+    /// adopts it), and a read would only confirm the cache.
+    Release,
 }
 
 impl FirstWrite {
-    /// `Create` for a child in its lasting form, `Apply` for a passing one.
-    pub fn lasting(lasting: bool) -> Self {
-        if lasting { Self::Create } else { Self::Apply }
+    /// `Release` when a child held until now (`was_held`) is released by
+    /// this write, `Create` otherwise: held and released forms are both
+    /// created when missing.
+    pub fn releasing(was_held: bool, released: bool) -> Self {
+        if was_held && released {
+            Self::Release
+        } else {
+            Self::Create
+        }
     }
 }
 
@@ -156,7 +169,7 @@ where
         Some(_) => true,
         None => false,
     };
-    if !exists && first == FirstWrite::Create {
+    if !exists && first != FirstWrite::Apply {
         // Serializing a k8s-openapi object cannot fail.
         let body = serde_json::to_vec(&desired).expect("an object serializes");
         if let Some(created) = child.create::<C>(body).await? {
@@ -166,10 +179,14 @@ where
     }
     // It exists (in the cache, or the create found it): read it first. It
     // may already be what Nestor wants (a cache behind Nestor's own
-    // write), and a create's fields must be adopted before an apply.
-    if (exists || first == FirstWrite::Create)
-        && let Some(fresh) = child.get::<C>().await?
-    {
+    // write), and a create's fields must be adopted before an apply. A
+    // released child that the cache holds needs neither.
+    let read_first = match first {
+        FirstWrite::Create => true,
+        FirstWrite::Apply => exists,
+        FirstWrite::Release => !exists,
+    };
+    if read_first && let Some(fresh) = child.get::<C>().await? {
         if is_current(fresh.meta(), &hash) {
             return Ok(child.unchanged(Arc::new(fresh)));
         }
@@ -687,6 +704,56 @@ mod tests {
             (method.as_str(), content_type.as_str()),
             ("PATCH", "application/apply-patch+yaml")
         );
+    }
+
+    /// A store holding `live` only.
+    fn store_of<K>(live: K) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        use kube::runtime::{reflector::store::Writer, watcher};
+        let mut writer = Writer::default();
+        writer.apply_watcher_event(&watcher::Event::Apply(live));
+        writer.as_reader()
+    }
+
+    #[tokio::test]
+    async fn a_released_child_is_applied_at_once_and_created_when_missing() {
+        let (mut ctx, handle) = mock_context();
+        let held: PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap> =
+            serde_json::from_value(config_map_meta(&[])).unwrap();
+        ctx.stores.config_maps = store_of(held);
+        let applied = config_map_meta(&[(FIELD_MANAGER, "Update"), (FIELD_MANAGER, "Apply")]);
+        let server = serve(handle, vec![(200, applied)]);
+        let store = &ctx.stores.config_maps;
+        apply_owned(&ctx, store, desired_config_map(), FirstWrite::Release)
+            .await
+            .unwrap();
+        let asked = server.await.unwrap();
+        let (method, _, content_type, _) = &asked[0];
+        assert_eq!(
+            (asked.len(), method.as_str(), content_type.as_str()),
+            (1, "PATCH", "application/apply-patch+yaml"),
+            "neither read nor adopted: the held form had the same fields"
+        );
+
+        // Not in the cache: created, as a lasting form is.
+        let (ctx, handle) = mock_context();
+        let created = config_map_meta(&[(FIELD_MANAGER, "Update")]);
+        let server = serve(handle, vec![(201, created)]);
+        let store = &ctx.stores.config_maps;
+        apply_owned(&ctx, store, desired_config_map(), FirstWrite::Release)
+            .await
+            .unwrap();
+        let methods: Vec<_> = server.await.unwrap().into_iter().map(|a| a.0).collect();
+        assert_eq!(methods, ["POST"]);
+    }
+
+    #[test]
+    fn only_a_held_child_is_released() {
+        assert_eq!(FirstWrite::releasing(true, true), FirstWrite::Release);
+        assert_eq!(FirstWrite::releasing(true, false), FirstWrite::Create);
+        assert_eq!(FirstWrite::releasing(false, true), FirstWrite::Create);
     }
 
     #[tokio::test]

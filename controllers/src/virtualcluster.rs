@@ -169,35 +169,38 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let serving = Rollout::from_deployment(apiserver.object()).ready >= 1;
     let addons_installed =
         ensure_nested_addons(ctx, &inputs, dns_service.object(), serving).await?;
-    let started = |name: String| {
-        stores
+    // Whether the cache holds the Deployment held at zero replicas (or
+    // none), and whether it is started from now on.
+    let held_and_started = |name: String, start: bool| {
+        let held = stores
             .deployments
             .get(&ObjectRef::new(&name).within(&names.namespace))
-            .is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0)
+            .is_none_or(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) == 0);
+        (held, start || !held)
     };
-    let cm_started = serving || started(names.controller_manager());
-    let scheduler_started = serving || started(names.scheduler());
-    let dns_started = addons_installed || started(names.coredns());
-    // Held at zero replicas, they are applied: starting them is then a
-    // plain apply.
+    let (cm_held, cm_started) = held_and_started(names.controller_manager(), serving);
+    let (scheduler_held, scheduler_started) = held_and_started(names.scheduler(), serving);
+    let (dns_held, dns_started) = held_and_started(names.coredns(), addons_installed);
+    // Held at zero replicas, they are created all the same: starting them
+    // changes only values, so it is a plain apply (`FirstWrite::Release`).
     let (controller_manager, scheduler, coredns) = futures::try_join!(
         apply_owned(
             ctx,
             &stores.deployments,
             controller_manager::desired_controller_manager_deployment(&inputs, cm_started),
-            FirstWrite::lasting(cm_started),
+            FirstWrite::releasing(cm_held, cm_started),
         ),
         apply_owned(
             ctx,
             &stores.deployments,
             scheduler::desired_scheduler_deployment(&inputs, scheduler_started),
-            FirstWrite::lasting(scheduler_started),
+            FirstWrite::releasing(scheduler_held, scheduler_started),
         ),
         apply_owned(
             ctx,
             &stores.deployments,
             addons::desired_coredns_deployment(&inputs, dns_started),
-            FirstWrite::lasting(dns_started),
+            FirstWrite::releasing(dns_held, dns_started),
         ),
     )?;
     let deployment = |applied: Applied<_>| Some(Rollout::from_deployment(applied.object()));
@@ -268,10 +271,8 @@ async fn ensure_nested_addons(
     let host_dns_ip = dns_service.cluster_ip().unwrap_or_default().to_string();
     let wanted = addons::NestedAddons::new(inputs, &host_dns_ip);
     let hash = wanted.hash();
-    let installed = if serving
-        && !host_dns_ip.is_empty()
-        && installed.as_deref() != Some(hash.as_str())
-    {
+    let writing = serving && !host_dns_ip.is_empty() && installed.as_deref() != Some(hash.as_str());
+    let installed = if writing {
         let client = nested::client(ctx, names).await?;
         for role in &wanted.roles {
             nested::apply(ctx, &client, names, role).await?;
@@ -290,8 +291,9 @@ async fn ensure_nested_addons(
         ctx,
         &ctx.stores.config_maps,
         addons::desired_coredns_config_map(inputs, installed.as_deref()),
-        // Until the add-ons are in, the ConfigMap will change: applied.
-        FirstWrite::lasting(installed.is_some()),
+        // Writing the add-ons changes only the value of its annotation (or
+        // adds it): the ConfigMap is released like a held Deployment.
+        FirstWrite::releasing(writing, true),
     )
     .await?;
     Ok(installed.is_some())
