@@ -619,17 +619,31 @@ mod tests {
                 "annotations": {APPLIED_HASH: "stale"}, "managedFields": entries}})
     }
 
+    /// Writes the test ConfigMap as `first` says, the server answering
+    /// with `responses`; returns what was written and what the client asked.
+    async fn write_config_map(
+        ctx: &Context,
+        handle: MockHandle,
+        responses: Vec<(u16, serde_json::Value)>,
+        first: FirstWrite,
+    ) -> (
+        Applied<PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>>,
+        Vec<Asked>,
+    ) {
+        let server = serve(handle, responses);
+        let written = apply_owned(ctx, &ctx.stores.config_maps, desired_config_map(), first)
+            .await
+            .unwrap();
+        (written, server.await.unwrap())
+    }
+
     #[tokio::test]
     async fn a_new_child_is_created_once() {
         let (ctx, handle) = mock_context();
         let created = config_map_meta(&[(FIELD_MANAGER, "Update")]);
-        let server = serve(handle, vec![(201, created)]);
-        let store = &ctx.stores.config_maps;
-        let written = apply_owned(&ctx, store, desired_config_map(), FirstWrite::Create)
-            .await
-            .unwrap();
+        let (written, asked) =
+            write_config_map(&ctx, handle, vec![(201, created)], FirstWrite::Create).await;
         assert!(matches!(written, Applied::Written(_)));
-        let asked = server.await.unwrap();
         let (method, uri, _, accept) = &asked[0];
         assert_eq!(method, "POST");
         assert_eq!(
@@ -644,21 +658,14 @@ mod tests {
         let (ctx, handle) = mock_context();
         let created = config_map_meta(&[(FIELD_MANAGER, "Update")]);
         let adopted = config_map_meta(&[(FIELD_MANAGER, "Apply")]);
-        let server = serve(
-            handle,
-            vec![
-                already_exists(),
-                (200, created),
-                (200, adopted.clone()),
-                (200, adopted),
-            ],
-        );
-        let store = &ctx.stores.config_maps;
-        let written = apply_owned(&ctx, store, desired_config_map(), FirstWrite::Create)
-            .await
-            .unwrap();
+        let responses = vec![
+            already_exists(),
+            (200, created),
+            (200, adopted.clone()),
+            (200, adopted),
+        ];
+        let (written, asked) = write_config_map(&ctx, handle, responses, FirstWrite::Create).await;
         assert!(matches!(written, Applied::Written(_)));
-        let asked = server.await.unwrap();
         let methods: Vec<_> = asked.iter().map(|a| a.0.as_str()).collect();
         assert_eq!(methods, ["POST", "GET", "PATCH", "PATCH"]);
         assert_eq!(asked[1].1, "/api/v1/namespaces/ns/configmaps/vc-kube-proxy");
@@ -674,31 +681,23 @@ mod tests {
     #[tokio::test]
     async fn a_child_already_as_desired_is_not_written() {
         let (ctx, handle) = mock_context();
-        let desired = desired_config_map();
         let mut live = config_map_meta(&[(FIELD_MANAGER, "Update")]);
-        live["metadata"]["annotations"][APPLIED_HASH] = desired_hash(&desired).into();
-        let server = serve(handle, vec![already_exists(), (200, live)]);
-        let store = &ctx.stores.config_maps;
-        let written = apply_owned(&ctx, store, desired, FirstWrite::Create)
-            .await
-            .unwrap();
+        live["metadata"]["annotations"][APPLIED_HASH] = desired_hash(&desired_config_map()).into();
+        let responses = vec![already_exists(), (200, live)];
+        let (written, asked) = write_config_map(&ctx, handle, responses, FirstWrite::Create).await;
         assert!(
             matches!(written, Applied::Unchanged(_)),
             "a cache behind its own create"
         );
-        assert_eq!(server.await.unwrap().len(), 2);
+        assert_eq!(asked.len(), 2);
     }
 
     #[tokio::test]
     async fn a_passing_form_is_applied_at_once() {
         let (ctx, handle) = mock_context();
         let applied = config_map_meta(&[(FIELD_MANAGER, "Apply")]);
-        let server = serve(handle, vec![(200, applied)]);
-        let store = &ctx.stores.config_maps;
-        apply_owned(&ctx, store, desired_config_map(), FirstWrite::Apply)
-            .await
-            .unwrap();
-        let asked = server.await.unwrap();
+        let (_, asked) =
+            write_config_map(&ctx, handle, vec![(200, applied)], FirstWrite::Apply).await;
         let (method, _, content_type, _) = &asked[0];
         assert_eq!(
             (method.as_str(), content_type.as_str()),
@@ -724,12 +723,8 @@ mod tests {
             serde_json::from_value(config_map_meta(&[])).unwrap();
         ctx.stores.config_maps = store_of(held);
         let applied = config_map_meta(&[(FIELD_MANAGER, "Update"), (FIELD_MANAGER, "Apply")]);
-        let server = serve(handle, vec![(200, applied)]);
-        let store = &ctx.stores.config_maps;
-        apply_owned(&ctx, store, desired_config_map(), FirstWrite::Release)
-            .await
-            .unwrap();
-        let asked = server.await.unwrap();
+        let (_, asked) =
+            write_config_map(&ctx, handle, vec![(200, applied)], FirstWrite::Release).await;
         let (method, _, content_type, _) = &asked[0];
         assert_eq!(
             (asked.len(), method.as_str(), content_type.as_str()),
@@ -740,12 +735,9 @@ mod tests {
         // Not in the cache: created, as a lasting form is.
         let (ctx, handle) = mock_context();
         let created = config_map_meta(&[(FIELD_MANAGER, "Update")]);
-        let server = serve(handle, vec![(201, created)]);
-        let store = &ctx.stores.config_maps;
-        apply_owned(&ctx, store, desired_config_map(), FirstWrite::Release)
-            .await
-            .unwrap();
-        let methods: Vec<_> = server.await.unwrap().into_iter().map(|a| a.0).collect();
+        let (_, asked) =
+            write_config_map(&ctx, handle, vec![(201, created)], FirstWrite::Release).await;
+        let methods: Vec<_> = asked.into_iter().map(|a| a.0).collect();
         assert_eq!(methods, ["POST"]);
     }
 
