@@ -102,11 +102,26 @@ pub enum FirstWrite {
 }
 
 impl FirstWrite {
-    /// `Release` when a child held until now (`was_held`) is released by
-    /// this write, `Create` otherwise: held and released forms are both
-    /// created when missing.
-    pub fn releasing(was_held: bool, released: bool) -> Self {
-        if was_held && released {
+    /// How to write the child that `held` names when it is released:
+    /// `Release` when the cache holds it in exactly the form `held`, as
+    /// this build of Nestor makes it (the same hash), so that the released
+    /// form has the same fields; `Create` otherwise (missing, or held in
+    /// the form of another build, whose fields may differ: then the change
+    /// is read and the create adopted, as any other).
+    pub fn release_from<K, C>(store: &Store<C>, held: &K) -> Self
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+        C: Resource<DynamicType = ()> + Clone,
+    {
+        let meta = held.meta();
+        let key = ObjectRef::new(meta.name.as_deref().unwrap_or_default())
+            .within(meta.namespace.as_deref().unwrap_or_default());
+        let hash = desired_hash(held);
+        let cached_hash = store.get(&key).and_then(|live| {
+            let annotations = live.meta().annotations.as_ref()?;
+            annotations.get(APPLIED_HASH).cloned()
+        });
+        if cached_hash == Some(hash) {
             Self::Release
         } else {
             Self::Create
@@ -742,10 +757,27 @@ mod tests {
     }
 
     #[test]
-    fn only_a_held_child_is_released() {
-        assert_eq!(FirstWrite::releasing(true, true), FirstWrite::Release);
-        assert_eq!(FirstWrite::releasing(true, false), FirstWrite::Create);
-        assert_eq!(FirstWrite::releasing(false, true), FirstWrite::Create);
+    fn only_a_child_held_in_this_builds_form_is_released() {
+        let held = desired_config_map();
+        let cached = |hash: &str| {
+            let mut live = config_map_meta(&[]);
+            live["metadata"]["annotations"][APPLIED_HASH] = hash.into();
+            let live: PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap> =
+                serde_json::from_value(live).unwrap();
+            store_of(live)
+        };
+        assert_eq!(
+            FirstWrite::release_from(&cached(&desired_hash(&held)), &held),
+            FirstWrite::Release
+        );
+        // Held by another build, whose fields may differ: read and adopted.
+        assert_eq!(
+            FirstWrite::release_from(&cached("other"), &held),
+            FirstWrite::Create
+        );
+        let empty: Store<PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>> =
+            kube::runtime::reflector::store::Writer::default().as_reader();
+        assert_eq!(FirstWrite::release_from(&empty, &held), FirstWrite::Create);
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ use crate::secrets::{self, BUNDLE_FINGERPRINT, Exposure, PkiSecret};
 use crate::status::{Observed, READY, Rollout, compute_status};
 use crate::validate::validate_cluster;
 use crate::{addons, controller_manager, etcd, nested, pki, scheduler};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -183,24 +184,37 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let (dns_held, dns_started) = held_and_started(names.coredns(), addons_installed);
     // Held at zero replicas, they are created all the same: starting them
     // changes only values, so it is a plain apply (`FirstWrite::Release`).
+    let first_write = |releasing: bool, held: &dyn Fn() -> Deployment| {
+        if releasing {
+            FirstWrite::release_from(&stores.deployments, &held())
+        } else {
+            FirstWrite::Create
+        }
+    };
     let (controller_manager, scheduler, coredns) = futures::try_join!(
         apply_owned(
             ctx,
             &stores.deployments,
             controller_manager::desired_controller_manager_deployment(&inputs, cm_started),
-            FirstWrite::releasing(cm_held, cm_started),
+            first_write(cm_held && cm_started, &|| {
+                controller_manager::desired_controller_manager_deployment(&inputs, false)
+            }),
         ),
         apply_owned(
             ctx,
             &stores.deployments,
             scheduler::desired_scheduler_deployment(&inputs, scheduler_started),
-            FirstWrite::releasing(scheduler_held, scheduler_started),
+            first_write(scheduler_held && scheduler_started, &|| {
+                scheduler::desired_scheduler_deployment(&inputs, false)
+            }),
         ),
         apply_owned(
             ctx,
             &stores.deployments,
             addons::desired_coredns_deployment(&inputs, dns_started),
-            FirstWrite::releasing(dns_held, dns_started),
+            first_write(dns_held && dns_started, &|| {
+                addons::desired_coredns_deployment(&inputs, false)
+            }),
         ),
     )?;
     let deployment = |applied: Applied<_>| Some(Rollout::from_deployment(applied.object()));
@@ -265,13 +279,13 @@ async fn ensure_nested_addons(
         .stores
         .config_maps
         .get(&ObjectRef::new(&names.coredns()).within(&names.namespace));
-    let installed = cached
+    let written = cached
         .as_ref()
         .and_then(|cm| cm.annotations().get(addons::NESTED_ADDONS).cloned());
     let host_dns_ip = dns_service.cluster_ip().unwrap_or_default().to_string();
     let wanted = addons::NestedAddons::new(inputs, &host_dns_ip);
     let hash = wanted.hash();
-    let writing = serving && !host_dns_ip.is_empty() && installed.as_deref() != Some(hash.as_str());
+    let writing = serving && !host_dns_ip.is_empty() && written.as_deref() != Some(hash.as_str());
     let installed = if writing {
         let client = nested::client(ctx, names).await?;
         for role in &wanted.roles {
@@ -285,15 +299,21 @@ async fn ensure_nested_addons(
         info!(cluster = %names.cluster, namespace = %names.namespace, "wrote the add-ons into the nested cluster");
         Some(hash)
     } else {
-        installed
+        written.clone()
+    };
+    // Writing the add-ons changes only the value of the annotation (or
+    // adds it): the ConfigMap is released like a held Deployment.
+    let first = if writing {
+        let before = addons::desired_coredns_config_map(inputs, written.as_deref());
+        FirstWrite::release_from(&ctx.stores.config_maps, &before)
+    } else {
+        FirstWrite::Create
     };
     apply_owned(
         ctx,
         &ctx.stores.config_maps,
         addons::desired_coredns_config_map(inputs, installed.as_deref()),
-        // Writing the add-ons changes only the value of its annotation (or
-        // adds it): the ConfigMap is released like a held Deployment.
-        FirstWrite::releasing(writing, true),
+        first,
     )
     .await?;
     Ok(installed.is_some())
