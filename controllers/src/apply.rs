@@ -102,21 +102,26 @@ pub enum FirstWrite {
 }
 
 impl FirstWrite {
-    /// How to write the child that `held` names when it is released:
-    /// `Release` when the cache holds it in exactly the form `held`, as
-    /// this build of Nestor makes it (the same hash), so that the released
-    /// form has the same fields; `Create` otherwise (missing, or held in
-    /// the form of another build, whose fields may differ: then the change
-    /// is read and the create adopted, as any other).
-    pub fn release_from<K, C>(store: &Store<C>, held: &K) -> Self
+    /// How to write a child Nestor holds back: `Create`, unless this
+    /// write `releases` it and the cache holds it in exactly the form
+    /// `held()` (built only then), as this build of Nestor makes it (the
+    /// same hash), so that the released form has the same fields: then
+    /// `Release`. A child missing, or held in the form of another build
+    /// (whose fields may differ), is created, or read and adopted, as any
+    /// other.
+    pub fn releasing<K, C>(store: &Store<C>, releases: bool, held: impl FnOnce() -> K) -> Self
     where
         K: Resource<DynamicType = ()> + Serialize,
         C: Resource<DynamicType = ()> + Clone,
     {
+        if !releases {
+            return Self::Create;
+        }
+        let held = held();
         let meta = held.meta();
         let key = ObjectRef::new(meta.name.as_deref().unwrap_or_default())
             .within(meta.namespace.as_deref().unwrap_or_default());
-        let hash = desired_hash(held);
+        let hash = desired_hash(&held);
         let cached_hash = store.get(&key).and_then(|live| {
             let annotations = live.meta().annotations.as_ref()?;
             annotations.get(APPLIED_HASH).cloned()
@@ -766,18 +771,19 @@ mod tests {
                 serde_json::from_value(live).unwrap();
             store_of(live)
         };
-        assert_eq!(
-            FirstWrite::release_from(&cached(&desired_hash(&held)), &held),
-            FirstWrite::Release
-        );
+        let this_build = cached(&desired_hash(&held));
+        type CachedConfigMap = PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>;
+        let releasing = |store: &Store<CachedConfigMap>, releases| {
+            FirstWrite::releasing(store, releases, || held.clone())
+        };
+        assert_eq!(releasing(&this_build, true), FirstWrite::Release);
+        // Not released by this write: written as any held child.
+        assert_eq!(releasing(&this_build, false), FirstWrite::Create);
         // Held by another build, whose fields may differ: read and adopted.
-        assert_eq!(
-            FirstWrite::release_from(&cached("other"), &held),
-            FirstWrite::Create
-        );
-        let empty: Store<PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>> =
+        assert_eq!(releasing(&cached("other"), true), FirstWrite::Create);
+        let empty: Store<CachedConfigMap> =
             kube::runtime::reflector::store::Writer::default().as_reader();
-        assert_eq!(FirstWrite::release_from(&empty, &held), FirstWrite::Create);
+        assert_eq!(releasing(&empty, true), FirstWrite::Create);
     }
 
     #[tokio::test]

@@ -18,7 +18,6 @@ use crate::secrets::{self, BUNDLE_FINGERPRINT, Exposure, PkiSecret};
 use crate::status::{Observed, READY, Rollout, compute_status};
 use crate::validate::validate_cluster;
 use crate::{addons, controller_manager, etcd, nested, pki, scheduler};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -170,33 +169,27 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let serving = Rollout::from_deployment(apiserver.object()).ready >= 1;
     let addons_installed =
         ensure_nested_addons(ctx, &inputs, dns_service.object(), serving).await?;
-    // Whether the cache holds the Deployment held at zero replicas (or
-    // none), and whether it is started from now on.
-    let held_and_started = |name: String, start: bool| {
+    // Whether this write releases a Deployment the cache holds at zero
+    // replicas (or does not hold yet), and whether it is started from now
+    // on: once started, it stays started.
+    let releases_and_started = |name: String, start: bool| {
         let held = stores
             .deployments
             .get(&ObjectRef::new(&name).within(&names.namespace))
             .is_none_or(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) == 0);
-        (held, start || !held)
+        (held && start, start || !held)
     };
-    let (cm_held, cm_started) = held_and_started(names.controller_manager(), serving);
-    let (scheduler_held, scheduler_started) = held_and_started(names.scheduler(), serving);
-    let (dns_held, dns_started) = held_and_started(names.coredns(), addons_installed);
+    let (cm_releases, cm_started) = releases_and_started(names.controller_manager(), serving);
+    let (scheduler_releases, scheduler_started) = releases_and_started(names.scheduler(), serving);
+    let (dns_releases, dns_started) = releases_and_started(names.coredns(), addons_installed);
     // Held at zero replicas, they are created all the same: starting them
     // changes only values, so it is a plain apply (`FirstWrite::Release`).
-    let first_write = |releasing: bool, held: &dyn Fn() -> Deployment| {
-        if releasing {
-            FirstWrite::release_from(&stores.deployments, &held())
-        } else {
-            FirstWrite::Create
-        }
-    };
     let (controller_manager, scheduler, coredns) = futures::try_join!(
         apply_owned(
             ctx,
             &stores.deployments,
             controller_manager::desired_controller_manager_deployment(&inputs, cm_started),
-            first_write(cm_held && cm_started, &|| {
+            FirstWrite::releasing(&stores.deployments, cm_releases, || {
                 controller_manager::desired_controller_manager_deployment(&inputs, false)
             }),
         ),
@@ -204,7 +197,7 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
             ctx,
             &stores.deployments,
             scheduler::desired_scheduler_deployment(&inputs, scheduler_started),
-            first_write(scheduler_held && scheduler_started, &|| {
+            FirstWrite::releasing(&stores.deployments, scheduler_releases, || {
                 scheduler::desired_scheduler_deployment(&inputs, false)
             }),
         ),
@@ -212,7 +205,7 @@ async fn apply(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
             ctx,
             &stores.deployments,
             addons::desired_coredns_deployment(&inputs, dns_started),
-            first_write(dns_held && dns_started, &|| {
+            FirstWrite::releasing(&stores.deployments, dns_releases, || {
                 addons::desired_coredns_deployment(&inputs, false)
             }),
         ),
@@ -303,12 +296,9 @@ async fn ensure_nested_addons(
     };
     // Writing the add-ons changes only the value of the annotation (or
     // adds it): the ConfigMap is released like a held Deployment.
-    let first = if writing {
-        let before = addons::desired_coredns_config_map(inputs, written.as_deref());
-        FirstWrite::release_from(&ctx.stores.config_maps, &before)
-    } else {
-        FirstWrite::Create
-    };
+    let first = FirstWrite::releasing(&ctx.stores.config_maps, writing, || {
+        addons::desired_coredns_config_map(inputs, written.as_deref())
+    });
     apply_owned(
         ctx,
         &ctx.stores.config_maps,
