@@ -90,7 +90,11 @@ pub struct Context {
     pub settings: OperatorSettings,
     /// The status last written for each VirtualCluster (by UID), so that a
     /// reconcile triggered from a lagging cache does not write it again;
-    /// dropped once the cache shows it.
-    pub written_status:
-        std::sync::Mutex<std::collections::HashMap<String, nestor_crds::VirtualClusterStatus>>,
+    /// dropped once the cache shows it, or the cluster is deleted.
+    pub written_status: WrittenStatus,
 }
+
+/// See [`Context::written_status`]; shared with the watch that hears of
+/// deleted clusters.
+pub type WrittenStatus =
+    Arc<std::sync::Mutex<std::collections::HashMap<String, nestor_crds::VirtualClusterStatus>>>;

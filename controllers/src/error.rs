@@ -66,6 +66,17 @@ pub enum Error {
         source: kube::Error,
     },
 
+    #[error("{what} of {kind} {namespace}/{name}: {source}")]
+    PatchMetadata {
+        /// What the patch was for: the owner reference, the finalizer.
+        what: &'static str,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+
     #[error("cleaning up {what}: {source}")]
     Cleanup {
         what: String,
@@ -109,6 +120,7 @@ impl Error {
             Error::Pki { .. } => "pki",
             Error::PkiRace { .. } => "pki_race",
             Error::PatchStatus { .. } => "patch_status",
+            Error::PatchMetadata { .. } => "patch_metadata",
             Error::Cleanup { .. } => "cleanup",
             Error::Nested { .. } => "nested",
             Error::MissingField { .. } => "missing_field",
@@ -133,6 +145,7 @@ impl Error {
         match self.innermost() {
             Error::ApplyChild { source, .. }
             | Error::PatchStatus { source, .. }
+            | Error::PatchMetadata { source, .. }
             | Error::Cleanup { source, .. } => is_namespace_terminating(source),
             Error::WriteSecret { reason, .. } => reason == NAMESPACE_TERMINATING,
             _ => false,

@@ -16,7 +16,9 @@ pub fn patch_params() -> kube::api::PatchParams {
     }
 }
 
-/// Finalizer on `VirtualCluster`s; released once cleanup is done.
+/// Finalizer on `NodePool`s; released once their nodes are tidied away.
+/// `VirtualCluster`s carried it too before their deletion was left to the
+/// garbage collector; the operator releases it where it finds it.
 pub const FINALIZER: &str = "nestor.dev/cleanup";
 /// Label on every object Nestor creates; the operator's watches select on it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "nestor-operator");

@@ -30,12 +30,12 @@ use k8s_openapi::api::core::v1::{
     ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
-use kube::ResourceExt;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 use nestor_crds::{NodePool, NodePoolStatus, VirtualCluster};
 use rand::distr::{Alphanumeric, SampleString};
 use std::collections::BTreeMap;
@@ -600,6 +600,50 @@ pub const SETTLED_RECHECK: Duration = Duration::from_secs(30);
 /// are removed anyway (a PodDisruptionBudget may never allow it).
 pub const DELETE_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The server-side apply body that makes `vc` an owner of `pool`, so that
+/// the garbage collector deletes the pool with its cluster (and the
+/// cluster's deletion needs no finalizer); `None` when the pool has that
+/// owner already. Not its controller: the pool is the user's object. Its
+/// other owner references, if any, are left as they are (server-side apply
+/// merges the list by UID).
+pub fn desired_pool_owner(pool: &NodePool, vc: &VirtualCluster) -> Option<serde_json::Value> {
+    let uid = vc.metadata.uid.as_deref()?;
+    if pool.owner_references().iter().any(|o| o.uid == uid) {
+        return None;
+    }
+    let mut owner = vc.owner_ref(&())?;
+    // A cluster deleted in the foreground waits for its pools.
+    owner.block_owner_deletion = Some(true);
+    Some(serde_json::json!({
+        "apiVersion": NodePool::api_version(&()),
+        "kind": NodePool::kind(&()),
+        "metadata": {
+            "name": pool.metadata.name,
+            "namespace": pool.metadata.namespace,
+            "ownerReferences": [owner],
+        },
+    }))
+}
+
+async fn own_pool(ctx: &Context, pn: &PoolNames, patch: serde_json::Value) -> Result<()> {
+    let api: Api<NodePool> = Api::namespaced(ctx.client.clone(), &pn.namespace);
+    ctx.metrics.write("patch", "NodePool");
+    api.patch(
+        &pn.pool,
+        &kube::api::PatchParams::apply(crate::meta::FIELD_MANAGER),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(|source| Error::PatchMetadata {
+        what: "the owner reference to its cluster",
+        kind: "NodePool",
+        namespace: pn.namespace.clone(),
+        name: pn.pool.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
 /// Reconciles one `NodePool`; its finalizer drains the pool's nodes,
 /// deletes their Node objects and revokes its bootstrap token.
 pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action> {
@@ -718,6 +762,9 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         update_status(ctx, &pool, &PoolObserved::default()).await?;
         return Ok(Action::await_change());
     };
+    if let Some(patch) = desired_pool_owner(&pool, &vc) {
+        own_pool(ctx, &pn, patch).await?;
+    }
     let cp_ready = cluster_ready(&vc);
     let version = match validate_pool(&pn.pool, &pool.spec, &vc.spec.version) {
         Ok(version) => version,
@@ -1091,6 +1138,43 @@ mod tests {
         p.metadata.uid = Some("00000000-0000-0000-0000-000000000002".into());
         p.metadata.generation = Some(1);
         p
+    }
+
+    #[test]
+    fn a_pool_is_owned_by_its_cluster_once() {
+        let vc = fixtures::vc(json!({}));
+        let mut pool = pool();
+        let body = desired_pool_owner(&pool, &vc).expect("not owned yet");
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "nestor.dev/v1alpha1",
+                "kind": "NodePool",
+                "metadata": {
+                    "name": "workers",
+                    "namespace": "tenants",
+                    "ownerReferences": [{
+                        "apiVersion": "nestor.dev/v1alpha1",
+                        "kind": "VirtualCluster",
+                        "name": "demo",
+                        "uid": "00000000-0000-0000-0000-000000000001",
+                        "blockOwnerDeletion": true,
+                    }],
+                },
+            }),
+            "an owner, not the controller"
+        );
+        // Someone else's owner reference does not count, and stays (the
+        // body names only Nestor's).
+        let mut other = vc.owner_ref(&()).unwrap();
+        other.uid = "someone-else".into();
+        pool.metadata.owner_references = Some(vec![other.clone()]);
+        assert_eq!(desired_pool_owner(&pool, &vc), Some(body));
+        pool.metadata.owner_references = Some(vec![other, vc.owner_ref(&()).unwrap()]);
+        assert_eq!(desired_pool_owner(&pool, &vc), None, "owned already");
+        let mut unsaved = vc.clone();
+        unsaved.metadata.uid = None;
+        assert_eq!(desired_pool_owner(&pool, &unsaved), None, "no UID to name");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use crate::apply::{slim_child, slim_child_view, slim_meta};
 use crate::cached::{CachedService, Workload};
-use crate::context::{Context, OperatorSettings, Stores};
+use crate::context::{Context, OperatorSettings, Stores, WrittenStatus};
 use crate::meta::MANAGED_BY;
 use crate::metrics::{ControllerLabels, Metrics};
 use crate::{nodepool, virtualcluster};
@@ -38,13 +38,25 @@ use tracing::{info, warn};
 /// Where the deletion of an owned object is sent, as its owner: shared
 /// subscriptions carry only objects that exist, so a child deleted by hand
 /// would otherwise wait for the next resync to be repaired.
+/// A deleted cluster's last written status is forgotten: no reconcile
+/// follows a deletion.
 #[derive(Clone)]
 struct Deletions {
     clusters: UnboundedSender<ObjectRef<VirtualCluster>>,
     pools: UnboundedSender<ObjectRef<NodePool>>,
+    statuses: WrittenStatus,
 }
 
 impl Deletions {
+    fn deleted<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        self.owner_of(obj);
+        if K::kind(&()) == VirtualCluster::kind(&())
+            && let (Some(uid), Ok(mut statuses)) = (obj.meta().uid.as_ref(), self.statuses.lock())
+        {
+            statuses.remove(uid);
+        }
+    }
+
     fn owner_of<K: Resource>(&self, obj: &K) {
         let namespace = obj.meta().namespace.clone().unwrap_or_default();
         for owner in obj
@@ -133,7 +145,7 @@ async fn route<K>(
                 }
             }
             Ok(watcher::Event::InitDone) => cache.state().iter().for_each(|o| fan_out.send(o)),
-            Ok(watcher::Event::Delete(obj)) => deletions.owner_of(&obj),
+            Ok(watcher::Event::Delete(obj)) => deletions.deleted(&obj),
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
         }
@@ -245,9 +257,11 @@ pub async fn run(
     };
     let (cluster_deletions, deleted_clusters) = unbounded();
     let (pool_deletions, deleted_pools) = unbounded();
+    let written_status = WrittenStatus::default();
     let deletions = Deletions {
         clusters: cluster_deletions,
         pools: pool_deletions,
+        statuses: written_status.clone(),
     };
     let owned = watcher::Config::default()
         .labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
@@ -329,7 +343,7 @@ pub async fn run(
         metrics,
         recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
         settings,
-        written_status: Default::default(),
+        written_status,
     });
 
     // Wait for every cache before the first reconcile, so that "absent from
@@ -556,7 +570,11 @@ mod tests {
             events.reflect(writer),
             store,
             fan_out,
-            Deletions { clusters, pools },
+            Deletions {
+                clusters,
+                pools,
+                statuses: Default::default(),
+            },
         )
         .await;
         for trigger in triggers.drain(..) {
@@ -571,6 +589,31 @@ mod tests {
         }
         let owner = deleted_clusters.next().await.expect("the owner is told");
         assert_eq!(owner, ObjectRef::new("one").within("ns"));
+    }
+
+    #[test]
+    fn a_deleted_cluster_s_written_status_is_forgotten() {
+        let (clusters, _c) = unbounded();
+        let (pools, _p) = unbounded();
+        let deletions = Deletions {
+            clusters,
+            pools,
+            statuses: Default::default(),
+        };
+        let vc = crate::cluster::fixtures::vc(serde_json::json!({}));
+        let uid = vc.metadata.uid.clone().unwrap();
+        deletions
+            .statuses
+            .lock()
+            .unwrap()
+            .insert(uid.clone(), Default::default());
+        // Another kind's deletion with the same UID leaves it.
+        let mut child = deployment("demo-scheduler", 0);
+        child.metadata.uid = Some(uid.clone());
+        deletions.deleted(&child);
+        assert!(deletions.statuses.lock().unwrap().contains_key(&uid));
+        deletions.deleted(&vc);
+        assert!(deletions.statuses.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `VirtualCluster` reconciler: a thin driver.
 //!
-//! finalizer -> validate (pure) -> Services -> PKI Secrets -> ConfigMaps,
+//! validate (pure) -> Services -> PKI Secrets -> ConfigMaps,
 //! NetworkPolicy, workloads (each built by a pure `desired_*` function and
 //! written with server-side apply only when it differs) -> status computed
 //! from the children (pure) -> status patched only when it changed.
@@ -24,7 +24,6 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use nestor_crds::{ExposureType, NodePool, VirtualCluster, VirtualClusterStatus};
 use std::sync::Arc;
@@ -36,21 +35,66 @@ use tracing::{debug, info, warn};
 /// nothing changed.
 pub const RESYNC: Duration = Duration::from_secs(600);
 
-/// Reconciles one `VirtualCluster`.
+/// Reconciles one `VirtualCluster`. Its deletion needs no reconcile: the
+/// garbage collector removes every child (and every pool, see
+/// `nodepool::desired_pool_owner`), also while the operator is down.
 pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action> {
-    let namespace = vc.namespace().ok_or(Error::MissingField {
-        kind: "VirtualCluster",
-        field: "metadata.namespace",
-    })?;
-    let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, vc, |event| async {
-        match event {
-            Event::Apply(vc) => apply(vc, &ctx).await,
-            Event::Cleanup(vc) => cleanup(vc, &ctx).await,
+    if let Some(index) = legacy_finalizer(&vc) {
+        if vc.metadata.deletion_timestamp.is_some() {
+            cleanup(vc.clone(), &ctx).await?;
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+        release_finalizer(&ctx, &vc, index).await?;
+        // The patch's watch event brings the cluster back, without it.
+        return Ok(Action::await_change());
+    }
+    if vc.metadata.deletion_timestamp.is_some() {
+        // Deleted in the foreground: the garbage collector is removing the
+        // children, which must not be written again.
+        return Ok(Action::await_change());
+    }
+    apply(vc, &ctx).await
+}
+
+/// Where the finalizer that Nestor put on every cluster until it left
+/// their deletion to the garbage collector sits, if it is there.
+fn legacy_finalizer(vc: &VirtualCluster) -> Option<usize> {
+    vc.finalizers().iter().position(|f| f == FINALIZER)
+}
+
+/// The patch that removes the finalizer at `index`, after testing that it
+/// is still there (the list may have changed since it was read).
+fn release_finalizer_patch(index: usize) -> json_patch::Patch {
+    let path = format!("/metadata/finalizers/{index}");
+    // Well-formed JSON patch operations.
+    serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": path, "value": FINALIZER},
+        {"op": "remove", "path": path},
+    ]))
+    .expect("a JSON patch")
+}
+
+async fn release_finalizer(ctx: &Context, vc: &VirtualCluster, index: usize) -> Result<()> {
+    let names = ClusterNames::new(vc);
+    let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    ctx.metrics.write("patch", "VirtualCluster");
+    match api
+        .patch(
+            &names.cluster,
+            &crate::meta::patch_params(),
+            &Patch::Json::<()>(release_finalizer_patch(index)),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(source) => Err(Error::PatchMetadata {
+            what: "releasing the finalizer",
+            kind: "VirtualCluster",
+            namespace: names.namespace.clone(),
+            name: names.cluster.clone(),
+            source,
+        }),
+    }
 }
 
 /// Transient errors back off; errors that need a human back off slowly.
@@ -636,8 +680,11 @@ async fn update_status(
     Ok(status)
 }
 
-/// Removes what the garbage collector would not: the pools that join this
-/// cluster and the etcd volumes.
+/// For a cluster that still carries the finalizer of an older Nestor:
+/// removes what the garbage collector would not remove for such a cluster
+/// (its pools, which have no owner reference to it until this version's
+/// pool reconciler gives them one, and etcd volumes claimed before their
+/// StatefulSet's retention policy deleted them with it).
 async fn cleanup(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let names = ClusterNames::new(&vc);
     let observed = Observed {
@@ -707,4 +754,29 @@ async fn cleanup(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     }
     info!(cluster = %names.cluster, namespace = %names.namespace, "virtual cluster cleaned up");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures;
+    use serde_json::json;
+
+    #[test]
+    fn the_legacy_finalizer_alone_is_released_where_it_was_read() {
+        let mut vc = fixtures::vc(json!({}));
+        assert_eq!(legacy_finalizer(&vc), None, "a cluster of this version");
+        vc.metadata.finalizers = Some(vec!["example.com/keep".into(), FINALIZER.into()]);
+        let index = legacy_finalizer(&vc).expect("an older Nestor's cluster");
+        let patch = release_finalizer_patch(index);
+        let mut doc = serde_json::to_value(&vc).unwrap();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        assert_eq!(doc["metadata"]["finalizers"], json!(["example.com/keep"]));
+        // The list changed since it was read: the patch fails, nothing is
+        // removed, and the next reconcile reads it again.
+        let mut moved = serde_json::to_value(&vc).unwrap();
+        moved["metadata"]["finalizers"] = json!([FINALIZER]);
+        assert!(json_patch::patch(&mut moved, &patch).is_err());
+        assert_eq!(moved["metadata"]["finalizers"], json!([FINALIZER]));
+    }
 }

@@ -9,7 +9,7 @@
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
 use kube::api::{Api, ListParams};
@@ -1072,30 +1072,72 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// Test 7: Deleting removes every child and releases the finalizer, also when
-/// the operator was down at the time.
+/// Test 7: Deleting a cluster removes every child, pod, volume claim and
+/// pool through the garbage collector: no finalizer, so also while the
+/// operator is down. A cluster that still carries the finalizer of an
+/// older Nestor has it released, and is cleaned up as that version did.
 async fn delete_removes_everything(env: &Env) -> Result<()> {
     let mut s = env.scenario("delete").await?;
-    s.apply(&vc_yaml("gone", "{}"))?;
-    s.apply("apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: gone-pool\nspec:\n  clusterRef:\n    name: gone\n")?;
+    // As an older Nestor left it: with the finalizer.
+    s.apply(&legacy_vc_yaml("gone"))?;
+    s.apply(&pool_yaml("gone"))?;
     converged(&s, "gone", Duration::from_secs(60)).await?;
+    let vcs = s.api::<VirtualCluster>();
+    let pools = s.api::<NodePool>();
+    let uid = vcs.get("gone").await?.metadata.uid;
+    wait_for(
+        "the finalizer released and the pool owned",
+        Duration::from_secs(30),
+        || {
+            let (vcs, pools, uid) = (vcs.clone(), pools.clone(), uid.clone());
+            Box::pin(async move {
+                let released = vcs
+                    .get("gone")
+                    .await?
+                    .metadata
+                    .finalizers
+                    .unwrap_or_default()
+                    .is_empty();
+                let owned = pools
+                    .get("gone-pool")
+                    .await?
+                    .metadata
+                    .owner_references
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|o| Some(&o.uid) == uid.as_ref() && o.controller.is_none());
+                Ok(released && owned)
+            })
+        },
+    )
+    .await?;
     ensure!(
         s.kubectl(&["delete", "vc/gone", "--wait=false"])?.ok,
         "delete failed"
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !all_gone(&s, "gone").await? {
-        ensure!(
-            Instant::now() < deadline,
-            "children left after deleting the cluster: {:?}",
-            children(&s, "gone").await?
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    gone_within(&s, "gone", "children left after deleting the cluster").await?;
 
-    // Deleted while the operator is down: held by the finalizer until it is back.
+    // Deleted while the operator is down: nothing waits for it but the
+    // pool, whose finalizer tidies the nested cluster.
     s.apply(&vc_yaml("later", "{}"))?;
+    s.apply(&pool_yaml("later"))?;
     converged(&s, "later", Duration::from_secs(60)).await?;
+    wait_for(
+        "the pool owned by its cluster",
+        Duration::from_secs(30),
+        || {
+            let pools = pools.clone();
+            Box::pin(async move {
+                Ok(pools
+                    .get("later-pool")
+                    .await?
+                    .metadata
+                    .owner_references
+                    .is_some_and(|o| !o.is_empty()))
+            })
+        },
+    )
+    .await?;
     if let Some(mut op) = s.operator.take() {
         op.stop();
     }
@@ -1103,31 +1145,91 @@ async fn delete_removes_everything(env: &Env) -> Result<()> {
         s.kubectl(&["delete", "vc/later", "--wait=false"])?.ok,
         "delete failed"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let held = s.api::<VirtualCluster>().get_opt("later").await?;
-    ensure!(
-        held.is_some_and(|vc| vc.metadata.deletion_timestamp.is_some()),
-        "the finalizer did not hold the cluster"
-    );
-    s.restart_operator("delete-2").await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !all_gone(&s, "later").await? {
+    loop {
+        let cluster_gone = vcs.get_opt("later").await?.is_none();
+        let left = children(&s, "later").await?;
+        let pool_deleting = pools
+            .get("later-pool")
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_some();
+        if cluster_gone && left.is_empty() && pool_deleting {
+            break;
+        }
         ensure!(
             Instant::now() < deadline,
-            "the cluster deleted while the operator was down was not cleaned up"
+            "with the operator down, the cluster was not deleted: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    s.restart_operator("delete-2").await?;
+    gone_within(
+        &s,
+        "later",
+        "the pool of the cluster deleted while the operator was down stayed",
+    )
+    .await?;
+
+    // An older Nestor's cluster deleted while the operator is down, before
+    // its pool was given an owner: held by the finalizer, then cleaned up.
+    if let Some(mut op) = s.operator.take() {
+        op.stop();
+    }
+    s.apply(&legacy_vc_yaml("old"))?;
+    s.apply(&pool_yaml("old"))?;
+    ensure!(
+        s.kubectl(&["delete", "vc/old", "--wait=false"])?.ok,
+        "delete failed"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(
+        vcs.get_opt("old")
+            .await?
+            .is_some_and(|vc| vc.metadata.deletion_timestamp.is_some()),
+        "the older Nestor's finalizer did not hold the cluster"
+    );
+    s.restart_operator("delete-3").await?;
+    gone_within(&s, "old", "the older Nestor's cluster was not cleaned up").await?;
+    Ok(())
+}
+
+fn legacy_vc_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: nestor.dev/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {name}\n  finalizers: [nestor.dev/cleanup]\nspec: {{}}\n"
+    )
+}
+
+fn pool_yaml(cluster: &str) -> String {
+    format!(
+        "apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: {cluster}-pool\nspec:\n  clusterRef:\n    name: {cluster}\n"
+    )
+}
+
+async fn gone_within(s: &Scenario<'_>, vc: &str, failure: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !all_gone(s, vc).await? {
+        ensure!(
+            Instant::now() < deadline,
+            "{failure}: {:?}",
+            children(s, vc).await?
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
 }
 
-/// Nothing of the cluster is left: the object, its children, its pods, its pools.
+/// Nothing of the cluster is left: the object, its children, its pods, its
+/// etcd volume claims, its pools.
 async fn all_gone(s: &Scenario<'_>, vc: &str) -> Result<bool> {
     let vc_left = s.api::<VirtualCluster>().get_opt(vc).await?.is_some();
     let children = children(s, vc).await?;
-    let pods = s
-        .api::<Pod>()
-        .list_metadata(&ListParams::default().labels(&format!("nestor.dev/cluster={vc}")))
+    let selected = ListParams::default().labels(&format!("nestor.dev/cluster={vc}"));
+    let pods = s.api::<Pod>().list_metadata(&selected).await?.items.len();
+    let claims = s
+        .api::<PersistentVolumeClaim>()
+        .list_metadata(&selected)
         .await?
         .items
         .len();
@@ -1137,7 +1239,7 @@ async fn all_gone(s: &Scenario<'_>, vc: &str) -> Result<bool> {
         .await?
         .items
         .len();
-    Ok(!vc_left && children.is_empty() && pods == 0 && pools == 0)
+    Ok(!vc_left && children.is_empty() && pods == 0 && claims == 0 && pools == 0)
 }
 
 /// Test 8: Killing the operator in the middle of creating a cluster and
