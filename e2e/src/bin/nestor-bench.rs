@@ -752,6 +752,9 @@ async fn measure(
     });
     if std::env::var_os("NESTOR_BENCH_CONVERGE_ONLY").is_some() {
         // For quick before/after comparisons: no settle, idle or repair.
+        operator.stop(Duration::from_secs(10));
+        drop(progress);
+        floor_after(bed, &admin, &floor_client, n, &mut figures).await?;
         return Ok(figures);
     }
     // Settled: the Deployments' progress deadlines are past (no pod runs
@@ -839,7 +842,45 @@ async fn measure(
     if let (Value::Object(all), Value::Object(rest)) = (&mut figures, rest) {
         all.extend(rest);
     }
+    drop(progress);
+    floor_after(bed, &admin, &floor_client, n, &mut figures).await?;
     Ok(figures)
+}
+
+/// The by-cluster floor once more, after the operator's phase, on a control
+/// plane cleared of the operator's clusters: this machine's speed drifts
+/// by up to half within minutes, and the floors on both sides of the
+/// operator bound what the drift does to its ratio. In a converge-only run
+/// it follows the convergence within minutes; in a full run, the settle,
+/// idle and repair phases (about 25 minutes at N = 1,000).
+async fn floor_after(
+    bed: &TestBed,
+    admin: &kube::Client,
+    floor_client: &kube::Client,
+    n: usize,
+    figures: &mut Value,
+) -> Result<()> {
+    let cleared = Instant::now();
+    kubectl_ok(
+        &bed.kubeconfig,
+        &["delete", "namespace", "bench", "--timeout=600s"],
+        None,
+    )?;
+    let (waited, rate) = until_quiet(bed).await;
+    eprintln!(
+        "bench N={n}: the operator's clusters deleted in {:.1}s; control plane at {rate:.2} cores after {waited:.1}s more",
+        cleared.elapsed().as_secs_f64() - waited
+    );
+    let (after, cpu) = measure_floor(bed, admin, floor_client, n, FloorOrder::ByCluster).await?;
+    let before = figures["floor_by_cluster_seconds"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let converged = figures["converged_seconds"].as_f64().unwrap_or(f64::NAN);
+    figures["floor_by_cluster_after_seconds"] = json!(after);
+    figures["floor_by_cluster_after_control_plane_cpu_seconds"] = json!(cpu);
+    figures["floor_by_cluster_drift"] = json!(after / before);
+    figures["ratio_to_floor_by_cluster_bracketed"] = json!(converged / ((before + after) / 2.0));
+    Ok(())
 }
 
 /// The cost of one cluster's certificates: a CA bundle and every PKI Secret.
@@ -988,7 +1029,7 @@ async fn main() -> Result<()> {
     }
     println!();
     println!(
-        "| N | floor s (by kind / by cluster / applied) | operator s | ratio | settled s | peak RSS MiB | RSS/cluster KiB | CPU ms/cluster | writes/cluster | requests/cluster | idle 60 s writes | idle 60 s CPU s | repair s |"
+        "| N | floor s (by kind / by cluster / applied; by cluster after) | operator s | ratio (by kind / by cluster / applied; by cluster bracketed) | settled s | peak RSS MiB | RSS/cluster KiB | CPU ms/cluster | writes/cluster | requests/cluster | idle 60 s writes | idle 60 s CPU s | repair s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
@@ -997,15 +1038,19 @@ async fn main() -> Result<()> {
             .map(|m| m.values().filter_map(Value::as_f64).sum())
             .unwrap_or(0.0);
         println!(
-            "| {} | {:.1} / {:.1} / {:.1} | {:.1} | {:.2} / {:.2} / {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
+            "| {} | {:.1} / {:.1} / {:.1}; {:.1} | {:.1} | {:.2} / {:.2} / {:.2}; {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
             r["n"],
             r["floor_seconds"].as_f64().unwrap_or(0.0),
             r["floor_by_cluster_seconds"].as_f64().unwrap_or(0.0),
             r["floor_applied_seconds"].as_f64().unwrap_or(0.0),
+            r["floor_by_cluster_after_seconds"].as_f64().unwrap_or(0.0),
             r["converged_seconds"].as_f64().unwrap_or(0.0),
             r["ratio_to_floor"].as_f64().unwrap_or(0.0),
             r["ratio_to_floor_by_cluster"].as_f64().unwrap_or(0.0),
             r["ratio_to_floor_applied"].as_f64().unwrap_or(0.0),
+            r["ratio_to_floor_by_cluster_bracketed"]
+                .as_f64()
+                .unwrap_or(0.0),
             r["settled_seconds"].as_f64().unwrap_or(0.0),
             r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
             r["rss_per_cluster_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
