@@ -97,12 +97,16 @@ fn cpu_since(before: &BTreeMap<String, f64>, bed: &TestBed) -> BTreeMap<String, 
         .collect()
 }
 
-/// Waits (up to two minutes) until the control plane uses under 0.15 of a
+/// Waits (up to five minutes) until the control plane uses under 0.15 of a
 /// core, so that neither phase pays for the other's leftovers (the
 /// controller-manager finishing its work on the floor's objects); returns
-/// the seconds waited and the last rate seen, in cores.
+/// the seconds waited and the last rate seen, in cores. A phase that
+/// started on a busy control plane ran slower in every run where it
+/// happened (session 7: two minutes were not always enough); when the wait
+/// gives up, it says which component was still busy.
 async fn until_quiet(bed: &TestBed) -> (f64, f64) {
     const WINDOW: Duration = Duration::from_secs(4);
+    const MOST: Duration = Duration::from_secs(300);
     let started = Instant::now();
     let total = |cpu: &BTreeMap<String, f64>| cpu.values().sum::<f64>();
     let mut before = control_plane_cpu(bed);
@@ -110,11 +114,41 @@ async fn until_quiet(bed: &TestBed) -> (f64, f64) {
         tokio::time::sleep(WINDOW).await;
         let now = control_plane_cpu(bed);
         let rate = (total(&now) - total(&before)) / WINDOW.as_secs_f64();
-        if rate < 0.15 || started.elapsed() > Duration::from_secs(120) {
+        if rate < 0.15 {
+            return (started.elapsed().as_secs_f64(), rate);
+        }
+        if started.elapsed() > MOST {
+            let busy: BTreeMap<&String, String> = now
+                .iter()
+                .map(|(name, cpu)| {
+                    let spent = cpu - before.get(name).copied().unwrap_or(0.0);
+                    (name, format!("{:.2}", spent / WINDOW.as_secs_f64()))
+                })
+                .collect();
+            eprintln!("bench: the control plane is still busy, in cores: {busy:?}");
             return (started.elapsed().as_secs_f64(), rate);
         }
         before = now;
     }
+}
+
+/// What a phase starts from: the API server's and etcd's resident memory
+/// and the size of etcd's database file.
+fn state(bed: &TestBed) -> String {
+    let rss = |name: &str| {
+        bed.pids()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, pid)| memory(pid).ok())
+            .map_or(f64::NAN, |(rss, _)| rss as f64 / 1048576.0)
+    };
+    let db = std::fs::metadata(bed.dir.join("etcd/member/snap/db"))
+        .map_or(f64::NAN, |m| m.len() as f64 / 1048576.0);
+    format!(
+        "kube-apiserver RSS {:.0} MiB, etcd RSS {:.0} MiB, etcd db {db:.0} MiB",
+        rss("kube-apiserver"),
+        rss("etcd")
+    )
 }
 
 /// With `NESTOR_BENCH_PROFILE_APISERVER=SECONDS`, starts a CPU profile of
@@ -237,7 +271,37 @@ enum FloorOrder {
     Applied,
 }
 
+/// The floors measured before the operator, in order: by default by kind,
+/// applied, by cluster; `NESTOR_BENCH_FLOORS` (e.g. `cluster,cluster,cluster`)
+/// sets another list, to see how a floor drifts within one run.
+fn floor_orders() -> Result<Vec<FloorOrder>> {
+    let list =
+        std::env::var("NESTOR_BENCH_FLOORS").unwrap_or_else(|_| "kind,applied,cluster".into());
+    list.split(',')
+        .map(|key| {
+            [
+                FloorOrder::ByKind,
+                FloorOrder::Applied,
+                FloorOrder::ByCluster,
+            ]
+            .into_iter()
+            .find(|o| o.key() == key.trim())
+            .with_context(|| {
+                format!("NESTOR_BENCH_FLOORS: {key:?} is not one of kind, applied, cluster")
+            })
+        })
+        .collect()
+}
+
 impl FloorOrder {
+    fn key(self) -> &'static str {
+        match self {
+            FloorOrder::ByKind => "kind",
+            FloorOrder::ByCluster => "cluster",
+            FloorOrder::Applied => "applied",
+        }
+    }
+
     fn namespace(self) -> &'static str {
         match self {
             FloorOrder::ByKind => "floor",
@@ -331,43 +395,91 @@ async fn floor(client: &kube::Client, n: usize, order: FloorOrder) -> Result<f64
     Ok((started.elapsed() - building).as_secs_f64())
 }
 
-/// Measures one floor in a namespace of its own, under the same observers
-/// as the operator (the benchmark's watches of every kind under test) and
-/// the same audit logging, from a quiet control plane; then deletes what
-/// it created and waits until the control plane is quiet again, so that
-/// the next phase pays for none of it.
+/// A test bed of its own for one phase, with Nestor's CRDs established.
+///
+/// Every phase starts from the same state. With one test bed for every
+/// phase, each phase began where the earlier ones had left it, their
+/// objects deleted: in session 8 the API server's resident memory grew
+/// from 263 MiB to 1.2, 1.9 and 2.1 GiB over five phases and etcd's
+/// database from 1 to 342 MiB, and the deletions took minutes to die down
+/// (the wait for a quiet control plane sometimes gave up). Whether that
+/// state slowed the later phases could not be told apart from the
+/// machine's drift (the same floor cost the API server 46.4, 55.4, 56.6
+/// and then 46.9 CPU seconds); with a fresh test bed it does not arise.
+async fn fresh_bed(dir: &Path, options: &TestBedOptions) -> Result<(TestBed, kube::Client)> {
+    let bed = TestBed::start(dir, Lifetime::Tied, options).await?;
+    kubectl_ok(
+        &bed.kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &paths::repo_root()
+                .join("crds/nestor.dev_crds.yaml")
+                .display()
+                .to_string(),
+        ],
+        None,
+    )?;
+    kubectl_ok(
+        &bed.kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/virtualclusters.nestor.dev",
+            "crd/nodepools.nestor.dev",
+        ],
+        None,
+    )?;
+    let admin = bed.client().await?;
+    Ok((bed, admin))
+}
+
+/// Measures one floor on a test bed of its own (see [`fresh_bed`]), under
+/// the same observers as the operator (the benchmark's watches of every
+/// kind under test) and the same audit logging, from a quiet control
+/// plane.
 async fn measure_floor(
+    n: usize,
+    order: FloorOrder,
+    options: &TestBedOptions,
+    dir: &Path,
+) -> Result<(f64, BTreeMap<String, f64>)> {
+    let (mut bed, admin) = fresh_bed(dir, options).await?;
+    let result = floor_on(&bed, &admin, n, order).await;
+    if result.is_err() {
+        bed.keep_logs();
+        eprintln!("bench N={n}: logs kept in {}", dir.join("logs").display());
+    }
+    result
+}
+
+async fn floor_on(
     bed: &TestBed,
     admin: &kube::Client,
-    client: &kube::Client,
     n: usize,
     order: FloorOrder,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
+    let client =
+        client_for(&bed.user_kubeconfig(FLOOR_USER, &["system:masters"], "floor.kubeconfig")?)
+            .await?;
     let namespace = order.namespace();
     kubectl_ok(&bed.kubeconfig, &["create", "namespace", namespace], None)?;
     let observers = Progress::start(admin, namespace).await?;
     let (waited, rate) = until_quiet(bed).await;
-    eprintln!("bench N={n}: control plane at {rate:.2} cores after {waited:.1}s");
+    eprintln!(
+        "bench N={n}: control plane at {rate:.2} cores after {waited:.1}s; {}",
+        state(bed)
+    );
     let cpu_before = control_plane_cpu(bed);
     let profile = profile(bed, &format!("{order:?}"))?;
-    let seconds = floor(client, n, order).await?;
+    let seconds = floor(&client, n, order).await?;
     let cpu = cpu_since(&cpu_before, bed);
     drop(observers);
     if let Some(mut p) = profile {
         p.wait()?;
     }
     eprintln!("bench N={n}: floor {order:?} {seconds:.1}s; control plane CPU s {cpu:?}");
-    let cleared = Instant::now();
-    kubectl_ok(
-        &bed.kubeconfig,
-        &["delete", "namespace", namespace, "--timeout=600s"],
-        None,
-    )?;
-    let (waited, rate) = until_quiet(bed).await;
-    eprintln!(
-        "bench N={n}: floor's objects deleted in {:.1}s; control plane at {rate:.2} cores after {waited:.1}s more",
-        cleared.elapsed().as_secs_f64() - waited
-    );
     Ok((seconds, cpu))
 }
 
@@ -598,59 +710,65 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
         profiling: std::env::var_os("NESTOR_BENCH_PROFILE_APISERVER").is_some(),
         ..Default::default()
     };
-    let mut bed = TestBed::start(&dir, Lifetime::Tied, &options).await?;
-    let result = measure(n, operator_bin, &bed, &options).await;
+    // The by-cluster floor, the one the operator's shape matches, runs
+    // last, right before the operator, and once more after it: this
+    // machine's speed drifts within minutes. Each figure is the last run
+    // of that floor before the operator.
+    let mut floors = BTreeMap::new();
+    for (i, order) in floor_orders()?.into_iter().enumerate() {
+        let measured = measure_floor(
+            n,
+            order,
+            &options,
+            &dir.join(format!("{i}-floor-{}", order.key())),
+        )
+        .await?;
+        floors.insert(order.key(), measured);
+    }
+    let (mut bed, admin) = fresh_bed(&dir.join("operator"), &options).await?;
+    let result = measure(n, operator_bin, &bed, &admin, &options, &floors).await;
     if result.is_err() {
         bed.keep_logs();
-        eprintln!("bench N={n}: logs kept in {}", dir.join("logs").display());
+        eprintln!(
+            "bench N={n}: logs kept in {}",
+            bed.dir.join("logs").display()
+        );
     }
-    result
+    drop(bed);
+    let mut figures = result?;
+    let after = measure_floor(
+        n,
+        FloorOrder::ByCluster,
+        &options,
+        &dir.join("after-floor-cluster"),
+    )
+    .await?;
+    floor_after(&mut figures, after);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(figures)
 }
 
-/// One size's run on a started test bed.
+/// The operator's phase (and, in a full run, its settle, idle and repair
+/// phases) on a test bed of its own.
 async fn measure(
     n: usize,
     operator_bin: &Path,
     bed: &TestBed,
+    admin: &kube::Client,
     options: &TestBedOptions,
+    floors: &BTreeMap<&str, (f64, BTreeMap<String, f64>)>,
 ) -> Result<Value> {
-    let admin = bed.client().await?;
-    kubectl_ok(
-        &bed.kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "-f",
-            &paths::repo_root()
-                .join("crds/nestor.dev_crds.yaml")
-                .display()
-                .to_string(),
-        ],
-        None,
-    )?;
-    kubectl_ok(
-        &bed.kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/virtualclusters.nestor.dev",
-            "crd/nodepools.nestor.dev",
-        ],
-        None,
-    )?;
+    let admin = admin.clone();
     kubectl_ok(&bed.kubeconfig, &["create", "namespace", "bench"], None)?;
-    let floor_client =
-        client_for(&bed.user_kubeconfig(FLOOR_USER, &["system:masters"], "floor.kubeconfig")?)
-            .await?;
-    // The by-cluster floor, the one the operator's shape matches, runs
-    // last, right before the operator: this machine's speed drifts within
-    // minutes, and the phases next to each other drift apart the least.
-    let (floor_seconds, floor_cpu) =
-        measure_floor(bed, &admin, &floor_client, n, FloorOrder::ByKind).await?;
-    let (floor_applied_seconds, floor_applied_cpu) =
-        measure_floor(bed, &admin, &floor_client, n, FloorOrder::Applied).await?;
-    let (floor_by_cluster_seconds, floor_by_cluster_cpu) =
-        measure_floor(bed, &admin, &floor_client, n, FloorOrder::ByCluster).await?;
+    let floor_of = |order: FloorOrder| {
+        floors
+            .get(order.key())
+            .cloned()
+            .unwrap_or((f64::NAN, BTreeMap::new()))
+    };
+    let (floor_seconds, floor_cpu) = floor_of(FloorOrder::ByKind);
+    let (floor_applied_seconds, floor_applied_cpu) = floor_of(FloorOrder::Applied);
+    let (floor_by_cluster_seconds, floor_by_cluster_cpu) = floor_of(FloorOrder::ByCluster);
 
     let kubeconfig =
         bed.user_kubeconfig(OPERATOR_USER, &["system:masters"], "operator.kubeconfig")?;
@@ -689,6 +807,11 @@ async fn measure(
     let (_, audit_offset) = audit_counts(&audit, 0, false)?;
 
     let progress = Progress::start(&admin, "bench").await?;
+    let (waited, rate) = until_quiet(bed).await;
+    eprintln!(
+        "bench N={n}: control plane at {rate:.2} cores after {waited:.1}s; the operator's phase starts; {}",
+        state(bed)
+    );
     let operator_cpu_before = control_plane_cpu(bed);
     let operator_profile = profile(bed, "operator")?;
     let started = Instant::now();
@@ -753,8 +876,6 @@ async fn measure(
     if std::env::var_os("NESTOR_BENCH_CONVERGE_ONLY").is_some() {
         // For quick before/after comparisons: no settle, idle or repair.
         operator.stop(Duration::from_secs(10));
-        drop(progress);
-        floor_after(bed, &admin, &floor_client, n, &mut figures).await?;
         return Ok(figures);
     }
     // Settled: the Deployments' progress deadlines are past (no pod runs
@@ -842,36 +963,15 @@ async fn measure(
     if let (Value::Object(all), Value::Object(rest)) = (&mut figures, rest) {
         all.extend(rest);
     }
-    drop(progress);
-    floor_after(bed, &admin, &floor_client, n, &mut figures).await?;
     Ok(figures)
 }
 
-/// The by-cluster floor once more, after the operator's phase, on a control
-/// plane cleared of the operator's clusters: this machine's speed drifts
-/// by up to half within minutes, and the floors on both sides of the
-/// operator bound what the drift does to its ratio. In a converge-only run
-/// it follows the convergence within minutes; in a full run, the settle,
-/// idle and repair phases (about 25 minutes at N = 1,000).
-async fn floor_after(
-    bed: &TestBed,
-    admin: &kube::Client,
-    floor_client: &kube::Client,
-    n: usize,
-    figures: &mut Value,
-) -> Result<()> {
-    let cleared = Instant::now();
-    kubectl_ok(
-        &bed.kubeconfig,
-        &["delete", "namespace", "bench", "--timeout=600s"],
-        None,
-    )?;
-    let (waited, rate) = until_quiet(bed).await;
-    eprintln!(
-        "bench N={n}: the operator's clusters deleted in {:.1}s; control plane at {rate:.2} cores after {waited:.1}s more",
-        cleared.elapsed().as_secs_f64() - waited
-    );
-    let (after, cpu) = measure_floor(bed, admin, floor_client, n, FloorOrder::ByCluster).await?;
+/// The by-cluster floor once more, after the operator's phase: this
+/// machine's speed drifts by up to half within minutes, and the floors on
+/// both sides of the operator bound what the drift does to its ratio. In a
+/// converge-only run it follows the convergence within a minute; in a full
+/// run, the settle, idle and repair phases (about 25 minutes at N = 1,000).
+fn floor_after(figures: &mut Value, (after, cpu): (f64, BTreeMap<String, f64>)) {
     let before = figures["floor_by_cluster_seconds"]
         .as_f64()
         .unwrap_or(f64::NAN);
@@ -880,7 +980,6 @@ async fn floor_after(
     figures["floor_by_cluster_after_control_plane_cpu_seconds"] = json!(cpu);
     figures["floor_by_cluster_drift"] = json!(after / before);
     figures["ratio_to_floor_by_cluster_bracketed"] = json!(converged / ((before + after) / 2.0));
-    Ok(())
 }
 
 /// The cost of one cluster's certificates: a CA bundle and every PKI Secret.
