@@ -518,7 +518,7 @@ pub fn slim_child<K>(obj: &mut PartialObjectMeta<K>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
 
@@ -537,13 +537,13 @@ mod tests {
         value.as_array().unwrap().clone()
     }
 
-    type MockHandle = tower_test::mock::Handle<
+    pub(crate) type MockHandle = tower_test::mock::Handle<
         http::Request<kube::client::Body>,
         http::Response<kube::client::Body>,
     >;
 
     /// A context whose client is served by the returned handle.
-    fn mock_context() -> (Context, MockHandle) {
+    pub(crate) fn mock_context() -> (Context, MockHandle) {
         use kube::runtime::reflector::store::Writer;
         let (service, handle) = tower_test::mock::pair();
         let client = kube::Client::new(service, "default");
@@ -581,12 +581,12 @@ mod tests {
     }
 
     /// What the client asked: method, path and query, content type, accept.
-    type Asked = (String, String, String, String);
+    pub(crate) type Asked = (String, String, String, String);
 
     /// Answers the client's requests in turn with `responses` (status,
     /// body), then hangs up, so that one more request fails; returns what
     /// the client asked.
-    fn serve(
+    pub(crate) fn serve(
         mut handle: MockHandle,
         responses: Vec<(u16, serde_json::Value)>,
     ) -> tokio::task::JoinHandle<Vec<Asked>> {

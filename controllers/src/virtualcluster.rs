@@ -49,7 +49,8 @@ pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Act
     }
     if vc.metadata.deletion_timestamp.is_some() {
         // Deleted in the foreground: the garbage collector is removing the
-        // children, which must not be written again.
+        // children, which must not be written again; the status says so.
+        mark_deleting(&vc, &ctx).await;
         return Ok(Action::await_change());
     }
     apply(vc, &ctx).await
@@ -680,6 +681,19 @@ async fn update_status(
     Ok(status)
 }
 
+/// Reports a cluster that is being deleted as `Deleting` (written only
+/// once: the status is patched only when it changes). Best effort: the
+/// object is going away.
+async fn mark_deleting(vc: &VirtualCluster, ctx: &Context) {
+    let observed = Observed {
+        deleting: true,
+        ..observe(ctx, &ClusterNames::new(vc))
+    };
+    if let Err(e) = update_status(ctx, vc, &observed).await {
+        warn!(error = %e, "could not mark the cluster as deleting");
+    }
+}
+
 /// For a cluster that still carries the finalizer of an older Nestor:
 /// removes what the garbage collector would not remove for such a cluster
 /// (its pools, which have no owner reference to it until this version's
@@ -687,14 +701,7 @@ async fn update_status(
 /// StatefulSet's retention policy deleted them with it).
 async fn cleanup(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
     let names = ClusterNames::new(&vc);
-    let observed = Observed {
-        deleting: true,
-        ..observe(ctx, &names)
-    };
-    // Best effort: the object is going away.
-    if let Err(e) = update_status(ctx, &vc, &observed).await {
-        warn!(error = %e, "could not mark the cluster as deleting");
-    }
+    mark_deleting(&vc, ctx).await;
     let pools: Api<NodePool> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let list = pools
         .list(&ListParams::default())
@@ -761,6 +768,50 @@ mod tests {
     use super::*;
     use crate::cluster::fixtures;
     use serde_json::json;
+
+    /// A cluster deleted in the foreground is reported `Deleting` once, and
+    /// nothing else is written while the garbage collector removes its
+    /// children.
+    #[tokio::test]
+    async fn a_cluster_deleted_in_the_foreground_is_only_marked_deleting() {
+        let (ctx, handle) = crate::apply::tests::mock_context();
+        let ctx = Arc::new(ctx);
+        let mut vc = fixtures::vc(json!({}));
+        vc.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        let server =
+            crate::apply::tests::serve(handle, vec![(200, serde_json::to_value(&vc).unwrap())]);
+        let vc = Arc::new(vc);
+        for _ in 0..2 {
+            let action = reconcile(vc.clone(), ctx.clone()).await.unwrap();
+            assert_eq!(action, Action::await_change());
+        }
+        let asked = server.await.unwrap();
+        let (method, uri, content, _) = &asked[0];
+        assert_eq!(method, "PATCH");
+        assert!(uri.starts_with(
+            "/apis/nestor.dev/v1alpha1/namespaces/tenants/virtualclusters/demo/status"
+        ));
+        assert_eq!(content, "application/merge-patch+json");
+        let written = ctx
+            .written_status
+            .lock()
+            .unwrap()
+            .get(vc.metadata.uid.as_deref().unwrap())
+            .cloned();
+        assert_eq!(
+            written.and_then(|s| s.phase),
+            Some(nestor_crds::VirtualClusterPhase::Deleting)
+        );
+        let writes: u64 = ctx
+            .metrics
+            .writes
+            .get_or_create(&crate::metrics::WriteLabels {
+                verb: "patch_status",
+                kind: "VirtualCluster",
+            })
+            .get();
+        assert_eq!(writes, 1, "the second reconcile writes nothing");
+    }
 
     #[test]
     fn the_legacy_finalizer_alone_is_released_where_it_was_read() {
