@@ -41,7 +41,7 @@ pub const RESYNC: Duration = Duration::from_secs(600);
 pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(index) = legacy_finalizer(&vc) {
         if vc.metadata.deletion_timestamp.is_some() {
-            cleanup(vc.clone(), &ctx).await?;
+            cleanup(&vc, &ctx).await?;
         }
         release_finalizer(&ctx, &vc, index).await?;
         // The patch's watch event brings the cluster back, without it.
@@ -699,9 +699,9 @@ async fn mark_deleting(vc: &VirtualCluster, ctx: &Context) {
 /// (its pools, which have no owner reference to it until this version's
 /// pool reconciler gives them one, and etcd volumes claimed before their
 /// StatefulSet's retention policy deleted them with it).
-async fn cleanup(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
-    let names = ClusterNames::new(&vc);
-    mark_deleting(&vc, ctx).await;
+async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<()> {
+    let names = ClusterNames::new(vc);
+    mark_deleting(vc, ctx).await;
     let pools: Api<NodePool> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let list = pools
         .list(&ListParams::default())
@@ -760,7 +760,7 @@ async fn cleanup(vc: Arc<VirtualCluster>, ctx: &Context) -> Result<Action> {
         written.remove(uid);
     }
     info!(cluster = %names.cluster, namespace = %names.namespace, "virtual cluster cleaned up");
-    Ok(Action::await_change())
+    Ok(())
 }
 
 #[cfg(test)]
