@@ -600,20 +600,36 @@ pub const SETTLED_RECHECK: Duration = Duration::from_secs(30);
 /// are removed anyway (a PodDisruptionBudget may never allow it).
 pub const DELETE_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The pools in `pools` that join `vc`.
+pub fn pools_joining<'a>(
+    pools: &kube::runtime::reflector::Store<NodePool>,
+    vc: &'a VirtualCluster,
+) -> impl Iterator<Item = Arc<NodePool>> + 'a {
+    let name = vc.metadata.name.as_deref().unwrap_or_default();
+    let namespace = vc.metadata.namespace.as_deref();
+    pools.state().into_iter().filter(move |p| {
+        p.spec.cluster_ref.name == name && p.metadata.namespace.as_deref() == namespace
+    })
+}
+
 /// The server-side apply body that makes `vc` an owner of `pool`, so that
 /// the garbage collector deletes the pool with its cluster (and the
 /// cluster's deletion needs no finalizer); `None` when the pool has that
-/// owner already. Not its controller: the pool is the user's object. Its
-/// other owner references, if any, are left as they are (server-side apply
-/// merges the list by UID).
+/// owner already, or the cluster is being deleted (deleted with
+/// `--cascade=orphan`, its pools must stay: the garbage collector has
+/// taken the reference away and it must not come back). Not its
+/// controller: the pool is the user's object. Its other owner references,
+/// if any, are left as they are (server-side apply merges the list by UID).
+/// Nor does it block the owner's deletion: a pool's finalizer needs the
+/// operator, and a cluster deleted in the foreground must not wait for it.
 pub fn desired_pool_owner(pool: &NodePool, vc: &VirtualCluster) -> Option<serde_json::Value> {
     let uid = vc.metadata.uid.as_deref()?;
-    if pool.owner_references().iter().any(|o| o.uid == uid) {
+    if vc.metadata.deletion_timestamp.is_some()
+        || pool.owner_references().iter().any(|o| o.uid == uid)
+    {
         return None;
     }
-    let mut owner = vc.owner_ref(&())?;
-    // A cluster deleted in the foreground waits for its pools.
-    owner.block_owner_deletion = Some(true);
+    let owner = vc.owner_ref(&())?;
     Some(serde_json::json!({
         "apiVersion": NodePool::api_version(&()),
         "kind": NodePool::kind(&()),
@@ -1158,11 +1174,10 @@ mod tests {
                         "kind": "VirtualCluster",
                         "name": "demo",
                         "uid": "00000000-0000-0000-0000-000000000001",
-                        "blockOwnerDeletion": true,
                     }],
                 },
             }),
-            "an owner, not the controller"
+            "an owner, neither the controller nor blocking its deletion"
         );
         // Someone else's owner reference does not count, and stays (the
         // body names only Nestor's).
@@ -1175,6 +1190,14 @@ mod tests {
         let mut unsaved = vc.clone();
         unsaved.metadata.uid = None;
         assert_eq!(desired_pool_owner(&pool, &unsaved), None, "no UID to name");
+        let mut orphaning = vc.clone();
+        orphaning.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        pool.metadata.owner_references = None;
+        assert_eq!(
+            desired_pool_owner(&pool, &orphaning),
+            None,
+            "a cluster being deleted takes no pool"
+        );
     }
 
     #[test]

@@ -452,12 +452,7 @@ fn take<K>(subs: &mut Vec<Triggers<K>>) -> Triggers<K> {
 
 /// The pools that join a virtual cluster.
 fn pools_of(pools: &Store<NodePool>, vc: &VirtualCluster) -> Vec<ObjectRef<NodePool>> {
-    let name = vc.meta().name.as_deref().unwrap_or_default();
-    let namespace = vc.meta().namespace.as_deref();
-    pools
-        .state()
-        .into_iter()
-        .filter(|p| p.spec.cluster_ref.name == name && p.meta().namespace.as_deref() == namespace)
+    nodepool::pools_joining(pools, vc)
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }

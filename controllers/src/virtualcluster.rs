@@ -42,6 +42,11 @@ pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Act
     if let Some(index) = legacy_finalizer(&vc) {
         if vc.metadata.deletion_timestamp.is_some() {
             cleanup(&vc, &ctx).await?;
+        } else if !pools_owned(&ctx, &vc) {
+            // Until the pool reconciler has made this cluster the owner of
+            // its pools, a deletion must still delete them itself.
+            apply(vc, &ctx).await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
         }
         release_finalizer(&ctx, &vc, index).await?;
         // The patch's watch event brings the cluster back, without it.
@@ -54,6 +59,12 @@ pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
     apply(vc, &ctx).await
+}
+
+/// Whether every pool that joins `vc` (in the cache) has it as an owner.
+fn pools_owned(ctx: &Context, vc: &VirtualCluster) -> bool {
+    crate::nodepool::pools_joining(&ctx.stores.node_pools, vc)
+        .all(|pool| crate::nodepool::desired_pool_owner(&pool, vc).is_none())
 }
 
 /// Where the finalizer that Nestor put on every cluster until it left
@@ -755,9 +766,6 @@ async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<()> {
                 });
             }
         }
-    }
-    if let (Some(uid), Ok(mut written)) = (vc.metadata.uid.as_ref(), ctx.written_status.lock()) {
-        written.remove(uid);
     }
     info!(cluster = %names.cluster, namespace = %names.namespace, "virtual cluster cleaned up");
     Ok(())

@@ -1111,6 +1111,17 @@ async fn delete_removes_everything(env: &Env) -> Result<()> {
         },
     )
     .await?;
+    // The etcd volume claim exists (made by the StatefulSet controller), so
+    // that its deletion below is seen, not assumed.
+    let claims = s.api::<PersistentVolumeClaim>();
+    wait_for("the etcd volume claim", Duration::from_secs(30), || {
+        let claims = claims.clone();
+        Box::pin(async move {
+            let selected = ListParams::default().labels("nestor.dev/cluster=gone");
+            Ok(!claims.list_metadata(&selected).await?.items.is_empty())
+        })
+    })
+    .await?;
     ensure!(
         s.kubectl(&["delete", "vc/gone", "--wait=false"])?.ok,
         "delete failed"
@@ -1149,9 +1160,11 @@ async fn delete_removes_everything(env: &Env) -> Result<()> {
     loop {
         let cluster_gone = vcs.get_opt("later").await?.is_none();
         let left = children(&s, "later").await?;
+        // Gone already would mean its finalizer did not wait for the operator.
         let pool_deleting = pools
-            .get("later-pool")
+            .get_opt("later-pool")
             .await?
+            .context("the pool went without its finalizer")?
             .metadata
             .deletion_timestamp
             .is_some();

@@ -407,7 +407,18 @@ async fn floor(client: &kube::Client, n: usize, order: FloorOrder) -> Result<f64
 /// machine's drift (the same floor cost the API server 46.4, 55.4, 56.6
 /// and then 46.9 CPU seconds); with a fresh test bed it does not arise.
 async fn fresh_bed(dir: &Path, options: &TestBedOptions) -> Result<(TestBed, kube::Client)> {
-    let bed = TestBed::start(dir, Lifetime::Tied, options).await?;
+    let mut bed = TestBed::start(dir, Lifetime::Tied, options).await?;
+    match install_crds(&bed).await {
+        Ok(admin) => Ok((bed, admin)),
+        Err(e) => {
+            bed.keep_logs();
+            eprintln!("bench: logs kept in {}", dir.join("logs").display());
+            Err(e)
+        }
+    }
+}
+
+async fn install_crds(bed: &TestBed) -> Result<kube::Client> {
     kubectl_ok(
         &bed.kubeconfig,
         &[
@@ -431,8 +442,7 @@ async fn fresh_bed(dir: &Path, options: &TestBedOptions) -> Result<(TestBed, kub
         ],
         None,
     )?;
-    let admin = bed.client().await?;
-    Ok((bed, admin))
+    bed.client().await
 }
 
 /// Measures one floor on a test bed of its own (see [`fresh_bed`]), under
@@ -715,6 +725,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     // machine's speed drifts within minutes. Each figure is the last run
     // of that floor before the operator.
     let mut floors = BTreeMap::new();
+    let mut in_order = vec![];
     for (i, order) in floor_orders()?.into_iter().enumerate() {
         let measured = measure_floor(
             n,
@@ -723,6 +734,11 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
             &dir.join(format!("{i}-floor-{}", order.key())),
         )
         .await?;
+        in_order.push(json!({
+            "floor": order.key(),
+            "seconds": measured.0,
+            "control_plane_cpu_seconds": measured.1,
+        }));
         floors.insert(order.key(), measured);
     }
     let (mut bed, admin) = fresh_bed(&dir.join("operator"), &options).await?;
@@ -744,6 +760,7 @@ async fn run(n: usize, operator_bin: &Path) -> Result<Value> {
     )
     .await?;
     floor_after(&mut figures, after);
+    figures["floors_in_order"] = json!(in_order);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
 }
@@ -967,8 +984,9 @@ async fn measure(
 }
 
 /// The by-cluster floor once more, after the operator's phase: this
-/// machine's speed drifts by up to half within minutes, and the floors on
-/// both sides of the operator bound what the drift does to its ratio. In a
+/// machine's speed drifts by up to half within minutes, and the mean of
+/// the floors on both sides of the operator evens out a drift between the
+/// phases (not one within a phase). In a
 /// converge-only run it follows the convergence within a minute; in a full
 /// run, the settle, idle and repair phases (about 25 minutes at N = 1,000).
 fn floor_after(figures: &mut Value, (after, cpu): (f64, BTreeMap<String, f64>)) {
