@@ -713,19 +713,9 @@ async fn mark_deleting(vc: &VirtualCluster, ctx: &Context) {
 async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<()> {
     let names = ClusterNames::new(vc);
     mark_deleting(vc, ctx).await;
+    // The cache is ready before any reconcile: it holds every pool.
     let pools: Api<NodePool> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    let list = pools
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Cleanup {
-            what: "node pools".into(),
-            source,
-        })?;
-    for pool in list
-        .items
-        .iter()
-        .filter(|p| p.spec.cluster_ref.name == names.cluster)
-    {
+    for pool in crate::nodepool::pools_joining(&ctx.stores.node_pools, vc) {
         ctx.metrics.write("delete", "NodePool");
         match pools
             .delete(&pool.name_any(), &DeleteParams::background())

@@ -1098,15 +1098,7 @@ async fn delete_removes_everything(env: &Env) -> Result<()> {
                     .finalizers
                     .unwrap_or_default()
                     .is_empty();
-                let owned = pools
-                    .get("gone-pool")
-                    .await?
-                    .metadata
-                    .owner_references
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|o| Some(&o.uid) == uid.as_ref() && o.controller.is_none());
-                Ok(released && owned)
+                Ok(released && owned_by(&pools, "gone-pool", uid.as_deref()).await?)
             })
         },
     )
@@ -1133,19 +1125,13 @@ async fn delete_removes_everything(env: &Env) -> Result<()> {
     s.apply(&vc_yaml("later", "{}"))?;
     s.apply(&pool_yaml("later"))?;
     converged(&s, "later", Duration::from_secs(60)).await?;
+    let uid = vcs.get("later").await?.metadata.uid;
     wait_for(
         "the pool owned by its cluster",
         Duration::from_secs(30),
         || {
-            let pools = pools.clone();
-            Box::pin(async move {
-                Ok(pools
-                    .get("later-pool")
-                    .await?
-                    .metadata
-                    .owner_references
-                    .is_some_and(|o| !o.is_empty()))
-            })
+            let (pools, uid) = (pools.clone(), uid.clone());
+            Box::pin(async move { owned_by(&pools, "later-pool", uid.as_deref()).await })
         },
     )
     .await?;
@@ -1206,6 +1192,18 @@ async fn delete_removes_everything(env: &Env) -> Result<()> {
     s.restart_operator("delete-3").await?;
     gone_within(&s, "old", "the older Nestor's cluster was not cleaned up").await?;
     Ok(())
+}
+
+/// Whether the pool has the cluster of `uid` as an owner, not as its
+/// controller.
+async fn owned_by(pools: &Api<NodePool>, pool: &str, uid: Option<&str>) -> Result<bool> {
+    let pool = pools.get(pool).await?;
+    Ok(pool
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .iter()
+        .any(|o| Some(o.uid.as_str()) == uid && o.controller.is_none()))
 }
 
 fn legacy_vc_yaml(name: &str) -> String {
