@@ -6,14 +6,15 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use nestor_controllers::cluster::ClusterInputs;
-use nestor_controllers::desired::desired_objects;
-use nestor_controllers::secrets::Exposure;
-use nestor_controllers::status::{Observed, Rollout, compute_status};
-use nestor_controllers::validate::validate_cluster;
-use nestor_controllers::{
-    OperatorSettings, addons, apiserver, controller_manager, etcd, pki, scheduler,
+use nestor_controllers::OperatorSettings;
+use nestor_controllers::build::pki;
+use nestor_controllers::build::pki_secrets::Exposure;
+use nestor_controllers::build::{
+    ClientStarts, ClusterClients, ClusterServices, ClusterWorkloads, DesiredCluster,
 };
+use nestor_controllers::model::inputs::ClusterInputs;
+use nestor_controllers::model::status::{Observed, Rollout, compute_status};
+use nestor_controllers::model::validate::validate_cluster;
 use nestor_crds::{VirtualCluster, VirtualClusterSpec};
 use std::hint::black_box;
 
@@ -46,24 +47,17 @@ fn builders(c: &mut Criterion) {
             b.iter(|| {
                 let i = black_box(&inputs);
                 (
-                    etcd::desired_etcd_statefulset(i),
-                    etcd::desired_etcd_peer_service(i),
-                    etcd::desired_etcd_client_service(i),
-                    etcd::desired_etcd_network_policy(i),
-                    apiserver::desired_apiserver_deployment(i),
-                    apiserver::desired_apiserver_service(i),
-                    controller_manager::desired_controller_manager_deployment(i, true),
-                    scheduler::desired_scheduler_deployment(i, true),
-                    addons::desired_coredns_deployment(i, true),
-                    addons::desired_coredns_config_map(i, None),
-                    addons::desired_kube_proxy_config_map(i),
-                    addons::desired_dns_service(i),
+                    ClusterServices::desired(i),
+                    ClusterWorkloads::desired(i),
+                    ClusterClients::desired(i, ClientStarts::default()),
                 )
             })
         },
     );
-    c.bench_function("desired_objects (all 19, certificates issued)", |b| {
-        b.iter(|| desired_objects(black_box(&inputs), &exposure, &bundle).expect("builds"))
+    c.bench_function("DesiredCluster (all 19, certificates issued)", |b| {
+        b.iter(|| {
+            DesiredCluster::new(black_box(&inputs), &exposure, &bundle, None).expect("builds")
+        })
     });
     c.bench_function("generate_ca_bundle", |b| {
         b.iter(|| pki::generate_ca_bundle("bench").expect("bundle"))

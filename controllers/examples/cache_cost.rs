@@ -10,13 +10,14 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::PartialObjectMeta;
-use nestor_controllers::apply::{slim_child, slim_child_view};
-use nestor_controllers::cached::{CachedService, Workload};
-use nestor_controllers::cluster::ClusterInputs;
-use nestor_controllers::desired::desired_objects;
-use nestor_controllers::secrets::Exposure;
-use nestor_controllers::validate::validate_cluster;
-use nestor_controllers::{OperatorSettings, pki};
+use nestor_controllers::OperatorSettings;
+use nestor_controllers::build::DesiredCluster;
+use nestor_controllers::build::pki;
+use nestor_controllers::build::pki_secrets::Exposure;
+use nestor_controllers::client::slim::{slim_child, slim_child_view};
+use nestor_controllers::model::cached::{CachedService, Workload};
+use nestor_controllers::model::inputs::ClusterInputs;
+use nestor_controllers::model::validate::validate_cluster;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -93,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bundle = pki::generate_ca_bundle("vc-0001")?;
     let valid = validate_cluster("vc-0001", &vc.spec)?;
     let inputs = ClusterInputs::new(&vc, valid, &settings, "revision".into());
-    let objects = desired_objects(&inputs, &Exposure::default(), &bundle)?;
+    let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, None)?.by_kind();
     let rows = [
         (
             "Secret (metadata)",

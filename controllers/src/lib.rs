@@ -1,36 +1,21 @@
-//! Nestor's reconcilers.
+//! Nestor's reconcilers, in layers that import in one direction only:
 //!
-//! The modules split by concern. Each component module holds pure
-//! `desired_*` builders that turn a validated spec into complete k8s-openapi
-//! objects; the two reconcilers ([`virtualcluster`], [`nodepool`]) are thin
-//! drivers: fetch, validate, build, apply with server-side apply, compute
-//! status, patch status.
+//! - [`model`]: names, labels, inputs, validation and status computation.
+//!   Pure; imports nothing else of this crate.
+//! - [`build`]: the pure `desired_*` builders, one file per component, and
+//!   the PKI. Imports `model` only: a builder cannot reach the client.
+//! - [`client`]: the client side: the apply engine, Secret I/O, cache views
+//!   and slimming, nested clients, errors and metrics. Imports `model` and
+//!   `build`.
+//! - [`reconcile`]: the two thin drivers and the policy they share.
+//! - [`runtime`]: wiring only: watches, caches, controllers.
 
-pub mod addons;
-pub mod apiserver;
-pub mod apply;
-pub mod cached;
-pub mod cluster;
-pub mod context;
-pub mod controller_manager;
-pub mod desired;
-pub mod error;
-pub mod etcd;
-pub mod images;
-pub mod kubeconfig;
-pub mod meta;
-pub mod metrics;
-pub mod nested;
-pub mod nested_nodes;
-pub mod nodepool;
-pub mod pki;
-pub mod podspec;
+pub mod build;
+pub mod client;
+pub mod model;
+pub mod reconcile;
 pub mod runtime;
-pub mod scheduler;
-pub mod secrets;
-pub mod status;
-pub mod validate;
-pub mod virtualcluster;
 
-pub use context::{Context, OperatorSettings};
-pub use error::{Error, Result};
+pub use client::context::Context;
+pub use client::error::{Error, Result};
+pub use model::settings::OperatorSettings;

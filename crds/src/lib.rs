@@ -7,6 +7,7 @@
 //! a test.
 
 pub mod common;
+pub mod node_contract;
 pub mod nodepool;
 pub mod virtualcluster;
 

@@ -11,7 +11,7 @@
 use crate::paths;
 use crate::process::{Lifetime, Proc, spawn};
 use anyhow::{Context, Result, bail};
-use nestor_controllers::pki::KeyAndCert;
+use nestor_controllers::build::pki::KeyAndCert;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

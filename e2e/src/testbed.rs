@@ -6,8 +6,8 @@
 use crate::process::{Lifetime, Proc, spawn};
 use crate::{node, paths};
 use anyhow::{Context, Result, bail};
-use nestor_controllers::kubeconfig::{Credentials, render};
-use nestor_controllers::pki::{self, KeyAndCert, LeafRequest, Usage};
+use nestor_controllers::build::kubeconfig::{Credentials, render};
+use nestor_controllers::build::pki::{self, KeyAndCert, LeafRequest, Usage};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -4,6 +4,9 @@
 //! the images of `e2e/testbed/build-images.sh`.
 //!
 //! One test bed serves every test; each test has its own namespace.
+//!
+//! Longer than most files: the harness of every end-to-end test (`Env`,
+//! its test bed and its helpers) and the tests of the control plane.
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
+use nestor_crds::node_contract as contract;
 use net::{Allowed, Peer};
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
@@ -31,10 +32,10 @@ use tracing::{info, warn};
 #[command(version, about)]
 struct Args {
     /// This node's name in the nested cluster (the pod's name).
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, env = contract::NODE_NAME_ENV)]
     node_name: String,
     /// The pod's IP on the host network: the Node's InternalIP and VTEP.
-    #[arg(long, env = "POD_IP")]
+    #[arg(long, env = contract::POD_IP_ENV)]
     pod_ip: Ipv4Addr,
     /// The nested cluster's pod range.
     #[arg(long)]
@@ -46,7 +47,7 @@ struct Args {
     #[arg(long, default_value_t = 1500)]
     mtu: u32,
     /// Where the operator's configuration is mounted.
-    #[arg(long, default_value = "/etc/nestor")]
+    #[arg(long, default_value = contract::CONFIG_DIR)]
     config_dir: PathBuf,
 }
 
@@ -81,7 +82,6 @@ async fn output(child: Child) -> std::io::Result<std::process::Output> {
 }
 
 const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
-const KUBE_PROXY_KUBECONFIG: &str = "/var/lib/kube-proxy/kubeconfig";
 const KUBELET_CLIENT_CERT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 const CNI_CONF: &str = "/etc/cni/net.d/10-nestor.conflist";
 
@@ -98,29 +98,32 @@ async fn main() -> Result<()> {
     let mut daemons = Daemons::default();
     daemons.start(
         "containerd",
-        Command::new("containerd")
-            .arg("--config")
-            .arg(args.config_dir.join("node/containerd.toml")),
+        Command::new("containerd").arg("--config").arg(
+            args.config_dir
+                .join(contract::NODE_CONFIG_DIR)
+                .join(contract::CONTAINERD_CONFIG),
+        ),
     )?;
-    wait_for_file(Path::new("/run/containerd/containerd.sock"), &mut daemons).await?;
+    wait_for_file(Path::new(contract::CONTAINERD_SOCKET), &mut daemons).await?;
+    let bootstrap_kubeconfig = args
+        .config_dir
+        .join(contract::BOOTSTRAP_DIR)
+        .join(contract::BOOTSTRAP_KUBECONFIG);
     if !Path::new(KUBELET_CLIENT_CERT).exists() {
-        wait_for_bootstrap_token(
-            &args.config_dir.join("bootstrap/bootstrap-kubeconfig"),
-            &mut daemons,
-        )
-        .await?;
+        wait_for_bootstrap_token(&bootstrap_kubeconfig, &mut daemons).await?;
     }
     let mut kubelet = Command::new("kubelet");
     kubelet
         .arg(format!(
             "--config={}",
-            args.config_dir.join("node/kubelet-config.yaml").display()
+            args.config_dir
+                .join(contract::NODE_CONFIG_DIR)
+                .join(contract::KUBELET_CONFIG)
+                .display()
         ))
         .arg(format!(
             "--bootstrap-kubeconfig={}",
-            args.config_dir
-                .join("bootstrap/bootstrap-kubeconfig")
-                .display()
+            bootstrap_kubeconfig.display()
         ))
         .arg(format!("--kubeconfig={KUBELET_KUBECONFIG}"))
         .arg("--cert-dir=/var/lib/kubelet/pki")
@@ -145,14 +148,19 @@ async fn main() -> Result<()> {
 
     // kube-proxy uses the node's own credentials (the nested cluster grants
     // nodes what kube-proxy needs).
-    std::fs::create_dir_all("/var/lib/kube-proxy")?;
-    std::fs::copy(KUBELET_KUBECONFIG, KUBE_PROXY_KUBECONFIG)?;
+    if let Some(dir) = Path::new(contract::KUBE_PROXY_KUBECONFIG).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::copy(KUBELET_KUBECONFIG, contract::KUBE_PROXY_KUBECONFIG)?;
     daemons.start(
         "kube-proxy",
         Command::new("kube-proxy")
             .arg(format!(
                 "--config={}",
-                args.config_dir.join("kube-proxy/config.conf").display()
+                args.config_dir
+                    .join(contract::KUBE_PROXY_DIR)
+                    .join(contract::KUBE_PROXY_CONFIG)
+                    .display()
             ))
             .arg(format!("--hostname-override={}", args.node_name)),
     )?;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, ValueEnum};
 use nestor_controllers::OperatorSettings;
-use nestor_controllers::nested::NestedRoute;
+use nestor_controllers::model::settings::NestedRoute;
 use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -40,7 +40,7 @@ async fn run() -> anyhow::Result<()> {
         .await
         .context("building the Kubernetes client")?;
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(nestor_controllers::metrics::Metrics::register(
+    let metrics = Arc::new(nestor_controllers::client::metrics::Metrics::register(
         &mut registry,
     ));
     let health = server::Health::default();

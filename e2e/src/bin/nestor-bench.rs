@@ -16,6 +16,10 @@
 //! With `NESTOR_BENCH_CONVERGE_ONLY=1` each run stops at convergence (for
 //! quick before/after comparisons). `nestor-bench writes [N]` measures instead what a create and a
 //! server-side apply of the same object cost the API server.
+//!
+//! Longer than most files: one binary runs every phase of a measurement
+//! (the floors, the operator, idle, repair) on the same harness, so that
+//! every phase is measured the same way.
 
 use anyhow::{Context, Result, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
@@ -26,11 +30,12 @@ use kube::Resource;
 use kube::api::{Api, DeleteParams, PartialObjectMeta, PostParams};
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::watcher;
-use nestor_controllers::cluster::ClusterInputs;
-use nestor_controllers::desired::{DesiredObjects, desired_objects};
-use nestor_controllers::secrets::Exposure;
-use nestor_controllers::validate::validate_cluster;
-use nestor_controllers::{OperatorSettings, pki};
+use nestor_controllers::OperatorSettings;
+use nestor_controllers::build::pki;
+use nestor_controllers::build::pki_secrets::Exposure;
+use nestor_controllers::build::{ByKind as DesiredObjects, DesiredCluster, desired_pki_secrets};
+use nestor_controllers::model::inputs::ClusterInputs;
+use nestor_controllers::model::validate::validate_cluster;
 use nestor_crds::{VirtualCluster, VirtualClusterSpec};
 use nestor_e2e::operator::sum_samples;
 use nestor_e2e::process::{Lifetime, Proc, spawn};
@@ -250,7 +255,7 @@ fn children(
         admin_endpoint: inputs.names.internal_endpoint(),
         extra_sans: vec![],
     };
-    Ok(desired_objects(&inputs, &exposure, bundle)?)
+    Ok(DesiredCluster::new(&inputs, &exposure, bundle, None)?.by_kind())
 }
 
 /// The order in which the floor creates the children.
@@ -372,12 +377,7 @@ async fn floor(client: &kube::Client, n: usize, order: FloorOrder) -> Result<f64
             let mut all = clusters.into_iter();
             let mut merged = all.next().context("no cluster")?;
             for objects in all {
-                merged.secrets.extend(objects.secrets);
-                merged.services.extend(objects.services);
-                merged.config_maps.extend(objects.config_maps);
-                merged.network_policies.extend(objects.network_policies);
-                merged.stateful_sets.extend(objects.stateful_sets);
-                merged.deployments.extend(objects.deployments);
+                merged.extend(objects);
             }
             create_in_order(client, namespace, merged, order.how(), CONCURRENCY).await?;
         }
@@ -397,15 +397,12 @@ async fn floor(client: &kube::Client, n: usize, order: FloorOrder) -> Result<f64
 
 /// A test bed of its own for one phase, with Nestor's CRDs established.
 ///
-/// Every phase starts from the same state. With one test bed for every
-/// phase, each phase began where the earlier ones had left it, their
-/// objects deleted: in session 8 the API server's resident memory grew
-/// from 263 MiB to 1.2, 1.9 and 2.1 GiB over five phases and etcd's
-/// database from 1 to 342 MiB, and the deletions took minutes to die down
-/// (the wait for a quiet control plane sometimes gave up). Whether that
-/// state slowed the later phases could not be told apart from the
-/// machine's drift (the same floor cost the API server 46.4, 55.4, 56.6
-/// and then 46.9 CPU seconds); with a fresh test bed it does not arise.
+/// Every phase starts from the same state. On one test bed shared by every
+/// phase, each phase would begin where the earlier ones left it, their
+/// objects deleted: the API server's memory and etcd's database grow from
+/// phase to phase, and the deletions take minutes to die down, an effect
+/// that cannot be told apart from the machine's drift. A fresh test bed
+/// per phase removes the question.
 async fn fresh_bed(dir: &Path, options: &TestBedOptions) -> Result<(TestBed, kube::Client)> {
     let mut bed = TestBed::start(dir, Lifetime::Tied, options).await?;
     match install_crds(&bed).await {
@@ -593,7 +590,7 @@ fn writes_by_kind(metrics: &str) -> BTreeMap<String, f64> {
 
 /// Selects the objects Nestor's builders make.
 fn owned_selector() -> String {
-    let (key, value) = nestor_controllers::meta::MANAGED_BY;
+    let (key, value) = nestor_controllers::model::names::MANAGED_BY;
     format!("{key}={value}")
 }
 
@@ -1015,9 +1012,7 @@ fn certificate_cost() -> Result<f64> {
     let started = Instant::now();
     for _ in 0..rounds {
         let bundle = pki::generate_ca_bundle("cost")?;
-        for kind in nestor_controllers::secrets::PkiSecret::ALL {
-            nestor_controllers::secrets::desired_pki_secret(kind, &inputs, &exposure, &bundle)?;
-        }
+        desired_pki_secrets(&inputs, &exposure, &bundle)?;
     }
     Ok(started.elapsed().as_secs_f64() * 1000.0 / rounds as f64)
 }

@@ -1,4 +1,7 @@
-//! Issue 5: workloads inside virtual clusters, on node pods of their own.
+//! Workloads inside virtual clusters, on node pods of their own.
+//!
+//! Longer than most files: the workload scenarios share one node pool
+//! harness; each is one function that reads top to bottom.
 
 use super::Env;
 use anyhow::{Context as _, Result, bail, ensure};

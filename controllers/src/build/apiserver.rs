@@ -1,0 +1,497 @@
+//! The nested kube-apiserver: a Deployment wired to etcd over TLS and a
+//! Service of the requested type.
+
+use crate::build::pki::{LeafRequest, Usage};
+use crate::build::podspec::*;
+use crate::model::cached::CachedService;
+use crate::model::inputs::{ClusterInputs, PKI_REVISION};
+use crate::model::names::{
+    ClusterNames, Component, cluster_child_meta, component_labels, selector_labels,
+};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    Service, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use nestor_crds::ExposureType;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// The port the API server serves on, in the pod and on its Service.
+pub use crate::model::names::APISERVER_PORT as PORT;
+const PKI_DIR: &str = "/etc/kubernetes/pki";
+
+/// Admission plugins on top of the API server's defaults.
+pub const ADMISSION_PLUGINS: &str = "NodeRestriction";
+
+/// DNS names and addresses the serving certificate must cover: the nested
+/// `kubernetes` Service in all its spellings, the host Service, loopback,
+/// the published address and the user's extra names.
+pub fn serving_cert_request(inputs: &ClusterInputs, published: &[String]) -> LeafRequest {
+    let names = &inputs.names;
+    let domain = &inputs.vc.spec.networking.cluster_domain;
+    let mut dns_names = vec![
+        "kubernetes".to_string(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        format!("kubernetes.default.svc.{domain}"),
+        names.apiserver(),
+        format!("{}.{}", names.apiserver(), names.namespace),
+        names.apiserver_host(),
+        "localhost".into(),
+    ];
+    let mut ips: Vec<IpAddr> = vec![
+        inputs.valid.kubernetes_service_ip,
+        "127.0.0.1".parse().expect("literal IP"),
+    ];
+    for extra in inputs.vc.spec.api_server.cert_sans.iter().chain(published) {
+        match extra.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns_names.push(extra.clone()),
+        }
+    }
+    dns_names.sort();
+    dns_names.dedup();
+    ips.sort();
+    ips.dedup();
+    LeafRequest {
+        common_name: "kube-apiserver".into(),
+        organizations: vec![],
+        dns_names,
+        ips,
+        usage: Usage::Server,
+    }
+}
+
+/// The API server's flags.
+fn flags(inputs: &ClusterInputs) -> Vec<String> {
+    let names = &inputs.names;
+    let net = &inputs.vc.spec.networking;
+    let pki = |f: &str| format!("{PKI_DIR}/{f}");
+    let managed = BTreeMap::from([
+        ("advertise-address", "$(POD_IP)".to_string()),
+        ("secure-port", PORT.to_string()),
+        ("bind-address", "0.0.0.0".into()),
+        (
+            "etcd-servers",
+            format!(
+                "https://{}:{}",
+                names.etcd_client_host(),
+                crate::build::etcd::CLIENT_PORT
+            ),
+        ),
+        ("etcd-cafile", pki("etcd-ca.crt")),
+        ("etcd-certfile", pki("apiserver-etcd-client.crt")),
+        ("etcd-keyfile", pki("apiserver-etcd-client.key")),
+        ("client-ca-file", pki("ca.crt")),
+        ("tls-cert-file", pki("apiserver.crt")),
+        ("tls-private-key-file", pki("apiserver.key")),
+        (
+            "service-account-issuer",
+            format!("https://kubernetes.default.svc.{}", net.cluster_domain),
+        ),
+        ("service-account-key-file", pki("sa.pub")),
+        ("service-account-signing-key-file", pki("sa.key")),
+        (
+            "service-cluster-ip-range",
+            inputs.valid.service_cidr.to_string(),
+        ),
+        ("authorization-mode", "Node,RBAC".into()),
+        ("enable-admission-plugins", ADMISSION_PLUGINS.into()),
+        ("enable-bootstrap-token-auth", "true".into()),
+        ("allow-privileged", "true".into()),
+        (
+            "kubelet-client-certificate",
+            pki("apiserver-kubelet-client.crt"),
+        ),
+        ("kubelet-client-key", pki("apiserver-kubelet-client.key")),
+        // Kubelet serving certificates are signed by the cluster CA.
+        ("kubelet-certificate-authority", pki("ca.crt")),
+        ("kubelet-preferred-address-types", "InternalIP".into()),
+        ("proxy-client-cert-file", pki("front-proxy-client.crt")),
+        ("proxy-client-key-file", pki("front-proxy-client.key")),
+        ("requestheader-client-ca-file", pki("front-proxy-ca.crt")),
+        ("requestheader-allowed-names", "front-proxy-client".into()),
+        (
+            "requestheader-extra-headers-prefix",
+            "X-Remote-Extra-".into(),
+        ),
+        ("requestheader-group-headers", "X-Remote-Group".into()),
+        ("requestheader-username-headers", "X-Remote-User".into()),
+        ("profiling", "false".into()),
+        ("endpoint-reconciler-type", "lease".into()),
+    ]);
+    render_flags(managed, &inputs.vc.spec.api_server.extra_args)
+}
+
+/// The kube-apiserver Deployment. Probes on `/livez` and `/readyz` make its
+/// availability mean "the nested API answers".
+pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
+    let names = &inputs.names;
+    let spec = &inputs.vc.spec.api_server;
+    let mut command = vec!["kube-apiserver".to_string()];
+    command.extend(flags(inputs));
+    let container = Container {
+        name: "kube-apiserver".into(),
+        image: Some(inputs.images.apiserver.clone()),
+        command: Some(command),
+        env: Some(vec![EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("https".into()),
+            container_port: PORT,
+            ..Default::default()
+        }]),
+        volume_mounts: Some(vec![read_only_mount("pki", PKI_DIR)]),
+        liveness_probe: Some(http_probe("/livez", PORT, true, 10, 8)),
+        readiness_probe: Some(http_probe("/readyz", PORT, true, 1, 3)),
+        startup_probe: Some(http_probe("/livez", PORT, true, 1, 300)),
+        resources: Some(resources_or(&spec.resources, "100m", "192Mi")),
+        security_context: Some(hardened_container_security_context()),
+        ..Container::default()
+    };
+    control_plane_deployment(
+        inputs,
+        names.apiserver(),
+        Component::ApiServer,
+        spec.replicas,
+        container,
+        vec![secret_volume("pki", &names.apiserver_certs_secret())],
+    )
+}
+
+/// A hardened Deployment of one control-plane component. Rolling updates
+/// add a pod before removing one, so a single replica keeps serving.
+pub(crate) fn control_plane_deployment(
+    inputs: &ClusterInputs,
+    name: String,
+    component: Component,
+    replicas: i32,
+    container: Container,
+    volumes: Vec<k8s_openapi::api::core::v1::Volume>,
+) -> Deployment {
+    let cluster = &inputs.names.cluster;
+    Deployment {
+        metadata: cluster_child_meta(inputs.vc, name, component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            revision_history_limit: Some(3),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(cluster, component)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(component_labels(cluster, component)),
+                    annotations: Some(BTreeMap::from([
+                        (PKI_REVISION.into(), inputs.pki_revision.clone()),
+                        (
+                            crate::model::status::VERSION_ANNOTATION.into(),
+                            inputs.vc.spec.version.clone(),
+                        ),
+                    ])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(hardened_pod_security_context()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The Service that exposes the API server, of the requested type.
+pub fn desired_apiserver_service(inputs: &ClusterInputs) -> Service {
+    let names = &inputs.names;
+    let type_ = match inputs.vc.spec.api_server.exposure {
+        ExposureType::ClusterIP => "ClusterIP",
+        ExposureType::NodePort => "NodePort",
+        ExposureType::LoadBalancer => "LoadBalancer",
+    };
+    Service {
+        metadata: cluster_child_meta(inputs.vc, names.apiserver(), Component::ApiServer),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(selector_labels(&names.cluster, Component::ApiServer)),
+            ports: Some(vec![crate::build::etcd::tcp_port("https", PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Where clients outside the nested cluster reach its API server, read from
+/// the live Service (and, for NodePort, a host node's address). `None` while
+/// the address is not assigned yet (for example a pending load balancer).
+pub fn published_endpoint(
+    names: &ClusterNames,
+    service: &CachedService,
+    node_address: Option<&str>,
+) -> Option<String> {
+    let spec = service.spec.as_ref()?;
+    let url = |host: &str, port: i32| {
+        if host.contains(':') {
+            format!("https://[{host}]:{port}")
+        } else {
+            format!("https://{host}:{port}")
+        }
+    };
+    match spec.type_.as_deref() {
+        Some("LoadBalancer") => {
+            let ingress = service
+                .status
+                .as_ref()?
+                .load_balancer
+                .as_ref()?
+                .ingress
+                .as_ref()?
+                .first()?;
+            let host = ingress.ip.as_deref().or(ingress.hostname.as_deref())?;
+            Some(url(host, PORT))
+        }
+        Some("NodePort") => {
+            let port = spec.ports.as_ref()?.first()?.node_port?;
+            Some(url(node_address?, port))
+        }
+        _ => {
+            let ip = service.cluster_ip();
+            Some(
+                ip.map(|ip| url(ip, PORT))
+                    .unwrap_or_else(|| names.internal_endpoint()),
+            )
+        }
+    }
+}
+
+/// The host of an `https://host:port` URL.
+pub fn host_of(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        rest.rsplit_once(':').map(|(h, _)| h).unwrap_or(rest)
+    };
+    Some(host.to_string())
+}
+
+/// The host node address a NodePort API server is published on, from the
+/// host nodes' `(name, InternalIP)` pairs: the one already published while
+/// a node still has it (so that the endpoint, and the certificates that
+/// name it, do not change with the node list), otherwise the first node's
+/// by name.
+pub fn node_address(published_host: Option<&str>, nodes: &[(String, String)]) -> Option<String> {
+    if let Some(host) = published_host
+        && nodes.iter().any(|(_, ip)| ip == host)
+    {
+        return Some(host.to_string());
+    }
+    nodes
+        .iter()
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, ip)| ip.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inputs::fixtures;
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceStatus,
+    };
+    use serde_json::json;
+
+    #[test]
+    fn every_flag_it_sets_is_refused_in_extra_args() {
+        let vc = fixtures::vc(json!({}));
+        let d = desired_apiserver_deployment(&fixtures::inputs(&vc));
+        crate::build::podspec::assert_flags_managed(&d, crate::model::flags::APISERVER);
+    }
+
+    #[test]
+    fn deployment_is_wired_to_etcd_and_keys() {
+        let vc = fixtures::vc(json!({"apiServer": {"replicas": 2, "extraArgs": {"v": "2"}}}));
+        let d = desired_apiserver_deployment(&fixtures::inputs(&vc));
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        let cmd = c.command.clone().unwrap();
+        for flag in [
+            "--etcd-servers=https://demo-etcd.tenants.svc:2379",
+            "--etcd-cafile=/etc/kubernetes/pki/etcd-ca.crt",
+            "--service-account-key-file=/etc/kubernetes/pki/sa.pub",
+            "--service-account-signing-key-file=/etc/kubernetes/pki/sa.key",
+            "--service-cluster-ip-range=10.96.0.0/12",
+            "--enable-admission-plugins=NodeRestriction",
+            "--authorization-mode=Node,RBAC",
+            "--v=2",
+        ] {
+            assert!(cmd.contains(&flag.to_string()), "missing {flag} in {cmd:?}");
+        }
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.k8s.io/kube-apiserver:v1.35.4")
+        );
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(live.path.as_deref(), Some("/livez"));
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(ready.path.as_deref(), Some("/readyz"));
+        assert_eq!(ready.scheme.as_deref(), Some("HTTPS"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .capabilities
+                .as_ref()
+                .unwrap()
+                .drop,
+            Some(vec!["ALL".into()])
+        );
+    }
+
+    #[test]
+    fn serving_cert_covers_every_way_in() {
+        let vc = fixtures::vc(json!({"apiServer": {"certSANs": ["api.example.com", "192.0.2.7"]}}));
+        let inputs = fixtures::inputs(&vc);
+        let req = serving_cert_request(&inputs, &["10.0.0.42".into()]);
+        for name in [
+            "kubernetes.default.svc.cluster.local",
+            "demo-apiserver.tenants.svc",
+            "api.example.com",
+            "localhost",
+        ] {
+            assert!(req.dns_names.contains(&name.to_string()), "{name}");
+        }
+        for ip in ["10.96.0.1", "127.0.0.1", "192.0.2.7", "10.0.0.42"] {
+            assert!(req.ips.contains(&ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    /// The Service as its watch caches it.
+    fn cached(svc: &Service) -> CachedService {
+        serde_json::from_value(serde_json::to_value(svc).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn service_type_follows_exposure_and_endpoint_follows_service() {
+        let vc = fixtures::vc(json!({"apiServer": {"exposure": "NodePort"}}));
+        let inputs = fixtures::inputs(&vc);
+        let mut svc = desired_apiserver_service(&inputs);
+        assert_eq!(
+            svc.spec.as_ref().unwrap().type_.as_deref(),
+            Some("NodePort")
+        );
+        assert_eq!(
+            published_endpoint(&inputs.names, &cached(&svc), Some("192.0.2.1")),
+            None,
+            "no node port yet"
+        );
+        svc.spec.as_mut().unwrap().ports = Some(vec![ServicePort {
+            port: 6443,
+            node_port: Some(31443),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            published_endpoint(&inputs.names, &cached(&svc), Some("192.0.2.1")).as_deref(),
+            Some("https://192.0.2.1:31443")
+        );
+
+        svc.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
+        assert_eq!(
+            published_endpoint(&inputs.names, &cached(&svc), None),
+            None,
+            "pending load balancer"
+        );
+        svc.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some("203.0.113.9".into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            published_endpoint(&inputs.names, &cached(&svc), None).as_deref(),
+            Some("https://203.0.113.9:6443")
+        );
+
+        svc.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        svc.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.5".into());
+        assert_eq!(
+            published_endpoint(&inputs.names, &cached(&svc), None).as_deref(),
+            Some("https://10.0.0.5:6443")
+        );
+    }
+
+    #[test]
+    fn a_node_port_endpoint_stays_while_its_node_does() {
+        let nodes = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(n, ip)| (n.to_string(), ip.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let two = nodes(&[("b", "10.0.0.2"), ("a", "10.0.0.1")]);
+        assert_eq!(node_address(None, &two).as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            node_address(Some("10.0.0.2"), &two).as_deref(),
+            Some("10.0.0.2"),
+            "a node added before it in the list changes nothing"
+        );
+        let gone = nodes(&[("c", "10.0.0.3")]);
+        assert_eq!(
+            node_address(Some("10.0.0.2"), &gone).as_deref(),
+            Some("10.0.0.3")
+        );
+        assert_eq!(node_address(Some("10.0.0.2"), &[]), None);
+        assert_eq!(
+            host_of("https://[fd00::1]:6443").as_deref(),
+            Some("fd00::1")
+        );
+        assert_eq!(
+            host_of("https://10.0.0.1:30443").as_deref(),
+            Some("10.0.0.1")
+        );
+    }
+}

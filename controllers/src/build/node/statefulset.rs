@@ -1,0 +1,258 @@
+//! A pool's node pods: the StatefulSet and the headless Service that names
+//! them.
+
+use crate::build::podspec::{http_probe, resources_or, secret_volume};
+use crate::model::names::{
+    ClusterNames, POOL_LABEL, PoolNames, pool_child_meta, pool_labels, pool_selector_labels,
+};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, SecurityContext, Service, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::ResourceExt;
+use nestor_crds::node_contract as contract;
+use nestor_crds::{NodePool, VirtualCluster};
+use std::collections::BTreeMap;
+
+/// The headless Service that gives node pods stable names.
+pub fn desired_node_service(pool: &NodePool) -> Service {
+    Service {
+        metadata: pool_child_meta(pool, PoolNames::new(pool).service()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(pool_selector_labels(pool)),
+            publish_not_ready_addresses: Some(true),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn node_labels_flag(pool: &NodePool) -> String {
+    let mut labels = pool.spec.labels.clone();
+    labels.insert(POOL_LABEL.into(), pool.name_any());
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The node StatefulSet. Node pods are privileged (containerd and the
+/// kubelet need it) and say so in an annotation; they use neither the host's
+/// network, PID namespace nor paths.
+pub fn desired_node_statefulset(
+    pool: &NodePool,
+    vc: &VirtualCluster,
+    image: &str,
+    replicas: i32,
+    config_hash: &str,
+) -> StatefulSet {
+    let pn = PoolNames::new(pool);
+    let names = ClusterNames::new(vc);
+    let empty = |name: &str, memory: bool| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: memory.then(|| "Memory".to_string()),
+            ..Default::default()
+        }),
+        ..Volume::default()
+    };
+    let config_map = |name: &str, cm: String| Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: cm,
+            ..Default::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    };
+    let field_env = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let config_dir = |dir: &str| format!("{}/{dir}", contract::CONFIG_DIR);
+    // The node's own daemons (kubelet, containerd, kube-proxy); a pool
+    // whose workloads need more says so in `resources`.
+    let resources = resources_or(&pool.spec.resources, "100m", "256Mi");
+    let container = Container {
+        name: "node".into(),
+        image: Some(image.into()),
+        command: Some(vec!["/usr/local/bin/nestor-node".into()]),
+        args: Some(vec![
+            format!("--node-labels={}", node_labels_flag(pool)),
+            format!("--cluster-cidr={}", vc.spec.networking.pod_cidr),
+        ]),
+        env: Some(vec![
+            field_env(contract::NODE_NAME_ENV, "metadata.name"),
+            field_env(contract::POD_IP_ENV, "status.podIP"),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("kubelet".into()),
+                container_port: contract::KUBELET_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("healthz".into()),
+                container_port: contract::KUBELET_HEALTHZ_PORT,
+                ..Default::default()
+            },
+        ]),
+        volume_mounts: Some(vec![
+            mount("bootstrap", &config_dir(contract::BOOTSTRAP_DIR), true),
+            mount("node-config", &config_dir(contract::NODE_CONFIG_DIR), true),
+            mount("kube-proxy", &config_dir(contract::KUBE_PROXY_DIR), true),
+            mount("containerd", "/var/lib/containerd", false),
+            mount("kubelet", "/var/lib/kubelet", false),
+            mount("run", "/run", false),
+            mount("log", "/var/log", false),
+        ]),
+        readiness_probe: Some(http_probe(
+            "/healthz",
+            contract::KUBELET_HEALTHZ_PORT,
+            false,
+            5,
+            3,
+        )),
+        liveness_probe: Some(http_probe(
+            "/healthz",
+            contract::KUBELET_HEALTHZ_PORT,
+            false,
+            20,
+            6,
+        )),
+        startup_probe: Some(http_probe(
+            "/healthz",
+            contract::KUBELET_HEALTHZ_PORT,
+            false,
+            5,
+            120,
+        )),
+        resources: Some(resources),
+        // The one privileged container in Nestor: see docs/security.md.
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let selector = pool_selector_labels(pool);
+    let mut template_labels = pool_labels(pool);
+    template_labels.extend(selector.clone());
+    StatefulSet {
+        metadata: pool_child_meta(pool, pn.statefulset()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(pn.service()),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    annotations: Some(BTreeMap::from([
+                        (
+                            "nestor.dev/privileged".to_string(),
+                            "node pods run containerd and the kubelet; see docs/security.md"
+                                .to_string(),
+                        ),
+                        (
+                            crate::build::node::config::CONFIG_HASH.to_string(),
+                            config_hash.to_string(),
+                        ),
+                    ])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        secret_volume("bootstrap", &pn.bootstrap_secret()),
+                        config_map("node-config", pn.config_map()),
+                        config_map("kube-proxy", names.kube_proxy_config()),
+                        empty("containerd", false),
+                        empty("kubelet", false),
+                        empty("run", true),
+                        empty("log", false),
+                    ]),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    host_network: Some(false),
+                    host_pid: Some(false),
+                    termination_grace_period_seconds: Some(60),
+                    ..PodSpec::default()
+                }),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inputs::fixtures::{self, pool};
+    use serde_json::json;
+
+    #[test]
+    fn statefulset_runs_privileged_nodes_without_host_namespaces() {
+        let vc = fixtures::vc(json!({}));
+        let sts = desired_node_statefulset(
+            &pool(),
+            &vc,
+            "ghcr.io/nestor-dev/nestor-node:v1.35.4",
+            2,
+            "h",
+        );
+        assert_eq!(sts.metadata.name.as_deref(), Some("workers-node"));
+        assert_eq!(
+            sts.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "NodePool"
+        );
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.host_network, Some(false));
+        assert_eq!(pod.host_pid, Some(false));
+        assert!(
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.host_path.is_none())
+        );
+        let c = &pod.containers[0];
+        assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
+        assert_eq!(
+            c.args.as_ref().unwrap()[0],
+            "--node-labels=nestor.dev/node-pool=workers,team=a"
+        );
+        assert!(c.resources.as_ref().unwrap().requests.is_some());
+        assert!(
+            spec.template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()
+                .contains_key("nestor.dev/privileged")
+        );
+    }
+}

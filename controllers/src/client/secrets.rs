@@ -1,0 +1,88 @@
+//! Secret I/O. The caches hold Secrets' metadata only; their data is read
+//! only when a decision needs it, and every write asks back metadata only,
+//! so keys just sent stay out of this process's memory. Errors keep only
+//! the HTTP status, never the server's message (which may quote the data).
+
+use crate::client::apply::Child;
+use crate::client::context::Context;
+use crate::client::error::{Error, Result, code_and_reason};
+use crate::model::names::{ClusterNames, selector_string};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, PartialObjectMeta};
+use std::collections::BTreeMap;
+
+/// Applies a Secret Nestor decided to (re)issue, adopting first what a
+/// create gave Nestor. Errors keep only the HTTP status, never the
+/// server's message. Every response carries only metadata: the keys just
+/// sent stay out of this process's memory.
+pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<()> {
+    let child = Child::of::<Secret>(ctx, &secret.metadata);
+    if let Some(live) = child.get::<PartialObjectMeta<Secret>>().await? {
+        child
+            .adopt::<PartialObjectMeta<Secret>>(&live.metadata)
+            .await?;
+    }
+    child
+        .apply::<PartialObjectMeta<Secret>, _>(secret)
+        .await
+        .map(drop)
+}
+
+/// Creates a Secret that must not exist yet. Returns false when it already
+/// exists (another writer, or a cache that has not seen it): nothing is
+/// overwritten. Like an apply, the response carries only metadata.
+pub async fn create_secret(ctx: &Context, secret: &Secret) -> Result<bool> {
+    // Serializing a k8s-openapi object cannot fail.
+    let body = serde_json::to_vec(secret).expect("a Secret serializes");
+    Child::of::<Secret>(ctx, &secret.metadata)
+        .create::<PartialObjectMeta<Secret>>(body)
+        .await
+        .map(|created| created.is_some())
+}
+
+/// Reads a Secret with its data (the caches hold none). Errors keep only the
+/// HTTP status.
+pub async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Secret>> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    api.get_opt(name).await.map_err(|e| {
+        let (code, reason) = code_and_reason(&e);
+        Error::ReadSecret {
+            namespace: namespace.into(),
+            name: name.into(),
+            code,
+            reason,
+        }
+    })
+}
+
+/// The annotations of every Secret of a cluster, by name, from the API
+/// server (metadata only).
+pub async fn cluster_secrets_metadata(
+    ctx: &Context,
+    names: &ClusterNames,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let selector = selector_string(&names.owned_selector());
+    let list = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| {
+            let (code, reason) = code_and_reason(&e);
+            Error::ReadSecret {
+                namespace: names.namespace.clone(),
+                name: format!("{selector} (list)"),
+                code,
+                reason,
+            }
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|m| {
+            (
+                m.metadata.name.unwrap_or_default(),
+                m.metadata.annotations.unwrap_or_default(),
+            )
+        })
+        .collect())
+}

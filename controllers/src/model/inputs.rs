@@ -1,0 +1,91 @@
+//! What the builders of a virtual cluster's children are given.
+
+use crate::model::images::{self, Images};
+use crate::model::names::ClusterNames;
+use crate::model::settings::OperatorSettings;
+use crate::model::validate::ValidCluster;
+use nestor_crds::VirtualCluster;
+
+/// Annotation on pod templates naming the cluster CA's fingerprint, so pods
+/// restart when the roots of trust change.
+pub const PKI_REVISION: &str = "nestor.dev/pki-revision";
+
+/// A validated virtual cluster with everything its builders derive from.
+#[derive(Clone, Debug)]
+pub struct ClusterInputs<'a> {
+    pub vc: &'a VirtualCluster,
+    pub names: ClusterNames,
+    pub valid: ValidCluster,
+    pub images: Images,
+    /// Fingerprint of the cluster CA certificate.
+    pub pki_revision: String,
+}
+
+impl<'a> ClusterInputs<'a> {
+    pub fn new(
+        vc: &'a VirtualCluster,
+        valid: ValidCluster,
+        settings: &OperatorSettings,
+        pki_revision: String,
+    ) -> Self {
+        let images = images::resolve(&vc.spec, settings, valid.version.minor);
+        Self {
+            names: ClusterNames::new(vc),
+            vc,
+            valid,
+            images,
+            pki_revision,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use crate::model::validate::validate_cluster;
+    use k8s_openapi::api::core::v1::Taint;
+    use nestor_crds::{ClusterReference, NodePool, NodePoolSpec, VirtualClusterSpec};
+    use std::collections::BTreeMap;
+
+    /// A defaulted `VirtualCluster` named `demo` in namespace `tenants`, as
+    /// the apiserver would store `spec: {}`.
+    pub fn vc(spec: serde_json::Value) -> VirtualCluster {
+        let spec: VirtualClusterSpec = serde_json::from_value(spec).unwrap();
+        let mut vc = VirtualCluster::new("demo", spec);
+        vc.metadata.namespace = Some("tenants".into());
+        vc.metadata.uid = Some("00000000-0000-0000-0000-000000000001".into());
+        vc.metadata.generation = Some(1);
+        vc
+    }
+
+    pub fn inputs(vc: &VirtualCluster) -> ClusterInputs<'_> {
+        let valid = validate_cluster("demo", &vc.spec).unwrap();
+        ClusterInputs::new(vc, valid, &OperatorSettings::default(), "ca-fp".into())
+    }
+
+    /// A pool `workers` of two nodes joining `demo`, with a label and a
+    /// taint.
+    pub fn pool() -> NodePool {
+        let mut p = NodePool::new(
+            "workers",
+            NodePoolSpec {
+                cluster_ref: ClusterReference {
+                    name: "demo".into(),
+                },
+                replicas: 2,
+                labels: BTreeMap::from([("team".into(), "a".into())]),
+                taints: vec![Taint {
+                    key: "dedicated".into(),
+                    value: Some("a".into()),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                }],
+                ..NodePoolSpec::default()
+            },
+        );
+        p.metadata.namespace = Some("tenants".into());
+        p.metadata.uid = Some("00000000-0000-0000-0000-000000000002".into());
+        p.metadata.generation = Some(1);
+        p
+    }
+}

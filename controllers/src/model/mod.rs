@@ -1,0 +1,15 @@
+//! What the other layers reason about: names, labels and annotations, the
+//! inputs the builders take, validation, and status computation. Pure: no
+//! client, no I/O, nothing else of this crate.
+
+pub mod cached;
+pub mod flags;
+pub mod hash;
+pub mod images;
+pub mod inputs;
+pub mod names;
+pub mod nodes;
+pub mod pool_status;
+pub mod settings;
+pub mod status;
+pub mod validate;

@@ -1,0 +1,282 @@
+//! Pure decisions about a pool's Nodes inside its nested cluster: which
+//! are Ready, which node pod a Node is, which pods a drain moves, and which
+//! serving certificate requests Nestor approves.
+//!
+//! Nestor approves a kubelet's serving certificate request only when it is
+//! for a node pod of the pool, made by that node's own credentials, and names
+//! nothing but the node and its pod IP on the host. The nested
+//! controller-manager approves client certificates itself (TLS bootstrap).
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use std::net::IpAddr;
+
+/// Set on a Node that Nestor cordoned to drain it; the value is when.
+pub const DRAINED_BY: &str = "nestor.dev/drain";
+/// How long a drain may wait for pods to leave before the node goes anyway
+/// (a PodDisruptionBudget that never allows an eviction must not hold a
+/// scale-down forever).
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+
+/// Ready Nodes among `nodes`.
+pub fn ready_count(nodes: &[Node]) -> i32 {
+    nodes
+        .iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count() as i32
+}
+
+/// A node pod's ordinal, from its name (`<statefulset>-<ordinal>`).
+pub fn ordinal(statefulset: &str, node: &str) -> Option<i32> {
+    let digits = node.strip_prefix(statefulset)?.strip_prefix('-')?;
+    let n: i32 = digits.parse().ok()?;
+    // As the StatefulSet writes it: no sign, no leading zero.
+    (n.to_string() == digits).then_some(n)
+}
+
+/// What to do with a certificate signing request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not a pending kubelet serving request of this pool's nodes.
+    Skip,
+    /// A pool node's request: approve when the pod IP is known to be this.
+    Check {
+        node: String,
+    },
+    Deny(String),
+}
+
+/// First look at a request: whether it is a pending serving request made by
+/// one of the pool's nodes for itself. Pure.
+pub fn triage(csr: &CertificateSigningRequest, statefulset: &str) -> Verdict {
+    let decided = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Approved" || c.type_ == "Denied")
+        });
+    if decided || csr.spec.signer_name != KUBELET_SERVING_SIGNER {
+        return Verdict::Skip;
+    }
+    let Some(node) = csr
+        .spec
+        .username
+        .as_deref()
+        .and_then(|u| u.strip_prefix("system:node:"))
+    else {
+        return Verdict::Skip;
+    };
+    if ordinal(statefulset, node).is_none() {
+        return Verdict::Skip;
+    }
+    let in_nodes = csr
+        .spec
+        .groups
+        .as_ref()
+        .is_some_and(|g| g.iter().any(|g| g == "system:nodes"));
+    if !in_nodes {
+        return Verdict::Deny(format!("requested by {node} outside system:nodes"));
+    }
+    Verdict::Check {
+        node: node.to_string(),
+    }
+}
+
+/// Whether the request itself asks for exactly what the node may have: its
+/// name as subject and DNS name, its pod IP as the only IP, and serving
+/// usages. Pure.
+pub fn check_request(
+    csr: &CertificateSigningRequest,
+    node: &str,
+    pod_ip: IpAddr,
+) -> Result<(), String> {
+    let pem = String::from_utf8(csr.spec.request.0.clone())
+        .map_err(|_| "the request is not PEM".to_string())?;
+    let params = rcgen::CertificateSigningRequestParams::from_pem(&pem)
+        .map_err(|_| "the request does not parse".to_string())?;
+    let expected_cn = format!("system:node:{node}");
+    let cn = params
+        .params
+        .distinguished_name
+        .iter()
+        .find(|(t, _)| **t == rcgen::DnType::CommonName)
+        .map(|(_, v)| dn_text(v));
+    if cn.as_deref() != Some(expected_cn.as_str()) {
+        return Err(format!("the subject is not {expected_cn}"));
+    }
+    for san in &params.params.subject_alt_names {
+        match san {
+            rcgen::SanType::DnsName(name) if name.as_str() == node => {}
+            rcgen::SanType::IpAddress(ip) if *ip == pod_ip => {}
+            rcgen::SanType::DnsName(name) => {
+                return Err(format!("it names host {} besides {node}", name.as_str()));
+            }
+            rcgen::SanType::IpAddress(ip) => {
+                return Err(format!("it names IP {ip}, not the node pod's {pod_ip}"));
+            }
+            _ => return Err("it has an unexpected subject alternative name".into()),
+        }
+    }
+    let usages = csr.spec.usages.clone().unwrap_or_default();
+    let allowed = ["digital signature", "key encipherment", "server auth"];
+    if let Some(u) = usages.iter().find(|u| !allowed.contains(&u.as_str())) {
+        return Err(format!("it asks for usage '{u}'"));
+    }
+    if !usages.iter().any(|u| u == "server auth") {
+        return Err("it does not ask for server auth".into());
+    }
+    Ok(())
+}
+
+fn dn_text(v: &rcgen::DnValue) -> String {
+    match v {
+        rcgen::DnValue::Utf8String(s) => s.clone(),
+        rcgen::DnValue::PrintableString(s) => s.as_str().to_string(),
+        rcgen::DnValue::Ia5String(s) => s.as_str().to_string(),
+        rcgen::DnValue::TeletexString(s) => s.as_str().to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Whether draining moves this pod: not a DaemonSet's, not a static pod,
+/// not finished.
+pub fn evictable(pod: &Pod) -> bool {
+    let daemon = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "DaemonSet");
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    !daemon && !mirror && !finished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+        CertificateSigningRequestStatus,
+    };
+
+    fn csr(node: &str, dns: &[&str], ips: &[&str]) -> CertificateSigningRequest {
+        let mut params =
+            rcgen::CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        for ip in ips {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(ip.parse().unwrap()));
+        }
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        CertificateSigningRequest {
+            spec: CertificateSigningRequestSpec {
+                request: ByteString(pem.into_bytes()),
+                signer_name: KUBELET_SERVING_SIGNER.into(),
+                username: Some(format!("system:node:{node}")),
+                groups: Some(vec!["system:nodes".into(), "system:authenticated".into()]),
+                usages: Some(vec!["digital signature".into(), "server auth".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_pools_pending_serving_requests_are_considered() {
+        let ok = csr("workers-node-1", &["workers-node-1"], &["10.88.0.7"]);
+        assert_eq!(
+            triage(&ok, "workers-node"),
+            Verdict::Check {
+                node: "workers-node-1".into()
+            }
+        );
+        assert_eq!(triage(&ok, "other-node"), Verdict::Skip);
+        let mut client = ok.clone();
+        client.spec.signer_name = "kubernetes.io/kube-apiserver-client-kubelet".into();
+        assert_eq!(triage(&client, "workers-node"), Verdict::Skip);
+        let mut decided = ok.clone();
+        decided.status = Some(CertificateSigningRequestStatus {
+            conditions: Some(vec![CertificateSigningRequestCondition {
+                type_: "Approved".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert_eq!(triage(&decided, "workers-node"), Verdict::Skip);
+        let mut outsider = ok.clone();
+        outsider.spec.groups = Some(vec!["system:authenticated".into()]);
+        assert!(matches!(
+            triage(&outsider, "workers-node"),
+            Verdict::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn requests_must_name_only_the_node_and_its_pod_ip() {
+        let ip: IpAddr = "10.88.0.7".parse().unwrap();
+        let ok = csr("workers-node-1", &["workers-node-1"], &["10.88.0.7"]);
+        assert_eq!(check_request(&ok, "workers-node-1", ip), Ok(()));
+        let other_ip = csr("workers-node-1", &["workers-node-1"], &["10.88.0.8"]);
+        assert!(
+            check_request(&other_ip, "workers-node-1", ip)
+                .unwrap_err()
+                .contains("10.88.0.8")
+        );
+        let other_host = csr("workers-node-1", &["kubernetes.default"], &[]);
+        assert!(
+            check_request(&other_host, "workers-node-1", ip)
+                .unwrap_err()
+                .contains("kubernetes.default")
+        );
+        let other_subject = csr("workers-node-2", &["workers-node-1"], &[]);
+        assert!(check_request(&other_subject, "workers-node-1", ip).is_err());
+        let mut client_usage = ok.clone();
+        client_usage.spec.usages = Some(vec!["client auth".into()]);
+        assert!(check_request(&client_usage, "workers-node-1", ip).is_err());
+    }
+
+    #[test]
+    fn ordinals_and_evictable_pods() {
+        assert_eq!(ordinal("workers-node", "workers-node-3"), Some(3));
+        assert_eq!(ordinal("workers-node", "workers-node-x"), None);
+        assert_eq!(ordinal("workers-node", "workers-nodes-1"), None);
+        assert_eq!(ordinal("workers-node", "workers-node-01"), None);
+        assert_eq!(ordinal("workers-node", "workers-node-+1"), None);
+        let mut pod = Pod::default();
+        assert!(evictable(&pod));
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                kind: "DaemonSet".into(),
+                ..Default::default()
+            },
+        ]);
+        assert!(!evictable(&pod));
+    }
+}

@@ -1,0 +1,490 @@
+//! The `NodePool` reconciler: a thin driver. It gives the pool's cluster
+//! an owner reference to the pool, validates (pure), writes the pool's
+//! bootstrap Secret, node configuration, Service and StatefulSet (built in
+//! [`crate::build::node`]), does the pool's work inside the nested cluster
+//! (its bootstrap token, drains on scale-down, serving certificates) and
+//! computes its status (pure). Its finalizer tidies the nested cluster
+//! when the pool is deleted.
+
+use crate::build::node::bootstrap::{
+    BootstrapToken, desired_bootstrap_secret, nested_bootstrap_token_secret,
+};
+use crate::build::node::config::{desired_node_config_map, node_config_hash};
+use crate::build::node::owner::desired_pool_owner;
+use crate::build::node::statefulset::{desired_node_service, desired_node_statefulset};
+use crate::build::pki_secrets::{BUNDLE_FINGERPRINT, bundle_from_secret};
+use crate::client::apply::{FirstWrite, apply_owned};
+use crate::client::context::Context;
+use crate::client::error::{Error, Result, code_and_reason};
+use crate::client::secrets::{apply_secret, read_secret};
+use crate::client::{nested, nested_nodes};
+use crate::model::cached::Workload;
+use crate::model::hash::inputs_hash;
+use crate::model::images;
+use crate::model::names::{
+    ClusterNames, FIELD_MANAGER, INPUTS_HASH, NESTED_INSTALLED, POOL_FINALIZER, PoolNames,
+    patch_params,
+};
+use crate::model::nodes::{ordinal, ready_count};
+use crate::model::pool_status::{PoolObserved, compute_pool_status};
+use crate::model::status::is_ready;
+use crate::model::validate::validate_pool;
+use crate::reconcile::policy::{
+    POOL_CHANGING_RECHECK, POOL_PKI_WAIT, POOL_SETTLED_RECHECK, report_invalid, update_status,
+};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use nestor_crds::node_contract as contract;
+use nestor_crds::{NodePool, NodePoolStatus, VirtualCluster};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// How long a deleted pool's nodes may take to drain before their Nodes
+/// are removed anyway (a PodDisruptionBudget may never allow it).
+pub const DELETE_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The pools in `pools` that join `vc`.
+pub fn pools_joining<'a>(
+    pools: &Store<NodePool>,
+    vc: &'a VirtualCluster,
+) -> impl Iterator<Item = Arc<NodePool>> + 'a {
+    let name = vc.metadata.name.as_deref().unwrap_or_default();
+    let namespace = vc.metadata.namespace.as_deref();
+    pools.state().into_iter().filter(move |p| {
+        p.spec.cluster_ref.name == name && p.metadata.namespace.as_deref() == namespace
+    })
+}
+
+async fn own_pool(ctx: &Context, pn: &PoolNames, patch: serde_json::Value) -> Result<()> {
+    let api: Api<NodePool> = Api::namespaced(ctx.client.clone(), &pn.namespace);
+    ctx.metrics.write("patch", "NodePool");
+    api.patch(
+        &pn.pool,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(|source| Error::PatchMetadata {
+        what: "the owner reference to its cluster",
+        kind: "NodePool",
+        namespace: pn.namespace.clone(),
+        name: pn.pool.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Reconciles one `NodePool`; its finalizer drains the pool's nodes,
+/// deletes their Node objects and revokes its bootstrap token.
+pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = pool.namespace().ok_or(Error::MissingField {
+        kind: "NodePool",
+        field: "metadata.namespace",
+    })?;
+    let api: Api<NodePool> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, POOL_FINALIZER, pool, |event| async {
+        match event {
+            Event::Apply(pool) => apply(pool, &ctx).await,
+            Event::Cleanup(pool) => cleanup(pool, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The pool's cluster, from the cache.
+fn cluster_of(ctx: &Context, pool: &NodePool) -> Option<Arc<VirtualCluster>> {
+    let namespace = pool.namespace().unwrap_or_default();
+    ctx.stores
+        .virtual_clusters
+        .get(&ObjectRef::new(&pool.spec.cluster_ref.name).within(&namespace))
+}
+
+/// Whether a cluster reports `Ready=True`.
+fn cluster_ready(vc: &VirtualCluster) -> bool {
+    vc.status.as_ref().is_some_and(|s| is_ready(&s.conditions))
+}
+
+/// A deleted pool leaves nothing in the nested cluster: its nodes are
+/// drained (for at most [`DELETE_DRAIN_TIMEOUT`]), its node pods stopped,
+/// their Node objects deleted and its bootstrap token revoked. Nothing to do when the cluster
+/// is gone, going or not serving: its nested objects go with it.
+async fn cleanup(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
+    let pn = PoolNames::new(&pool);
+    let vc = cluster_of(ctx, &pool);
+    let serving = vc
+        .as_ref()
+        .is_some_and(|vc| vc.metadata.deletion_timestamp.is_none() && cluster_ready(vc));
+    let Some(vc) = vc.filter(|_| serving) else {
+        info!(pool = %pn.pool, "node pool deleted; its cluster is not serving, nothing to tidy inside it");
+        return Ok(Action::await_change());
+    };
+    let names = ClusterNames::new(&vc);
+    let client = nested::client(ctx, &vc).await?;
+    let nodes = nested_nodes::list(&client, &names, &pn.pool).await?;
+    let since = pool
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    if since < DELETE_DRAIN_TIMEOUT {
+        let mut drained = true;
+        for node in &nodes {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            drained &= nested_nodes::drain(ctx, &client, &names, name).await?;
+        }
+        if !drained {
+            return Err(Error::CleanupPending(format!(
+                "draining the nodes of pool {}",
+                pn.pool
+            )));
+        }
+    }
+    // The node pods stop before their Nodes go (a running kubelet would
+    // register its Node again).
+    let pods_left = observe(ctx, &pn).replicas;
+    info!(pool = %pn.pool, nodes = nodes.len(), pods_left, "node pool deleted: tidying the nested cluster");
+    let scaled_down = node_statefulset(ctx, &pn).is_none_or(|s| s.replicas() == Some(0));
+    if pods_left > 0 && !scaled_down {
+        let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &pn.namespace);
+        ctx.metrics.write("patch", "StatefulSet");
+        api.patch(
+            &pn.statefulset(),
+            &patch_params(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .map_err(|source| Error::Cleanup {
+            what: format!("node pods of pool {}", pn.pool),
+            source,
+        })?;
+    }
+    if pods_left > 0 {
+        return Err(Error::CleanupPending(format!(
+            "waiting for the node pods of pool {} to stop",
+            pn.pool
+        )));
+    }
+    for node in &nodes {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        nested_nodes::delete_node(ctx, &client, &names, name).await?;
+    }
+    let token_id = read_secret(ctx, &pn.namespace, &pn.bootstrap_secret())
+        .await?
+        .and_then(|s| s.data?.get(contract::TOKEN_ID).cloned())
+        .and_then(|b| String::from_utf8(b.0).ok());
+    if let Some(id) = token_id {
+        nested_nodes::delete_bootstrap_token(ctx, &client, &names, &id).await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
+    let pn = PoolNames::new(&pool);
+    let vc = cluster_of(ctx, &pool);
+    let Some(vc) = vc else {
+        update_status(
+            ctx,
+            pool.as_ref(),
+            status_now(&PoolObserved::default(), &pool),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    if let Some(patch) = desired_pool_owner(&pool, &vc) {
+        own_pool(ctx, &pn, patch).await?;
+    }
+    let cp_ready = cluster_ready(&vc);
+    let version = match validate_pool(&pn.pool, &pool.spec, &vc.spec.version) {
+        Ok(version) => version,
+        Err(invalid) => {
+            let message = invalid.to_string();
+            let observed = PoolObserved {
+                invalid: Some(message.clone()),
+                control_plane_ready: Some(cp_ready),
+                ..observe(ctx, &pn)
+            };
+            return report_invalid(ctx, pool.as_ref(), &message, status_now(&observed, &pool))
+                .await;
+        }
+    };
+    let names = ClusterNames::new(&vc);
+    let ca_fp = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
+        .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned());
+    let Some(ca_fp) = ca_fp else {
+        // The cluster's PKI does not exist yet; its creation wakes us.
+        let observed = PoolObserved {
+            control_plane_ready: Some(false),
+            ..observe(ctx, &pn)
+        };
+        update_status(ctx, pool.as_ref(), status_now(&observed, &pool)).await?;
+        return Ok(Action::requeue(POOL_PKI_WAIT));
+    };
+    let token = ensure_bootstrap_secret(ctx, &pool, &names, &ca_fp).await?;
+
+    let config = desired_node_config_map(
+        &pool,
+        &vc,
+        &images::pause_image(&ctx.settings, vc.spec.images.registry.as_deref()),
+        &ctx.settings.node_registry_mirrors,
+    );
+    let config_hash = node_config_hash(&config);
+    apply_owned(ctx, &ctx.stores.config_maps, config, FirstWrite::Create).await?;
+    apply_owned(
+        ctx,
+        &ctx.stores.services,
+        desired_node_service(&pool),
+        FirstWrite::Create,
+    )
+    .await?;
+    let mut observed = PoolObserved {
+        control_plane_ready: Some(cp_ready),
+        ..observe(ctx, &pn)
+    };
+    let running = node_statefulset(ctx, &pn)
+        .and_then(|s| s.replicas())
+        .unwrap_or(0);
+    // A scale-down waits for its drain; while the nested cluster cannot be
+    // asked (not serving, or an error), the pool keeps its nodes.
+    let hold = running.max(pool.spec.replicas);
+    let nested = if cp_ready {
+        let installed = inputs_hash(["bootstrap", ca_fp.as_str()]);
+        nested_pass(
+            ctx,
+            &pool,
+            &vc,
+            token.as_ref(),
+            &installed,
+            running,
+            &mut observed,
+        )
+        .await
+    } else {
+        Ok((hold, hold == pool.spec.replicas))
+    };
+    let (replicas, settled, failed) = match nested {
+        Ok((replicas, settled)) => (replicas, settled, None),
+        Err(e) => (hold, false, Some(e)),
+    };
+    // Nodes kept past the spec are nodes still draining.
+    if replicas > pool.spec.replicas {
+        observed.draining = Some(replicas - pool.spec.replicas);
+    }
+    // An explicit node image is the cluster's, for every pool.
+    let image = vc.spec.images.node.clone().unwrap_or_else(|| {
+        images::node_image(&ctx.settings, vc.spec.images.registry.as_deref(), &version)
+    });
+    apply_owned(
+        ctx,
+        &ctx.stores.stateful_sets,
+        desired_node_statefulset(&pool, &vc, &image, replicas, &config_hash),
+        // Its replicas follow the pool's scale.
+        FirstWrite::Apply,
+    )
+    .await?;
+    update_status(ctx, pool.as_ref(), status_now(&observed, &pool)).await?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if settled {
+        Ok(Action::requeue(POOL_SETTLED_RECHECK))
+    } else {
+        Ok(Action::requeue(POOL_CHANGING_RECHECK))
+    }
+}
+
+/// What the pool does inside its nested cluster: installs its bootstrap
+/// token, drains the nodes a scale-down removes, uncordons nodes kept,
+/// deletes Nodes whose pods are gone, decides serving certificate requests
+/// and counts Ready nodes. Returns the StatefulSet's replicas and whether
+/// everything has settled.
+async fn nested_pass(
+    ctx: &Context,
+    pool: &NodePool,
+    vc: &VirtualCluster,
+    token: Option<&BootstrapToken>,
+    installed: &str,
+    running: i32,
+    observed: &mut PoolObserved,
+) -> Result<(i32, bool)> {
+    let pn = PoolNames::new(pool);
+    let names = &ClusterNames::new(vc);
+    let client = nested::client(ctx, vc).await?;
+    if let Some(token) = token {
+        install_in_nested_cluster(ctx, &client, pool, names, token, installed).await?;
+    }
+    let nodes = nested_nodes::list(&client, names, &pn.pool).await?;
+    let mut replicas = pool.spec.replicas;
+    let mut settled = true;
+    if running > pool.spec.replicas {
+        let mut drained = true;
+        for ordinal in pool.spec.replicas..running {
+            let node = format!("{}-{ordinal}", pn.statefulset());
+            drained &= nested_nodes::drain(ctx, &client, names, &node).await?;
+        }
+        if !drained {
+            replicas = running;
+            settled = false;
+        }
+    }
+    for node in &nodes {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        match ordinal(&pn.statefulset(), name) {
+            // A node kept (or taken back) after a scale-down.
+            Some(i) if i < pool.spec.replicas => {
+                nested_nodes::uncordon_if_drained(ctx, &client, names, node).await?
+            }
+            // Its pod is gone: so is the Node.
+            Some(i) if i >= observed.replicas && i >= replicas => {
+                nested_nodes::delete_node(ctx, &client, names, name).await?
+            }
+            _ => {}
+        }
+    }
+    let waiting = nested_nodes::approve_serving_certificates(
+        ctx,
+        &client,
+        names,
+        &pn.namespace,
+        &pn.statefulset(),
+    )
+    .await?;
+    let ready = ready_count(&nodes);
+    observed.nodes_ready = Some(ready);
+    settled &= waiting == 0 && ready >= pool.spec.replicas;
+    Ok((replicas, settled))
+}
+
+/// Makes sure the pool's bootstrap Secret exists for the current CA.
+/// Returns the token when it still has to be installed in the nested
+/// cluster.
+async fn ensure_bootstrap_secret(
+    ctx: &Context,
+    pool: &NodePool,
+    names: &ClusterNames,
+    ca_fp: &str,
+) -> Result<Option<BootstrapToken>> {
+    let pn = PoolNames::new(pool);
+    let cached = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
+    let expected = inputs_hash(["bootstrap", ca_fp]);
+    let current = cached
+        .as_ref()
+        .and_then(|s| s.annotations().get(INPUTS_HASH).cloned());
+    let installed = cached
+        .as_ref()
+        .and_then(|s| s.annotations().get(NESTED_INSTALLED).cloned());
+    if current.as_deref() == Some(expected.as_str()) {
+        if installed.as_deref() == Some(expected.as_str()) {
+            return Ok(None);
+        }
+        // Read the token back to install it.
+        let secret = read_secret(ctx, &pn.namespace, &pn.bootstrap_secret()).await?;
+        let text = |s: &Secret, key: &str| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        };
+        if let Some((Some(id), Some(secret))) = secret.map(|s| {
+            (
+                text(&s, contract::TOKEN_ID),
+                text(&s, contract::TOKEN_SECRET),
+            )
+        }) {
+            return Ok(Some(BootstrapToken { id, secret }));
+        }
+    }
+    let ca = read_secret(ctx, &names.namespace, &names.ca_secret())
+        .await?
+        .and_then(|s| bundle_from_secret(&s))
+        .ok_or_else(|| Error::DamagedCa {
+            namespace: names.namespace.clone(),
+            name: names.ca_secret(),
+        })?;
+    let token = BootstrapToken::generate();
+    apply_secret(
+        ctx,
+        &desired_bootstrap_secret(pool, names, &token, &ca.cluster.cert_pem, ca_fp),
+    )
+    .await?;
+    Ok(Some(token))
+}
+
+/// Writes the pool's bootstrap token into the nested cluster, then records
+/// that on the host Secret.
+async fn install_in_nested_cluster(
+    ctx: &Context,
+    client: &kube::Client,
+    pool: &NodePool,
+    names: &ClusterNames,
+    token: &BootstrapToken,
+    installed_hash: &str,
+) -> Result<()> {
+    let pn = PoolNames::new(pool);
+    // The node RBAC comes with the cluster's add-ons (see virtualcluster).
+    nested::apply(
+        ctx,
+        client,
+        names,
+        &nested_bootstrap_token_secret(&pn.pool, token),
+    )
+    .await?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pn.namespace);
+    ctx.metrics.write("patch", "Secret");
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {NESTED_INSTALLED: installed_hash}}});
+    let params = crate::model::names::patch_params();
+    api.patch(&pn.bootstrap_secret(), &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|e| {
+            let (code, reason) = code_and_reason(&e);
+            Error::WriteSecret {
+                namespace: pn.namespace.clone(),
+                name: pn.bootstrap_secret(),
+                code,
+                reason,
+            }
+        })?;
+    Ok(())
+}
+
+/// The pool's StatefulSet, from the cache.
+fn node_statefulset(ctx: &Context, pn: &PoolNames) -> Option<Arc<Workload<StatefulSet>>> {
+    ctx.stores
+        .stateful_sets
+        .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace))
+}
+
+fn observe(ctx: &Context, pn: &PoolNames) -> PoolObserved {
+    let status = node_statefulset(ctx, pn)
+        .and_then(|s| s.status.clone())
+        .unwrap_or_default();
+    PoolObserved {
+        replicas: status.replicas.unwrap_or(0),
+        ready_replicas: status.ready_replicas.unwrap_or(0),
+        ..PoolObserved::default()
+    }
+}
+
+fn status_now(
+    observed: &PoolObserved,
+    pool: &NodePool,
+) -> impl FnOnce(Option<&NodePoolStatus>) -> NodePoolStatus {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    move |previous| compute_pool_status(pool, previous, observed, &now)
+}

@@ -1,0 +1,367 @@
+//! The `VirtualCluster` reconciler: a thin driver over the stages of
+//! [`crate::build`].
+//!
+//! validate (pure) -> Services -> PKI Secrets -> workloads -> the API
+//! server's clients once it serves -> the nested add-ons -> status computed
+//! from what was applied (pure) -> status patched only when it changed.
+//! A cluster has no finalizer: the garbage collector deletes its children
+//! (and its pools, which the pool reconciler gives it as an owner).
+
+mod pki;
+
+use crate::build::apiserver::{host_of, node_address, published_endpoint};
+use crate::build::nested_addons::NestedAddons;
+use crate::build::pki_secrets::{BUNDLE_FINGERPRINT, Exposure};
+use crate::build::{
+    ClientStarts, ClusterClients, ClusterServices, ClusterWorkloads, Holdable, Start,
+    desired_coredns_config,
+};
+use crate::client::apply::{Applied, FirstWrite, apply_owned};
+use crate::client::context::Context;
+use crate::client::error::{Error, Result};
+use crate::client::nested;
+use crate::model::cached::{CachedService, Workload};
+use crate::model::inputs::ClusterInputs;
+use crate::model::names::{ClusterNames, NESTED_ADDONS};
+use crate::model::status::{Observed, Rollout, compute_status, is_ready};
+use crate::model::validate::validate_cluster;
+use crate::reconcile::policy::{RESYNC, report_invalid, update_status};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use nestor_crds::{ExposureType, VirtualCluster, VirtualClusterStatus};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Reconciles one `VirtualCluster`.
+pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action> {
+    if vc.metadata.deletion_timestamp.is_some() {
+        // Deleted in the foreground: the garbage collector is removing the
+        // children, which must not be written again; the status says so.
+        mark_deleting(&vc, &ctx).await;
+        return Ok(Action::await_change());
+    }
+    apply(&vc, &ctx).await
+}
+
+fn status_now(
+    observed: &Observed,
+    vc: &VirtualCluster,
+) -> impl FnOnce(Option<&VirtualClusterStatus>) -> VirtualClusterStatus {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = vc.metadata.generation;
+    move |previous| compute_status(observed, previous, generation, &now)
+}
+
+async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
+    let names = ClusterNames::new(vc);
+    let valid = match validate_cluster(&names.cluster, &vc.spec) {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            let observed = Observed {
+                invalid: Some(invalid.to_string()),
+                ..observe(ctx, &names)
+            };
+            let message = invalid.to_string();
+            return report_invalid(ctx, vc, &message, status_now(&observed, vc)).await;
+        }
+    };
+    let stores = &ctx.stores;
+    let revision = stores
+        .secrets
+        .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
+        .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned())
+        .unwrap_or_default();
+    let mut inputs = ClusterInputs::new(vc, valid, &ctx.settings, revision);
+
+    // Services first: the API server's address goes into its certificate.
+    // Independent writes go out together; each stage waits for the last.
+    let ClusterServices {
+        etcd_peer,
+        etcd_client,
+        dns,
+        apiserver,
+    } = ClusterServices::desired(&inputs);
+    let create = |service| apply_owned(ctx, &stores.services, service, FirstWrite::Create);
+    let (_, _, dns_service, api_service) = futures::try_join!(
+        create(etcd_peer),
+        create(etcd_client),
+        create(dns),
+        create(apiserver),
+    )?;
+    let exposure = exposure(ctx, vc, &names, api_service.object()).await?;
+
+    inputs.pki_revision = pki::ensure_pki(ctx, vc, &inputs, &exposure).await?;
+
+    let ClusterWorkloads {
+        kube_proxy_config,
+        etcd_network_policy,
+        etcd,
+        apiserver,
+    } = ClusterWorkloads::desired(&inputs);
+    let (_, _, etcd, apiserver) = futures::try_join!(
+        apply_owned(
+            ctx,
+            &stores.config_maps,
+            kube_proxy_config,
+            FirstWrite::Create
+        ),
+        apply_owned(
+            ctx,
+            &stores.network_policies,
+            etcd_network_policy,
+            FirstWrite::Create
+        ),
+        apply_owned(ctx, &stores.stateful_sets, etcd, FirstWrite::Create),
+        apply_owned(ctx, &stores.deployments, apiserver, FirstWrite::Create),
+    )?;
+
+    // The API server's clients start once it serves (and CoreDNS once its
+    // RBAC is in the nested cluster), so that none of them crash-loops or
+    // backs off while it comes up. Once started, they stay started.
+    let serving = Rollout::from_deployment(apiserver.object()).ready >= 1;
+    let addons_installed =
+        ensure_nested_addons(ctx, vc, &inputs, dns_service.object(), serving).await?;
+    let start =
+        |name: String, ready: bool| Start::new(ready, is_held(&stores.deployments, &names, &name));
+    let starts = ClientStarts {
+        controller_manager: start(names.controller_manager(), serving),
+        scheduler: start(names.scheduler(), serving),
+        coredns: start(names.coredns(), addons_installed),
+    };
+    let ClusterClients {
+        controller_manager,
+        scheduler,
+        coredns,
+    } = ClusterClients::desired(&inputs, starts);
+    let (controller_manager, scheduler, coredns) = futures::try_join!(
+        apply_holdable(ctx, &stores.deployments, controller_manager),
+        apply_holdable(ctx, &stores.deployments, scheduler),
+        apply_holdable(ctx, &stores.deployments, coredns),
+    )?;
+
+    // Status is computed from what the API server returned for each
+    // workload (or the cache, when nothing was sent): never from a cache
+    // that has not yet seen this reconcile's writes.
+    let deployment =
+        |applied: Applied<Workload<Deployment>>| Some(Rollout::from_deployment(applied.object()));
+    let observed = Observed {
+        invalid: None,
+        deleting: false,
+        etcd: Some(Rollout::from_statefulset(etcd.object())),
+        apiserver: deployment(apiserver),
+        controller_manager: deployment(controller_manager),
+        scheduler: deployment(scheduler),
+        coredns: deployment(coredns),
+        endpoint: Some(exposure.admin_endpoint.clone()),
+        admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
+    };
+    let status = update_status(ctx, vc, status_now(&observed, vc)).await?;
+    announce_readiness(ctx, vc, &names, &status).await;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Whether the cache holds `name` at zero replicas, or not at all.
+fn is_held(store: &Store<Workload<Deployment>>, names: &ClusterNames, name: &str) -> bool {
+    store
+        .get(&ObjectRef::new(name).within(&names.namespace))
+        .is_none_or(|d| d.replicas().unwrap_or(0) == 0)
+}
+
+/// Writes a child Nestor holds back: released with one apply when the cache
+/// holds its held form (see [`FirstWrite::releasing`]).
+async fn apply_holdable<K, C>(
+    ctx: &Context,
+    store: &Store<C>,
+    child: Holdable<K>,
+) -> Result<Applied<C>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::Serialize
+        + std::fmt::Debug,
+    C: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + crate::model::cached::CachedForm
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let Holdable { desired, held } = child;
+    let first = FirstWrite::releasing(store, held.as_ref());
+    apply_owned(ctx, store, desired, first).await
+}
+
+/// A Normal Event when the cluster turns Ready, a Warning when it stops
+/// being Ready.
+async fn announce_readiness(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    names: &ClusterNames,
+    status: &VirtualClusterStatus,
+) {
+    let ready = is_ready(&status.conditions);
+    let was_ready = vc.status.as_ref().is_some_and(|s| is_ready(&s.conditions));
+    if ready && !was_ready {
+        info!(cluster = %names.cluster, namespace = %names.namespace, "virtual cluster is ready");
+        ctx.publish(
+            vc,
+            EventType::Normal,
+            "Ready",
+            "every control-plane component is ready".into(),
+        )
+        .await;
+    } else if !ready && was_ready {
+        let why = crate::reconcile::policy::ready_message::<VirtualCluster>(Some(status))
+            .unwrap_or_default()
+            .to_string();
+        ctx.publish(vc, EventType::Warning, "NotReady", why).await;
+    }
+}
+
+/// Writes the add-ons' objects into the nested cluster (RBAC for CoreDNS
+/// and node bootstrapping, `kube-system/kube-dns`) once its API server
+/// serves, and again whenever they change. The hash of what was written is
+/// kept on the CoreDNS ConfigMap, so a settled cluster costs no request.
+/// Returns whether they are in place.
+async fn ensure_nested_addons(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    inputs: &ClusterInputs<'_>,
+    dns_service: &CachedService,
+    serving: bool,
+) -> Result<bool> {
+    let names = &inputs.names;
+    let cached = ctx
+        .stores
+        .config_maps
+        .get(&ObjectRef::new(&names.coredns()).within(&names.namespace));
+    let written = cached
+        .as_ref()
+        .and_then(|cm| cm.annotations().get(NESTED_ADDONS).cloned());
+    let host_dns_ip = dns_service.cluster_ip().unwrap_or_default().to_string();
+    let wanted = NestedAddons::new(inputs, &host_dns_ip);
+    let hash = wanted.hash();
+    let writing = serving && !host_dns_ip.is_empty() && written.as_deref() != Some(hash.as_str());
+    let installed = if writing {
+        let client = nested::client(ctx, vc).await?;
+        for role in &wanted.roles {
+            nested::apply(ctx, &client, names, role).await?;
+        }
+        for binding in &wanted.bindings {
+            nested::apply(ctx, &client, names, binding).await?;
+        }
+        nested::apply(ctx, &client, names, &wanted.dns_service).await?;
+        nested::apply(ctx, &client, names, &wanted.dns_endpoints).await?;
+        info!(cluster = %names.cluster, namespace = %names.namespace, "wrote the add-ons into the nested cluster");
+        Some(hash)
+    } else {
+        written.clone()
+    };
+    // Writing the add-ons changes only the value of the annotation (or
+    // adds it): the ConfigMap is released like a held Deployment.
+    let config = desired_coredns_config(inputs, installed.as_deref(), writing, written.as_deref());
+    apply_holdable(ctx, &ctx.stores.config_maps, config).await?;
+    Ok(installed.is_some())
+}
+
+/// Where the API server is published and which names its certificate needs.
+async fn exposure(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    names: &ClusterNames,
+    service: &CachedService,
+) -> Result<Exposure> {
+    let node_address = if vc.spec.api_server.exposure == ExposureType::NodePort {
+        let published = vc
+            .status
+            .as_ref()
+            .and_then(|s| s.endpoint.as_deref())
+            .and_then(host_of);
+        node_address(published.as_deref(), &host_node_addresses(ctx).await?)
+    } else {
+        None
+    };
+    let endpoint = published_endpoint(names, service, node_address.as_deref());
+    let mut extra_sans: Vec<String> = Vec::new();
+    if let Some(ip) = service.cluster_ip() {
+        extra_sans.push(ip.to_string());
+    }
+    if let Some(host) = endpoint.as_deref().and_then(host_of) {
+        extra_sans.push(host);
+    }
+    extra_sans.sort();
+    extra_sans.dedup();
+    Ok(Exposure {
+        admin_endpoint: endpoint.unwrap_or_else(|| names.internal_endpoint()),
+        extra_sans,
+    })
+}
+
+/// Every host node's name and InternalIP.
+async fn host_node_addresses(ctx: &Context) -> Result<Vec<(String, String)>> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Read {
+            what: "nodes".into(),
+            source,
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|node| {
+            let name = node.metadata.name?;
+            let ip = node
+                .status?
+                .addresses?
+                .into_iter()
+                .find(|a| a.type_ == "InternalIP")?
+                .address;
+            Some((name, ip))
+        })
+        .collect())
+}
+
+/// Reads the children's rollouts from the caches.
+fn observe(ctx: &Context, names: &ClusterNames) -> Observed {
+    let stores = &ctx.stores;
+    let deployment = |name: String| {
+        stores
+            .deployments
+            .get(&ObjectRef::new(&name).within(&names.namespace))
+            .map(|d| Rollout::from_deployment(&d))
+    };
+    Observed {
+        etcd: stores
+            .stateful_sets
+            .get(&ObjectRef::new(&names.etcd()).within(&names.namespace))
+            .map(|s| Rollout::from_statefulset(&s)),
+        apiserver: deployment(names.apiserver()),
+        controller_manager: deployment(names.controller_manager()),
+        scheduler: deployment(names.scheduler()),
+        coredns: deployment(names.coredns()),
+        ..Observed::default()
+    }
+}
+
+/// Reports a cluster that is being deleted as `Deleting` (written only
+/// once: the status is patched only when it changes). Best effort: the
+/// object is going away.
+async fn mark_deleting(vc: &VirtualCluster, ctx: &Context) {
+    let observed = Observed {
+        deleting: true,
+        ..observe(ctx, &ClusterNames::new(vc))
+    };
+    if let Err(e) = update_status(ctx, vc, status_now(&observed, vc)).await {
+        warn!(error = %e, "could not mark the cluster as deleting");
+    }
+}
