@@ -11,7 +11,7 @@ use crate::client::context::Context;
 use crate::client::error::{Error, Result, code_and_reason};
 use crate::model::cached::CachedForm;
 use crate::model::hash::desired_hash;
-use crate::model::names::{APPLIED_HASH, FIELD_MANAGER};
+use crate::model::names::{APPLIED_HASH, FIELD_MANAGER, patch_params};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::api::{Patch, PatchParams};
@@ -314,7 +314,7 @@ impl<'a> Child<'a> {
             return Ok(());
         };
         self.ctx.metrics.write("patch", self.kind);
-        self.patch::<C, ()>(&PatchParams::default(), &Patch::Json(patch), "adopting")
+        self.patch::<C, ()>(&patch_params(), &Patch::Json(patch), "adopting")
             .await
             .map(drop)
     }

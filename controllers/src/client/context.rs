@@ -144,3 +144,51 @@ impl<S: Clone + PartialEq> StatusGuard<S> {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Status {
+        generation: Option<i64>,
+        text: &'static str,
+    }
+
+    fn status(generation: i64, text: &'static str) -> Status {
+        Status {
+            generation: Some(generation),
+            text,
+        }
+    }
+
+    #[test]
+    fn the_last_written_status_stands_in_until_the_cache_shows_it() {
+        let guard = StatusGuard::default();
+        let generation = |s: &Status| s.generation;
+        let stale = status(1, "provisioning");
+        assert_eq!(guard.previous("u", Some(&stale), generation), None);
+        guard.record("u", status(1, "ready"));
+        // The cache still holds the older status: the written one counts.
+        assert_eq!(
+            guard.previous("u", Some(&stale), generation),
+            Some(status(1, "ready"))
+        );
+        // Another object is not affected.
+        assert_eq!(guard.previous("v", Some(&stale), generation), None);
+        // A newer generation in the cache wins over what was written.
+        assert_eq!(
+            guard.previous("u", Some(&status(2, "edited")), generation),
+            None
+        );
+        // The cache caught up: the entry goes.
+        assert_eq!(
+            guard.previous("u", Some(&status(1, "ready")), generation),
+            None
+        );
+        assert!(guard.is_empty());
+        guard.record("u", status(1, "ready"));
+        guard.forget("u");
+        assert!(guard.is_empty());
+    }
+}
