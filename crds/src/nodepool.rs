@@ -39,8 +39,10 @@ pub struct NodePoolSpec {
     /// Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("clusterRef is immutable; create another NodePool for another cluster"))]
     pub cluster_ref: ClusterReference,
-    /// Number of nodes. Scaling down removes the highest-numbered node pods
-    /// (without draining them first, for now).
+    /// Number of nodes. Scaling down first cordons and drains the
+    /// highest-numbered nodes (evictions respect PodDisruptionBudgets; a
+    /// drain that cannot finish ends after five minutes), then removes
+    /// their node pods.
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
