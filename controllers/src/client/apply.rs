@@ -7,6 +7,7 @@
 //! it since Nestor's last write, nothing is sent: a reconcile that has
 //! nothing to change sends no write.
 
+use crate::build::Holdable;
 use crate::client::context::Context;
 use crate::client::error::{Error, Result, code_and_reason};
 use crate::model::cached::CachedForm;
@@ -130,6 +131,55 @@ fn is_current(live: &ObjectMeta, hash: &str) -> bool {
     live_hash.map(String::as_str) == Some(hash) && !changed_by_someone_else(live)
 }
 
+/// A child as a builder makes it: a namespaced object Nestor writes.
+pub trait Desired:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Serialize + Debug
+{
+}
+
+impl<K> Desired for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Serialize + Debug
+{
+}
+
+/// What a cache keeps of a child, and what a write of it asks back.
+pub trait Cached:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + CachedForm
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<C> Cached for C where
+    C: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + CachedForm
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Writes a child Nestor holds back: released with one apply when the
+/// cache holds its held form (see [`FirstWrite::releasing`]), otherwise as
+/// [`apply_owned`] writes any child.
+pub async fn apply_holdable<K: Desired, C: Cached>(
+    ctx: &Context,
+    store: &Store<C>,
+    child: Holdable<K>,
+) -> Result<Applied<C>> {
+    let Holdable { desired, held } = child;
+    let first = FirstWrite::releasing(store, held.as_ref());
+    apply_owned(ctx, store, desired, first).await
+}
+
 /// Writes `desired` unless the cached live object already matches it: a
 /// child not in the cache is created or applied as `first` says; one that
 /// differs is read first (the cache may lag behind Nestor's own write, and
@@ -138,23 +188,12 @@ fn is_current(live: &ObjectMeta, hash: &str) -> bool {
 /// `C` is what the cache holds of `K`: `K` itself (slimmed), a narrow view
 /// of it, or only its metadata (`PartialObjectMeta<K>`), in which case the
 /// API server returns only metadata for every request too.
-pub async fn apply_owned<K, C>(
+pub async fn apply_owned<K: Desired, C: Cached>(
     ctx: &Context,
     store: &Store<C>,
     mut desired: K,
     first: FirstWrite,
-) -> Result<Applied<C>>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Serialize + Debug,
-    C: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + CachedForm
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
+) -> Result<Applied<C>> {
     debug_assert_eq!(K::kind(&()), C::kind(&()));
     let hash = desired_hash(&desired);
     desired

@@ -3,7 +3,7 @@
 use crate::build::pki_secrets::BUNDLE_FINGERPRINT;
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
-use crate::model::names::{ClusterNames, FIELD_MANAGER};
+use crate::model::names::{ClusterNames, FIELD_MANAGER, INPUTS_HASH};
 use crate::model::settings::NestedRoute;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -17,8 +17,10 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 /// Clients for nested clusters, one per cluster, built once and kept while
-/// the cluster's UID and roots of trust stay the same: a reconcile that
-/// talks to a nested cluster reads no Secret and builds no TLS context.
+/// the cluster's UID, its roots of trust and its admin kubeconfig's inputs
+/// (the roots and the endpoint it points at) stay the same: a reconcile
+/// that talks to a nested cluster reads no Secret and builds no TLS
+/// context.
 #[derive(Clone, Default)]
 pub struct NestedClients {
     clients: Arc<Mutex<HashMap<(String, String), KeptClient>>>,
@@ -26,24 +28,25 @@ pub struct NestedClients {
 
 struct KeptClient {
     uid: String,
-    ca_fingerprint: String,
+    /// The CA fingerprint and the admin kubeconfig's inputs hash.
+    credentials: String,
     client: Client,
 }
 
 impl NestedClients {
-    fn get(&self, names: &ClusterNames, uid: &str, ca_fingerprint: &str) -> Option<Client> {
+    fn get(&self, names: &ClusterNames, uid: &str, credentials: &str) -> Option<Client> {
         let clients = self.clients.lock().ok()?;
         clients
             .get(&(names.namespace.clone(), names.cluster.clone()))
-            .filter(|kept| kept.uid == uid && kept.ca_fingerprint == ca_fingerprint)
+            .filter(|kept| kept.uid == uid && kept.credentials == credentials)
             .map(|kept| kept.client.clone())
     }
 
-    fn keep(&self, names: &ClusterNames, uid: &str, ca_fingerprint: &str, client: Client) {
+    fn keep(&self, names: &ClusterNames, uid: &str, credentials: &str, client: Client) {
         if let Ok(mut clients) = self.clients.lock() {
             let kept = KeptClient {
                 uid: uid.into(),
-                ca_fingerprint: ca_fingerprint.into(),
+                credentials: credentials.into(),
                 client,
             };
             clients.insert((names.namespace.clone(), names.cluster.clone()), kept);
@@ -68,29 +71,28 @@ impl NestedClients {
     }
 }
 
-/// The client for `vc`'s nested cluster: the kept one while its UID and
-/// roots of trust are unchanged, otherwise a new one.
+/// The client for `vc`'s nested cluster: the kept one while its UID, roots
+/// of trust and admin kubeconfig are unchanged, otherwise a new one.
 pub async fn client(ctx: &Context, vc: &VirtualCluster) -> Result<Client> {
     let names = ClusterNames::new(vc);
     let uid = vc.metadata.uid.clone().unwrap_or_default();
-    let ca_fingerprint = ctx
-        .stores
-        .secrets
-        .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
-        .and_then(|s| {
-            s.metadata
-                .annotations
-                .as_ref()?
-                .get(BUNDLE_FINGERPRINT)
-                .cloned()
-        })
-        .unwrap_or_default();
-    if let Some(client) = ctx.nested.get(&names, &uid, &ca_fingerprint) {
+    let annotation = |secret: String, key: &str| {
+        let cached = ctx
+            .stores
+            .secrets
+            .get(&ObjectRef::new(&secret).within(&names.namespace))?;
+        cached.metadata.annotations.as_ref()?.get(key).cloned()
+    };
+    let credentials = format!(
+        "{}/{}",
+        annotation(names.ca_secret(), BUNDLE_FINGERPRINT).unwrap_or_default(),
+        annotation(names.admin_kubeconfig_secret(), INPUTS_HASH).unwrap_or_default()
+    );
+    if let Some(client) = ctx.nested.get(&names, &uid, &credentials) {
         return Ok(client);
     }
     let client = connect(ctx, &names).await?;
-    ctx.nested
-        .keep(&names, &uid, &ca_fingerprint, client.clone());
+    ctx.nested.keep(&names, &uid, &credentials, client.clone());
     Ok(client)
 }
 
@@ -164,4 +166,34 @@ where
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inputs::fixtures;
+
+    #[tokio::test]
+    async fn a_kept_client_serves_only_the_same_cluster_and_credentials() {
+        let (ctx, _handle) = crate::client::mock::mock_context();
+        let names = ClusterNames::new(&fixtures::vc(serde_json::json!({})));
+        let kept = NestedClients::default();
+        assert!(kept.get(&names, "uid-1", "ca/admin").is_none());
+        kept.keep(&names, "uid-1", "ca/admin", ctx.client.clone());
+        assert!(kept.get(&names, "uid-1", "ca/admin").is_some());
+        assert!(
+            kept.get(&names, "uid-2", "ca/admin").is_none(),
+            "a cluster made again under the same name"
+        );
+        assert!(
+            kept.get(&names, "uid-1", "new-ca/admin").is_none(),
+            "new roots of trust"
+        );
+        assert!(
+            kept.get(&names, "uid-1", "ca/moved").is_none(),
+            "an admin kubeconfig that points elsewhere"
+        );
+        kept.forget(&names.namespace, &names.cluster);
+        assert!(kept.is_empty());
+    }
 }

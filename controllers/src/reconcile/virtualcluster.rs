@@ -13,10 +13,9 @@ use crate::build::apiserver::{host_of, node_address, published_endpoint};
 use crate::build::nested_addons::NestedAddons;
 use crate::build::pki_secrets::{BUNDLE_FINGERPRINT, Exposure};
 use crate::build::{
-    ClientStarts, ClusterClients, ClusterServices, ClusterWorkloads, Holdable, Start,
-    desired_coredns_config,
+    ClientStarts, ClusterClients, ClusterServices, ClusterWorkloads, Start, desired_coredns_config,
 };
-use crate::client::apply::{Applied, FirstWrite, apply_owned};
+use crate::client::apply::{Applied, FirstWrite, apply_holdable, apply_owned};
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
 use crate::client::nested;
@@ -29,7 +28,6 @@ use crate::reconcile::policy::{RESYNC, report_invalid, update_status};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
@@ -64,11 +62,11 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let valid = match validate_cluster(&names.cluster, &vc.spec) {
         Ok(valid) => valid,
         Err(invalid) => {
+            let message = invalid.to_string();
             let observed = Observed {
-                invalid: Some(invalid.to_string()),
+                invalid: Some(message.clone()),
                 ..observe(ctx, &names)
             };
-            let message = invalid.to_string();
             return report_invalid(ctx, vc, &message, status_now(&observed, vc)).await;
         }
     };
@@ -172,31 +170,6 @@ fn is_held(store: &Store<Workload<Deployment>>, names: &ClusterNames, name: &str
     store
         .get(&ObjectRef::new(name).within(&names.namespace))
         .is_none_or(|d| d.replicas().unwrap_or(0) == 0)
-}
-
-/// Writes a child Nestor holds back: released with one apply when the cache
-/// holds its held form (see [`FirstWrite::releasing`]).
-async fn apply_holdable<K, C>(
-    ctx: &Context,
-    store: &Store<C>,
-    child: Holdable<K>,
-) -> Result<Applied<C>>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + serde::Serialize
-        + std::fmt::Debug,
-    C: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + crate::model::cached::CachedForm
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let Holdable { desired, held } = child;
-    let first = FirstWrite::releasing(store, held.as_ref());
-    apply_owned(ctx, store, desired, first).await
 }
 
 /// A Normal Event when the cluster turns Ready, a Warning when it stops
