@@ -398,7 +398,7 @@ async fn crds_install_and_explain(env: &Env) -> Result<()> {
     );
     let out = kubectl_ok(&env.admin, &["explain", "nodepool.spec.replicas"], None)?;
     ensure!(
-        out.contains("highest-numbered node pods"),
+        out.contains("cordons and drains"),
         "explain lacks the pool replicas doc:\n{out}"
     );
     let generated = nestor_crds::crds_yaml();
