@@ -77,7 +77,7 @@ pub fn api_reference_markdown() -> String {
         }
         for part in ["spec", "status"] {
             out.push_str(&format!(
-                "\n### `.{part}`\n\n| field | type | default | description |\n|---|---|---|---|\n"
+                "\n### `.{part}`\n\n| field | type | default | limits | description |\n|---|---|---|---|---|\n"
             ));
             reference_rows(part, &root["properties"][part], &mut out);
         }
@@ -122,15 +122,50 @@ fn reference_rows(path: &str, schema: &serde_json::Value, out: &mut String) {
                     .replace('|', "\\|")
             ));
         }
+        let limits = limits(prop).replace('|', "\\|");
         out.push_str(&format!(
-            "| `{here}` | {ty} | {default} | {description} |\n"
+            "| `{here}` | {ty} | {default} | {limits} | {description} |\n"
         ));
-        // Kubernetes' own types (resources, taints, conditions) are documented upstream.
-        let upstream = ["resources", "taints", "conditions"].contains(&name.as_str());
+        // Kubernetes' own types (resources, conditions) are documented upstream.
+        let upstream = ["resources", "conditions"].contains(&name.as_str());
         if !upstream {
             reference_rows(&here, prop, out);
         }
     }
+}
+
+/// The bounds the schema puts on a field, as the API server enforces them.
+fn limits(prop: &serde_json::Value) -> String {
+    let mut out = Vec::new();
+    let number = |key: &str| prop[key].as_i64();
+    match (number("minimum"), number("maximum")) {
+        (Some(lo), Some(hi)) => out.push(format!("{lo} to {hi}")),
+        (Some(lo), None) => out.push(format!("at least {lo}")),
+        (None, Some(hi)) => out.push(format!("at most {hi}")),
+        (None, None) => {}
+    }
+    match (number("minLength"), number("maxLength")) {
+        (Some(lo), Some(hi)) => out.push(format!("{lo} to {hi} characters")),
+        (None, Some(hi)) => out.push(format!("at most {hi} characters")),
+        (Some(lo), None) => out.push(format!("at least {lo} characters")),
+        (None, None) => {}
+    }
+    if let Some(hi) = number("maxItems") {
+        out.push(format!("at most {hi} items"));
+    }
+    if let Some(hi) = number("maxProperties") {
+        out.push(format!("at most {hi} entries"));
+    }
+    if let Some(hi) = prop["additionalProperties"]["maxLength"].as_i64() {
+        out.push(format!("values at most {hi} characters"));
+    }
+    if let Some(hi) = prop["items"]["maxLength"].as_i64() {
+        out.push(format!("each at most {hi} characters"));
+    }
+    if let Some(pattern) = prop["pattern"].as_str() {
+        out.push(format!("matches `{pattern}`"));
+    }
+    out.join("; ")
 }
 
 #[cfg(test)]

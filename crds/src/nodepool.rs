@@ -1,8 +1,8 @@
 //! The `NodePool` kind: a scalable group of kubelet nodes of one
 //! `VirtualCluster`.
 
-use crate::common::{ClusterReference, one};
-use k8s_openapi::api::core::v1::{ResourceRequirements, Taint};
+use crate::common::{ClusterReference, NodeTaint, one};
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
     printcolumn(name = "Current", type_ = "integer", json_path = ".status.replicas", description = "Node pods that exist"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Node pods that are ready"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("the name must be a DNS label that starts with a letter: lowercase letters, digits and '-' (children such as Services take names derived from it)"),
     validation = Rule::new("size(self.metadata.name) <= 40").message("a NodePool name may have at most 40 characters (children add suffixes)")
 )]
 #[serde(rename_all = "camelCase")]
@@ -51,19 +52,26 @@ pub struct NodePoolSpec {
     /// more than three minor versions older (the Kubernetes skew policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 5, max = 16))]
-    #[x_kube(validation = Rule::new("self.matches('^1\\\\.[0-9]{1,3}\\\\.[0-9]{1,4}$')").message("version must be MAJOR.MINOR.PATCH with major 1, for example 1.35.4 (no leading 'v')"))]
+    #[x_kube(validation = Rule::new("self.matches('^1\\\\.(0|[1-9][0-9]{0,2})\\\\.(0|[1-9][0-9]{0,3})$')").message("version must be MAJOR.MINOR.PATCH with major 1 and no leading zeros, for example 1.35.4 (no leading 'v')"))]
     pub version: Option<String>,
     /// CPU and memory of each node pod: what the node's daemons and its
-    /// workloads share. Default: requests of 100m CPU and 256Mi of memory
-    /// (the daemons' own needs).
+    /// workloads share (`cpu`, `memory`, `ephemeral-storage` or
+    /// `hugepages-*`; each limit at least its request). Default: requests of
+    /// 100m CPU and 256Mi of memory (the daemons' own needs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Labels put on every Node of the pool in the nested cluster.
+    /// Labels put on every Node of the pool in the nested cluster: at most
+    /// 32, with keys and values as Kubernetes labels have them; keys under
+    /// `kubernetes.io`, `k8s.io` (but for the prefixes a kubelet may set)
+    /// and `nestor.dev` are reserved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"}))]
     pub labels: BTreeMap<String, String>,
-    /// Taints put on every Node of the pool in the nested cluster.
+    /// Taints put on every Node of the pool in the nested cluster: at most
+    /// 32, no two with the same key and effect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub taints: Vec<Taint>,
+    #[schemars(length(max = 32))]
+    pub taints: Vec<NodeTaint>,
 }
 
 /// What the operator observed of a `NodePool`.

@@ -1,6 +1,6 @@
 //! The `VirtualCluster` kind: one nested Kubernetes control plane.
 
-use crate::common::{ComponentSpec, one};
+use crate::common::{ComponentSpec, DNS_SUBDOMAIN_PATTERN, IMAGE_PATTERN, REGISTRY_PATTERN, one};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -30,6 +30,7 @@ pub const DEFAULT_VERSION: &str = "1.35.4";
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the control plane serves"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", description = "Where the nested API server is reached"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("the name must be a DNS label that starts with a letter: lowercase letters, digits and '-' (children such as Services take names derived from it)"),
     validation = Rule::new("size(self.metadata.name) <= 40").message("a VirtualCluster name may have at most 40 characters (children add suffixes)")
 )]
 #[serde(rename_all = "camelCase")]
@@ -40,7 +41,7 @@ pub struct VirtualClusterSpec {
     #[serde(default = "default_version")]
     #[schemars(length(min = 5, max = 16))]
     #[x_kube(
-        validation = Rule::new("self.matches('^1\\\\.[0-9]{1,3}\\\\.[0-9]{1,4}$')").message("version must be MAJOR.MINOR.PATCH with major 1, for example 1.35.4 (no leading 'v')"),
+        validation = Rule::new("self.matches('^1\\\\.(0|[1-9][0-9]{0,2})\\\\.(0|[1-9][0-9]{0,3})$')").message("version must be MAJOR.MINOR.PATCH with major 1 and no leading zeros, for example 1.35.4 (no leading 'v')"),
         validation = Rule::new("!isSemver(self) || !isSemver(oldSelf) || semver(self).compareTo(semver(oldSelf)) >= 0").message("version cannot be downgraded"),
         validation = Rule::new("!isSemver(self) || !isSemver(oldSelf) || semver(self).minor() <= semver(oldSelf).minor() + 1").message("version can be upgraded by one minor version at a time")
     )]
@@ -84,6 +85,7 @@ fn default_version() -> String {
 /// The nested cluster's etcd.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName)").message("etcd storageClassName cannot be added or removed after creation (a StatefulSet's volume claims are fixed)"))]
 pub struct EtcdSpec {
     /// Number of etcd members: 1, 3 or 5. Raft needs a majority of members,
     /// so an even count adds no fault tolerance.
@@ -93,20 +95,28 @@ pub struct EtcdSpec {
         validation = Rule::new("self == oldSelf").message("etcd replicas cannot change after creation (members are not yet added to or removed from a running etcd cluster)")
     )]
     pub replicas: i32,
-    /// Size of each member's persistent volume, as a Kubernetes quantity.
+    /// Size of each member's persistent volume, as a Kubernetes quantity of
+    /// at least 64Mi.
     #[serde(default = "default_etcd_storage")]
     #[schemars(length(min = 1, max = 32))]
     #[x_kube(
-        validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("etcd storage must be a positive quantity such as 1Gi"),
+        validation = Rule::new("isQuantity(self) && !quantity(self).isLessThan(quantity('64Mi'))").message("etcd storage must be a quantity of at least 64Mi, such as 1Gi"),
         validation = Rule::new("self == oldSelf").message("etcd storage cannot change after creation (a StatefulSet's volume claims are fixed)")
     )]
     pub storage: String,
-    /// Storage class of the members' volumes; the host's default class when
-    /// unset. Fixed after creation.
+    /// Storage class of the members' volumes (a DNS subdomain of at most 253
+    /// characters); the host's default class when unset. Fixed after
+    /// creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = DNS_SUBDOMAIN_PATTERN)
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("etcd storageClassName cannot change after creation (a StatefulSet's volume claims are fixed)"))]
     pub storage_class_name: Option<String>,
-    /// CPU and memory of each etcd member.
+    /// CPU and memory of each etcd member (`requests` and `limits` of
+    /// `cpu`, `memory`, `ephemeral-storage` or `hugepages-*`; each limit at
+    /// least its request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
@@ -151,15 +161,19 @@ pub struct ApiServerSpec {
     #[serde(default)]
     pub exposure: ExposureType,
     /// Extra DNS names and IP addresses for the serving certificate, for
-    /// example a load balancer's name.
+    /// example a load balancer's name: at most 32, each at most 253
+    /// characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "certSANs")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
     pub cert_sans: Vec<String>,
     /// Extra kube-apiserver flags, as `flag-name: value` (without the leading
-    /// dashes). Flags that Nestor manages itself are refused.
+    /// dashes): at most 32, each value at most 1024 characters on one line.
+    /// Only flags that change nothing Nestor relies on are accepted (listed in
+    /// docs/security.md); any other is refused by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub extra_args: BTreeMap<String, String>,
-    /// CPU and memory of each kube-apiserver replica.
+    /// CPU and memory of each kube-apiserver replica (as for etcd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
@@ -199,7 +213,7 @@ pub struct NetworkingSpec {
     #[serde(default = "default_cluster_domain")]
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        regex(pattern = DNS_SUBDOMAIN_PATTERN)
     )]
     pub cluster_domain: String,
     /// Service address of the nested cluster's DNS; it must lie inside
@@ -284,32 +298,41 @@ pub enum KubeProxyMode {
 }
 
 /// Image sources. Each image left unset is `<registry>/<upstream name>:<tag
-/// matching the version>`.
+/// matching the version>`. An image is a reference of at most 512
+/// characters: lowercase repository, optional tag, optional digest.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImagesSpec {
     /// Registry (and path) prefix that replaces the operator's default
-    /// registry for every image, for example `mirror.example.com/k8s`.
+    /// registry for every image, for example `mirror.example.com/k8s`: a
+    /// host (lowercase, an optional port) and optional path, no scheme.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = REGISTRY_PATTERN))]
     pub registry: Option<String>,
     /// Full image reference of etcd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub etcd: Option<String>,
     /// Full image reference of kube-apiserver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub api_server: Option<String>,
     /// Full image reference of kube-controller-manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub controller_manager: Option<String>,
     /// Full image reference of kube-scheduler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub scheduler: Option<String>,
     /// Full image reference of CoreDNS.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "coreDNS")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub core_dns: Option<String>,
     /// Full image reference of the Nestor node image (kubelet, containerd,
     /// kube-proxy and CNI plugins) that node pools run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub node: Option<String>,
 }
 

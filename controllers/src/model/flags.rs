@@ -1,8 +1,11 @@
-//! The command-line flags Nestor sets itself, per component. `extraArgs`
-//! may set none of them: validation refuses each with a message that names
-//! it. Each builder's tests check that every flag it renders is listed
-//! here, so a flag added to a builder and forgotten here fails a test
-//! instead of being silently overridden or dropped.
+//! The command-line flags of each component: those Nestor sets itself,
+//! and those a tenant may set through `extraArgs`. A tenant may set only
+//! flags that change nothing Nestor relies on: no flag that changes
+//! authentication, authorization, admission, the datastore, the network
+//! Nestor wires, or a file path. Validation refuses every other flag with
+//! a message that names it. Each builder's tests check that every flag it
+//! renders is in its managed list, so a flag added to a builder and
+//! forgotten here fails a test instead of being silently overridden.
 
 /// kube-apiserver.
 pub const APISERVER: &[&str] = &[
@@ -72,6 +75,88 @@ pub const SCHEDULER: &[&str] = &[
     "profiling",
     "secure-port",
 ];
+
+/// Flags a tenant may set on kube-apiserver. An entry ending in `*` allows
+/// every flag with that prefix.
+pub const APISERVER_ALLOWED: &[&str] = &[
+    "cors-allowed-origins",
+    "default-not-ready-toleration-seconds",
+    "default-unreachable-toleration-seconds",
+    "default-watch-cache-size",
+    "delete-collection-workers",
+    "disabled-metrics",
+    "enable-garbage-collector",
+    "enable-priority-and-fairness",
+    "etcd-compaction-interval",
+    "event-ttl",
+    "feature-gates",
+    "goaway-chance",
+    "livez-grace-period",
+    "logging-format",
+    "max-mutating-requests-inflight",
+    "max-requests-inflight",
+    "min-request-timeout",
+    "request-timeout",
+    "runtime-config",
+    "service-node-port-range",
+    "shutdown-delay-duration",
+    "shutdown-send-retry-after",
+    "storage-media-type",
+    "v",
+    "vmodule",
+    "watch-cache",
+    "watch-cache-sizes",
+];
+
+/// Flags a tenant may set on kube-controller-manager.
+pub const CONTROLLER_MANAGER_ALLOWED: &[&str] = &[
+    "attach-detach-reconcile-sync-period",
+    "cluster-signing-duration",
+    "concurrent-*",
+    "disabled-metrics",
+    "enable-garbage-collector",
+    "feature-gates",
+    "horizontal-pod-autoscaler-*",
+    "kube-api-burst",
+    "kube-api-qps",
+    "large-cluster-size-threshold",
+    "leader-elect-lease-duration",
+    "leader-elect-renew-deadline",
+    "leader-elect-retry-period",
+    "logging-format",
+    "min-resync-period",
+    "node-eviction-rate",
+    "node-monitor-grace-period",
+    "node-monitor-period",
+    "node-startup-grace-period",
+    "secondary-node-eviction-rate",
+    "terminated-pod-gc-threshold",
+    "unhealthy-zone-threshold",
+    "v",
+    "vmodule",
+];
+
+/// Flags a tenant may set on kube-scheduler.
+pub const SCHEDULER_ALLOWED: &[&str] = &[
+    "disabled-metrics",
+    "feature-gates",
+    "kube-api-burst",
+    "kube-api-qps",
+    "leader-elect-lease-duration",
+    "leader-elect-renew-deadline",
+    "leader-elect-retry-period",
+    "logging-format",
+    "v",
+    "vmodule",
+];
+
+/// Whether `allowed` lets a tenant set `flag`.
+pub fn allows(allowed: &[&str], flag: &str) -> bool {
+    allowed.iter().any(|entry| match entry.strip_suffix('*') {
+        Some(prefix) => flag.starts_with(prefix) && flag.len() > prefix.len(),
+        None => *entry == flag,
+    })
+}
 
 /// The names of the `--name=value` flags in `rendered`.
 pub fn names(rendered: &[String]) -> impl Iterator<Item = &str> {

@@ -43,8 +43,9 @@ impl<'a> ClusterInputs<'a> {
 pub(crate) mod fixtures {
     use super::*;
     use crate::model::validate::validate_cluster;
-    use k8s_openapi::api::core::v1::Taint;
-    use nestor_crds::{ClusterReference, NodePool, NodePoolSpec, VirtualClusterSpec};
+    use nestor_crds::{
+        ClusterReference, NodePool, NodePoolSpec, NodeTaint, TaintEffect, VirtualClusterSpec,
+    };
     use std::collections::BTreeMap;
 
     /// A defaulted `VirtualCluster` named `demo` in namespace `tenants`, as
@@ -74,11 +75,10 @@ pub(crate) mod fixtures {
                 },
                 replicas: 2,
                 labels: BTreeMap::from([("team".into(), "a".into())]),
-                taints: vec![Taint {
+                taints: vec![NodeTaint {
                     key: "dedicated".into(),
                     value: Some("a".into()),
-                    effect: "NoSchedule".into(),
-                    ..Default::default()
+                    effect: TaintEffect::NoSchedule,
                 }],
                 ..NodePoolSpec::default()
             },

@@ -1,0 +1,422 @@
+//! Checks the API server's schema cannot express, made before the first
+//! write. Pure: no client.
+//!
+//! A spec that fails here is reported as a `Ready=False/InvalidSpec`
+//! condition and a Warning Event; nothing is written, and nothing already
+//! provisioned is touched. Everything the API server would refuse in a
+//! child (a quantity, a name, a label) is refused here first, so that a
+//! cluster never stops half-written. Every problem names its field and
+//! quotes at most a short excerpt of the bad value.
+
+mod fields;
+mod network;
+
+pub use fields::{MAX_ARG_VALUE, MAX_EXTRA_ARGS, MAX_NAME_LEN, RESOURCE_NAMES, excerpt};
+pub use network::{MIN_SERVICE_RANGE_ADDRESSES, NODE_BLOCK_PREFIX};
+
+use crate::model::flags;
+use fields::{
+    check_extra_args, check_image, check_object_name, check_registry, check_resources, is_dns_name,
+    is_label_value, label_key_problem, quantity,
+};
+use ipnet::IpNet;
+use kube_quantity::ParsedQuantity;
+use nestor_crds::{NodePoolSpec, VirtualClusterSpec};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// Kubernetes minor versions this operator knows how to configure.
+pub const SUPPORTED_MINORS: std::ops::RangeInclusive<u64> = 33..=37;
+/// The smallest etcd volume.
+pub const MIN_ETCD_STORAGE: &str = "64Mi";
+/// Most problems a message lists; the rest are counted.
+const MOST_PROBLEMS_SHOWN: usize = 8;
+
+/// A parsed `1.MINOR.PATCH` version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeVersion {
+    pub minor: u64,
+    pub patch: u64,
+}
+
+/// Parses `1.MINOR.PATCH` (semver: no leading zeros).
+pub fn parse_version(version: &str) -> Option<KubeVersion> {
+    let v = semver::Version::parse(version).ok()?;
+    (v.major == 1 && v.pre.is_empty() && v.build.is_empty()).then_some(KubeVersion {
+        minor: v.minor,
+        patch: v.patch,
+    })
+}
+
+/// What validation learned, for the builders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidCluster {
+    pub version: KubeVersion,
+    pub pod_cidr: IpNet,
+    pub service_cidr: IpNet,
+    pub dns_service_ip: IpAddr,
+    /// First address of the service range: the nested `kubernetes` Service.
+    pub kubernetes_service_ip: IpAddr,
+}
+
+/// Why a spec was refused: one `field: problem` sentence per problem.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", shown(.0))]
+pub struct Invalid(pub Vec<String>);
+
+/// The first problems, and how many more there are: a message stays short
+/// whatever the spec holds.
+fn shown(problems: &[String]) -> String {
+    let mut text = problems
+        .iter()
+        .take(MOST_PROBLEMS_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > MOST_PROBLEMS_SHOWN {
+        text.push_str(&format!(
+            "; and {} more",
+            problems.len() - MOST_PROBLEMS_SHOWN
+        ));
+    }
+    text
+}
+
+/// The problems found so far, each under the path of its field.
+#[derive(Default)]
+pub(crate) struct Problems(Vec<String>);
+
+impl Problems {
+    pub(crate) fn push(&mut self, field: &str, problem: impl std::fmt::Display) {
+        self.0.push(format!("{field}: {problem}"));
+    }
+
+    fn into_result<T>(self, valid: Option<T>) -> Result<T, Invalid> {
+        match valid {
+            Some(valid) if self.0.is_empty() => Ok(valid),
+            _ => Err(Invalid(self.0)),
+        }
+    }
+}
+
+/// A version that parses; a control plane's must also be one this operator
+/// runs (`supported`), a kubelet's only within the skew policy.
+fn check_version(
+    problems: &mut Problems,
+    field: &str,
+    version: &str,
+    supported: bool,
+) -> Option<KubeVersion> {
+    match parse_version(version) {
+        None => {
+            problems.push(
+                field,
+                format!(
+                    "'{}' is not MAJOR.MINOR.PATCH with major 1 and no leading zeros",
+                    excerpt(version)
+                ),
+            );
+            None
+        }
+        Some(v) if supported && !SUPPORTED_MINORS.contains(&v.minor) => {
+            problems.push(
+                field,
+                format!(
+                    "{version} is not supported; this operator runs 1.{} to 1.{}",
+                    SUPPORTED_MINORS.start(),
+                    SUPPORTED_MINORS.end()
+                ),
+            );
+            None
+        }
+        Some(v) => Some(v),
+    }
+}
+
+/// Validates a `VirtualCluster` named `name` and returns what the builders
+/// need.
+pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCluster, Invalid> {
+    let mut problems = Problems::default();
+    check_object_name(&mut problems, "metadata.name", name);
+    let version = check_version(&mut problems, "spec.version", &spec.version, true);
+
+    let etcd = &spec.etcd;
+    if ![1, 3, 5].contains(&etcd.replicas) {
+        problems.push(
+            "spec.etcd.replicas",
+            format!("{}; it must be 1, 3 or 5", etcd.replicas),
+        );
+    }
+    if let Some(size) = quantity(&mut problems, "spec.etcd.storage", &etcd.storage) {
+        let least = ParsedQuantity::try_from(MIN_ETCD_STORAGE).unwrap_or_default();
+        if size < least {
+            problems.push(
+                "spec.etcd.storage",
+                format!(
+                    "'{}' is less than {MIN_ETCD_STORAGE}, too small for etcd",
+                    excerpt(&etcd.storage)
+                ),
+            );
+        }
+    }
+    if let Some(class) = &etcd.storage_class_name
+        && !is_dns_name(class, false)
+    {
+        problems.push(
+            "spec.etcd.storageClassName",
+            format!(
+                "'{}' is not a storage class name (a DNS subdomain of at most 253 characters)",
+                excerpt(class)
+            ),
+        );
+    }
+
+    for (field, replicas, most) in [
+        ("spec.apiServer.replicas", spec.api_server.replicas, 5),
+        (
+            "spec.controllerManager.replicas",
+            spec.controller_manager.replicas,
+            5,
+        ),
+        ("spec.scheduler.replicas", spec.scheduler.replicas, 5),
+        (
+            "spec.addons.coreDNS.replicas",
+            spec.addons.core_dns.replicas,
+            10,
+        ),
+    ] {
+        if !(1..=most).contains(&replicas) {
+            problems.push(field, format!("{replicas}; it must be 1 to {most}"));
+        }
+    }
+    for (field, resources) in [
+        ("spec.etcd.resources", &etcd.resources),
+        ("spec.apiServer.resources", &spec.api_server.resources),
+        (
+            "spec.controllerManager.resources",
+            &spec.controller_manager.resources,
+        ),
+        ("spec.scheduler.resources", &spec.scheduler.resources),
+    ] {
+        check_resources(&mut problems, field, resources.as_ref());
+    }
+    check_extra_args(
+        &mut problems,
+        "spec.apiServer.extraArgs",
+        &spec.api_server.extra_args,
+        flags::APISERVER,
+        flags::APISERVER_ALLOWED,
+    );
+    check_extra_args(
+        &mut problems,
+        "spec.controllerManager.extraArgs",
+        &spec.controller_manager.extra_args,
+        flags::CONTROLLER_MANAGER,
+        flags::CONTROLLER_MANAGER_ALLOWED,
+    );
+    check_extra_args(
+        &mut problems,
+        "spec.scheduler.extraArgs",
+        &spec.scheduler.extra_args,
+        flags::SCHEDULER,
+        flags::SCHEDULER_ALLOWED,
+    );
+    for san in &spec.api_server.cert_sans {
+        if san.parse::<IpAddr>().is_err() && !is_dns_name(san, true) {
+            problems.push(
+                "spec.apiServer.certSANs",
+                format!("'{}' is neither an IP address nor a DNS name", excerpt(san)),
+            );
+        }
+    }
+
+    let images = &spec.images;
+    if let Some(registry) = &images.registry {
+        check_registry(&mut problems, "spec.images.registry", registry);
+    }
+    for (field, image) in [
+        ("spec.images.etcd", &images.etcd),
+        ("spec.images.apiServer", &images.api_server),
+        ("spec.images.controllerManager", &images.controller_manager),
+        ("spec.images.scheduler", &images.scheduler),
+        ("spec.images.coreDNS", &images.core_dns),
+        ("spec.images.node", &images.node),
+    ] {
+        if let Some(image) = image {
+            check_image(&mut problems, field, image);
+        }
+    }
+
+    let domain = &spec.networking.cluster_domain;
+    if !is_dns_name(domain, false) {
+        problems.push(
+            "spec.networking.clusterDomain",
+            format!("'{}' is not a DNS domain", excerpt(domain)),
+        );
+    }
+    let network = network::check_networking(&mut problems, &spec.networking);
+    let valid = version.zip(network).map(|(version, net)| ValidCluster {
+        version,
+        pod_cidr: net.pod_cidr,
+        service_cidr: net.service_cidr,
+        dns_service_ip: net.dns_service_ip,
+        kubernetes_service_ip: net.kubernetes_service_ip,
+    });
+    problems.into_result(valid)
+}
+
+/// Label prefixes a kubelet may not set on its own Node (NodeRestriction).
+const RESTRICTED_LABEL_DOMAINS: &[&str] = &["kubernetes.io", "k8s.io"];
+/// Labels under those domains a kubelet may set.
+const ALLOWED_KUBELET_LABEL_PREFIXES: &[&str] = &[
+    "kubelet.kubernetes.io/",
+    "node.kubernetes.io/",
+    "topology.kubernetes.io/",
+    "beta.kubernetes.io/",
+];
+/// The domain of Nestor's own labels.
+const NESTOR_LABEL_DOMAIN: &str = "nestor.dev";
+/// Most labels and taints of a pool.
+pub const MAX_POOL_LABELS: usize = 32;
+
+fn under(prefix: &str, domain: &str) -> bool {
+    prefix == domain || prefix.ends_with(&format!(".{domain}"))
+}
+
+fn check_pool_label(problems: &mut Problems, key: &str, value: &str) {
+    let field = "spec.labels";
+    if let Some(why) = label_key_problem(key) {
+        problems.push(
+            field,
+            format!("'{}' is not a label key: {why}", excerpt(key)),
+        );
+        return;
+    }
+    let prefix = key.split_once('/').map(|(p, _)| p);
+    if prefix.is_some_and(|p| under(p, NESTOR_LABEL_DOMAIN)) {
+        problems.push(
+            field,
+            format!(
+                "'{}' is under nestor.dev, which Nestor's own labels use",
+                excerpt(key)
+            ),
+        );
+    } else if prefix.is_some_and(|p| RESTRICTED_LABEL_DOMAINS.iter().any(|d| under(p, d)))
+        && !ALLOWED_KUBELET_LABEL_PREFIXES
+            .iter()
+            .any(|allowed| key.starts_with(allowed))
+    {
+        problems.push(
+            field,
+            format!(
+                "a kubelet may not set '{}' on its Node (NodeRestriction); use your own prefix",
+                excerpt(key)
+            ),
+        );
+    }
+    if !is_label_value(value) {
+        problems.push(
+            &format!("{field}.{}", excerpt(key)),
+            format!(
+                "'{}' is not a label value (at most 63 alphanumerics, '-', '_' or '.' between alphanumerics)",
+                excerpt(value)
+            ),
+        );
+    }
+}
+
+/// Validates a `NodePool` named `name` against its cluster's version (the
+/// skew policy: a kubelet may be up to three minor versions older than the
+/// control plane, never newer). Returns the kubelet version the pool runs.
+pub fn validate_pool(
+    name: &str,
+    spec: &NodePoolSpec,
+    cluster_version: &str,
+) -> Result<String, Invalid> {
+    let mut problems = Problems::default();
+    check_object_name(&mut problems, "metadata.name", name);
+    check_object_name(
+        &mut problems,
+        "spec.clusterRef.name",
+        &spec.cluster_ref.name,
+    );
+    if !(0..=1000).contains(&spec.replicas) {
+        problems.push(
+            "spec.replicas",
+            format!("{}; it must be 0 to 1000", spec.replicas),
+        );
+    }
+    let kubelet = spec
+        .version
+        .clone()
+        .unwrap_or_else(|| cluster_version.to_string());
+    if let (Some(k), Some(cp)) = (
+        check_version(&mut problems, "spec.version", &kubelet, false),
+        parse_version(cluster_version),
+    ) {
+        if k > cp {
+            problems.push(
+                "spec.version",
+                format!(
+                    "kubelet version {kubelet} is newer than the control plane's {cluster_version}"
+                ),
+            );
+        } else if cp.minor - k.minor > 3 {
+            problems.push(
+                "spec.version",
+                format!("kubelet version {kubelet} is more than three minor versions older than the control plane's {cluster_version}"),
+            );
+        }
+    }
+    check_resources(&mut problems, "spec.resources", spec.resources.as_ref());
+    if spec.labels.len() > MAX_POOL_LABELS {
+        problems.push(
+            "spec.labels",
+            format!("{} labels; at most {MAX_POOL_LABELS}", spec.labels.len()),
+        );
+    }
+    for (key, value) in &spec.labels {
+        check_pool_label(&mut problems, key, value);
+    }
+    if spec.taints.len() > MAX_POOL_LABELS {
+        problems.push(
+            "spec.taints",
+            format!("{} taints; at most {MAX_POOL_LABELS}", spec.taints.len()),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for taint in &spec.taints {
+        if let Some(why) = label_key_problem(&taint.key) {
+            problems.push(
+                "spec.taints",
+                format!("'{}' is not a taint key: {why}", excerpt(&taint.key)),
+            );
+        }
+        if let Some(value) = &taint.value
+            && !is_label_value(value)
+        {
+            problems.push(
+                "spec.taints",
+                format!(
+                    "the value '{}' of '{}' is not a label value",
+                    excerpt(value),
+                    excerpt(&taint.key)
+                ),
+            );
+        }
+        if !seen.insert((taint.key.as_str(), taint.effect)) {
+            problems.push(
+                "spec.taints",
+                format!(
+                    "'{}' with effect {:?} is listed twice",
+                    excerpt(&taint.key),
+                    taint.effect
+                ),
+            );
+        }
+    }
+    problems.into_result(Some(kubelet))
+}
+
+#[cfg(test)]
+mod tests;
