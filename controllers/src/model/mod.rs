@@ -10,6 +10,7 @@ pub mod inputs;
 pub mod names;
 pub mod nodes;
 pub mod pool_status;
+pub mod readable;
 pub mod settings;
 pub mod status;
 pub mod validate;

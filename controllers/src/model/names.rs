@@ -39,6 +39,9 @@ pub const NESTED_ADDONS: &str = "nestor.dev/nested-addons";
 /// Annotation on a pool's bootstrap Secret: the hash of what was installed
 /// into the nested cluster for this pool.
 pub const NESTED_INSTALLED: &str = "nestor.dev/nested-installed";
+/// Annotation on the cached stand-in of a watched object that does not
+/// decode: what could not be read (never stored; see `model::readable`).
+pub const UNREADABLE: &str = "nestor.dev/unreadable";
 /// The port the API server serves on, in its pod and on its Service.
 pub const APISERVER_PORT: i32 = 6443;
 

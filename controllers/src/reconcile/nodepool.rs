@@ -27,10 +27,12 @@ use crate::model::names::{
 };
 use crate::model::nodes::{ordinal, ready_count};
 use crate::model::pool_status::{PoolObserved, compute_pool_status};
+use crate::model::readable::unreadable;
 use crate::model::status::is_ready;
 use crate::model::validate::validate_pool;
 use crate::reconcile::policy::{
-    POOL_CHANGING_RECHECK, POOL_PKI_WAIT, POOL_SETTLED_RECHECK, report_invalid, update_status,
+    POOL_CHANGING_RECHECK, POOL_PKI_WAIT, POOL_SETTLED_RECHECK, report_invalid, report_unreadable,
+    update_status,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
@@ -84,6 +86,15 @@ async fn own_pool(ctx: &Context, pn: &PoolNames, patch: serde_json::Value) -> Re
 /// Reconciles one `NodePool`; its finalizer drains the pool's nodes,
 /// deletes their Node objects and revokes its bootstrap token.
 pub async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action> {
+    if pool.metadata.deletion_timestamp.is_none()
+        && let Some(why) = unreadable(&pool.metadata)
+    {
+        let observed = PoolObserved {
+            invalid: Some(why.to_string()),
+            ..PoolObserved::default()
+        };
+        return report_unreadable(&ctx, pool.as_ref(), why, status_now(&observed, &pool)).await;
+    }
     let namespace = pool.namespace().ok_or(Error::MissingField {
         kind: "NodePool",
         field: "metadata.namespace",

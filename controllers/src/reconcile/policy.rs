@@ -199,3 +199,29 @@ pub async fn report_invalid<K: Reported>(
     update_status(ctx, obj, compute).await?;
     Ok(Action::await_change())
 }
+
+/// The path of an object that does not decode (see
+/// [`crate::model::readable`]): reported like an invalid spec. The API
+/// server may refuse its status, since it validates the stored spec again
+/// on every write; then the Warning Event alone says why, and the
+/// reconciler waits for the object to change.
+pub async fn report_unreadable<K: Reported>(
+    ctx: &Context,
+    obj: &K,
+    why: &str,
+    compute: impl FnOnce(Option<&K::Status>) -> K::Status,
+) -> Result<Action> {
+    match report_invalid(ctx, obj, why, compute).await {
+        Err(Error::PatchStatus {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 422 => {
+            debug!(
+                kind = K::KIND,
+                "the API server refuses a status for an object its schema no longer admits; the Event says why"
+            );
+            Ok(Action::await_change())
+        }
+        other => other,
+    }
+}

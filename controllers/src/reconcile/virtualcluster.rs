@@ -22,9 +22,10 @@ use crate::client::nested;
 use crate::model::cached::{CachedService, Workload};
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::{ClusterNames, NESTED_ADDONS};
+use crate::model::readable::unreadable;
 use crate::model::status::{Observed, Rollout, compute_status, is_ready};
 use crate::model::validate::validate_cluster;
-use crate::reconcile::policy::{RESYNC, report_invalid, update_status};
+use crate::reconcile::policy::{RESYNC, report_invalid, report_unreadable, update_status};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -44,6 +45,13 @@ pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Act
         // children, which must not be written again; the status says so.
         mark_deleting(&vc, &ctx).await;
         return Ok(Action::await_change());
+    }
+    if let Some(why) = unreadable(&vc.metadata) {
+        let observed = Observed {
+            invalid: Some(why.to_string()),
+            ..observe(&ctx, &ClusterNames::new(&vc))
+        };
+        return report_unreadable(&ctx, vc.as_ref(), why, status_now(&observed, &vc)).await;
     }
     apply(&vc, &ctx).await
 }

@@ -88,12 +88,11 @@ pub async fn run(
         owned,
         slim_child,
     );
-    let mut virtual_clusters = SharedWatch::new(
-        scope.api::<VirtualCluster>(),
-        all.clone(),
-        slim::<VirtualCluster>,
-    );
-    let mut node_pools = SharedWatch::new(scope.api::<NodePool>(), all, slim::<NodePool>);
+    // A cluster or pool stored under a looser schema must not stop the
+    // watch of every other one: it is cached as a stand-in and reported.
+    let mut virtual_clusters =
+        SharedWatch::readable(scope.api(), all.clone(), slim::<VirtualCluster>);
+    let mut node_pools = SharedWatch::readable(scope.api(), all, slim::<NodePool>);
 
     // Each controller subscribes to what it needs; the watches start after.
     let (cluster_deletions, deleted_clusters) = unbounded();

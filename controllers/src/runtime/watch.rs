@@ -3,8 +3,9 @@
 
 use crate::client::context::StatusGuard;
 use crate::client::nested::NestedClients;
+use crate::model::readable::{Readable, StandIn};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -89,8 +90,7 @@ impl Deletions {
 /// cached object itself (a shared `Arc`, no copy), so nothing is looked up
 /// later and nothing can go missing.
 pub struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
-    api: Api<K>,
-    config: watcher::Config,
+    events: Box<dyn FnOnce() -> Events<K> + Send>,
     slim: fn(&mut K),
     store: Store<K>,
     writer: reflector::store::Writer<K>,
@@ -111,10 +111,38 @@ where
     /// A watch of `api`, whose objects are shrunk by `slim` before they are
     /// cached.
     pub fn new(api: Api<K>, config: watcher::Config, slim: fn(&mut K)) -> Self {
+        Self::of(
+            Box::new(move || watcher(api, config).default_backoff().boxed()),
+            slim,
+        )
+    }
+
+    /// A watch of `api` whose objects that do not decode are cached as
+    /// their stand-ins (see [`crate::model::readable`]) instead of
+    /// stopping the watch.
+    pub fn readable(api: Api<Readable<K>>, config: watcher::Config, slim: fn(&mut K)) -> Self
+    where
+        K: StandIn,
+    {
+        let events = move || {
+            watcher(api, config)
+                .default_backoff()
+                .map_ok(|event| match event {
+                    watcher::Event::Apply(Readable(o)) => watcher::Event::Apply(o),
+                    watcher::Event::Delete(Readable(o)) => watcher::Event::Delete(o),
+                    watcher::Event::InitApply(Readable(o)) => watcher::Event::InitApply(o),
+                    watcher::Event::Init => watcher::Event::Init,
+                    watcher::Event::InitDone => watcher::Event::InitDone,
+                })
+                .boxed()
+        };
+        Self::of(Box::new(events), slim)
+    }
+
+    fn of(events: Box<dyn FnOnce() -> Events<K> + Send>, slim: fn(&mut K)) -> Self {
         let (store, writer) = reflector::store();
         Self {
-            api,
-            config,
+            events,
             slim,
             store,
             writer,
@@ -138,8 +166,7 @@ where
     /// ends; returns its cache.
     pub fn start(self, deletions: Deletions) -> Store<K> {
         let mut unchanged = Unchanged::default();
-        let stream = watcher(self.api, self.config)
-            .default_backoff()
+        let stream = (self.events)()
             .modify(self.slim)
             .filter(move |event| futures::future::ready(!unchanged.is_repeat(event)))
             .reflect(self.writer);
@@ -150,6 +177,9 @@ where
         self.store
     }
 }
+
+/// A watch's events, as decoded.
+type Events<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
 /// Passes each event of a reflected watch on: applied objects to the
 /// subscribers, deletions to the owners' controllers.
