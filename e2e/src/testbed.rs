@@ -20,6 +20,8 @@ pub struct TestBed {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub api_port: u16,
+    /// etcd's client port on loopback (plain HTTP).
+    pub etcd_port: u16,
     /// The API server's address: loopback, or the node's address.
     pub api_host: String,
     processes: Vec<Proc>,
@@ -135,6 +137,7 @@ impl TestBed {
             dir: dir.to_path_buf(),
             kubeconfig: admin.clone(),
             api_port,
+            etcd_port: etcd_client,
             api_host: api_host.clone(),
             processes: Vec::new(),
             keep_logs: false,

@@ -29,6 +29,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "integration/hostile.rs"]
+mod hostile;
+
+use hostile::{hostile_inputs_are_refused_before_any_write, unreadable_objects_stop_nothing};
+
 const CRDS: &str = "charts/nestor/crds/nestor.dev_crds.yaml";
 
 /// What every test shares: the test bed and the operator's credentials.
@@ -938,7 +943,7 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
         (
             "bad-13".into(),
             "{etcd: {storage: lots}}",
-            "etcd storage must be a positive quantity",
+            "etcd storage must be a quantity of at least 64Mi",
         ),
         (
             "bad-14".into(),
@@ -983,6 +988,11 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
             r#"{"spec":{"networking":{"serviceCIDR":"10.100.0.0/16","dnsServiceIP":"10.100.0.10"}}}"#,
             "networking is immutable",
         ),
+        (
+            r#"{"spec":{"etcd":{"storageClassName":"fast"}}}"#,
+            "storageClassName cannot be added or removed",
+        ),
+        (r#"{"spec":{"version":"1.035.0"}}"#, "no leading zeros"),
     ];
     for (patch, message) in update_cases {
         let out = s.kubectl(&["patch", "vc/base", "--type=merge", "-p", patch])?;
@@ -1402,6 +1412,8 @@ fn main() -> std::process::ExitCode {
             deleted_child_is_repaired,
             spec_edits_roll_out,
             invalid_specs_are_refused,
+            hostile_inputs_are_refused_before_any_write,
+            unreadable_objects_stop_nothing,
             delete_removes_everything,
             crash_mid_creation_converges,
             leader_election_fails_over,
