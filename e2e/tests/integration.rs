@@ -32,7 +32,10 @@ use std::time::{Duration, Instant};
 #[path = "integration/hostile.rs"]
 mod hostile;
 
-use hostile::{hostile_inputs_are_refused_before_any_write, unreadable_objects_stop_nothing};
+use hostile::{
+    edited_secrets_are_repaired, hostile_inputs_are_refused_before_any_write,
+    unreadable_objects_stop_nothing,
+};
 
 const CRDS: &str = "charts/nestor/crds/nestor.dev_crds.yaml";
 
@@ -1414,6 +1417,7 @@ fn main() -> std::process::ExitCode {
             invalid_specs_are_refused,
             hostile_inputs_are_refused_before_any_write,
             unreadable_objects_stop_nothing,
+            edited_secrets_are_repaired,
             delete_removes_everything,
             crash_mid_creation_converges,
             leader_election_fails_over,

@@ -64,7 +64,9 @@ pub fn changed_by_someone_else(meta: &ObjectMeta) -> bool {
         manager != FIELD_MANAGER
             && !SYSTEM_MANAGERS.contains(&manager)
             && match (&e.time, &ours) {
-                (Some(theirs), Some(ours)) => theirs > ours,
+                // Times have one-second steps: a write in the same second
+                // as Nestor's may have come after it.
+                (Some(theirs), Some(ours)) => theirs >= ours,
                 _ => true,
             }
     })

@@ -269,4 +269,13 @@ fn drift_means_a_newer_foreign_write_to_the_main_resource() {
         !changed_by_someone_else(&meta),
         "our later apply settles it"
     );
+    meta.managed_fields.as_mut().unwrap().push(entry(
+        "kubectl-patch",
+        "2026-01-04T00:00:00Z",
+        None,
+    ));
+    assert!(
+        changed_by_someone_else(&meta),
+        "a write in the same second may have come after ours"
+    );
 }

@@ -1,9 +1,12 @@
 //! Clients for, and writes into, a nested cluster's own API server.
 
-use crate::build::pki_secrets::BUNDLE_FINGERPRINT;
+use crate::build::kubeconfig::{self, Credentials};
+use crate::build::pki::{self, LeafRequest};
+use crate::build::pki_secrets::{BUNDLE_FINGERPRINT, bundle_from_secret};
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
-use crate::model::names::{ClusterNames, FIELD_MANAGER, INPUTS_HASH};
+use crate::client::secrets::read_secret;
+use crate::model::names::{ClusterNames, FIELD_MANAGER};
 use crate::model::settings::NestedRoute;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -17,10 +20,9 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 /// Clients for nested clusters, one per cluster, built once and kept while
-/// the cluster's UID, its roots of trust and its admin kubeconfig's inputs
-/// (the roots and the endpoint it points at) stay the same: a reconcile
-/// that talks to a nested cluster reads no Secret and builds no TLS
-/// context.
+/// the cluster's UID, its roots of trust and its endpoint stay the same: a
+/// reconcile that talks to a nested cluster reads no Secret and builds no
+/// TLS context.
 #[derive(Clone, Default)]
 pub struct NestedClients {
     clients: Arc<Mutex<HashMap<(String, String), KeptClient>>>,
@@ -28,7 +30,7 @@ pub struct NestedClients {
 
 struct KeptClient {
     uid: String,
-    /// The CA fingerprint and the admin kubeconfig's inputs hash.
+    /// The CA fingerprint and the endpoint.
     credentials: String,
     client: Client,
 }
@@ -71,66 +73,96 @@ impl NestedClients {
     }
 }
 
-/// The client for `vc`'s nested cluster: the kept one while its UID, roots
-/// of trust and admin kubeconfig are unchanged, otherwise a new one.
+/// The user the operator is in nested clusters. Its certificate is issued
+/// by the operator for itself, from the cluster's CA, and lives only in
+/// the operator's memory.
+pub const OPERATOR_USER: &str = "nestor:operator";
+
+/// The client for `vc`'s nested cluster: the kept one while the cluster's
+/// UID, roots of trust and endpoint are unchanged, otherwise a new one.
+///
+/// It trusts nothing a tenant can write: its credential is a client
+/// certificate the operator issues itself from the cluster's CA, it trusts
+/// that CA alone, and it connects to the cluster's own API server Service
+/// (or the endpoint the operator published in the cluster's status). The
+/// admin kubeconfig Secret, which a tenant may edit, is never read.
 pub async fn client(ctx: &Context, vc: &VirtualCluster) -> Result<Client> {
     let names = ClusterNames::new(vc);
     let uid = vc.metadata.uid.clone().unwrap_or_default();
-    let annotation = |secret: String, key: &str| {
-        let cached = ctx
-            .stores
-            .secrets
-            .get(&ObjectRef::new(&secret).within(&names.namespace))?;
-        cached.metadata.annotations.as_ref()?.get(key).cloned()
+    let server = match ctx.settings.nested_route {
+        NestedRoute::Internal => names.internal_endpoint(),
+        NestedRoute::Published => vc
+            .status
+            .as_ref()
+            .and_then(|s| s.endpoint.clone())
+            .ok_or_else(|| Error::Nested {
+                namespace: names.namespace.clone(),
+                name: names.cluster.clone(),
+                message: "the API server has no published endpoint yet".into(),
+            })?,
     };
-    let credentials = format!(
-        "{}/{}",
-        annotation(names.ca_secret(), BUNDLE_FINGERPRINT).unwrap_or_default(),
-        annotation(names.admin_kubeconfig_secret(), INPUTS_HASH).unwrap_or_default()
-    );
+    let ca_fingerprint = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
+        .and_then(|s| {
+            s.metadata
+                .annotations
+                .as_ref()?
+                .get(BUNDLE_FINGERPRINT)
+                .cloned()
+        })
+        .unwrap_or_default();
+    let credentials = format!("{ca_fingerprint}/{server}");
     if let Some(client) = ctx.nested.get(&names, &uid, &credentials) {
         return Ok(client);
     }
-    let client = connect(ctx, &names).await?;
+    let client = connect(ctx, &names, &server).await?;
     ctx.nested.keep(&names, &uid, &credentials, client.clone());
     Ok(client)
 }
 
-/// A new client for a nested cluster, authenticated with its admin
-/// kubeconfig.
-async fn connect(ctx: &Context, names: &ClusterNames) -> Result<Client> {
+/// A new client for a nested cluster, with a certificate issued now for
+/// [`OPERATOR_USER`] from the cluster's CA.
+async fn connect(ctx: &Context, names: &ClusterNames, server: &str) -> Result<Client> {
     let nested_error = |message: String| Error::Nested {
         namespace: names.namespace.clone(),
         name: names.cluster.clone(),
         message,
     };
-    let secret = crate::client::secrets::read_secret(
-        ctx,
-        &names.namespace,
-        &names.admin_kubeconfig_secret(),
+    let ca_name = names.ca_secret();
+    let secret = read_secret(ctx, &names.namespace, &ca_name)
+        .await?
+        .ok_or_else(|| nested_error("the CA Secret does not exist yet".into()))?;
+    let bundle = bundle_from_secret(&secret).ok_or_else(|| Error::DamagedCa {
+        namespace: names.namespace.clone(),
+        name: ca_name,
+    })?;
+    let leaf = pki::issue(
+        &bundle.cluster,
+        &LeafRequest::client(OPERATOR_USER, &["system:masters"]),
     )
-    .await?
-    .ok_or_else(|| nested_error("the admin kubeconfig Secret does not exist yet".into()))?;
-    let text = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("kubeconfig"))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .ok_or_else(|| {
-            nested_error("the admin kubeconfig Secret has no 'kubeconfig' key".into())
-        })?;
-    // Parse errors could quote the file; report none of it.
+    .map_err(|source| Error::Pki {
+        namespace: names.namespace.clone(),
+        name: names.cluster.clone(),
+        source,
+    })?;
+    let text = kubeconfig::render(
+        &names.cluster,
+        server,
+        &bundle.cluster.cert_pem,
+        OPERATOR_USER,
+        Credentials::Certificate {
+            cert_pem: &leaf.cert_pem,
+            key_pem: &leaf.key_pem,
+        },
+    );
+    // Built here from Nestor's own values; errors quote none of it.
     let kubeconfig = Kubeconfig::from_yaml(&text)
-        .map_err(|_| nested_error("the admin kubeconfig does not parse".into()))?;
+        .map_err(|_| nested_error("the operator's kubeconfig does not parse".into()))?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|_| nested_error("the admin kubeconfig is not usable".into()))?;
-    if ctx.settings.nested_route == NestedRoute::Internal {
-        config.cluster_url = names
-            .internal_endpoint()
-            .parse()
-            .map_err(|_| nested_error("the internal endpoint is not a URL".into()))?;
-    }
+        .map_err(|_| nested_error("the operator's kubeconfig is not usable".into()))?;
     config.connect_timeout = Some(std::time::Duration::from_secs(5));
     config.read_timeout = Some(std::time::Duration::from_secs(15));
     Client::try_from(config).map_err(|e| nested_error(format!("building a client failed: {e}")))
@@ -191,9 +223,27 @@ mod tests {
         );
         assert!(
             kept.get(&names, "uid-1", "ca/moved").is_none(),
-            "an admin kubeconfig that points elsewhere"
+            "another endpoint"
         );
         kept.forget(&names.namespace, &names.cluster);
         assert!(kept.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_client_reads_the_ca_and_never_the_admin_kubeconfig() {
+        use crate::build::pki_secrets::{Exposure, PkiSecret, desired_pki_secret};
+        let (ctx, handle) = crate::client::mock::mock_context();
+        let vc = fixtures::vc(serde_json::json!({}));
+        let inputs = fixtures::inputs(&vc);
+        let bundle = pki::generate_ca_bundle("demo").unwrap();
+        let ca = desired_pki_secret(PkiSecret::Ca, &inputs, &Exposure::default(), &bundle).unwrap();
+        let server =
+            crate::client::mock::serve(handle, vec![(200, serde_json::to_value(&ca).unwrap())]);
+        client(&ctx, &vc).await.expect("a client");
+        // Kept: the second reconcile reads nothing.
+        client(&ctx, &vc).await.expect("the kept client");
+        let asked = server.await.unwrap();
+        let paths: Vec<&str> = asked.iter().map(|a| a.1.as_str()).collect();
+        assert_eq!(paths, ["/api/v1/namespaces/tenants/secrets/demo-ca"]);
     }
 }

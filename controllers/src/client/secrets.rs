@@ -3,7 +3,7 @@
 //! so keys just sent stay out of this process's memory. Errors keep only
 //! the HTTP status, never the server's message (which may quote the data).
 
-use crate::client::apply::Child;
+use crate::client::apply::{Child, changed_by_someone_else};
 use crate::client::context::Context;
 use crate::client::error::{Error, Result, code_and_reason};
 use crate::model::names::{ClusterNames, selector_string};
@@ -55,12 +55,19 @@ pub async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<O
     })
 }
 
-/// The annotations of every Secret of a cluster, by name, from the API
-/// server (metadata only).
+/// What the API server says of one of a cluster's Secrets.
+pub struct LiveSecret {
+    pub annotations: BTreeMap<String, String>,
+    /// Written by someone other than Nestor since Nestor last wrote it.
+    pub edited: bool,
+}
+
+/// Every Secret of a cluster, by name, from the API server (metadata
+/// only).
 pub async fn cluster_secrets_metadata(
     ctx: &Context,
     names: &ClusterNames,
-) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+) -> Result<BTreeMap<String, LiveSecret>> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let selector = selector_string(&names.owned_selector());
     let list = api
@@ -79,10 +86,12 @@ pub async fn cluster_secrets_metadata(
         .items
         .into_iter()
         .map(|m| {
-            (
-                m.metadata.name.unwrap_or_default(),
-                m.metadata.annotations.unwrap_or_default(),
-            )
+            let edited = changed_by_someone_else(&m.metadata);
+            let live = LiveSecret {
+                annotations: m.metadata.annotations.unwrap_or_default(),
+                edited,
+            };
+            (m.metadata.name.unwrap_or_default(), live)
         })
         .collect())
 }

@@ -832,3 +832,53 @@ fn etcd_put(env: &Env, key: &str, value: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// A tenant who edits a Secret Nestor issued (the admin kubeconfig, to
+/// make the operator send its token elsewhere; a component's kubeconfig)
+/// has it issued again; the operator's own client never reads them.
+pub async fn edited_secrets_are_repaired(env: &Env) -> Result<()> {
+    let s = env.scenario("edited").await?;
+    s.apply(&vc_yaml("ed", "{}"))?;
+    super::converged(&s, "ed", Duration::from_secs(60)).await?;
+    let hostile = "apiVersion: v1\nkind: Config\nclusters: [{name: x, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: x, user: {tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token}}]\ncontexts: [{name: x, context: {cluster: x, user: x}}]\ncurrent-context: x\n";
+    for (secret, key) in [
+        ("ed-admin-kubeconfig", "kubeconfig"),
+        ("ed-scheduler-kubeconfig", "kubeconfig"),
+    ] {
+        let patch = json!({"stringData": {key: hostile}}).to_string();
+        let out = s.kubectl(&["patch", "secret", secret, "--type=merge", "-p", &patch])?;
+        ensure!(out.ok, "patching {secret}: {}", out.stderr);
+        let secrets = s.api::<Secret>();
+        let repaired = wait_for(
+            &format!("{secret} issued again"),
+            Duration::from_secs(30),
+            || {
+                let secrets = secrets.clone();
+                Box::pin(async move {
+                    let live = secrets.get(secret).await?;
+                    let text = live
+                        .data
+                        .and_then(|d| {
+                            d.get(key)
+                                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                        })
+                        .unwrap_or_default();
+                    Ok(!text.contains("tokenFile") && text.contains("client-certificate-data"))
+                })
+            },
+        )
+        .await;
+        if let Err(e) = repaired {
+            let live = secrets.get_metadata(secret).await?;
+            let managers: Vec<_> = live
+                .metadata
+                .managed_fields
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| (m.manager, m.operation, m.time.map(|t| t.0.to_string())))
+                .collect();
+            bail!("{e}; its writers: {managers:?}");
+        }
+    }
+    Ok(())
+}

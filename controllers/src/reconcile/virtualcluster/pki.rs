@@ -5,6 +5,7 @@
 
 use crate::build::pki::generate_ca_bundle;
 use crate::build::pki_secrets::{self as secrets, BUNDLE_FINGERPRINT, Exposure, PkiSecret};
+use crate::client::apply::changed_by_someone_else;
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
 use crate::client::secrets::{apply_secret, cluster_secrets_metadata, create_secret, read_secret};
@@ -40,8 +41,12 @@ pub(super) async fn ensure_pki(
             .into_iter()
             .filter(|kind| {
                 let expected = secrets::inputs_hash(*kind, inputs, exposure, fp);
+                // Issued again when its inputs changed, when it is due, or
+                // when someone else edited it (what it holds is Nestor's
+                // alone to write).
                 !cached(*kind).is_some_and(|s| {
                     secrets::is_current(s.metadata.annotations.as_ref(), &expected, now)
+                        && !changed_by_someone_else(&s.metadata)
                 })
             })
             .collect()
@@ -90,6 +95,7 @@ pub(super) async fn ensure_pki(
     // before issuing anything again. Roots just created have signed
     // nothing yet, so there is nothing to confirm.
     let candidates = stale(&fp);
+    tracing::debug!(cluster = %names.cluster, ?candidates, "PKI Secrets that may need issuing");
     let live = if candidates.is_empty() || created {
         Default::default()
     } else {
@@ -99,9 +105,9 @@ pub(super) async fn ensure_pki(
         .into_iter()
         .filter(|kind| {
             let expected = secrets::inputs_hash(*kind, inputs, exposure, &fp);
-            !live
-                .get(&kind.name(names))
-                .is_some_and(|a| secrets::is_current(Some(a), &expected, now))
+            !live.get(&kind.name(names)).is_some_and(|live| {
+                secrets::is_current(Some(&live.annotations), &expected, now) && !live.edited
+            })
         })
         .collect();
     let built = to_issue
@@ -122,6 +128,7 @@ pub(super) async fn ensure_pki(
     }))
     .await?;
     let issued: Vec<String> = to_issue.iter().map(|k| k.name(names)).collect();
+    tracing::debug!(cluster = %names.cluster, ?issued, "PKI Secrets issued");
     let provisioned_before = vc.status.as_ref().is_some_and(|s| !s.conditions.is_empty());
     if created && provisioned_before {
         ctx.publish(
@@ -148,7 +155,7 @@ pub(super) async fn ensure_pki(
             EventType::Normal,
             "CertificatesIssued",
             format!(
-                "issued {} again because what they cover changed",
+                "issued {} again: what they cover changed, they were due, or someone else edited them",
                 issued.join(", ")
             ),
         )
