@@ -109,11 +109,11 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-fn validity(params: &mut CertificateParams, years: i64) {
+fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = OffsetDateTime::now_utc();
     // Allow for clocks a little behind ours.
     params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(365 * years);
+    params.not_after = now + lifetime;
 }
 
 /// Generates a self-signed certificate authority.
@@ -130,7 +130,7 @@ pub fn generate_ca(common_name: &str) -> Result<KeyAndCert, PkiError> {
         KeyUsagePurpose::CrlSign,
     ];
     params.serial_number = Some(random_serial());
-    validity(&mut params, 10);
+    validity(&mut params, Duration::days(3650));
     let key = new_key()?;
     let cert = params.self_signed(&key)?;
     Ok(KeyAndCert {
@@ -153,8 +153,19 @@ pub fn generate_ca_bundle(cluster: &str) -> Result<CaBundle, PkiError> {
     })
 }
 
-/// Issues a leaf certificate with a new key, signed by `ca`.
+/// Issues a leaf certificate with a new key, signed by `ca`, valid for a
+/// year.
 pub fn issue(ca: &KeyAndCert, request: &LeafRequest) -> Result<KeyAndCert, PkiError> {
+    issue_for(ca, request, std::time::Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Issues a leaf certificate with a new key, signed by `ca`, valid for
+/// `lifetime`.
+pub fn issue_for(
+    ca: &KeyAndCert,
+    request: &LeafRequest,
+    lifetime: std::time::Duration,
+) -> Result<KeyAndCert, PkiError> {
     let ca_key =
         KeyPair::from_pem(&ca.key_pem).map_err(|_| PkiError::InvalidPem { what: "CA key" })?;
     let issuer =
@@ -193,7 +204,7 @@ pub fn issue(ca: &KeyAndCert, request: &LeafRequest) -> Result<KeyAndCert, PkiEr
     };
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
-    validity(&mut params, 1);
+    validity(&mut params, Duration::seconds(lifetime.as_secs() as i64));
     let key = new_key()?;
     let cert = params.signed_by(&key, &issuer)?;
     Ok(KeyAndCert {
@@ -237,6 +248,21 @@ mod tests {
             cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()
                 > 9 * 365 * 86400
         );
+    }
+
+    #[test]
+    fn a_leaf_lives_as_long_as_asked() {
+        let ca = generate_ca("test-ca").unwrap();
+        let request = LeafRequest::client("nestor:operator", &["system:masters"]);
+        let lifetime = |leaf: &KeyAndCert| {
+            let der = parse(&leaf.cert_pem);
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            // Less the hour of slack for clocks behind ours.
+            cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp() - 3600
+        };
+        let day = issue_for(&ca, &request, std::time::Duration::from_secs(86_400)).unwrap();
+        assert_eq!(lifetime(&day), 86_400);
+        assert_eq!(lifetime(&issue(&ca, &request).unwrap()), 365 * 86_400);
     }
 
     #[test]

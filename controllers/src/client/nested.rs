@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Clients for nested clusters, one per cluster, built once and kept while
 /// the cluster's UID, its roots of trust and its endpoint stay the same: a
@@ -33,6 +34,8 @@ struct KeptClient {
     /// The CA fingerprint and the endpoint.
     credentials: String,
     client: Client,
+    /// When its certificate must be replaced.
+    renew_at: Instant,
 }
 
 impl NestedClients {
@@ -40,16 +43,26 @@ impl NestedClients {
         let clients = self.clients.lock().ok()?;
         clients
             .get(&(names.namespace.clone(), names.cluster.clone()))
-            .filter(|kept| kept.uid == uid && kept.credentials == credentials)
+            .filter(|kept| {
+                kept.uid == uid && kept.credentials == credentials && Instant::now() < kept.renew_at
+            })
             .map(|kept| kept.client.clone())
     }
 
-    fn keep(&self, names: &ClusterNames, uid: &str, credentials: &str, client: Client) {
+    fn keep(
+        &self,
+        names: &ClusterNames,
+        uid: &str,
+        credentials: &str,
+        client: Client,
+        renew_at: Instant,
+    ) {
         if let Ok(mut clients) = self.clients.lock() {
             let kept = KeptClient {
                 uid: uid.into(),
                 credentials: credentials.into(),
                 client,
+                renew_at,
             };
             clients.insert((names.namespace.clone(), names.cluster.clone()), kept);
         }
@@ -74,9 +87,14 @@ impl NestedClients {
 }
 
 /// The user the operator is in nested clusters. Its certificate is issued
-/// by the operator for itself, from the cluster's CA, and lives only in
-/// the operator's memory.
+/// by the operator for itself, from the cluster's CA, lives only in the
+/// operator's memory and expires after [`OPERATOR_CERT_LIFETIME`].
 pub const OPERATOR_USER: &str = "nestor:operator";
+/// How long the operator's certificate for a nested cluster is valid.
+pub const OPERATOR_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How long a kept client is used: its certificate is replaced well
+/// before it expires.
+const OPERATOR_CERT_RENEWAL: Duration = Duration::from_secs(12 * 3600);
 
 /// The client for `vc`'s nested cluster: the kept one while the cluster's
 /// UID, roots of trust and endpoint are unchanged, otherwise a new one.
@@ -118,7 +136,9 @@ pub async fn client(ctx: &Context, vc: &VirtualCluster) -> Result<Client> {
         return Ok(client);
     }
     let client = connect(ctx, &names, &server).await?;
-    ctx.nested.keep(&names, &uid, &credentials, client.clone());
+    let renew_at = Instant::now() + OPERATOR_CERT_RENEWAL;
+    ctx.nested
+        .keep(&names, &uid, &credentials, client.clone(), renew_at);
     Ok(client)
 }
 
@@ -138,9 +158,10 @@ async fn connect(ctx: &Context, names: &ClusterNames, server: &str) -> Result<Cl
         namespace: names.namespace.clone(),
         name: ca_name,
     })?;
-    let leaf = pki::issue(
+    let leaf = pki::issue_for(
         &bundle.cluster,
         &LeafRequest::client(OPERATOR_USER, &["system:masters"]),
+        OPERATOR_CERT_LIFETIME,
     )
     .map_err(|source| Error::Pki {
         namespace: names.namespace.clone(),
@@ -211,7 +232,8 @@ mod tests {
         let names = ClusterNames::new(&fixtures::vc(serde_json::json!({})));
         let kept = NestedClients::default();
         assert!(kept.get(&names, "uid-1", "ca/admin").is_none());
-        kept.keep(&names, "uid-1", "ca/admin", ctx.client.clone());
+        let later = Instant::now() + Duration::from_secs(60);
+        kept.keep(&names, "uid-1", "ca/admin", ctx.client.clone(), later);
         assert!(kept.get(&names, "uid-1", "ca/admin").is_some());
         assert!(
             kept.get(&names, "uid-2", "ca/admin").is_none(),
@@ -227,6 +249,17 @@ mod tests {
         );
         kept.forget(&names.namespace, &names.cluster);
         assert!(kept.is_empty());
+        kept.keep(
+            &names,
+            "uid-1",
+            "ca/admin",
+            ctx.client.clone(),
+            Instant::now(),
+        );
+        assert!(
+            kept.get(&names, "uid-1", "ca/admin").is_none(),
+            "a certificate due for renewal"
+        );
     }
 
     #[tokio::test]
