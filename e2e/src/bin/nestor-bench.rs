@@ -33,7 +33,7 @@ use kube::runtime::watcher;
 use nestor_controllers::OperatorSettings;
 use nestor_controllers::build::pki;
 use nestor_controllers::build::pki_secrets::Exposure;
-use nestor_controllers::build::{ByKind as DesiredObjects, DesiredCluster, desired_pki_secrets};
+use nestor_controllers::build::{ByKind, DesiredCluster, desired_pki_secrets};
 use nestor_controllers::model::inputs::ClusterInputs;
 use nestor_controllers::model::validate::validate_cluster;
 use nestor_crds::{VirtualCluster, VirtualClusterSpec};
@@ -248,7 +248,7 @@ fn children(
     vc: &VirtualCluster,
     settings: &OperatorSettings,
     bundle: &pki::CaBundle,
-) -> Result<DesiredObjects> {
+) -> Result<ByKind> {
     let valid = validate_cluster(&vc.metadata.name.clone().unwrap_or_default(), &vc.spec)?;
     let inputs = ClusterInputs::new(vc, valid, settings, "bench".into());
     let exposure = Exposure {
@@ -328,7 +328,7 @@ impl FloorOrder {
 async fn create_in_order(
     client: &kube::Client,
     namespace: &str,
-    objects: DesiredObjects,
+    objects: ByKind,
     create: Write,
     in_flight: usize,
 ) -> Result<()> {
