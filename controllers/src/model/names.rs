@@ -171,9 +171,6 @@ impl ClusterNames {
             self.namespace
         )
     }
-}
-
-impl ClusterNames {
     /// The labels that select every object Nestor made for this cluster.
     pub fn owned_selector(&self) -> BTreeMap<String, String> {
         BTreeMap::from([

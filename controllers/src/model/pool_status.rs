@@ -75,12 +75,7 @@ pub fn compute_pool_status(
         },
     };
     let ready = if let Some(why) = &observed.invalid {
-        Computed {
-            type_: READY,
-            ok: false,
-            reason: "InvalidSpec",
-            message: why.clone(),
-        }
+        Computed::invalid_spec(why)
     } else if cp.ok && nodes.ok {
         Computed {
             type_: READY,

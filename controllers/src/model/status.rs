@@ -89,6 +89,18 @@ pub struct Computed {
     pub message: String,
 }
 
+impl Computed {
+    /// `Ready=False` because the spec was refused, and why.
+    pub fn invalid_spec(why: &str) -> Self {
+        Computed {
+            type_: READY,
+            ok: false,
+            reason: "InvalidSpec",
+            message: why.to_string(),
+        }
+    }
+}
+
 fn component_condition(
     type_: &'static str,
     what: &str,
@@ -168,12 +180,7 @@ pub fn compute_conditions(observed: &Observed) -> Vec<Computed> {
         .map(|c| c.type_)
         .collect();
     let ready = if let Some(why) = &observed.invalid {
-        Computed {
-            type_: READY,
-            ok: false,
-            reason: "InvalidSpec",
-            message: why.clone(),
-        }
+        Computed::invalid_spec(why)
     } else if observed.deleting {
         Computed {
             type_: READY,
