@@ -7,7 +7,8 @@
 //! when the pool is deleted.
 
 use crate::build::node::bootstrap::{
-    BootstrapToken, desired_bootstrap_secret, nested_bootstrap_token_secret,
+    BootstrapToken, IssuedToken, PREVIOUS_TOKEN_ID, TOKEN_EXPIRES, TOKEN_ID,
+    desired_bootstrap_secret, nested_bootstrap_token_secret, token_due,
 };
 use crate::build::node::config::{desired_node_config_map, node_config_hash};
 use crate::build::node::owner::desired_pool_owner;
@@ -271,13 +272,12 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     // asked (not serving, or an error), the pool keeps its nodes.
     let hold = running.max(pool.spec.replicas);
     let nested = if cp_ready {
-        let installed = inputs_hash(["bootstrap", ca_fp.as_str()]);
         nested_pass(
             ctx,
             &pool,
             &vc,
             token.as_ref(),
-            &installed,
+            &ca_fp,
             running,
             &mut observed,
         )
@@ -325,8 +325,8 @@ async fn nested_pass(
     ctx: &Context,
     pool: &NodePool,
     vc: &VirtualCluster,
-    token: Option<&BootstrapToken>,
-    installed: &str,
+    token: Option<&IssuedToken>,
+    ca_fp: &str,
     running: i32,
     observed: &mut PoolObserved,
 ) -> Result<(i32, bool)> {
@@ -334,7 +334,7 @@ async fn nested_pass(
     let names = &ClusterNames::new(vc);
     let client = nested::client(ctx, vc).await?;
     if let Some(token) = token {
-        install_in_nested_cluster(ctx, &client, pool, names, token, installed).await?;
+        install_in_nested_cluster(ctx, &client, pool, names, token, ca_fp).await?;
     }
     let nodes = nested_nodes::list(&client, names, &pn.pool).await?;
     let mut replicas = pool.spec.replicas;
@@ -378,29 +378,29 @@ async fn nested_pass(
     Ok((replicas, settled))
 }
 
-/// Makes sure the pool's bootstrap Secret exists for the current CA.
-/// Returns the token when it still has to be installed in the nested
-/// cluster.
+/// Makes sure the pool's bootstrap Secret holds a token for the current CA
+/// that is not yet due for renewal. Returns the token when it still has to
+/// be installed in the nested cluster.
 async fn ensure_bootstrap_secret(
     ctx: &Context,
     pool: &NodePool,
     names: &ClusterNames,
     ca_fp: &str,
-) -> Result<Option<BootstrapToken>> {
+) -> Result<Option<IssuedToken>> {
     let pn = PoolNames::new(pool);
     let cached = ctx
         .stores
         .secrets
         .get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
-    let expected = inputs_hash(["bootstrap", ca_fp]);
-    let current = cached
-        .as_ref()
-        .and_then(|s| s.annotations().get(INPUTS_HASH).cloned());
-    let installed = cached
-        .as_ref()
-        .and_then(|s| s.annotations().get(NESTED_INSTALLED).cloned());
-    if current.as_deref() == Some(expected.as_str()) {
-        if installed.as_deref() == Some(expected.as_str()) {
+    let empty = Default::default();
+    let annotations = cached.as_ref().map_or(&empty, |s| s.annotations());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let current = annotations.get(INPUTS_HASH).map(String::as_str)
+        == Some(inputs_hash(["bootstrap", ca_fp]).as_str())
+        && !token_due(annotations, now);
+    let token_id = annotations.get(TOKEN_ID).cloned();
+    if current && let Some(id) = &token_id {
+        if annotations.get(NESTED_INSTALLED) == Some(&IssuedToken::installed_hash(ca_fp, id)) {
             return Ok(None);
         }
         // Read the token back to install it.
@@ -411,13 +411,23 @@ async fn ensure_bootstrap_secret(
                 .and_then(|d| d.get(key))
                 .and_then(|b| String::from_utf8(b.0.clone()).ok())
         };
-        if let Some((Some(id), Some(secret))) = secret.map(|s| {
-            (
-                text(&s, contract::TOKEN_ID),
-                text(&s, contract::TOKEN_SECRET),
-            )
-        }) {
-            return Ok(Some(BootstrapToken { id, secret }));
+        let expires = annotations
+            .get(TOKEN_EXPIRES)
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+        if let (Some((Some(id), Some(secret))), Some(expires)) = (
+            secret.map(|s| {
+                (
+                    text(&s, contract::TOKEN_ID),
+                    text(&s, contract::TOKEN_SECRET),
+                )
+            }),
+            expires,
+        ) {
+            return Ok(Some(IssuedToken {
+                token: BootstrapToken { id, secret },
+                expires,
+                previous_id: annotations.get(PREVIOUS_TOKEN_ID).cloned(),
+            }));
         }
     }
     let ca = read_secret(ctx, &names.namespace, &names.ca_secret())
@@ -427,24 +437,25 @@ async fn ensure_bootstrap_secret(
             namespace: names.namespace.clone(),
             name: names.ca_secret(),
         })?;
-    let token = BootstrapToken::generate();
+    let issued = IssuedToken::issue(now, token_id);
     apply_secret(
         ctx,
-        &desired_bootstrap_secret(pool, names, &token, &ca.cluster.cert_pem, ca_fp),
+        &desired_bootstrap_secret(pool, names, &issued, &ca.cluster.cert_pem, ca_fp),
     )
     .await?;
-    Ok(Some(token))
+    info!(pool = %pn.pool, namespace = %pn.namespace, token = %issued.token.id, expires = %issued.expires, "issued a bootstrap token");
+    Ok(Some(issued))
 }
 
-/// Writes the pool's bootstrap token into the nested cluster, then records
-/// that on the host Secret.
+/// Writes the pool's bootstrap token into the nested cluster, deletes the
+/// token it replaced, then records that on the host Secret.
 async fn install_in_nested_cluster(
     ctx: &Context,
     client: &kube::Client,
     pool: &NodePool,
     names: &ClusterNames,
-    token: &BootstrapToken,
-    installed_hash: &str,
+    issued: &IssuedToken,
+    ca_fp: &str,
 ) -> Result<()> {
     let pn = PoolNames::new(pool);
     // The node RBAC comes with the cluster's add-ons (see virtualcluster).
@@ -452,9 +463,17 @@ async fn install_in_nested_cluster(
         ctx,
         client,
         names,
-        &nested_bootstrap_token_secret(&pn.pool, token),
+        &nested_bootstrap_token_secret(&pn.pool, issued),
     )
     .await?;
+    if let Some(previous) = issued
+        .previous_id
+        .as_deref()
+        .filter(|id| *id != issued.token.id)
+    {
+        nested_nodes::delete_bootstrap_token(ctx, client, names, previous).await?;
+    }
+    let installed_hash = IssuedToken::installed_hash(ca_fp, &issued.token.id);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pn.namespace);
     ctx.metrics.write("patch", "Secret");
     let patch =

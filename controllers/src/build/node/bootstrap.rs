@@ -1,15 +1,68 @@
 //! A pool's bootstrap token: the host Secret that node pods mount, and the
 //! token's Secret inside the nested cluster.
+//!
+//! A token lives [`TOKEN_LIFETIME`] and is replaced halfway
+//! ([`TOKEN_RENEWAL`]): the host Secret records when (`renew-after`), the
+//! token's id and its expiry; the nested Secret carries the expiry, which
+//! the API server enforces, and the previous token's Secret is deleted once
+//! the new one is installed. A node pod that starts after a renewal reads
+//! the new token from its mounted Secret.
 
 use crate::build::kubeconfig::{self, Credentials};
 use crate::model::hash::inputs_hash;
 use crate::model::names::{ClusterNames, INPUTS_HASH, PoolNames, nested_meta, pool_child_meta};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use nestor_crds::NodePool;
 use nestor_crds::node_contract as contract;
 use rand::distr::{Alphanumeric, SampleString};
 use std::collections::BTreeMap;
+
+/// How long a bootstrap token authenticates.
+pub const TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(4);
+/// How long after issuing a token it is replaced.
+pub const TOKEN_RENEWAL: SignedDuration = SignedDuration::from_hours(2);
+/// Annotations on the host Secret: the token's id (not its secret half),
+/// the id of the token it replaced (deleted from the nested cluster once
+/// this one is installed), and when it expires and is renewed.
+pub const TOKEN_ID: &str = "nestor.dev/token-id";
+pub const PREVIOUS_TOKEN_ID: &str = "nestor.dev/previous-token-id";
+pub const TOKEN_EXPIRES: &str = "nestor.dev/token-expires";
+pub use crate::build::pki_secrets::RENEW_AFTER;
+
+/// A token with its expiry, and the id of the token it replaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub token: BootstrapToken,
+    pub expires: Timestamp,
+    pub previous_id: Option<String>,
+}
+
+impl IssuedToken {
+    /// A new token issued at `now`, replacing `previous_id`.
+    pub fn issue(now: Timestamp, previous_id: Option<String>) -> Self {
+        Self {
+            token: BootstrapToken::generate(),
+            expires: now + TOKEN_LIFETIME,
+            previous_id,
+        }
+    }
+
+    /// The hash recorded once this very token is in the nested cluster.
+    pub fn installed_hash(ca_fingerprint: &str, token_id: &str) -> String {
+        inputs_hash(["bootstrap", ca_fingerprint, token_id])
+    }
+}
+
+/// Whether the host Secret's token is due for replacement at `now` (or
+/// carries no renewal date: a Secret from before tokens expired).
+pub fn token_due(annotations: &BTreeMap<String, String>, now: Timestamp) -> bool {
+    annotations
+        .get(RENEW_AFTER)
+        .and_then(|at| at.parse::<Timestamp>().ok())
+        .is_none_or(|at| now >= at)
+}
 
 /// A bootstrap token, `<id>.<secret>` (6 and 16 lowercase alphanumerics).
 #[derive(Clone, PartialEq, Eq)]
@@ -48,10 +101,11 @@ impl BootstrapToken {
 pub fn desired_bootstrap_secret(
     pool: &NodePool,
     names: &ClusterNames,
-    token: &BootstrapToken,
+    issued: &IssuedToken,
     ca_pem: &str,
     ca_fingerprint: &str,
 ) -> Secret {
+    let token = &issued.token;
     let pn = PoolNames::new(pool);
     let config = kubeconfig::render(
         &names.cluster,
@@ -61,10 +115,20 @@ pub fn desired_bootstrap_secret(
         Credentials::Token(&token.token()),
     );
     let mut metadata = pool_child_meta(pool, pn.bootstrap_secret());
-    metadata.annotations = Some(BTreeMap::from([(
-        INPUTS_HASH.into(),
-        inputs_hash(["bootstrap", ca_fingerprint]),
-    )]));
+    let renew = issued.expires - TOKEN_LIFETIME + TOKEN_RENEWAL;
+    let mut annotations = BTreeMap::from([
+        (
+            INPUTS_HASH.to_string(),
+            inputs_hash(["bootstrap", ca_fingerprint]),
+        ),
+        (TOKEN_ID.to_string(), token.id.clone()),
+        (TOKEN_EXPIRES.to_string(), issued.expires.to_string()),
+        (RENEW_AFTER.to_string(), renew.to_string()),
+    ]);
+    if let Some(previous) = &issued.previous_id {
+        annotations.insert(PREVIOUS_TOKEN_ID.into(), previous.clone());
+    }
+    metadata.annotations = Some(annotations);
     let data = BTreeMap::from([
         (
             contract::TOKEN_ID.to_string(),
@@ -92,9 +156,11 @@ pub fn desired_bootstrap_secret(
 }
 
 /// The token's Secret inside the nested cluster: it authenticates the
-/// bootstrapper and nothing else.
-pub fn nested_bootstrap_token_secret(pool: &str, token: &BootstrapToken) -> Secret {
+/// bootstrapper and nothing else, until it expires.
+pub fn nested_bootstrap_token_secret(pool: &str, issued: &IssuedToken) -> Secret {
+    let token = &issued.token;
     let data = BTreeMap::from([
+        ("expiration".to_string(), issued.expires.to_string()),
         ("token-id".to_string(), token.id.clone()),
         ("token-secret".to_string(), token.secret.clone()),
         (
@@ -143,13 +209,19 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.')
         );
         assert!(!format!("{token:?}").contains(&token.secret));
-        let nested = nested_bootstrap_token_secret("workers", &token);
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let issued = IssuedToken {
+            token: token.clone(),
+            ..IssuedToken::issue(now, Some("old123".into()))
+        };
+        let nested = nested_bootstrap_token_secret("workers", &issued);
         assert_eq!(
             nested.type_.as_deref(),
             Some("bootstrap.kubernetes.io/token")
         );
         let data = nested.data.unwrap();
         assert_eq!(data["usage-bootstrap-authentication"].0, b"true");
+        assert_eq!(data["expiration"].0, b"2026-01-01T04:00:00Z");
         assert!(!data.contains_key("usage-bootstrap-signing"));
         assert_eq!(
             data["auth-extra-groups"].0,
@@ -159,12 +231,42 @@ mod tests {
         let host = desired_bootstrap_secret(
             &fixtures::pool(),
             &ClusterNames::new(&vc),
-            &token,
+            &issued,
             "CA",
             "fp",
         );
+        let annotations = host.metadata.annotations.unwrap();
+        assert_eq!(annotations[TOKEN_ID], token.id);
+        assert_eq!(annotations[PREVIOUS_TOKEN_ID], "old123");
+        assert_eq!(annotations[TOKEN_EXPIRES], "2026-01-01T04:00:00Z");
+        assert_eq!(annotations[RENEW_AFTER], "2026-01-01T02:00:00Z");
         let config =
             String::from_utf8(host.data.unwrap()["bootstrap-kubeconfig"].0.clone()).unwrap();
         assert!(config.contains("https://demo-apiserver.tenants.svc:6443"));
+    }
+
+    #[test]
+    fn tokens_are_renewed_halfway_through_their_life() {
+        let issued_at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let issued = IssuedToken::issue(issued_at, None);
+        let vc = fixtures::vc(json!({}));
+        let host = desired_bootstrap_secret(
+            &fixtures::pool(),
+            &ClusterNames::new(&vc),
+            &issued,
+            "CA",
+            "fp",
+        );
+        let annotations = host.metadata.annotations.unwrap();
+        let at = |hours: i64| issued_at + SignedDuration::from_hours(hours);
+        assert!(!token_due(&annotations, at(0)));
+        assert!(!token_due(&annotations, at(1)));
+        assert!(token_due(&annotations, at(2)));
+        // A Secret without a renewal date is replaced.
+        assert!(token_due(&BTreeMap::new(), at(0)));
+        assert_ne!(
+            IssuedToken::installed_hash("fp", "aaaaaa"),
+            IssuedToken::installed_hash("fp", "bbbbbb")
+        );
     }
 }
