@@ -30,7 +30,12 @@ fn cluster() -> VirtualCluster {
 fn builders(c: &mut Criterion) {
     let vc = cluster();
     let settings = OperatorSettings::default();
-    let valid = validate_cluster("bench", &vc.spec).expect("valid");
+    let valid = validate_cluster(
+        "bench",
+        &vc.spec,
+        &nestor_controllers::model::settings::OperatorSettings::default().allowed_registries(),
+    )
+    .expect("valid");
     let inputs = ClusterInputs::new(&vc, valid, &settings, "rev".into());
     let exposure = Exposure {
         admin_endpoint: "https://10.0.0.1:6443".into(),
@@ -39,7 +44,14 @@ fn builders(c: &mut Criterion) {
     let bundle = pki::generate_ca_bundle("bench").expect("bundle");
 
     c.bench_function("validate_cluster", |b| {
-        b.iter(|| validate_cluster("bench", black_box(&vc.spec)))
+        b.iter(|| {
+            validate_cluster(
+                "bench",
+                black_box(&vc.spec),
+                &nestor_controllers::model::settings::OperatorSettings::default()
+                    .allowed_registries(),
+            )
+        })
     });
     c.bench_function(
         "desired workloads, services, config maps (no certificates)",

@@ -92,7 +92,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }))?;
     let settings = OperatorSettings::default();
     let bundle = pki::generate_ca_bundle("vc-0001")?;
-    let valid = validate_cluster("vc-0001", &vc.spec)?;
+    let valid = validate_cluster(
+        "vc-0001",
+        &vc.spec,
+        &nestor_controllers::model::settings::OperatorSettings::default().allowed_registries(),
+    )?;
     let inputs = ClusterInputs::new(&vc, valid, &settings, "revision".into());
     let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, None)?.by_kind();
     let rows = [

@@ -176,6 +176,16 @@ pub struct ApiServerSpec {
     /// CPU and memory of each kube-apiserver replica (as for etcd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Raise to issue a new admin kubeconfig: the admin certificate's group
+    /// carries this number, and only the current group is bound to
+    /// `cluster-admin`, so every earlier admin kubeconfig stops working.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub admin_credential_generation: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Default for ApiServerSpec {
@@ -186,6 +196,7 @@ impl Default for ApiServerSpec {
             cert_sans: Vec::new(),
             extra_args: BTreeMap::new(),
             resources: None,
+            admin_credential_generation: 0,
         }
     }
 }

@@ -72,6 +72,31 @@ pub struct Args {
     /// Reconciles run at once, per controller.
     #[arg(long, env = "NESTOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Registries image overrides may name (comma-separated; default: the
+    /// registries of the operator's default images).
+    #[arg(long, env = "NESTOR_ALLOWED_REGISTRIES", value_delimiter = ',')]
+    pub allowed_registries: Vec<String>,
+    /// Host namespaces whose virtual clusters may run privileged pods
+    /// (comma-separated; default: none).
+    #[arg(long, env = "NESTOR_PRIVILEGED_NAMESPACES", value_delimiter = ',')]
+    pub privileged_namespaces: Vec<String>,
+    /// The image of the authorization guard beside each nested API server:
+    /// this operator's own image.
+    #[arg(long, env = "NESTOR_GUARD_IMAGE")]
+    pub guard_image: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What else this binary runs.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// The authorization guard beside a nested API server.
+    Guard {
+        /// Where to listen: loopback in the API server's pod.
+        #[arg(long, default_value = "127.0.0.1:10260")]
+        listen: SocketAddr,
+    },
 }
 
 impl Args {
@@ -110,6 +135,23 @@ impl Args {
                 Route::Published => NestedRoute::Published,
             },
             node_registry_mirrors: self.node_registry_mirrors.iter().cloned().collect(),
+            allowed_registries: self
+                .allowed_registries
+                .iter()
+                .map(|r| r.trim().trim_end_matches('/').to_string())
+                .filter(|r| !r.is_empty())
+                .collect(),
+            privileged_namespaces: self
+                .privileged_namespaces
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            guard_image: self
+                .guard_image
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(defaults.guard_image),
         }
     }
 }

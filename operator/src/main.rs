@@ -2,6 +2,7 @@
 //! and metrics server, leader election, and the controllers.
 
 mod args;
+mod guard;
 mod server;
 
 use anyhow::Context as _;
@@ -36,6 +37,9 @@ fn one_malloc_arena() {
 async fn run() -> anyhow::Result<()> {
     let args = args::Args::parse();
     args.init_tracing();
+    if let Some(args::Command::Guard { listen }) = args.command {
+        return guard::serve(listen).await;
+    }
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client")?;

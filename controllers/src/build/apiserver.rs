@@ -1,10 +1,12 @@
 //! The nested kube-apiserver: a Deployment wired to etcd over TLS and a
 //! Service of the requested type.
 
+use crate::build::apiserver_config as config;
 use crate::build::pki::{LeafRequest, Usage};
 use crate::build::podspec::*;
 use crate::model::cached::CachedService;
-use crate::model::inputs::{ClusterInputs, PKI_REVISION};
+use crate::model::guard;
+use crate::model::inputs::{ClusterInputs, PKI_REVISION, WorkloadPolicy};
 use crate::model::names::{
     ClusterNames, Component, cluster_child_meta, component_labels, selector_labels,
 };
@@ -72,6 +74,7 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
     let names = &inputs.names;
     let net = &inputs.vc.spec.networking;
     let pki = |f: &str| format!("{PKI_DIR}/{f}");
+    let config = |f: &str| format!("{}/{f}", config::DIR);
     let managed = BTreeMap::from([
         ("advertise-address", "$(POD_IP)".to_string()),
         ("secure-port", PORT.to_string()),
@@ -100,10 +103,15 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
             "service-cluster-ip-range",
             inputs.valid.service_cidr.to_string(),
         ),
-        ("authorization-mode", "Node,RBAC".into()),
+        ("authorization-config", config(config::AUTHORIZATION)),
+        ("authentication-config", config(config::AUTHENTICATION)),
+        ("admission-control-config-file", config(config::ADMISSION)),
         ("enable-admission-plugins", ADMISSION_PLUGINS.into()),
         ("enable-bootstrap-token-auth", "true".into()),
-        ("allow-privileged", "true".into()),
+        (
+            "allow-privileged",
+            (inputs.workloads == WorkloadPolicy::Privileged).to_string(),
+        ),
         (
             "kubelet-client-certificate",
             pki("apiserver-kubelet-client.crt"),
@@ -155,7 +163,10 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
             container_port: PORT,
             ..Default::default()
         }]),
-        volume_mounts: Some(vec![read_only_mount("pki", PKI_DIR)]),
+        volume_mounts: Some(vec![
+            read_only_mount("pki", PKI_DIR),
+            read_only_mount("config", config::DIR),
+        ]),
         liveness_probe: Some(http_probe("/livez", PORT, true, 10, 8)),
         readiness_probe: Some(http_probe("/readyz", PORT, true, 1, 3)),
         startup_probe: Some(http_probe("/livez", PORT, true, 1, 300)),
@@ -163,14 +174,51 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
         security_context: Some(hardened_container_security_context()),
         ..Container::default()
     };
-    control_plane_deployment(
+    let mut deployment = control_plane_deployment(
         inputs,
         names.apiserver(),
         Component::ApiServer,
         spec.replicas,
         container,
-        vec![secret_volume("pki", &names.apiserver_certs_secret())],
-    )
+        vec![
+            secret_volume("pki", &names.apiserver_certs_secret()),
+            config_map_volume("config", &names.apiserver_config()),
+        ],
+    );
+    if let Some(template) = deployment.spec.as_mut().map(|s| &mut s.template) {
+        if let Some(annotations) = template
+            .metadata
+            .as_mut()
+            .and_then(|m| m.annotations.as_mut())
+        {
+            annotations.insert(CONFIG_HASH.into(), config::config_hash(inputs));
+        }
+        if let Some(pod) = template.spec.as_mut() {
+            pod.containers.push(guard_container(inputs));
+        }
+    }
+    deployment
+}
+
+/// Annotation on the API server's pod template: a hash of its
+/// configuration files, which it reads only at start.
+pub const CONFIG_HASH: &str = "nestor.dev/config-hash";
+
+/// The authorization guard ([`crate::model::guard`]): the operator's own
+/// binary, answering the API server's webhook authorizer on loopback.
+fn guard_container(inputs: &ClusterInputs) -> Container {
+    Container {
+        name: "guard".into(),
+        image: Some(inputs.guard_image.clone()),
+        args: Some(vec![
+            "guard".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", guard::PORT),
+        ]),
+        resources: Some(resources_or(&None, "5m", "16Mi")),
+        security_context: Some(hardened_container_security_context()),
+        ..Container::default()
+    }
 }
 
 /// A hardened Deployment of one control-plane component. Rolling updates
@@ -336,6 +384,52 @@ mod tests {
     }
 
     #[test]
+    fn the_guard_runs_beside_the_api_server_and_config_changes_restart_it() {
+        let vc = fixtures::vc(json!({}));
+        let mut inputs = fixtures::inputs(&vc);
+        let confined = desired_apiserver_deployment(&inputs);
+        let template = confined.spec.unwrap().template;
+        let pod = template.spec.unwrap();
+        let guard = pod.containers.iter().find(|c| c.name == "guard").unwrap();
+        assert_eq!(guard.image.as_deref(), Some(inputs.guard_image.as_str()));
+        assert_eq!(
+            guard.args.as_deref().unwrap(),
+            ["guard", "--listen", "127.0.0.1:10260"]
+        );
+        assert!(
+            guard.ports.is_none(),
+            "the guard is reached on loopback only"
+        );
+        let hash = |d: Deployment| {
+            d.spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH]
+                .clone()
+        };
+        let before = template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH].clone();
+        inputs.workloads = WorkloadPolicy::Privileged;
+        let privileged = desired_apiserver_deployment(&inputs);
+        let cmd = privileged
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .command
+            .clone()
+            .unwrap();
+        assert!(cmd.contains(&"--allow-privileged=true".to_string()));
+        assert_ne!(before, hash(privileged));
+    }
+
+    #[test]
     fn deployment_is_wired_to_etcd_and_keys() {
         let vc = fixtures::vc(json!({"apiServer": {"replicas": 2, "extraArgs": {"v": "2"}}}));
         let d = desired_apiserver_deployment(&fixtures::inputs(&vc));
@@ -351,11 +445,15 @@ mod tests {
             "--service-account-signing-key-file=/etc/kubernetes/pki/sa.key",
             "--service-cluster-ip-range=10.96.0.0/12",
             "--enable-admission-plugins=NodeRestriction",
-            "--authorization-mode=Node,RBAC",
+            "--authorization-config=/etc/kubernetes/config/authorization.yaml",
+            "--authentication-config=/etc/kubernetes/config/authentication.yaml",
+            "--admission-control-config-file=/etc/kubernetes/config/admission.yaml",
+            "--allow-privileged=false",
             "--v=2",
         ] {
             assert!(cmd.contains(&flag.to_string()), "missing {flag} in {cmd:?}");
         }
+        assert!(!cmd.iter().any(|f| f.starts_with("--authorization-mode")));
         assert_eq!(
             c.image.as_deref(),
             Some("registry.k8s.io/kube-apiserver:v1.35.4")

@@ -12,8 +12,7 @@ use crate::model::inputs::ClusterInputs;
 use crate::model::names::{Component, NESTED_ADDONS, cluster_child_meta, selector_labels};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, Service, ServicePort, ServiceSpec,
-    Volume,
+    ConfigMap, Container, ContainerPort, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -91,14 +90,7 @@ pub fn desired_coredns_deployment(inputs: &ClusterInputs, started: bool) -> Depl
         security_context: Some(hardened_container_security_context()),
         ..Container::default()
     };
-    let config = Volume {
-        name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: names.coredns(),
-            ..Default::default()
-        }),
-        ..Volume::default()
-    };
+    let config = config_map_volume("config", &names.coredns());
     control_plane_deployment(
         inputs,
         names.coredns(),

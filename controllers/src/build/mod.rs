@@ -13,6 +13,7 @@
 //! A new component is a file here and a field in the stage it belongs to.
 
 pub mod apiserver;
+pub mod apiserver_config;
 pub mod controller_manager;
 pub mod coredns;
 pub mod etcd;
@@ -68,6 +69,7 @@ pub fn desired_pki_secrets(
 #[derive(Clone, Debug)]
 pub struct ClusterWorkloads {
     pub kube_proxy_config: ConfigMap,
+    pub apiserver_config: ConfigMap,
     pub etcd_network_policy: NetworkPolicy,
     pub etcd: StatefulSet,
     pub apiserver: Deployment,
@@ -77,6 +79,7 @@ impl ClusterWorkloads {
     pub fn desired(inputs: &ClusterInputs) -> Self {
         Self {
             kube_proxy_config: kube_proxy::desired_kube_proxy_config_map(inputs),
+            apiserver_config: apiserver_config::desired_apiserver_config_map(inputs),
             etcd_network_policy: etcd::desired_etcd_network_policy(inputs),
             etcd: etcd::desired_etcd_statefulset(inputs),
             apiserver: apiserver::desired_apiserver_deployment(inputs),
@@ -267,6 +270,7 @@ impl DesiredCluster {
             workloads:
                 ClusterWorkloads {
                     kube_proxy_config,
+                    apiserver_config,
                     etcd_network_policy,
                     etcd,
                     apiserver,
@@ -282,7 +286,7 @@ impl DesiredCluster {
         ByKind {
             secrets,
             services: vec![etcd_peer, etcd_client, dns, apiserver_service],
-            config_maps: vec![coredns_config, kube_proxy_config],
+            config_maps: vec![coredns_config, kube_proxy_config, apiserver_config],
             network_policies: vec![etcd_network_policy],
             stateful_sets: vec![etcd],
             deployments: vec![
@@ -310,7 +314,7 @@ mod tests {
         let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, None)
             .unwrap()
             .by_kind();
-        assert_eq!(objects.len(), 19);
+        assert_eq!(objects.len(), 21);
         let mut names = BTreeSet::new();
         for (kind, meta) in (objects.secrets.iter().map(|o| ("Secret", &o.metadata)))
             .chain(objects.services.iter().map(|o| ("Service", &o.metadata)))

@@ -1,12 +1,22 @@
 //! What Nestor writes into a nested cluster itself, once its API server
-//! serves: the RBAC of CoreDNS and of node bootstrapping, and the
+//! serves: the tenant admin's binding to `cluster-admin`, the admission
+//! policies that confine pods beyond what Pod Security admission checks,
+//! the RBAC of CoreDNS and of node bootstrapping, and the
 //! `kube-system/kube-dns` Service with an EndpointSlice that points at the
 //! host Service in front of CoreDNS.
 
 use crate::build::coredns::COREDNS_USER;
+use crate::build::pki_secrets::admin_group;
+use crate::model::guard::PROTECTED_PREFIX;
 use crate::model::hash::desired_hash;
 use crate::model::inputs::ClusterInputs;
+use crate::model::inputs::WorkloadPolicy;
 use crate::model::names::nested_meta;
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
+    ValidatingAdmissionPolicySpec, Validation,
+};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
@@ -15,6 +25,8 @@ use std::collections::BTreeMap;
 
 /// Everything Nestor writes into a nested cluster for its add-ons.
 pub struct NestedAddons {
+    pub policies: Vec<ValidatingAdmissionPolicy>,
+    pub policy_bindings: Vec<ValidatingAdmissionPolicyBinding>,
     pub roles: Vec<ClusterRole>,
     pub bindings: Vec<ClusterRoleBinding>,
     pub dns_service: Service,
@@ -23,9 +35,18 @@ pub struct NestedAddons {
 
 impl NestedAddons {
     pub fn new(inputs: &ClusterInputs, host_dns_ip: &str) -> Self {
-        let (roles, bindings) = nested_cluster_roles();
+        let (roles, mut bindings) = nested_cluster_roles();
+        bindings.push(binding(
+            ADMINS_BINDING,
+            "cluster-admin",
+            "Group",
+            &admin_group(inputs),
+        ));
         let (dns_service, dns_endpoints) = nested_kube_dns(inputs, host_dns_ip);
+        let (policies, policy_bindings) = confining_policies(inputs.workloads);
         Self {
+            policies,
+            policy_bindings,
             roles,
             bindings,
             dns_service,
@@ -36,12 +57,132 @@ impl NestedAddons {
     /// A hash of all of it: when it changes, it is written again.
     pub fn hash(&self) -> String {
         desired_hash(&(
+            &self.policies,
+            &self.policy_bindings,
             &self.roles,
             &self.bindings,
             &self.dns_service,
             &self.dns_endpoints,
         ))
     }
+}
+
+/// The ClusterRoleBinding of the tenant admin's current group.
+pub const ADMINS_BINDING: &str = "nestor:cluster-admins";
+
+/// The Pod Security labels a namespace may carry in a confined cluster.
+const LABEL_RULES: [(&str, &str, &str); 2] = [
+    (
+        "enforce",
+        "['baseline', 'restricted']",
+        "may only be baseline or restricted",
+    ),
+    ("enforce-version", "['latest']", "may only be latest"),
+];
+
+/// Admission policies beyond Pod Security admission, guarded against the
+/// tenant ([`crate::model::guard`]): namespaces cannot lower the enforced
+/// Pod Security level; persistent volumes cannot name a node's file system
+/// (a pod's `hostPath` is Pod Security's, a PersistentVolume's is not); no
+/// container unmasks `/proc` (baseline allows it in a user namespace). In a
+/// cluster whose pods may be privileged they only audit.
+pub fn confining_policies(
+    workloads: WorkloadPolicy,
+) -> (
+    Vec<ValidatingAdmissionPolicy>,
+    Vec<ValidatingAdmissionPolicyBinding>,
+) {
+    let labels: Vec<Validation> = LABEL_RULES
+        .iter()
+        .map(|(suffix, allowed, says)| {
+            let key = format!("pod-security.kubernetes.io/{suffix}");
+            Validation {
+                expression: format!(
+                    "!has(object.metadata.labels) || !('{key}' in object.metadata.labels) || object.metadata.labels['{key}'] in {allowed}"
+                ),
+                message: Some(format!(
+                    "nestor: this cluster's pods are confined to Pod Security baseline; the namespace label {key} {says}"
+                )),
+                reason: Some("Forbidden".into()),
+                ..Validation::default()
+            }
+        })
+        .collect();
+    let volumes = vec![Validation {
+        expression: "!has(object.spec.hostPath) && !has(object.spec.local)".into(),
+        message: Some(
+            "nestor: this cluster's pods are confined; a PersistentVolume may not use a node's file system (hostPath, local)".into(),
+        ),
+        reason: Some("Forbidden".into()),
+        ..Validation::default()
+    }];
+    let unmasked = |list: &str| {
+        let each = format!(
+            "object.spec.{list}.all(c, !has(c.securityContext) || !has(c.securityContext.procMount) || c.securityContext.procMount != 'Unmasked')"
+        );
+        if list == "containers" {
+            each
+        } else {
+            format!("!has(object.spec.{list}) || {each}")
+        }
+    };
+    let proc_mount = ["containers", "initContainers", "ephemeralContainers"]
+        .into_iter()
+        .map(|list| Validation {
+            expression: unmasked(list),
+            message: Some(format!(
+                "nestor: this cluster's pods are confined; spec.{list}[*].securityContext.procMount may not be Unmasked"
+            )),
+            reason: Some("Forbidden".into()),
+            ..Validation::default()
+        })
+        .collect();
+    let action = match workloads {
+        WorkloadPolicy::Confined => "Deny",
+        WorkloadPolicy::Privileged => "Audit",
+    };
+    [
+        ("pod-security-labels", &["namespaces"][..], labels),
+        ("host-volumes", &["persistentvolumes"][..], volumes),
+        (
+            "proc-mount",
+            &["pods", "pods/ephemeralcontainers"][..],
+            proc_mount,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, resources, validations)| {
+        let name = format!("{PROTECTED_PREFIX}{name}");
+        let policy = ValidatingAdmissionPolicy {
+            metadata: nested_meta(&name, None),
+            spec: Some(ValidatingAdmissionPolicySpec {
+                failure_policy: Some("Fail".into()),
+                match_constraints: Some(MatchResources {
+                    resource_rules: Some(vec![NamedRuleWithOperations {
+                        api_groups: Some(vec![String::new()]),
+                        api_versions: Some(vec!["v1".into()]),
+                        operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+                        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+                        ..NamedRuleWithOperations::default()
+                    }]),
+                    ..MatchResources::default()
+                }),
+                validations: Some(validations),
+                ..ValidatingAdmissionPolicySpec::default()
+            }),
+            ..ValidatingAdmissionPolicy::default()
+        };
+        let binding = ValidatingAdmissionPolicyBinding {
+            metadata: nested_meta(&name, None),
+            spec: Some(ValidatingAdmissionPolicyBindingSpec {
+                policy_name: Some(name.clone()),
+                validation_actions: Some(vec![action.into()]),
+                ..ValidatingAdmissionPolicyBindingSpec::default()
+            }),
+        };
+        (policy, binding)
+    })
+    .unzip()
 }
 
 fn binding(name: &str, role: &str, subject_kind: &str, subject: &str) -> ClusterRoleBinding {
@@ -181,6 +322,75 @@ mod tests {
     use crate::model::inputs::fixtures;
     use crate::model::names::NESTED_ADDONS;
     use serde_json::json;
+
+    #[test]
+    fn the_admin_group_is_bound_and_moves_with_its_generation() {
+        let admins = |generation: i64| {
+            let vc = fixtures::vc(json!({"apiServer": {"adminCredentialGeneration": generation}}));
+            let addons = NestedAddons::new(&fixtures::inputs(&vc), "10.0.0.53");
+            let binding = addons
+                .bindings
+                .iter()
+                .find(|b| b.metadata.name.as_deref() == Some(ADMINS_BINDING))
+                .cloned()
+                .unwrap();
+            assert_eq!(binding.role_ref.name, "cluster-admin");
+            (binding.subjects.unwrap()[0].name.clone(), addons.hash())
+        };
+        let (first, first_hash) = admins(0);
+        let (second, second_hash) = admins(1);
+        assert_eq!(first, "nestor:cluster-admins:0");
+        assert_eq!(second, "nestor:cluster-admins:1");
+        assert_ne!(first_hash, second_hash);
+    }
+
+    #[test]
+    fn confining_policies_deny_and_only_audit_when_privileged() {
+        let (policies, bindings) = confining_policies(WorkloadPolicy::Confined);
+        let names: Vec<_> = policies
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "nestor-pod-security-labels",
+                "nestor-host-volumes",
+                "nestor-proc-mount"
+            ]
+        );
+        for (policy, binding) in policies.iter().zip(&bindings) {
+            let spec = binding.spec.as_ref().unwrap();
+            assert_eq!(spec.policy_name, policy.metadata.name);
+            assert_eq!(
+                spec.validation_actions.as_deref(),
+                Some(&["Deny".to_string()][..])
+            );
+            assert_eq!(
+                policy.spec.as_ref().unwrap().failure_policy.as_deref(),
+                Some("Fail")
+            );
+        }
+        let labels = &policies[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .validations
+            .as_ref()
+            .unwrap()[0];
+        assert!(
+            labels
+                .expression
+                .contains("'pod-security.kubernetes.io/enforce' in object.metadata.labels")
+        );
+        let (_, audit) = confining_policies(WorkloadPolicy::Privileged);
+        assert!(
+            audit
+                .iter()
+                .all(|b| b.spec.as_ref().unwrap().validation_actions.as_deref()
+                    == Some(&["Audit".to_string()][..]))
+        );
+    }
 
     #[test]
     fn nested_objects() {

@@ -52,18 +52,20 @@ pub enum PkiSecret {
     Scheduler,
     CoreDns,
     Admin,
+    BreakGlass,
 }
 
 impl PkiSecret {
     /// Every Secret signed by the roots in [`PkiSecret::Ca`], which is
     /// written before them.
-    pub const LEAVES: [PkiSecret; 6] = [
+    pub const LEAVES: [PkiSecret; 7] = [
         PkiSecret::EtcdCerts,
         PkiSecret::ApiServerCerts,
         PkiSecret::ControllerManager,
         PkiSecret::Scheduler,
         PkiSecret::CoreDns,
         PkiSecret::Admin,
+        PkiSecret::BreakGlass,
     ];
 
     pub fn name(self, names: &ClusterNames) -> String {
@@ -75,12 +77,13 @@ impl PkiSecret {
             PkiSecret::Scheduler => names.scheduler_secret(),
             PkiSecret::CoreDns => names.coredns_secret(),
             PkiSecret::Admin => names.admin_kubeconfig_secret(),
+            PkiSecret::BreakGlass => names.break_glass_kubeconfig_secret(),
         }
     }
 
     fn component(self) -> Component {
         match self {
-            PkiSecret::Ca | PkiSecret::Admin => Component::Pki,
+            PkiSecret::Ca | PkiSecret::Admin | PkiSecret::BreakGlass => Component::Pki,
             PkiSecret::EtcdCerts => Component::Etcd,
             PkiSecret::ApiServerCerts => Component::ApiServer,
             PkiSecret::ControllerManager => Component::ControllerManager,
@@ -88,6 +91,22 @@ impl PkiSecret {
             PkiSecret::CoreDns => Component::CoreDns,
         }
     }
+}
+
+/// The tenant admin's user name.
+pub const ADMIN_USER: &str = "nestor:admin";
+/// The break-glass credential's user: a superuser (`system:masters`) for
+/// the platform admin, kept on the host beside the cluster's CA key.
+pub const BREAK_GLASS_USER: &str = "nestor:break-glass";
+
+/// The group of the current admin certificate, bound to `cluster-admin` in
+/// the nested cluster: raising `spec.apiServer.adminCredentialGeneration`
+/// moves the binding to a new group, and earlier certificates lose it.
+pub fn admin_group(inputs: &ClusterInputs) -> String {
+    format!(
+        "nestor:cluster-admins:{}",
+        inputs.vc.spec.api_server.admin_credential_generation
+    )
 }
 
 /// Where the API server is reached, as far as certificates and kubeconfigs
@@ -150,8 +169,14 @@ pub fn inputs_hash(
                 names.internal_endpoint(),
             ])
         }
-        PkiSecret::Admin => {
-            crate::model::hash::inputs_hash(["admin", bundle_fp, &exposure.admin_endpoint])
+        PkiSecret::Admin => crate::model::hash::inputs_hash([
+            "admin",
+            bundle_fp,
+            &exposure.admin_endpoint,
+            &admin_group(inputs),
+        ]),
+        PkiSecret::BreakGlass => {
+            crate::model::hash::inputs_hash(["break-glass", bundle_fp, &exposure.admin_endpoint])
         }
     }
 }
@@ -282,7 +307,18 @@ pub fn desired_pki_secret(
             let config = component_kubeconfig(
                 inputs,
                 bundle,
-                "nestor:admin",
+                ADMIN_USER,
+                &[&admin_group(inputs)],
+                &exposure.admin_endpoint,
+            )?;
+            bytes(&mut data, "kubeconfig", &config);
+            bytes(&mut data, "ca.crt", &bundle.cluster.cert_pem);
+        }
+        PkiSecret::BreakGlass => {
+            let config = component_kubeconfig(
+                inputs,
+                bundle,
+                BREAK_GLASS_USER,
                 &["system:masters"],
                 &exposure.admin_endpoint,
             )?;

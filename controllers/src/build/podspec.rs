@@ -1,8 +1,8 @@
 //! Pieces every hardened pod spec shares.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, HTTPGetAction, PodSecurityContext, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, HTTPGetAction, PodSecurityContext, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -68,6 +68,18 @@ pub fn secret_volume(name: &str, secret: &str) -> Volume {
             secret_name: Some(secret.into()),
             default_mode: Some(0o440),
             ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// A volume from a ConfigMap.
+pub fn config_map_volume(name: &str, config_map: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map.into(),
+            ..ConfigMapVolumeSource::default()
         }),
         ..Volume::default()
     }

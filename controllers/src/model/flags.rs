@@ -7,10 +7,17 @@
 //! renders is in its managed list, so a flag added to a builder and
 //! forgotten here fails a test instead of being silently overridden.
 
-/// kube-apiserver.
+/// kube-apiserver. `anonymous-auth` and `authorization-mode` are not
+/// rendered: the configuration files behind `authentication-config` and
+/// `authorization-config` decide them, and the API server refuses both
+/// ways at once.
 pub const APISERVER: &[&str] = &[
+    "admission-control-config-file",
     "advertise-address",
     "allow-privileged",
+    "anonymous-auth",
+    "authentication-config",
+    "authorization-config",
     "authorization-mode",
     "bind-address",
     "client-ca-file",
@@ -89,7 +96,6 @@ pub const APISERVER_ALLOWED: &[&str] = &[
     "enable-priority-and-fairness",
     "etcd-compaction-interval",
     "event-ttl",
-    "feature-gates",
     "goaway-chance",
     "livez-grace-period",
     "logging-format",
@@ -97,7 +103,6 @@ pub const APISERVER_ALLOWED: &[&str] = &[
     "max-requests-inflight",
     "min-request-timeout",
     "request-timeout",
-    "runtime-config",
     "service-node-port-range",
     "shutdown-delay-duration",
     "shutdown-send-retry-after",

@@ -19,6 +19,23 @@ pub struct ClusterInputs<'a> {
     pub images: Images,
     /// Fingerprint of the cluster CA certificate.
     pub pki_revision: String,
+    /// Whether the cluster's pods are confined to the Pod Security
+    /// baseline (the default) or may be privileged (the platform admin's
+    /// opt-in for the host namespace).
+    pub workloads: WorkloadPolicy,
+    /// The image of the authorization guard beside the API server.
+    pub guard_image: String,
+}
+
+/// What a nested cluster's pods may do on their node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum WorkloadPolicy {
+    /// Pod Security `baseline`, enforced in every namespace and guarded
+    /// against the tenant: no privileged pod, no host namespace, path or
+    /// port, no added capability beyond the baseline set.
+    Confined,
+    /// Anything a node pod can do, on the host platform admin's opt-in.
+    Privileged,
 }
 
 impl<'a> ClusterInputs<'a> {
@@ -29,12 +46,20 @@ impl<'a> ClusterInputs<'a> {
         pki_revision: String,
     ) -> Self {
         let images = images::resolve(&vc.spec, settings, valid.version.minor);
+        let names = ClusterNames::new(vc);
+        let workloads = if settings.allows_privileged(&names.namespace) {
+            WorkloadPolicy::Privileged
+        } else {
+            WorkloadPolicy::Confined
+        };
         Self {
-            names: ClusterNames::new(vc),
+            names,
             vc,
             valid,
             images,
             pki_revision,
+            workloads,
+            guard_image: settings.guard_image.clone(),
         }
     }
 }
@@ -60,8 +85,9 @@ pub(crate) mod fixtures {
     }
 
     pub fn inputs(vc: &VirtualCluster) -> ClusterInputs<'_> {
-        let valid = validate_cluster("demo", &vc.spec).unwrap();
-        ClusterInputs::new(vc, valid, &OperatorSettings::default(), "ca-fp".into())
+        let settings = OperatorSettings::default();
+        let valid = validate_cluster("demo", &vc.spec, &settings.allowed_registries()).unwrap();
+        ClusterInputs::new(vc, valid, &settings, "ca-fp".into())
     }
 
     /// A pool `workers` of two nodes joining `demo`, with a label and a

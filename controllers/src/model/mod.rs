@@ -4,6 +4,7 @@
 
 pub mod cached;
 pub mod flags;
+pub mod guard;
 pub mod hash;
 pub mod images;
 pub mod inputs;

@@ -126,6 +126,9 @@ impl ClusterNames {
     pub fn dns_service(&self) -> String {
         self.suffixed("dns")
     }
+    pub fn apiserver_config(&self) -> String {
+        self.suffixed("apiserver-config")
+    }
     pub fn kube_proxy_config(&self) -> String {
         self.suffixed("kube-proxy")
     }
@@ -149,6 +152,9 @@ impl ClusterNames {
     }
     pub fn admin_kubeconfig_secret(&self) -> String {
         self.suffixed("admin-kubeconfig")
+    }
+    pub fn break_glass_kubeconfig_secret(&self) -> String {
+        self.suffixed("break-glass-kubeconfig")
     }
     /// DNS name of the API server Service inside the host cluster.
     pub fn apiserver_host(&self) -> String {

@@ -1,7 +1,7 @@
 //! The operator's own settings, from its flags (and so from the Helm
 //! values): not from any object a tenant can write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
@@ -16,6 +16,15 @@ pub struct OperatorSettings {
     /// Registry mirrors of node pods' containerd: registry host to mirror
     /// endpoints, tried in order.
     pub node_registry_mirrors: BTreeMap<String, Vec<String>>,
+    /// Registries a spec's image overrides may name. Empty: the registries
+    /// of the operator's own defaults ([`OperatorSettings::allowed_registries`]).
+    pub allowed_registries: Vec<String>,
+    /// Host namespaces whose virtual clusters may run privileged pods. A
+    /// platform admin's choice, never a tenant's: see `docs/security.md`.
+    pub privileged_namespaces: BTreeSet<String>,
+    /// The image of the authorization guard beside each API server: the
+    /// operator's own image.
+    pub guard_image: String,
 }
 
 impl Default for OperatorSettings {
@@ -25,7 +34,38 @@ impl Default for OperatorSettings {
             node_image_repository: "ghcr.io/nestor-dev/nestor-node".into(),
             nested_route: NestedRoute::Internal,
             node_registry_mirrors: Default::default(),
+            allowed_registries: Vec::new(),
+            privileged_namespaces: BTreeSet::new(),
+            guard_image: "ghcr.io/nestor-dev/nestor-operator:latest".into(),
         }
+    }
+}
+
+impl OperatorSettings {
+    /// The registries image overrides may name: the configured ones, or
+    /// those of the operator's default images.
+    pub fn allowed_registries(&self) -> Vec<String> {
+        if !self.allowed_registries.is_empty() {
+            return self.allowed_registries.clone();
+        }
+        let node_registry = self
+            .node_image_repository
+            .rsplit_once('/')
+            .map_or(self.node_image_repository.as_str(), |(registry, _)| {
+                registry
+            });
+        let mut registries = vec![
+            self.default_registry.trim_end_matches('/').to_string(),
+            node_registry.to_string(),
+        ];
+        registries.dedup();
+        registries
+    }
+
+    /// Whether the virtual clusters of host namespace `namespace` may run
+    /// privileged pods.
+    pub fn allows_privileged(&self, namespace: &str) -> bool {
+        self.privileged_namespaces.contains(namespace)
     }
 }
 

@@ -67,7 +67,8 @@ fn status_now(
 
 async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let names = ClusterNames::new(vc);
-    let valid = match validate_cluster(&names.cluster, &vc.spec) {
+    let valid = match validate_cluster(&names.cluster, &vc.spec, &ctx.settings.allowed_registries())
+    {
         Ok(valid) => valid,
         Err(invalid) => {
             let message = invalid.to_string();
@@ -107,15 +108,22 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
 
     let ClusterWorkloads {
         kube_proxy_config,
+        apiserver_config,
         etcd_network_policy,
         etcd,
         apiserver,
     } = ClusterWorkloads::desired(&inputs);
-    let (_, _, etcd, apiserver) = futures::try_join!(
+    let (_, _, _, etcd, apiserver) = futures::try_join!(
         apply_owned(
             ctx,
             &stores.config_maps,
             kube_proxy_config,
+            FirstWrite::Create
+        ),
+        apply_owned(
+            ctx,
+            &stores.config_maps,
+            apiserver_config,
             FirstWrite::Create
         ),
         apply_owned(
@@ -207,8 +215,9 @@ async fn announce_readiness(
     }
 }
 
-/// Writes the add-ons' objects into the nested cluster (RBAC for CoreDNS
-/// and node bootstrapping, `kube-system/kube-dns`) once its API server
+/// Writes the add-ons' objects into the nested cluster (the confining
+/// admission policies, the admin binding, RBAC for CoreDNS and node
+/// bootstrapping, `kube-system/kube-dns`) once its API server
 /// serves, and again whenever they change. The hash of what was written is
 /// kept on the CoreDNS ConfigMap, so a settled cluster costs no request.
 /// Returns whether they are in place.
@@ -233,6 +242,12 @@ async fn ensure_nested_addons(
     let writing = serving && !host_dns_ip.is_empty() && written.as_deref() != Some(hash.as_str());
     let installed = if writing {
         let client = nested::client(ctx, vc).await?;
+        for policy in &wanted.policies {
+            nested::apply(ctx, &client, names, policy).await?;
+        }
+        for binding in &wanted.policy_bindings {
+            nested::apply(ctx, &client, names, binding).await?;
+        }
         for role in &wanted.roles {
             nested::apply(ctx, &client, names, role).await?;
         }

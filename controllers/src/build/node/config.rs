@@ -37,6 +37,10 @@ pub fn kubelet_config(pool: &NodePool, vc: &VirtualCluster) -> String {
         "failCgroupV1": false,
         "failSwapOn": false,
         "protectKernelDefaults": true,
+        // Nested containers get the runtime's default seccomp profile
+        // unless their pod asks for another (Pod Security baseline refuses
+        // `Unconfined`).
+        "seccompDefault": true,
         "clusterDNS": [vc.spec.networking.dns_service_ip],
         "clusterDomain": vc.spec.networking.cluster_domain,
         "containerRuntimeEndpoint": format!("unix://{}", contract::CONTAINERD_SOCKET),
@@ -159,6 +163,7 @@ mod tests {
         assert_eq!(config["clusterDNS"], json!(["10.96.0.10"]));
         assert_eq!(config["clusterDomain"], "cluster.local");
         assert_eq!(config["failCgroupV1"], false);
+        assert_eq!(config["seccompDefault"], true);
         assert_eq!(config["cgroupDriver"], "cgroupfs");
         assert_eq!(config["registerWithTaints"][0]["key"], "dedicated");
         assert_eq!(config["registerWithTaints"][0]["effect"], "NoSchedule");

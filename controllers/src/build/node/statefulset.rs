@@ -1,15 +1,14 @@
 //! A pool's node pods: the StatefulSet and the headless Service that names
 //! them.
 
-use crate::build::podspec::{http_probe, resources_or, secret_volume};
+use crate::build::podspec::{config_map_volume, http_probe, resources_or, secret_volume};
 use crate::model::names::{
     ClusterNames, POOL_LABEL, PoolNames, pool_child_meta, pool_labels, pool_selector_labels,
 };
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, SecurityContext, Service, ServiceSpec, Volume,
-    VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodSpec, PodTemplateSpec, SecurityContext, Service, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
@@ -57,14 +56,6 @@ pub fn desired_node_statefulset(
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource {
             medium: memory.then(|| "Memory".to_string()),
-            ..Default::default()
-        }),
-        ..Volume::default()
-    };
-    let config_map = |name: &str, cm: String| Volume {
-        name: name.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: cm,
             ..Default::default()
         }),
         ..Volume::default()
@@ -185,8 +176,8 @@ pub fn desired_node_statefulset(
                     containers: vec![container],
                     volumes: Some(vec![
                         secret_volume("bootstrap", &pn.bootstrap_secret()),
-                        config_map("node-config", pn.config_map()),
-                        config_map("kube-proxy", names.kube_proxy_config()),
+                        config_map_volume("node-config", &pn.config_map()),
+                        config_map_volume("kube-proxy", &names.kube_proxy_config()),
                         empty("containerd", false),
                         empty("kubelet", false),
                         empty("run", true),

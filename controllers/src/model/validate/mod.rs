@@ -134,8 +134,13 @@ fn check_version(
 }
 
 /// Validates a `VirtualCluster` named `name` and returns what the builders
-/// need.
-pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCluster, Invalid> {
+/// need. Image overrides must come from one of `registries` (the platform
+/// admin's list, [`crate::model::settings::OperatorSettings::allowed_registries`]).
+pub fn validate_cluster(
+    name: &str,
+    spec: &VirtualClusterSpec,
+    registries: &[String],
+) -> Result<ValidCluster, Invalid> {
     let mut problems = Problems::default();
     check_object_name(&mut problems, "metadata.name", name);
     let version = check_version(&mut problems, "spec.version", &spec.version, true);
@@ -233,6 +238,7 @@ pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCl
     let images = &spec.images;
     if let Some(registry) = &images.registry {
         check_registry(&mut problems, "spec.images.registry", registry);
+        check_allowed(&mut problems, "spec.images.registry", registry, registries);
     }
     for (field, image) in [
         ("spec.images.etcd", &images.etcd),
@@ -244,6 +250,7 @@ pub fn validate_cluster(name: &str, spec: &VirtualClusterSpec) -> Result<ValidCl
     ] {
         if let Some(image) = image {
             check_image(&mut problems, field, image);
+            check_allowed(&mut problems, field, image, registries);
         }
     }
 
@@ -320,6 +327,27 @@ fn check_pool_label(problems: &mut Problems, key: &str, value: &str) {
             format!(
                 "'{}' is not a label value (at most 63 alphanumerics, '-', '_' or '.' between alphanumerics)",
                 excerpt(value)
+            ),
+        );
+    }
+}
+
+/// An image or registry under one of the allowed registries: equal to one,
+/// or below it after a `/`.
+fn check_allowed(problems: &mut Problems, field: &str, reference: &str, registries: &[String]) {
+    let under = |registry: &String| {
+        reference == registry
+            || reference
+                .strip_prefix(registry.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if !registries.iter().any(under) {
+        problems.push(
+            field,
+            format!(
+                "'{}' is not from a registry this platform allows (allowed: {})",
+                excerpt(reference),
+                registries.join(", ")
             ),
         );
     }

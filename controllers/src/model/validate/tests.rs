@@ -6,6 +6,11 @@ use nestor_crds::{ClusterReference, NodeTaint, TaintEffect};
 use proptest::prelude::*;
 use serde_json::json;
 
+/// The registries of the operator's default images.
+fn registries() -> Vec<String> {
+    crate::model::settings::OperatorSettings::default().allowed_registries()
+}
+
 fn spec() -> VirtualClusterSpec {
     serde_json::from_value(json!({})).unwrap()
 }
@@ -13,7 +18,9 @@ fn spec() -> VirtualClusterSpec {
 fn problems(mutate: impl FnOnce(&mut VirtualClusterSpec)) -> String {
     let mut s = spec();
     mutate(&mut s);
-    validate_cluster("demo", &s).unwrap_err().to_string()
+    validate_cluster("demo", &s, &registries())
+        .unwrap_err()
+        .to_string()
 }
 
 fn spec_from(value: serde_json::Value) -> VirtualClusterSpec {
@@ -21,14 +28,14 @@ fn spec_from(value: serde_json::Value) -> VirtualClusterSpec {
 }
 
 fn refused(value: serde_json::Value) -> String {
-    validate_cluster("demo", &spec_from(value))
+    validate_cluster("demo", &spec_from(value), &registries())
         .unwrap_err()
         .to_string()
 }
 
 #[test]
 fn empty_spec_is_valid_with_defaults() {
-    let valid = validate_cluster("demo", &spec()).unwrap();
+    let valid = validate_cluster("demo", &spec(), &registries()).unwrap();
     assert_eq!(
         valid.version,
         KubeVersion {
@@ -76,8 +83,10 @@ fn extra_args_take_only_allowed_flags_of_bounded_size() {
         "etcd-servers-overrides",
         "disable-admission-plugins",
         "admission-control",
-        "authentication-config",
         "audit-policy-file",
+        // Could switch off the admission API that confines pods, or a gate.
+        "runtime-config",
+        "feature-gates",
     ] {
         let message = refused(json!({"apiServer": {"extraArgs": {flag: "x"}}}));
         assert!(
@@ -93,7 +102,8 @@ fn extra_args_take_only_allowed_flags_of_bounded_size() {
             &spec_from(
                 json!({"apiServer": {"extraArgs": {"v": "2", "max-requests-inflight": "800"}},
                 "controllerManager": {"extraArgs": {"concurrent-deployment-syncs": "10"}}})
-            )
+            ),
+            &registries()
         )
         .is_ok()
     );
@@ -166,7 +176,9 @@ fn quantities_are_checked_before_any_write() {
 #[test]
 fn names_that_would_make_illegal_children_are_refused() {
     for name in ["demo.x", "1demo", "Demo", "demo-", &"x".repeat(41)] {
-        let message = validate_cluster(name, &spec()).unwrap_err().to_string();
+        let message = validate_cluster(name, &spec(), &registries())
+            .unwrap_err()
+            .to_string();
         assert!(message.starts_with("metadata.name: "), "{name}: {message}");
     }
 }
@@ -254,6 +266,50 @@ fn images_and_registries_are_references() {
         let message = refused(json!({ "images": images }));
         assert!(message.contains(expected), "{images}: {message}");
     }
+}
+
+#[test]
+fn image_overrides_come_only_from_allowed_registries() {
+    for (images, field) in [
+        (json!({"registry": "evil.example"}), "spec.images.registry"),
+        (
+            json!({"etcd": "evil.example/etcd:3.6.5-0"}),
+            "spec.images.etcd",
+        ),
+        // A registry name that only starts like an allowed one.
+        (
+            json!({"apiServer": "registry.k8s.io.evil.example/kube-apiserver:v1.35.4"}),
+            "spec.images.apiServer",
+        ),
+        (
+            json!({"node": "ghcr.io/someone-else/nestor-node:v1.35.4"}),
+            "spec.images.node",
+        ),
+    ] {
+        let message = refused(json!({ "images": images }));
+        assert!(
+            message.contains(&format!("{field}: '"))
+                && message.contains(
+                    "is not from a registry this platform allows (allowed: registry.k8s.io, ghcr.io/nestor-dev)"
+                ),
+            "{images}: {message}"
+        );
+    }
+    for images in [
+        json!({"registry": "registry.k8s.io"}),
+        json!({"registry": "registry.k8s.io/mirror"}),
+        json!({"coreDNS": "registry.k8s.io/coredns/coredns:v1.12.1"}),
+        json!({"node": "ghcr.io/nestor-dev/nestor-node:v1.35.4"}),
+    ] {
+        let spec = spec_from(json!({ "images": images }));
+        assert!(
+            validate_cluster("demo", &spec, &registries()).is_ok(),
+            "{images}"
+        );
+    }
+    let mirror = vec!["mirror.example:5000".to_string()];
+    let spec = spec_from(json!({"images": {"registry": "mirror.example:5000"}}));
+    assert!(validate_cluster("demo", &spec, &mirror).is_ok());
 }
 
 #[test]
@@ -454,7 +510,7 @@ proptest! {
     #[test]
     fn validation_never_panics_and_names_every_field(name in hostile_string(), value in hostile_spec()) {
         let spec: VirtualClusterSpec = serde_json::from_value(value).unwrap();
-        if let Err(invalid) = validate_cluster(&name, &spec) {
+        if let Err(invalid) = validate_cluster(&name, &spec, &registries()) {
             prop_assert!(!invalid.0.is_empty());
             for problem in &invalid.0 {
                 prop_assert!(FIELDS.iter().any(|f| problem.starts_with(f)), "{}", problem);
