@@ -24,14 +24,19 @@ use nestor_e2e::tools::{kubectl, kubectl_ok};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "e2e/attacks.rs"]
+mod attacks;
 #[path = "e2e/workloads.rs"]
 mod workloads;
+use attacks::*;
 use workloads::{node_pools_scale_drain_and_restart, workloads_run_on_nested_nodes};
 
 struct Env {
     bed: TestBed,
     admin: PathBuf,
     client: kube::Client,
+    /// The attack suite's two tenants, set up by the first attack.
+    tenants: tokio::sync::OnceCell<attacks::Tenants>,
 }
 
 impl Env {
@@ -43,7 +48,12 @@ impl Env {
         let bed = TestBed::start(dir, Lifetime::Tied, &options).await?;
         let admin = bed.kubeconfig.clone();
         let client = bed.client().await?;
-        Ok(Self { bed, admin, client })
+        Ok(Self {
+            bed,
+            admin,
+            client,
+            tenants: Default::default(),
+        })
     }
 
     fn api<K>(&self, namespace: &str) -> Api<K>
@@ -554,7 +564,7 @@ async fn setup(dir: &Path) -> Result<Env> {
 
 fn main() -> std::process::ExitCode {
     let dir = std::env::temp_dir().join(format!("nestor-e2e-{}", std::process::id()));
-    nestor_e2e::suite::run(
+    let code = nestor_e2e::suite::run(
         nestor_e2e::tests![
             helm_install_runs_the_operator,
             empty_spec_becomes_ready,
@@ -564,6 +574,33 @@ fn main() -> std::process::ExitCode {
             delete_leaves_the_host_clean,
             workloads_run_on_nested_nodes,
             node_pools_scale_drain_and_restart,
+            attack_privileged_pod,
+            attack_capability_sys_admin,
+            attack_capability_net_admin,
+            attack_capability_sys_ptrace,
+            attack_capability_sys_module,
+            attack_host_path_root,
+            attack_host_network,
+            attack_host_pid,
+            attack_host_ipc,
+            attack_unmasked_proc_mount,
+            attack_unsafe_sysctl,
+            attack_host_path_persistent_volume,
+            attack_namespace_labelled_privileged,
+            attack_delete_enforcing_objects,
+            attack_edit_enforcing_objects,
+            attack_grant_through_cluster_role_binding,
+            attack_grant_through_aggregated_cluster_role,
+            attack_mutating_webhook,
+            attack_impersonate_system_masters,
+            attack_certificate_for_system_masters,
+            attack_reach_tenant_b_and_the_host,
+            attack_anonymous_requests,
+            attack_expired_bootstrap_token,
+            attack_token_file_in_the_admin_kubeconfig,
+            attack_image_from_an_unlisted_registry,
+            attack_revoked_admin_credential,
+            tenant_admin_installs_a_chart,
         ],
         || setup(&dir),
         |mut env| {
@@ -621,5 +658,9 @@ fn main() -> std::process::ExitCode {
             );
             env.bed.keep_logs();
         },
-    )
+    );
+    if let Some(summary) = attacks::summary() {
+        println!("{summary}");
+    }
+    code
 }

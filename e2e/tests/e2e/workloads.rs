@@ -397,6 +397,17 @@ spec:
     let logs = nested(&config, &["logs", &web[0].0])?;
     ensure!(logs.contains("serving"), "logs: {logs}");
     ensure!(exec(&config, &web[0].0, "hostname")?.trim() == web[0].0);
+    // A nested container runs under the runtime's default seccomp filter
+    // (mode 2) with the default capabilities, not the node pod's.
+    let status = exec(
+        &config,
+        "probe",
+        "grep -E '^(Seccomp|CapEff):' /proc/self/status",
+    )?;
+    ensure!(
+        status.contains("Seccomp:\t2") && status.contains("CapEff:\t00000000a80425fb"),
+        "a nested container's confinement: {status}"
+    );
 
     // DNS: the API server's Service and a Service by its short name.
     let kubernetes_ip = get(&config, &["svc", "kubernetes"], "{.spec.clusterIP}")?;

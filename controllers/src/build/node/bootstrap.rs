@@ -42,9 +42,11 @@ pub struct IssuedToken {
 impl IssuedToken {
     /// A new token issued at `now`, replacing `previous_id`.
     pub fn issue(now: Timestamp, previous_id: Option<String>) -> Self {
+        let expires = now + TOKEN_LIFETIME;
         Self {
             token: BootstrapToken::generate(),
-            expires: now + TOKEN_LIFETIME,
+            // Whole seconds: the token Secret's `expiration` is RFC 3339.
+            expires: Timestamp::from_second(expires.as_second()).unwrap_or(expires),
             previous_id,
         }
     }

@@ -1,0 +1,883 @@
+//! The attack suite: tenant A's admin, holding A's admin kubeconfig, tries
+//! to get out of A's cluster, and every attempt must be refused with a
+//! clear reason. Two tenants, A and B, share the test bed; each attack is
+//! a test of its own. The run ends with `N attacks tried, 0 succeeded`.
+//!
+//! Longer than most files: one scenario per attack, each read top to
+//! bottom, and the two tenants they share.
+
+use super::Env;
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::core::v1::Secret;
+use nestor_crds::VirtualCluster;
+use nestor_e2e::support::{vc_yaml, wait_for};
+use nestor_e2e::tools::{Run, helm, kubectl, kubectl_ok};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static TRIED: AtomicUsize = AtomicUsize::new(0);
+static SUCCEEDED: AtomicUsize = AtomicUsize::new(0);
+
+/// `N attacks tried, M succeeded`, once any attack ran.
+pub fn summary() -> Option<String> {
+    let tried = TRIED.load(Ordering::SeqCst);
+    (tried > 0).then(|| {
+        format!(
+            "{tried} attacks tried, {} succeeded",
+            SUCCEEDED.load(Ordering::SeqCst)
+        )
+    })
+}
+
+const NS: &str = "attacks";
+
+/// The two tenants every attack shares.
+pub struct Tenants {
+    /// A's admin kubeconfig, as the tenant holds it.
+    a: PathBuf,
+    /// B's API server endpoint.
+    b_endpoint: String,
+}
+
+/// Sets the tenants up once, for every attack.
+async fn tenants(env: &Env) -> Result<&Tenants> {
+    env.tenants
+        .get_or_try_init(|| async {
+            env.namespace(NS)?;
+            let start = Instant::now();
+            env.apply(
+                NS,
+                &[
+                    vc_yaml("tenant-a", "{}"),
+                    vc_yaml("tenant-b", "{}"),
+                    // No nodes: its bootstrap token is what matters.
+                    "apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: pool\nspec:\n  clusterRef: {name: tenant-a}\n  replicas: 0\n".into(),
+                ]
+                .join("---\n"),
+            )?;
+            env.ready(NS, "tenant-a", start, Duration::from_secs(300))
+                .await?;
+            env.ready(NS, "tenant-b", start, Duration::from_secs(300))
+                .await?;
+            let a = env.nested_kubeconfig(NS, "tenant-a").await?;
+            // The controller-manager creates the default ServiceAccount
+            // that pods need.
+            wait_for("A's default ServiceAccount", Duration::from_secs(60), || {
+                let a = a.clone();
+                Box::pin(async move {
+                    Ok(kubectl(&a, &["get", "serviceaccount", "default"], None)?.ok)
+                })
+            })
+            .await?;
+            let b_endpoint = endpoint(env, "tenant-b").await?;
+            Ok(Tenants { a, b_endpoint })
+        })
+        .await
+}
+
+async fn endpoint(env: &Env, name: &str) -> Result<String> {
+    env.api::<VirtualCluster>(NS)
+        .get(name)
+        .await?
+        .status
+        .and_then(|s| s.endpoint)
+        .context("no endpoint in status")
+}
+
+/// Records one attempt: it must have failed, with `reason` in its error.
+fn refused(what: &str, run: Run, reason: &str) -> Result<()> {
+    TRIED.fetch_add(1, Ordering::SeqCst);
+    if run.ok {
+        SUCCEEDED.fetch_add(1, Ordering::SeqCst);
+        bail!("ATTACK SUCCEEDED: {what}: {}", run.stdout.trim());
+    }
+    ensure!(
+        run.stderr.contains(reason),
+        "{what} was refused, but not because of {reason:?}: {}",
+        run.stderr.trim()
+    );
+    Ok(())
+}
+
+/// `kubectl create` of `yaml` as A's admin (or `config`'s holder).
+fn create(config: &Path, yaml: &str) -> Result<Run> {
+    kubectl(config, &["create", "-f", "-"], Some(yaml))
+}
+
+/// A pod in A's `default` namespace with extra pod and container fields.
+fn pod(name: &str, pod_fields: &str, container_fields: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+{pod_fields}
+  containers:
+  - name: main
+    image: images.nestor.test/busybox:1.35
+    command: [sleep, '3600']
+{container_fields}"
+    )
+}
+
+async fn pod_refused(env: &Env, what: &str, yaml: &str, reason: &str) -> Result<()> {
+    let t = tenants(env).await?;
+    refused(what, create(&t.a, yaml)?, reason)
+}
+
+const BASELINE: &str = "violates PodSecurity \"baseline:latest\"";
+const GUARDED: &str = "are managed by the platform";
+
+pub async fn attack_privileged_pod(env: &Env) -> Result<()> {
+    pod_refused(
+        env,
+        "a privileged pod",
+        &pod("privileged", "", "    securityContext: {privileged: true}"),
+        "privileged: Forbidden: disallowed by cluster policy",
+    )
+    .await
+}
+
+async fn capability(env: &Env, cap: &str) -> Result<()> {
+    let name = cap.to_lowercase().replace('_', "-");
+    pod_refused(
+        env,
+        &format!("a pod adding {cap}"),
+        &pod(
+            &name,
+            "",
+            &format!("    securityContext: {{capabilities: {{add: [{cap}]}}}}"),
+        ),
+        &format!("{BASELINE}: non-default capabilities"),
+    )
+    .await
+}
+
+pub async fn attack_capability_sys_admin(env: &Env) -> Result<()> {
+    capability(env, "SYS_ADMIN").await
+}
+pub async fn attack_capability_net_admin(env: &Env) -> Result<()> {
+    capability(env, "NET_ADMIN").await
+}
+pub async fn attack_capability_sys_ptrace(env: &Env) -> Result<()> {
+    capability(env, "SYS_PTRACE").await
+}
+pub async fn attack_capability_sys_module(env: &Env) -> Result<()> {
+    capability(env, "SYS_MODULE").await
+}
+
+pub async fn attack_host_path_root(env: &Env) -> Result<()> {
+    pod_refused(
+        env,
+        "a pod mounting the node's /",
+        &format!(
+            "{}    volumeMounts: [{{name: root, mountPath: /host}}]\n",
+            pod(
+                "host-root",
+                "  volumes: [{name: root, hostPath: {path: /}}]",
+                ""
+            )
+        ),
+        &format!("{BASELINE}: hostPath volumes"),
+    )
+    .await
+}
+
+async fn host_namespace(env: &Env, field: &str) -> Result<()> {
+    pod_refused(
+        env,
+        &format!("a pod with {field}"),
+        &pod(&field.to_lowercase(), &format!("  {field}: true"), ""),
+        &format!("{BASELINE}: host namespaces ({field}=true)"),
+    )
+    .await
+}
+
+pub async fn attack_host_network(env: &Env) -> Result<()> {
+    host_namespace(env, "hostNetwork").await
+}
+pub async fn attack_host_pid(env: &Env) -> Result<()> {
+    host_namespace(env, "hostPID").await
+}
+pub async fn attack_host_ipc(env: &Env) -> Result<()> {
+    host_namespace(env, "hostIPC").await
+}
+
+pub async fn attack_unmasked_proc_mount(env: &Env) -> Result<()> {
+    pod_refused(
+        env,
+        "a pod with an unmasked /proc",
+        &pod(
+            "unmasked-proc",
+            "  hostUsers: false",
+            "    securityContext: {procMount: Unmasked}",
+        ),
+        "ValidatingAdmissionPolicy 'nestor-proc-mount'",
+    )
+    .await
+}
+
+pub async fn attack_unsafe_sysctl(env: &Env) -> Result<()> {
+    pod_refused(
+        env,
+        "a pod setting kernel.msgmax",
+        &pod(
+            "sysctl",
+            "  securityContext: {sysctls: [{name: kernel.msgmax, value: '65536'}]}",
+            "",
+        ),
+        &format!("{BASELINE}: forbidden sysctls"),
+    )
+    .await
+}
+
+pub async fn attack_host_path_persistent_volume(env: &Env) -> Result<()> {
+    pod_refused(
+        env,
+        "a hostPath PersistentVolume",
+        "apiVersion: v1
+kind: PersistentVolume
+metadata: {name: host-root}
+spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], hostPath: {path: /}}
+",
+        "ValidatingAdmissionPolicy 'nestor-host-volumes'",
+    )
+    .await
+}
+
+const LABELS: &str = "ValidatingAdmissionPolicy 'nestor-pod-security-labels'";
+
+pub async fn attack_namespace_labelled_privileged(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    for ns in ["default", "kube-system"] {
+        let run = kubectl(
+            &t.a,
+            &[
+                "label",
+                "namespace",
+                ns,
+                "--overwrite",
+                "pod-security.kubernetes.io/enforce=privileged",
+            ],
+            None,
+        )?;
+        refused(&format!("relabelling {ns} privileged"), run, LABELS)?;
+    }
+    let run = create(
+        &t.a,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: loose\n  labels: {pod-security.kubernetes.io/enforce: privileged}\n",
+    )?;
+    refused("a new namespace labelled privileged", run, LABELS)?;
+    let run = kubectl(
+        &t.a,
+        &[
+            "label",
+            "namespace",
+            "default",
+            "pod-security.kubernetes.io/enforce-version=v1.0",
+        ],
+        None,
+    )?;
+    refused("pinning an old Pod Security version", run, LABELS)
+}
+
+const POLICIES: [&str; 3] = [
+    "nestor-pod-security-labels",
+    "nestor-host-volumes",
+    "nestor-proc-mount",
+];
+
+pub async fn attack_delete_enforcing_objects(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    for kind in [
+        "validatingadmissionpolicy",
+        "validatingadmissionpolicybinding",
+    ] {
+        for name in POLICIES {
+            let run = kubectl(&t.a, &["delete", kind, name], None)?;
+            refused(&format!("deleting {kind} {name}"), run, GUARDED)?;
+        }
+        let run = kubectl(&t.a, &["delete", kind, "--all"], None)?;
+        refused(&format!("deleting every {kind}"), run, GUARDED)?;
+    }
+    Ok(())
+}
+
+pub async fn attack_edit_enforcing_objects(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    for name in POLICIES {
+        let run = kubectl(
+            &t.a,
+            &[
+                "patch",
+                "validatingadmissionpolicybinding",
+                name,
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"validationActions":["Warn"]}}"#,
+            ],
+            None,
+        )?;
+        refused(&format!("weakening binding {name} to Warn"), run, GUARDED)?;
+        let run = kubectl(
+            &t.a,
+            &[
+                "patch",
+                "validatingadmissionpolicy",
+                name,
+                "--type=json",
+                "-p",
+                r#"[{"op":"replace","path":"/spec/validations/0/expression","value":"true"}]"#,
+            ],
+            None,
+        )?;
+        refused(&format!("rewriting policy {name}"), run, GUARDED)?;
+    }
+    // Server-side apply is an update (or a create) like any other.
+    let run = kubectl(
+        &t.a,
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {name: nestor-proc-mount}\nspec: {policyName: nestor-proc-mount, validationActions: [Audit]}\n",
+        ),
+    )?;
+    refused("applying over a binding", run, GUARDED)
+}
+
+/// A ServiceAccount token of A's, in a kubeconfig of its own.
+fn service_account_kubeconfig(t: &Tenants, name: &str) -> Result<PathBuf> {
+    let token = kubectl_ok(&t.a, &["create", "token", name], None)?;
+    kubeconfig_with_user(
+        &t.a,
+        &format!("{name}.kubeconfig"),
+        serde_yaml::to_value(serde_json::json!({"token": token.trim()}))?,
+    )
+}
+
+/// `config` with its user's credentials replaced by `user`.
+fn kubeconfig_with_user(config: &Path, file: &str, user: serde_yaml::Value) -> Result<PathBuf> {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(config)?)?;
+    value["users"][0]["user"] = user;
+    let path = config.with_file_name(file);
+    std::fs::write(&path, serde_yaml::to_string(&value)?)?;
+    Ok(path)
+}
+
+/// What a newly granted identity still cannot do.
+fn still_confined(what: &str, config: &Path) -> Result<()> {
+    let run = kubectl(
+        config,
+        &["delete", "validatingadmissionpolicy", "nestor-proc-mount"],
+        None,
+    )?;
+    refused(&format!("{what}: deleting a policy"), run, GUARDED)?;
+    let run = create(
+        config,
+        &pod("granted", "", "    securityContext: {privileged: true}"),
+    )?;
+    refused(
+        &format!("{what}: a privileged pod"),
+        run,
+        "disallowed by cluster policy",
+    )
+}
+
+pub async fn attack_grant_through_cluster_role_binding(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    kubectl_ok(&t.a, &["create", "serviceaccount", "escalator"], None)?;
+    kubectl_ok(
+        &t.a,
+        &[
+            "create",
+            "clusterrolebinding",
+            "escalator",
+            "--clusterrole=cluster-admin",
+            "--serviceaccount=default:escalator",
+        ],
+        None,
+    )?;
+    let config = service_account_kubeconfig(t, "escalator")?;
+    still_confined("a new cluster-admin binding", &config)
+}
+
+pub async fn attack_grant_through_aggregated_cluster_role(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    kubectl_ok(
+        &t.a,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: everything-admission
+  labels: {rbac.authorization.k8s.io/aggregate-to-admin: 'true'}
+rules:
+- apiGroups: [admissionregistration.k8s.io]
+  resources: ['*']
+  verbs: ['*']
+- apiGroups: ['']
+  resources: [groups, users]
+  verbs: [impersonate]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: aggregated, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: aggregated}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: admin}
+subjects: [{kind: ServiceAccount, name: aggregated, namespace: default}]
+",
+        ),
+    )?;
+    let config = service_account_kubeconfig(t, "aggregated")?;
+    // The aggregation controller fills `admin` in a moment.
+    wait_for("the aggregated rule", Duration::from_secs(30), || {
+        let config = config.clone();
+        Box::pin(async move {
+            Ok(kubectl_ok(
+                &config,
+                &["auth", "can-i", "delete", "validatingadmissionpolicies"],
+                None,
+            )
+            .is_ok_and(|o| o.trim() == "yes"))
+        })
+    })
+    .await?;
+    still_confined("an aggregated ClusterRole", &config)?;
+    let run = kubectl(
+        &config,
+        &["get", "namespaces", "--as=x", "--as-group=system:masters"],
+        None,
+    )?;
+    refused(
+        "an aggregated ClusterRole: impersonating system:masters",
+        run,
+        "impersonating system:masters",
+    )
+}
+
+pub async fn attack_mutating_webhook(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    // A webhook that would rewrite every pod. Admission runs every
+    // mutation before any validation, so Pod Security judges the pod as
+    // the webhook left it; and the webhook's registration is no way around
+    // the policies either.
+    kubectl_ok(
+        &t.a,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: rewrite-pods}
+webhooks:
+- name: rewrite.pods.example
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Ignore
+  reinvocationPolicy: IfNeeded
+  clientConfig: {url: 'https://127.0.0.1:1/mutate'}
+  rules: [{apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods]}]
+",
+        ),
+    )?;
+    let run = create(
+        &t.a,
+        &pod("mutated", "", "    securityContext: {privileged: true}"),
+    )?;
+    let result = refused(
+        "a privileged pod behind a mutating webhook",
+        run,
+        "disallowed by cluster policy",
+    );
+    kubectl_ok(
+        &t.a,
+        &["delete", "mutatingwebhookconfiguration", "rewrite-pods"],
+        None,
+    )?;
+    result
+}
+
+pub async fn attack_impersonate_system_masters(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    let run = kubectl(
+        &t.a,
+        &[
+            "get",
+            "namespaces",
+            "--as=nestor:operator",
+            "--as-group=system:masters",
+        ],
+        None,
+    )?;
+    refused(
+        "impersonating system:masters",
+        run,
+        "impersonating system:masters",
+    )
+}
+
+pub async fn attack_certificate_for_system_masters(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "mallory");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:masters");
+    let csr = params.serialize_request(&key)?.pem()?;
+    use base64::Engine as _;
+    let request = base64::engine::general_purpose::STANDARD.encode(csr);
+    let run = create(
+        &t.a,
+        &format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: masters}}\nspec: {{signerName: kubernetes.io/kube-apiserver-client, usages: [client auth], request: {request}}}\n"
+        ),
+    )?;
+    refused(
+        "a certificate request for system:masters",
+        run,
+        "system:masters group is not allowed",
+    )
+}
+
+pub async fn attack_reach_tenant_b_and_the_host(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    let text = std::fs::read_to_string(&t.a)?;
+    let mut value: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let host = format!("https://{}:{}", env.bed.api_host, env.bed.api_port);
+    for (target, what) in [(t.b_endpoint.as_str(), "b"), (host.as_str(), "host")] {
+        value["clusters"][0]["cluster"]["server"] = target.into();
+        let path = t.a.with_file_name(format!("a-to-{what}.kubeconfig"));
+        std::fs::write(&path, serde_yaml::to_string(&value)?)?;
+        let run = kubectl(
+            &path,
+            &["--insecure-skip-tls-verify", "get", "secrets", "-A"],
+            None,
+        )?;
+        refused(
+            &format!("A's credentials reading the secrets of {what}"),
+            run,
+            "the server has asked for the client to provide credentials",
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn attack_anonymous_requests(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    // A client that trusts A's CA and presents no credential at all.
+    let anonymous = kubeconfig_with_user(
+        &t.a,
+        "anonymous.kubeconfig",
+        serde_yaml::Mapping::new().into(),
+    )?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&anonymous)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    let get = |path: &str| {
+        let client = client.clone();
+        let request = http::Request::get(path).body(Vec::new());
+        async move {
+            client
+                .request_text(request?)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    };
+    for path in ["/api", "/version", "/apis", "/metrics"] {
+        let run = match get(path).await {
+            Ok(body) => Run {
+                ok: true,
+                stdout: body,
+                stderr: String::new(),
+            },
+            Err(e) => Run {
+                ok: false,
+                stdout: String::new(),
+                stderr: format!("{e:#}"),
+            },
+        };
+        refused(&format!("an anonymous GET {path}"), run, "Unauthorized")?;
+    }
+    // Health endpoints answer anyone (probes and load balancers).
+    let live = get("/livez").await?;
+    ensure!(live.trim() == "ok", "/livez: {live}");
+    Ok(())
+}
+
+pub async fn attack_expired_bootstrap_token(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    let token = |id: &str, expiration: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: bootstrap-token-{id}, namespace: kube-system}}\ntype: bootstrap.kubernetes.io/token\nstringData: {{token-id: {id}, token-secret: 0123456789abcdef, usage-bootstrap-authentication: 'true', expiration: '{expiration}'}}\n"
+        )
+    };
+    kubectl_ok(
+        &t.a,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "{}---\n{}",
+            token("expird", "2020-01-01T00:00:00Z"),
+            token("future", "2099-01-01T00:00:00Z")
+        )),
+    )?;
+    let as_token = |id: &str| {
+        kubeconfig_with_user(
+            &t.a,
+            &format!("token-{id}.kubeconfig"),
+            serde_yaml::to_value(serde_json::json!({"token": format!("{id}.0123456789abcdef")}))?,
+        )
+    };
+    // The same kind of token, not expired, does authenticate.
+    let whoami = kubectl_ok(&as_token("future")?, &["auth", "whoami"], None)?;
+    ensure!(whoami.contains("system:bootstrap:future"), "{whoami}");
+    let run = kubectl(&as_token("expird")?, &["auth", "whoami"], None)?;
+    refused("an expired bootstrap token", run, "Unauthorized")?;
+
+    // Nestor's own pool token expires within hours.
+    let expirations = kubectl_ok(
+        &t.a,
+        &[
+            "get",
+            "secrets",
+            "-n",
+            "kube-system",
+            "-l",
+            "app.kubernetes.io/managed-by=nestor-operator",
+            "--field-selector",
+            "type=bootstrap.kubernetes.io/token",
+            "-o",
+            "jsonpath={.items[*].data.expiration}",
+        ],
+        None,
+    )?;
+    let expirations: Vec<&str> = expirations.split_whitespace().collect();
+    ensure!(expirations.len() == 1, "pool tokens: {expirations:?}");
+    use base64::Engine as _;
+    let at = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(expirations[0])?)?;
+    let at: k8s_openapi::jiff::Timestamp = at.parse()?;
+    let left = at.duration_since(k8s_openapi::jiff::Timestamp::now());
+    ensure!(
+        left.as_secs() > 0 && left.as_secs() <= 4 * 3600,
+        "the pool token expires at {at}"
+    );
+    Ok(())
+}
+
+pub async fn attack_token_file_in_the_admin_kubeconfig(env: &Env) -> Result<()> {
+    let _ = tenants(env).await?;
+    // A listener where the tampered kubeconfig points: any connection is
+    // the operator following it.
+    let listener = tokio::net::TcpListener::bind((env.bed.api_host.as_str(), 0)).await?;
+    let port = listener.local_addr()?.port();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let accepting = tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let tampered = format!(
+        "apiVersion: v1
+kind: Config
+clusters: [{{name: x, cluster: {{server: 'https://{}:{port}', insecure-skip-tls-verify: true}}}}]
+users: [{{name: x, user: {{tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token}}}}]
+contexts: [{{name: x, context: {{cluster: x, user: x}}}}]
+current-context: x
+",
+        env.bed.api_host
+    );
+    use base64::Engine as _;
+    let patch = serde_json::json!({"data": {"kubeconfig": base64::engine::general_purpose::STANDARD.encode(&tampered)}});
+    let secrets = env.api::<Secret>(NS);
+    secrets
+        .patch(
+            "tenant-a-admin-kubeconfig",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    TRIED.fetch_add(1, Ordering::SeqCst);
+    let repaired = wait_for(
+        "the admin kubeconfig repaired",
+        Duration::from_secs(120),
+        || {
+            let secrets = secrets.clone();
+            Box::pin(async move {
+                let secret = secrets.get("tenant-a-admin-kubeconfig").await?;
+                let text = secret
+                    .data
+                    .and_then(|d| {
+                        d.get("kubeconfig")
+                            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                    })
+                    .unwrap_or_default();
+                Ok(!text.contains("tokenFile") && text.contains("client-certificate-data"))
+            })
+        },
+    )
+    .await;
+    // Give a wrongly built client time to call.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    accepting.abort();
+    let called = connections.load(Ordering::SeqCst);
+    if called > 0 {
+        SUCCEEDED.fetch_add(1, Ordering::SeqCst);
+        bail!(
+            "ATTACK SUCCEEDED: the operator followed a tampered kubeconfig ({called} connections)"
+        );
+    }
+    repaired
+}
+
+pub async fn attack_image_from_an_unlisted_registry(env: &Env) -> Result<()> {
+    let _ = tenants(env).await?;
+    env.apply(
+        NS,
+        &vc_yaml(
+            "tenant-c",
+            "{images: {apiServer: 'evil.example/kube-apiserver:v1.35.4'}}",
+        ),
+    )?;
+    TRIED.fetch_add(1, Ordering::SeqCst);
+    let api = env.api::<VirtualCluster>(NS);
+    let mut message = String::new();
+    let reported = wait_for("tenant-c refused", Duration::from_secs(60), || {
+        let api = api.clone();
+        Box::pin(async move {
+            let vc = api.get("tenant-c").await?;
+            Ok(vc.status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidSpec")
+            }))
+        })
+    })
+    .await;
+    if let Ok(vc) = api.get("tenant-c").await {
+        message = vc
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.message)
+            .unwrap_or_default();
+    }
+    let deployments = kubectl_ok(
+        &env.admin,
+        &["get", "deployments", "-n", NS, "-o", "name"],
+        None,
+    )?;
+    if deployments.contains("tenant-c") {
+        SUCCEEDED.fetch_add(1, Ordering::SeqCst);
+        bail!("ATTACK SUCCEEDED: tenant-c's control plane was written: {deployments}");
+    }
+    reported?;
+    ensure!(
+        message.contains("spec.images.apiServer: 'evil.example/kube-apiserver:v1.35.4' is not from a registry this platform allows (allowed: registry.k8s.io, ghcr.io/nestor-dev)"),
+        "{message}"
+    );
+    Ok(())
+}
+
+pub async fn attack_revoked_admin_credential(env: &Env) -> Result<()> {
+    let _ = tenants(env).await?;
+    let old = env.nested_kubeconfig(NS, "tenant-b").await?;
+    let old_saved = old.with_file_name("tenant-b-old.kubeconfig");
+    std::fs::copy(&old, &old_saved)?;
+    kubectl_ok(&old_saved, &["get", "namespaces"], None)?;
+    kubectl_ok(
+        &env.admin,
+        &[
+            "patch",
+            "virtualcluster",
+            "tenant-b",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"apiServer":{"adminCredentialGeneration":1}}}"#,
+        ],
+        None,
+    )?;
+    let before = std::fs::read_to_string(&old_saved)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let path = env.nested_kubeconfig(NS, "tenant-b").await?;
+        if std::fs::read_to_string(&path)? != before
+            && kubectl(&path, &["get", "namespaces"], None)?.ok
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no working new admin kubeconfig for tenant-b within 120s"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The binding moved to the new group.
+    let mut run = kubectl(&old_saved, &["get", "namespaces"], None)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.ok && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        run = kubectl(&old_saved, &["get", "namespaces"], None)?;
+    }
+    refused("a revoked admin kubeconfig", run, "Forbidden")
+}
+
+/// Not an attack: the tenant admin still does cluster-admin work, such as
+/// installing a chart with CRDs, ClusterRoles and ClusterRoleBindings
+/// (Nestor's own), and running ordinary pods.
+pub async fn tenant_admin_installs_a_chart(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    let chart = nestor_e2e::paths::repo_root().join("charts/nestor");
+    let config = t.a.display().to_string();
+    let out = helm(&[
+        "install",
+        "nestor",
+        &chart.display().to_string(),
+        "--kubeconfig",
+        &config,
+        "--namespace",
+        "nestor-system",
+        "--create-namespace",
+    ])?;
+    ensure!(
+        out.ok,
+        "helm install as the tenant admin: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    for (kind, name) in [
+        ("crd", "virtualclusters.nestor.dev"),
+        ("clusterrole", "nestor"),
+        ("clusterrolebinding", "nestor"),
+    ] {
+        kubectl_ok(&t.a, &["get", kind, name], None)
+            .with_context(|| format!("{kind} {name} after the chart install"))?;
+    }
+    kubectl_ok(
+        &t.a,
+        &["get", "deployment", "nestor", "-n", "nestor-system"],
+        None,
+    )?;
+    let ordinary = create(
+        &t.a,
+        &pod(
+            "ordinary",
+            "",
+            "    securityContext: {capabilities: {add: [NET_BIND_SERVICE]}}",
+        ),
+    )?;
+    ensure!(
+        ordinary.ok,
+        "an ordinary pod was refused: {}",
+        ordinary.stderr
+    );
+    Ok(())
+}
