@@ -33,7 +33,7 @@ fn builders(c: &mut Criterion) {
     let valid = validate_cluster(
         "bench",
         &vc.spec,
-        &nestor_controllers::model::settings::OperatorSettings::default().allowed_registries(),
+        &nestor_controllers::model::settings::OperatorSettings::default().platform(),
     )
     .expect("valid");
     let inputs = ClusterInputs::new(&vc, valid, &settings, "rev".into());
@@ -48,8 +48,7 @@ fn builders(c: &mut Criterion) {
             validate_cluster(
                 "bench",
                 black_box(&vc.spec),
-                &nestor_controllers::model::settings::OperatorSettings::default()
-                    .allowed_registries(),
+                &nestor_controllers::model::settings::OperatorSettings::default().platform(),
             )
         })
     });
@@ -84,6 +83,7 @@ fn status(c: &mut Criterion) {
             updated: 1,
             observed: true,
             version: Some("1.35.4".into()),
+            outdated: 0,
         })
     };
     let observed = Observed {

@@ -24,10 +24,13 @@ use nestor_e2e::tools::{kubectl, kubectl_ok};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "e2e/at_rest.rs"]
+mod at_rest;
 #[path = "e2e/attacks.rs"]
 mod attacks;
 #[path = "e2e/workloads.rs"]
 mod workloads;
+use at_rest::secrets_are_encrypted_at_rest_and_requests_audited;
 use attacks::*;
 use workloads::{node_pools_scale_drain_and_restart, workloads_run_on_nested_nodes};
 
@@ -574,6 +577,7 @@ fn main() -> std::process::ExitCode {
             delete_leaves_the_host_clean,
             workloads_run_on_nested_nodes,
             node_pools_scale_drain_and_restart,
+            secrets_are_encrypted_at_rest_and_requests_audited,
             attack_privileged_pod,
             attack_capability_sys_admin,
             attack_capability_net_admin,

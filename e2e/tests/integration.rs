@@ -31,11 +31,14 @@ use std::time::{Duration, Instant};
 
 #[path = "integration/hostile.rs"]
 mod hostile;
+#[path = "integration/placement.rs"]
+mod placement;
 
 use hostile::{
     edited_secrets_are_repaired, hostile_inputs_are_refused_before_any_write,
     unreadable_objects_stop_nothing,
 };
+use placement::placement_reaches_every_pod;
 
 const CRDS: &str = "charts/nestor/crds/nestor.dev_crds.yaml";
 
@@ -251,13 +254,15 @@ fn expected_children(vc: &str) -> Vec<(&'static str, String)> {
         "scheduler-kubeconfig",
         "coredns-kubeconfig",
         "admin-kubeconfig",
+        "break-glass-kubeconfig",
+        "encryption",
     ] {
         v.push(("Secret", format!("{vc}-{s}")));
     }
     for s in ["etcd", "etcd-peer", "apiserver", "dns"] {
         v.push(("Service", format!("{vc}-{s}")));
     }
-    for s in ["coredns", "kube-proxy"] {
+    for s in ["coredns", "kube-proxy", "apiserver-config"] {
         v.push(("ConfigMap", format!("{vc}-{s}")));
     }
     v.push(("NetworkPolicy", format!("{vc}-etcd")));
@@ -1418,6 +1423,7 @@ fn main() -> std::process::ExitCode {
             hostile_inputs_are_refused_before_any_write,
             unreadable_objects_stop_nothing,
             edited_secrets_are_repaired,
+            placement_reaches_every_pod,
             delete_removes_everything,
             crash_mid_creation_converges,
             leader_election_fails_over,

@@ -9,7 +9,10 @@
 //! - `guard.kubeconfig`: how the API server reaches the guard, on loopback
 //!   in its own pod;
 //! - `authentication.yaml`: anonymous requests only for the health
-//!   endpoints.
+//!   endpoints;
+//! - `audit-policy.yaml`: what the audit log, on the API server's standard
+//!   output, records: the level the tenant chose, never more than metadata
+//!   of Secrets, ConfigMaps and tokens, nothing of health checks.
 //!
 //! A tenant cannot reach any of it: no field of a VirtualCluster names a
 //! file, and the flags that point at these files are managed.
@@ -19,6 +22,7 @@ use crate::model::hash::desired_hash;
 use crate::model::inputs::{ClusterInputs, WorkloadPolicy};
 use crate::model::names::{Component, cluster_child_meta};
 use k8s_openapi::api::core::v1::ConfigMap;
+use nestor_crds::AuditLevel;
 use std::collections::BTreeMap;
 
 /// Where the files are mounted in the API server's container.
@@ -27,6 +31,7 @@ pub const ADMISSION: &str = "admission.yaml";
 pub const AUTHORIZATION: &str = "authorization.yaml";
 pub const AUTHENTICATION: &str = "authentication.yaml";
 pub const GUARD_KUBECONFIG: &str = "guard.kubeconfig";
+pub const AUDIT_POLICY: &str = "audit-policy.yaml";
 
 /// The paths anonymous requests may reach: the health endpoints the
 /// kubelet's probes and load balancers use.
@@ -130,6 +135,33 @@ anonymous:
     )
 }
 
+fn audit_policy(level: AuditLevel) -> String {
+    let name = |level: AuditLevel| match level {
+        AuditLevel::None => "None",
+        AuditLevel::Metadata => "Metadata",
+        AuditLevel::Request => "Request",
+        AuditLevel::RequestResponse => "RequestResponse",
+    };
+    let sensitive = name(level.min(AuditLevel::Metadata));
+    let level = name(level);
+    format!(
+        "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    nonResourceURLs: ['/livez*', '/readyz*', '/healthz*']
+  - level: {sensitive}
+    resources:
+      - group: ''
+        resources: [secrets, configmaps, serviceaccounts/token]
+      - group: authentication.k8s.io
+        resources: [tokenreviews]
+  - level: {level}
+"
+    )
+}
+
 /// The ConfigMap of the API server's security configuration.
 pub fn desired_apiserver_config_map(inputs: &ClusterInputs) -> ConfigMap {
     ConfigMap {
@@ -143,15 +175,23 @@ pub fn desired_apiserver_config_map(inputs: &ClusterInputs) -> ConfigMap {
             (AUTHORIZATION.into(), authorization()),
             (AUTHENTICATION.into(), authentication()),
             (GUARD_KUBECONFIG.into(), guard_kubeconfig()),
+            (
+                AUDIT_POLICY.into(),
+                audit_policy(inputs.vc.spec.api_server.audit.level),
+            ),
         ])),
         ..ConfigMap::default()
     }
 }
 
-/// A hash of the files, on the API server's pod template: the API server
-/// reads them at start, so a change restarts it.
+/// A hash of the files and of the encryption keys' generations, on the
+/// API server's pod template: the API server reads them at start, so a
+/// change restarts it.
 pub fn config_hash(inputs: &ClusterInputs) -> String {
-    desired_hash(&desired_apiserver_config_map(inputs).data)
+    desired_hash(&(
+        &desired_apiserver_config_map(inputs).data,
+        &inputs.encryption_revision,
+    ))
 }
 
 #[cfg(test)]
@@ -224,6 +264,25 @@ mod tests {
             server,
             format!("http://127.0.0.1:{}/authorize", guard::PORT)
         );
+    }
+
+    #[test]
+    fn the_audit_policy_never_records_secrets_beyond_metadata() {
+        for (level, sensitive) in [
+            ("None", "None"),
+            ("Metadata", "Metadata"),
+            ("Request", "Metadata"),
+            ("RequestResponse", "Metadata"),
+        ] {
+            let vc = fixtures::vc(json!({"apiServer": {"audit": {"level": level}}}));
+            let files = files(&fixtures::inputs(&vc));
+            let rules = files[AUDIT_POLICY]["rules"].as_sequence().unwrap().clone();
+            assert_eq!(rules[0]["level"], "None");
+            assert_eq!(rules[0]["nonResourceURLs"][0], "/livez*");
+            assert_eq!(rules[1]["level"], sensitive, "{level}");
+            assert_eq!(rules[1]["resources"][0]["resources"][0], "secrets");
+            assert_eq!(rules[2]["level"], level);
+        }
     }
 
     #[test]

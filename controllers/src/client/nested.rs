@@ -8,7 +8,7 @@ use crate::client::error::{Error, Result};
 use crate::client::secrets::read_secret;
 use crate::model::names::{ClusterNames, FIELD_MANAGER};
 use crate::model::settings::NestedRoute;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Config, Resource};
@@ -219,6 +219,47 @@ where
         }
     })?;
     Ok(())
+}
+
+/// Rewrites every Secret of a nested cluster unchanged, so that the API
+/// server stores each again with its current encryption key (a storage
+/// migration). Their content is never kept. Returns how many it rewrote.
+pub async fn rewrite_secrets(
+    ctx: &Context,
+    client: &Client,
+    names: &ClusterNames,
+) -> Result<usize> {
+    let failed = |what: &str, e: &kube::Error| {
+        let (code, reason) = crate::client::error::code_and_reason(e);
+        Error::Nested {
+            namespace: names.namespace.clone(),
+            name: names.cluster.clone(),
+            message: format!("{what} failed with HTTP {code} ({reason})"),
+        }
+    };
+    let all: Api<k8s_openapi::api::core::v1::Secret> = Api::all(client.clone());
+    let secrets = all
+        .list(&Default::default())
+        .await
+        .map_err(|e| failed("listing Secrets", &e))?;
+    let mut rewritten = 0;
+    for secret in secrets.items {
+        let (Some(ns), Some(name)) = (
+            secret.metadata.namespace.clone(),
+            secret.metadata.name.clone(),
+        ) else {
+            continue;
+        };
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        ctx.metrics.write("replace", "NestedSecret");
+        match api.replace(&name, &PostParams::default(), &secret).await {
+            Ok(_) => rewritten += 1,
+            // Deleted meanwhile: nothing left to migrate.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(failed("rewriting a Secret", &e)),
+        }
+    }
+    Ok(rewritten)
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct Rollout {
     pub observed: bool,
     /// The Kubernetes version on the pod template, if any.
     pub version: Option<String>,
+    /// Pods of an earlier template still running.
+    pub outdated: i32,
 }
 
 impl Rollout {
@@ -40,6 +42,7 @@ impl Rollout {
             observed: status.observed_generation >= sts.metadata.generation
                 && sts.metadata.generation.is_some(),
             version: None,
+            outdated: (status.replicas.unwrap_or(0) - status.updated_replicas.unwrap_or(0)).max(0),
         }
     }
 
@@ -53,7 +56,14 @@ impl Rollout {
             observed: status.observed_generation >= d.metadata.generation
                 && d.metadata.generation.is_some(),
             version: d.template_annotation(VERSION_ANNOTATION).cloned(),
+            outdated: (status.replicas.unwrap_or(0) - status.updated_replicas.unwrap_or(0)).max(0),
         }
+    }
+
+    /// Every replica runs the latest spec and is ready, and no pod of an
+    /// earlier spec is left.
+    pub fn replaced(&self) -> bool {
+        self.complete() && self.outdated == 0
     }
 
     /// Every replica runs the latest spec and is ready.
@@ -309,6 +319,7 @@ mod tests {
             updated: n,
             observed: true,
             version: Some("1.35.4".into()),
+            outdated: 0,
         })
     }
 
@@ -326,6 +337,24 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_is_replaced_only_when_no_earlier_pod_is_left() {
+        // Mid rollout with a surge: the new pod counts as updated while the
+        // old one still serves (and is the one available).
+        let mut rollout = Rollout {
+            desired: 1,
+            ready: 1,
+            updated: 1,
+            observed: true,
+            version: None,
+            outdated: 1,
+        };
+        assert!(rollout.complete());
+        assert!(!rollout.replaced());
+        rollout.outdated = 0;
+        assert!(rollout.replaced());
+    }
+
+    #[test]
     fn nothing_ready_says_why() {
         let observed = Observed {
             etcd: Some(Rollout {
@@ -334,6 +363,7 @@ mod tests {
                 updated: 1,
                 observed: true,
                 version: None,
+                outdated: 0,
             }),
             ..Observed::default()
         };
@@ -396,6 +426,7 @@ mod tests {
             updated: 3,
             observed: true,
             version: None,
+            outdated: 0,
         });
         let second = compute_status(&observed, Some(&first), Some(1), &t("2026-02-01T00:00:00Z"));
         assert_eq!(second.phase, Some(VirtualClusterPhase::Degraded));
@@ -428,6 +459,7 @@ mod tests {
             updated: 0,
             observed: true,
             version: Some("1.36.0".into()),
+            outdated: 0,
         });
         let second = compute_status(&observed, Some(&first), Some(2), &t("2026-02-01T00:00:00Z"));
         assert_eq!(second.version.as_deref(), Some("1.35.4"));
@@ -448,6 +480,7 @@ mod tests {
             updated: 0,
             observed: true,
             version: None,
+            outdated: 0,
         });
         let status = compute_status(&observed, None, Some(1), &t("2026-01-01T00:00:00Z"));
         let c = status

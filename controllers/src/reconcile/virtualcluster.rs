@@ -7,6 +7,7 @@
 //! A cluster has no finalizer: the garbage collector deletes its children
 //! (and its pools, which the pool reconciler gives it as an owner).
 
+mod encryption;
 mod pki;
 
 use crate::build::apiserver::{host_of, node_address, published_endpoint};
@@ -67,8 +68,7 @@ fn status_now(
 
 async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let names = ClusterNames::new(vc);
-    let valid = match validate_cluster(&names.cluster, &vc.spec, &ctx.settings.allowed_registries())
-    {
+    let valid = match validate_cluster(&names.cluster, &vc.spec, &ctx.settings.platform()) {
         Ok(valid) => valid,
         Err(invalid) => {
             let message = invalid.to_string();
@@ -105,6 +105,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let exposure = exposure(ctx, vc, &names, api_service.object()).await?;
 
     inputs.pki_revision = pki::ensure_pki(ctx, vc, &inputs, &exposure).await?;
+    inputs.encryption_revision = encryption::ensure_encryption(ctx, &inputs).await?;
 
     let ClusterWorkloads {
         kube_proxy_config,
@@ -139,7 +140,14 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     // The API server's clients start once it serves (and CoreDNS once its
     // RBAC is in the nested cluster), so that none of them crash-loops or
     // backs off while it comes up. Once started, they stay started.
-    let serving = Rollout::from_deployment(apiserver.object()).ready >= 1;
+    let apiserver_rollout = Rollout::from_deployment(apiserver.object());
+    let serving = apiserver_rollout.ready >= 1;
+    // A migration that fails now is tried again on the next pass; it
+    // holds nothing else up.
+    if let Err(e) = encryption::migrate_when_rolled_out(ctx, vc, &inputs, &apiserver_rollout).await
+    {
+        warn!(cluster = %names.cluster, namespace = %names.namespace, error = %e, "rewriting the nested Secrets with the new encryption key failed");
+    }
     let addons_installed =
         ensure_nested_addons(ctx, vc, &inputs, dns_service.object(), serving).await?;
     let start =

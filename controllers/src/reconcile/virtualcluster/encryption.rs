@@ -1,0 +1,112 @@
+//! Encryption at rest: the key ring's Secret is written when the spec asks
+//! for a new key or a rotation has been migrated ([`crate::build::encryption`]);
+//! once every API server runs with a new key, every nested Secret is
+//! rewritten with it.
+
+use crate::build::encryption::{
+    GENERATIONS, KeyRing, MIGRATED, desired_encryption_secret, parse_generations,
+};
+use crate::client::apply::changed_by_someone_else;
+use crate::client::context::Context;
+use crate::client::error::{Error, Result, code_and_reason};
+use crate::client::nested;
+use crate::client::secrets::{apply_secret, read_secret};
+use crate::model::hash::inputs_hash;
+use crate::model::inputs::ClusterInputs;
+use crate::model::status::Rollout;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, Patch};
+use kube::runtime::reflector::ObjectRef;
+use nestor_crds::VirtualCluster;
+use tracing::info;
+
+/// The generations the cached Secret lists, and the migrated one.
+fn cached_state(ctx: &Context, inputs: &ClusterInputs) -> Option<(Vec<i64>, Option<i64>, bool)> {
+    let names = &inputs.names;
+    let cached = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&names.encryption_secret()).within(&names.namespace))?;
+    let annotations = cached.annotations();
+    let generations = parse_generations(annotations.get(GENERATIONS)?);
+    let migrated = annotations.get(MIGRATED).and_then(|m| m.parse().ok());
+    Some((
+        generations,
+        migrated,
+        changed_by_someone_else(&cached.metadata),
+    ))
+}
+
+/// Makes sure the key ring holds what the spec asks for; returns its
+/// revision (a hash of its generations, for the API server's pods).
+pub(super) async fn ensure_encryption(ctx: &Context, inputs: &ClusterInputs<'_>) -> Result<String> {
+    let wanted = inputs.vc.spec.api_server.encryption_key_generation;
+    if let Some((generations, migrated, edited)) = cached_state(ctx, inputs) {
+        let newest = generations.first().copied();
+        let add = newest < Some(wanted) && (generations.len() <= 1 || migrated == newest);
+        let drop = generations.len() > 1 && migrated == newest;
+        if !generations.is_empty() && !add && !drop && !edited {
+            return Ok(inputs_hash(generations.iter().map(|g| g.to_string())));
+        }
+    }
+    let names = &inputs.names;
+    let current = read_secret(ctx, &names.namespace, &names.encryption_secret()).await?;
+    let migrated = current
+        .as_ref()
+        .and_then(|s| s.annotations().get(MIGRATED))
+        .and_then(|m| m.parse().ok());
+    let ring = current
+        .as_ref()
+        .map(KeyRing::from_secret)
+        .unwrap_or_default()
+        .next(wanted, migrated);
+    apply_secret(ctx, &desired_encryption_secret(inputs, &ring, migrated)).await?;
+    info!(cluster = %names.cluster, namespace = %names.namespace, keys = ?ring, "wrote the encryption key ring");
+    Ok(ring.revision())
+}
+
+/// Once every API server runs with the newest key, rewrites every nested
+/// Secret with it and records that; the next pass drops the older keys.
+pub(super) async fn migrate_when_rolled_out(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    inputs: &ClusterInputs<'_>,
+    apiserver: &Rollout,
+) -> Result<()> {
+    let Some((generations, migrated, _)) = cached_state(ctx, inputs) else {
+        return Ok(());
+    };
+    let newest = generations.first().copied();
+    // Every API server must have read the new key: no pod of the earlier
+    // template may be left to write with the old one.
+    if generations.len() <= 1 || migrated == newest || !apiserver.replaced() {
+        return Ok(());
+    }
+    let Some(newest) = newest else {
+        return Ok(());
+    };
+    let names = &inputs.names;
+    let client = nested::client(ctx, vc).await?;
+    let count = nested::rewrite_secrets(ctx, &client, names).await?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    ctx.metrics.write("patch", "Secret");
+    let patch = serde_json::json!({"metadata": {"annotations": {MIGRATED: newest.to_string()}}});
+    api.patch(
+        &names.encryption_secret(),
+        &crate::model::names::patch_params(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| {
+        let (code, reason) = code_and_reason(&e);
+        Error::WriteSecret {
+            namespace: names.namespace.clone(),
+            name: names.encryption_secret(),
+            code,
+            reason,
+        }
+    })?;
+    info!(cluster = %names.cluster, namespace = %names.namespace, generation = newest, secrets = count, "rewrote the nested Secrets with the new encryption key");
+    Ok(())
+}
