@@ -95,7 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let valid = validate_cluster(
         "vc-0001",
         &vc.spec,
-        &nestor_controllers::model::settings::OperatorSettings::default().allowed_registries(),
+        &nestor_controllers::model::settings::OperatorSettings::default().platform(),
     )?;
     let inputs = ClusterInputs::new(&vc, valid, &settings, "revision".into());
     let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, None)?.by_kind();

@@ -9,10 +9,12 @@
 pub mod common;
 pub mod node_contract;
 pub mod nodepool;
+pub mod placement;
 pub mod virtualcluster;
 
 pub use common::*;
 pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};
+pub use placement::{Placement, PlacementToleration, TolerationOperator};
 pub use virtualcluster::*;
 
 use kube::CustomResourceExt;
@@ -127,7 +129,7 @@ fn reference_rows(path: &str, schema: &serde_json::Value, out: &mut String) {
             "| `{here}` | {ty} | {default} | {limits} | {description} |\n"
         ));
         // Kubernetes' own types (resources, conditions) are documented upstream.
-        let upstream = ["resources", "conditions"].contains(&name.as_str());
+        let upstream = ["resources", "conditions", "affinity"].contains(&name.as_str());
         if !upstream {
             reference_rows(&here, prop, out);
         }

@@ -2,6 +2,7 @@
 //! `VirtualCluster`.
 
 use crate::common::{ClusterReference, NodeTaint, one};
+use crate::placement::Placement;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -72,6 +73,9 @@ pub struct NodePoolSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub taints: Vec<NodeTaint>,
+    /// Where the pool's node pods run on the host, and in which runtime.
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
 }
 
 /// What the operator observed of a `NodePool`.

@@ -1,6 +1,7 @@
 //! The `VirtualCluster` kind: one nested Kubernetes control plane.
 
 use crate::common::{ComponentSpec, DNS_SUBDOMAIN_PATTERN, IMAGE_PATTERN, REGISTRY_PATTERN, one};
+use crate::placement::Placement;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -76,6 +77,11 @@ pub struct VirtualClusterSpec {
     /// on an air-gapped host, or replace single images.
     #[serde(default)]
     pub images: ImagesSpec,
+    /// Where the control plane's pods (etcd, the API server, the
+    /// controller-manager, the scheduler, CoreDNS) run on the host, and in
+    /// which runtime.
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
 }
 
 fn default_version() -> String {
@@ -182,6 +188,43 @@ pub struct ApiServerSpec {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = 0, max = 1_000_000))]
     pub admin_credential_generation: i64,
+    /// Raise to rotate the key that encrypts the nested cluster's Secrets
+    /// in its etcd: a new key encrypts every write from then on, every
+    /// Secret is rewritten with it, and the old key is then dropped.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub encryption_key_generation: i64,
+    /// What the API server's audit log records of each request, on its
+    /// standard output.
+    #[serde(default)]
+    pub audit: AuditSpec,
+}
+
+/// The nested API server's audit log.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSpec {
+    /// How much of each request is recorded. Secrets, ConfigMaps and token
+    /// requests are never recorded beyond `Metadata`; health checks not at
+    /// all.
+    #[serde(default)]
+    pub level: AuditLevel,
+}
+
+/// An audit level, as Kubernetes' audit policy names them.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum AuditLevel {
+    /// Nothing.
+    None,
+    /// Who did what to which object, and the answer's status.
+    #[default]
+    Metadata,
+    /// Metadata and the request's body.
+    Request,
+    /// Metadata, the request's body and the response's.
+    RequestResponse,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -197,6 +240,8 @@ impl Default for ApiServerSpec {
             extra_args: BTreeMap::new(),
             resources: None,
             admin_credential_generation: 0,
+            encryption_key_generation: 0,
+            audit: AuditSpec::default(),
         }
     }
 }

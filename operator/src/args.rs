@@ -3,6 +3,7 @@
 use clap::{Parser, ValueEnum};
 use nestor_controllers::OperatorSettings;
 use nestor_controllers::model::settings::NestedRoute;
+use nestor_crds::Placement;
 use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -84,8 +85,38 @@ pub struct Args {
     /// this operator's own image.
     #[arg(long, env = "NESTOR_GUARD_IMAGE")]
     pub guard_image: Option<String>,
+    /// Placement of node pods where a NodePool leaves a field empty, as the
+    /// JSON of a `spec.placement`.
+    #[arg(long, env = "NESTOR_NODE_POOL_PLACEMENT", value_parser = parse_node_pool_placement)]
+    pub node_pool_placement: Option<Placement>,
+    /// Placement of control-plane pods where a VirtualCluster leaves a
+    /// field empty, as the JSON of a `spec.placement`.
+    #[arg(long, env = "NESTOR_CONTROL_PLANE_PLACEMENT", value_parser = parse_control_plane_placement)]
+    pub control_plane_placement: Option<Placement>,
+    /// Apply only the operator's placements; refuse specs that set one.
+    #[arg(long, env = "NESTOR_PLACEMENT_ENFORCED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub placement_enforced: bool,
+    /// Node pods prefer host nodes without other clusters' control planes.
+    #[arg(long, env = "NESTOR_SPREAD_FROM_OTHER_CONTROL_PLANES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub spread_from_other_control_planes: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+fn parse_placement(flag: &str, text: &str) -> Result<Placement, String> {
+    let placement: Placement =
+        serde_json::from_str(text).map_err(|e| format!("{flag} is not a placement: {e}"))?;
+    nestor_controllers::model::validate::validate_placement(flag, &placement)
+        .map_err(|e| e.to_string())?;
+    Ok(placement)
+}
+
+fn parse_node_pool_placement(text: &str) -> Result<Placement, String> {
+    parse_placement("placement.nodePools", text)
+}
+
+fn parse_control_plane_placement(text: &str) -> Result<Placement, String> {
+    parse_placement("placement.controlPlane", text)
 }
 
 /// What else this binary runs.
@@ -152,6 +183,10 @@ impl Args {
                 .clone()
                 .filter(|s| !s.is_empty())
                 .unwrap_or(defaults.guard_image),
+            node_pool_placement: self.node_pool_placement.clone().unwrap_or_default(),
+            control_plane_placement: self.control_plane_placement.clone().unwrap_or_default(),
+            placement_enforced: self.placement_enforced,
+            spread_from_other_control_planes: self.spread_from_other_control_planes,
         }
     }
 }
@@ -205,6 +240,26 @@ mod tests {
         );
         assert!(parse_mirror("a=ftp://x").unwrap_err().contains("http"));
         assert!(parse_mirror("a=http://x\"y").is_err());
+    }
+
+    #[test]
+    fn placements_parse_and_bad_ones_are_refused_by_field() {
+        let p = parse_node_pool_placement(
+            r#"{"runtimeClassName":"kata","nodeSelector":{"pool":"tenants"}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.runtime_class_name.as_deref(), Some("kata"));
+        let bad =
+            parse_control_plane_placement(r#"{"priorityClassName":"Not_A_Name"}"#).unwrap_err();
+        assert!(
+            bad.contains("placement.controlPlane.priorityClassName"),
+            "{bad}"
+        );
+        assert!(
+            parse_node_pool_placement("[1]")
+                .unwrap_err()
+                .contains("placement.nodePools is not a placement")
+        );
         assert!(parse_mirror("a/b=http://x").is_err());
         let args = Args::try_parse_from([
             "nestor-operator",

@@ -2,6 +2,7 @@
 //! Service of the requested type.
 
 use crate::build::apiserver_config as config;
+use crate::build::encryption;
 use crate::build::pki::{LeafRequest, Usage};
 use crate::build::podspec::*;
 use crate::model::cached::CachedService;
@@ -106,6 +107,14 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
         ("authorization-config", config(config::AUTHORIZATION)),
         ("authentication-config", config(config::AUTHENTICATION)),
         ("admission-control-config-file", config(config::ADMISSION)),
+        ("audit-policy-file", config(config::AUDIT_POLICY)),
+        // Standard output: the host's log pipeline collects it.
+        ("audit-log-path", "-".into()),
+        ("audit-log-format", "json".into()),
+        (
+            "encryption-provider-config",
+            format!("{}/{}", encryption::DIR, encryption::CONFIG_FILE),
+        ),
         ("enable-admission-plugins", ADMISSION_PLUGINS.into()),
         ("enable-bootstrap-token-auth", "true".into()),
         (
@@ -166,6 +175,7 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
         volume_mounts: Some(vec![
             read_only_mount("pki", PKI_DIR),
             read_only_mount("config", config::DIR),
+            read_only_mount("encryption", encryption::DIR),
         ]),
         liveness_probe: Some(http_probe("/livez", PORT, true, 10, 8)),
         readiness_probe: Some(http_probe("/readyz", PORT, true, 1, 3)),
@@ -183,6 +193,7 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
         vec![
             secret_volume("pki", &names.apiserver_certs_secret()),
             config_map_volume("config", &names.apiserver_config()),
+            secret_volume("encryption", &names.encryption_secret()),
         ],
     );
     if let Some(template) = deployment.spec.as_mut().map(|s| &mut s.template) {
@@ -260,15 +271,18 @@ pub(crate) fn control_plane_deployment(
                     ])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    security_context: Some(hardened_pod_security_context()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    ..PodSpec::default()
-                }),
+                spec: Some(placed(
+                    PodSpec {
+                        containers: vec![container],
+                        volumes: Some(volumes),
+                        security_context: Some(hardened_pod_security_context()),
+                        automount_service_account_token: Some(false),
+                        enable_service_links: Some(false),
+                        termination_grace_period_seconds: Some(30),
+                        ..PodSpec::default()
+                    },
+                    &inputs.placement,
+                )),
             },
             ..DeploymentSpec::default()
         }),

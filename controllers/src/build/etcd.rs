@@ -248,15 +248,18 @@ pub fn desired_etcd_statefulset(inputs: &ClusterInputs) -> StatefulSet {
                     )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(vec![secret_volume("pki", &names.etcd_certs_secret())]),
-                    security_context: Some(hardened_pod_security_context()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    ..PodSpec::default()
-                }),
+                spec: Some(placed(
+                    PodSpec {
+                        containers: vec![container],
+                        volumes: Some(vec![secret_volume("pki", &names.etcd_certs_secret())]),
+                        security_context: Some(hardened_pod_security_context()),
+                        automount_service_account_token: Some(false),
+                        enable_service_links: Some(false),
+                        termination_grace_period_seconds: Some(30),
+                        ..PodSpec::default()
+                    },
+                    &inputs.placement,
+                )),
             },
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {

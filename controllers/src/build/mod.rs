@@ -16,6 +16,7 @@ pub mod apiserver;
 pub mod apiserver_config;
 pub mod controller_manager;
 pub mod coredns;
+pub mod encryption;
 pub mod etcd;
 pub mod kube_proxy;
 pub mod kubeconfig;
@@ -189,6 +190,7 @@ pub fn desired_coredns_config(
 #[derive(Clone, Debug)]
 pub struct DesiredCluster {
     pub services: ClusterServices,
+    /// The PKI Secrets and the encryption key ring.
     pub secrets: Vec<Secret>,
     pub workloads: ClusterWorkloads,
     pub clients: ClusterClients,
@@ -247,9 +249,13 @@ impl DesiredCluster {
             scheduler: Start::STARTED,
             coredns: Start::STARTED,
         };
+        let ring = encryption::KeyRing::default()
+            .next(inputs.vc.spec.api_server.encryption_key_generation, None);
+        let mut secrets = desired_pki_secrets(inputs, exposure, bundle)?;
+        secrets.push(encryption::desired_encryption_secret(inputs, &ring, None));
         Ok(Self {
             services: ClusterServices::desired(inputs),
-            secrets: desired_pki_secrets(inputs, exposure, bundle)?,
+            secrets,
             workloads: ClusterWorkloads::desired(inputs),
             clients: ClusterClients::desired(inputs, started),
             coredns_config: coredns::desired_coredns_config_map(inputs, addons),
@@ -314,7 +320,7 @@ mod tests {
         let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, None)
             .unwrap()
             .by_kind();
-        assert_eq!(objects.len(), 21);
+        assert_eq!(objects.len(), 22);
         let mut names = BTreeSet::new();
         for (kind, meta) in (objects.secrets.iter().map(|o| ("Secret", &o.metadata)))
             .chain(objects.services.iter().map(|o| ("Service", &o.metadata)))

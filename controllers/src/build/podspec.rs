@@ -1,7 +1,7 @@
 //! Pieces every hardened pod spec shares.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, HTTPGetAction, PodSecurityContext, Probe,
+    Capabilities, ConfigMapVolumeSource, HTTPGetAction, PodSecurityContext, PodSpec, Probe,
     ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -71,6 +71,12 @@ pub fn secret_volume(name: &str, secret: &str) -> Volume {
         }),
         ..Volume::default()
     }
+}
+
+/// `pod` with `placement`'s fields set.
+pub fn placed(mut pod: PodSpec, placement: &nestor_crds::Placement) -> PodSpec {
+    crate::model::placement::apply(&mut pod, placement);
+    pod
 }
 
 /// A volume from a ConfigMap.

@@ -25,6 +25,11 @@ pub struct ClusterInputs<'a> {
     pub workloads: WorkloadPolicy,
     /// The image of the authorization guard beside the API server.
     pub guard_image: String,
+    /// The generations of the keys that encrypt Secrets at rest, hashed:
+    /// the API server restarts when they change.
+    pub encryption_revision: String,
+    /// Where the control plane's pods run on the host.
+    pub placement: nestor_crds::Placement,
 }
 
 /// What a nested cluster's pods may do on their node.
@@ -60,6 +65,8 @@ impl<'a> ClusterInputs<'a> {
             pki_revision,
             workloads,
             guard_image: settings.guard_image.clone(),
+            encryption_revision: String::new(),
+            placement: crate::model::placement::control_plane(&vc.spec.placement, settings),
         }
     }
 }
@@ -86,7 +93,7 @@ pub(crate) mod fixtures {
 
     pub fn inputs(vc: &VirtualCluster) -> ClusterInputs<'_> {
         let settings = OperatorSettings::default();
-        let valid = validate_cluster("demo", &vc.spec, &settings.allowed_registries()).unwrap();
+        let valid = validate_cluster("demo", &vc.spec, &settings.platform()).unwrap();
         ClusterInputs::new(vc, valid, &settings, "ca-fp".into())
     }
 

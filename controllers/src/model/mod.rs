@@ -10,6 +10,7 @@ pub mod images;
 pub mod inputs;
 pub mod names;
 pub mod nodes;
+pub mod placement;
 pub mod pool_status;
 pub mod readable;
 pub mod settings;

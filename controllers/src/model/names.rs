@@ -126,6 +126,9 @@ impl ClusterNames {
     pub fn dns_service(&self) -> String {
         self.suffixed("dns")
     }
+    pub fn encryption_secret(&self) -> String {
+        self.suffixed("encryption")
+    }
     pub fn apiserver_config(&self) -> String {
         self.suffixed("apiserver-config")
     }

@@ -1,6 +1,8 @@
 //! The operator's own settings, from its flags (and so from the Helm
 //! values): not from any object a tenant can write.
 
+use crate::model::validate::Platform;
+use nestor_crds::Placement;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Operator-wide settings.
@@ -25,6 +27,16 @@ pub struct OperatorSettings {
     /// The image of the authorization guard beside each API server: the
     /// operator's own image.
     pub guard_image: String,
+    /// Placement of node pods and of control planes where a spec leaves a
+    /// field empty.
+    pub node_pool_placement: Placement,
+    pub control_plane_placement: Placement,
+    /// Whether only these placements apply (a spec that sets one is
+    /// refused).
+    pub placement_enforced: bool,
+    /// Whether node pods prefer host nodes without other clusters' control
+    /// planes.
+    pub spread_from_other_control_planes: bool,
 }
 
 impl Default for OperatorSettings {
@@ -37,6 +49,10 @@ impl Default for OperatorSettings {
             allowed_registries: Vec::new(),
             privileged_namespaces: BTreeSet::new(),
             guard_image: "ghcr.io/nestor-dev/nestor-operator:latest".into(),
+            node_pool_placement: Placement::default(),
+            control_plane_placement: Placement::default(),
+            placement_enforced: false,
+            spread_from_other_control_planes: true,
         }
     }
 }
@@ -60,6 +76,14 @@ impl OperatorSettings {
         ];
         registries.dedup();
         registries
+    }
+
+    /// What validation enforces for the platform admin.
+    pub fn platform(&self) -> Platform {
+        Platform {
+            registries: self.allowed_registries(),
+            placement_enforced: self.placement_enforced,
+        }
     }
 
     /// Whether the virtual clusters of host namespace `namespace` may run

@@ -27,6 +27,7 @@ use crate::model::names::{
     patch_params,
 };
 use crate::model::nodes::{ordinal, ready_count};
+use crate::model::placement;
 use crate::model::pool_status::{PoolObserved, compute_pool_status};
 use crate::model::readable::unreadable;
 use crate::model::status::is_ready;
@@ -216,7 +217,12 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         own_pool(ctx, &pn, patch).await?;
     }
     let cp_ready = cluster_ready(&vc);
-    let version = match validate_pool(&pn.pool, &pool.spec, &vc.spec.version) {
+    let version = match validate_pool(
+        &pn.pool,
+        &pool.spec,
+        &vc.spec.version,
+        &ctx.settings.platform(),
+    ) {
         Ok(version) => version,
         Err(invalid) => {
             let message = invalid.to_string();
@@ -300,7 +306,19 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     apply_owned(
         ctx,
         &ctx.stores.stateful_sets,
-        desired_node_statefulset(&pool, &vc, &image, replicas, &config_hash),
+        desired_node_statefulset(
+            &pool,
+            &vc,
+            &image,
+            replicas,
+            &config_hash,
+            &placement::node_pool(
+                &pool.spec.placement,
+                &ctx.settings,
+                &pn.namespace,
+                &pool.spec.cluster_ref.name,
+            ),
+        ),
         // Its replicas follow the pool's scale.
         FirstWrite::Apply,
     )

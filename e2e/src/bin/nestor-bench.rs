@@ -252,7 +252,7 @@ fn children(
     let valid = validate_cluster(
         &vc.metadata.name.clone().unwrap_or_default(),
         &vc.spec,
-        &settings.allowed_registries(),
+        &settings.platform(),
     )?;
     let inputs = ClusterInputs::new(vc, valid, settings, "bench".into());
     let exposure = Exposure {
@@ -1006,7 +1006,7 @@ fn certificate_cost() -> Result<f64> {
     let settings = OperatorSettings::default();
     let mut cluster = vc("cost", "bench");
     cluster.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
-    let valid = validate_cluster("cost", &cluster.spec, &settings.allowed_registries())?;
+    let valid = validate_cluster("cost", &cluster.spec, &settings.platform())?;
     let inputs = ClusterInputs::new(&cluster, valid, &settings, String::new());
     let exposure = Exposure {
         admin_endpoint: "https://10.0.0.1:6443".into(),

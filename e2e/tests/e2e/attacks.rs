@@ -564,7 +564,7 @@ pub async fn attack_reach_tenant_b_and_the_host(env: &Env) -> Result<()> {
         refused(
             &format!("A's credentials reading the secrets of {what}"),
             run,
-            "the server has asked for the client to provide credentials",
+            "You must be logged in to the server",
         )?;
     }
     Ok(())

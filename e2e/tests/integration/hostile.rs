@@ -200,15 +200,15 @@ fn cluster_cases() -> Vec<(String, Value, Expect)> {
         "etcd-servers-overrides",
         "disable-admission-plugins",
         "admission-control",
-        "admission-control-config-file",
-        "authentication-config",
-        "authorization-config",
+        "feature-gates",
+        "runtime-config",
+        "authentication-token-webhook-config-file",
         "authorization-webhook-config-file",
-        "audit-policy-file",
-        "audit-log-path",
+        "audit-webhook-config-file",
+        "audit-log-maxage",
         "oidc-issuer-url",
-        "anonymous-auth",
-        "encryption-provider-config",
+        "external-hostname",
+        "service-account-max-token-expiration",
         "egress-selector-config-file",
         "service-account-issuer-discovery-url",
         "kubelet-port",
@@ -223,6 +223,13 @@ fn cluster_cases() -> Vec<(String, Value, Expect)> {
         );
     }
     for flag in [
+        "admission-control-config-file",
+        "authentication-config",
+        "authorization-config",
+        "audit-policy-file",
+        "audit-log-path",
+        "anonymous-auth",
+        "encryption-provider-config",
         "authorization-mode",
         "enable-admission-plugins",
         "allow-privileged",
@@ -438,8 +445,46 @@ fn cluster_cases() -> Vec<(String, Value, Expect)> {
             Refused("spec.images.coreDNS"),
         ),
         (json!({"node": ""}), Refused("spec.images.node")),
+        (
+            json!({"registry": "evil.example"}),
+            Invalid(
+                "spec.images.registry: 'evil.example' is not from a registry this platform allows",
+            ),
+        ),
+        (
+            json!({"node": "evil.example/nestor-node:v1.35.4"}),
+            Invalid("spec.images.node: 'evil.example/nestor-node:v1.35.4' is not from a registry"),
+        ),
     ] {
         add(json!({"images": images}), expect);
+    }
+    for (placement, expect) in [
+        (
+            json!({"runtimeClassName": "Kata_VM"}),
+            Invalid("spec.placement.runtimeClassName: 'Kata_VM' is not a DNS subdomain"),
+        ),
+        (
+            json!({"runtimeClassName": x(300)}),
+            Refused("spec.placement.runtimeClassName"),
+        ),
+        (
+            json!({"tolerations": [{"key": "a", "operator": "Exists", "value": "b"}]}),
+            Invalid("spec.placement.tolerations[0].value: must be empty with operator Exists"),
+        ),
+        (
+            json!({"tolerations": [{"key": "a", "operator": "Maybe"}]}),
+            Refused("spec.placement.tolerations[0].operator"),
+        ),
+        (
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Near"}]}]}}}}),
+            Invalid("'Near' is not an operator here"),
+        ),
+        (
+            json!({"nodeSelector": {"ok": "-bad-"}}),
+            Refused("spec.placement.nodeSelector.ok"),
+        ),
+    ] {
+        add(json!({"placement": placement}), expect);
     }
     cases.extend(named);
     cases

@@ -1,7 +1,7 @@
 //! A pool's node pods: the StatefulSet and the headless Service that names
 //! them.
 
-use crate::build::podspec::{config_map_volume, http_probe, resources_or, secret_volume};
+use crate::build::podspec::{config_map_volume, http_probe, placed, resources_or, secret_volume};
 use crate::model::names::{
     ClusterNames, POOL_LABEL, PoolNames, pool_child_meta, pool_labels, pool_selector_labels,
 };
@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 use nestor_crds::node_contract as contract;
-use nestor_crds::{NodePool, VirtualCluster};
+use nestor_crds::{NodePool, Placement, VirtualCluster};
 use std::collections::BTreeMap;
 
 /// The headless Service that gives node pods stable names.
@@ -49,6 +49,7 @@ pub fn desired_node_statefulset(
     image: &str,
     replicas: i32,
     config_hash: &str,
+    placement: &Placement,
 ) -> StatefulSet {
     let pn = PoolNames::new(pool);
     let names = ClusterNames::new(vc);
@@ -172,24 +173,27 @@ pub fn desired_node_statefulset(
                     ])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(vec![
-                        secret_volume("bootstrap", &pn.bootstrap_secret()),
-                        config_map_volume("node-config", &pn.config_map()),
-                        config_map_volume("kube-proxy", &names.kube_proxy_config()),
-                        empty("containerd", false),
-                        empty("kubelet", false),
-                        empty("run", true),
-                        empty("log", false),
-                    ]),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    host_network: Some(false),
-                    host_pid: Some(false),
-                    termination_grace_period_seconds: Some(60),
-                    ..PodSpec::default()
-                }),
+                spec: Some(placed(
+                    PodSpec {
+                        containers: vec![container],
+                        volumes: Some(vec![
+                            secret_volume("bootstrap", &pn.bootstrap_secret()),
+                            config_map_volume("node-config", &pn.config_map()),
+                            config_map_volume("kube-proxy", &names.kube_proxy_config()),
+                            empty("containerd", false),
+                            empty("kubelet", false),
+                            empty("run", true),
+                            empty("log", false),
+                        ]),
+                        automount_service_account_token: Some(false),
+                        enable_service_links: Some(false),
+                        host_network: Some(false),
+                        host_pid: Some(false),
+                        termination_grace_period_seconds: Some(60),
+                        ..PodSpec::default()
+                    },
+                    placement,
+                )),
             },
             ..StatefulSetSpec::default()
         }),
@@ -212,6 +216,7 @@ mod tests {
             "ghcr.io/nestor-dev/nestor-node:v1.35.4",
             2,
             "h",
+            &serde_json::from_value(json!({"runtimeClassName": "kata"})).unwrap(),
         );
         assert_eq!(sts.metadata.name.as_deref(), Some("workers-node"));
         assert_eq!(
@@ -221,6 +226,7 @@ mod tests {
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));
         let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("kata"));
         assert_eq!(pod.host_network, Some(false));
         assert_eq!(pod.host_pid, Some(false));
         assert!(

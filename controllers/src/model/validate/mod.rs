@@ -10,6 +10,7 @@
 
 mod fields;
 mod network;
+mod placement;
 
 pub use fields::{MAX_ARG_VALUE, MAX_EXTRA_ARGS, MAX_NAME_LEN, RESOURCE_NAMES, excerpt};
 pub use network::{MIN_SERVICE_RANGE_ADDRESSES, NODE_BLOCK_PREFIX};
@@ -133,14 +134,24 @@ fn check_version(
     }
 }
 
+/// What the platform admin decided that validation enforces
+/// ([`crate::model::settings::OperatorSettings::platform`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Platform {
+    /// Registries image overrides must come from.
+    pub registries: Vec<String>,
+    /// Whether only the operator's own placement applies.
+    pub placement_enforced: bool,
+}
+
 /// Validates a `VirtualCluster` named `name` and returns what the builders
-/// need. Image overrides must come from one of `registries` (the platform
-/// admin's list, [`crate::model::settings::OperatorSettings::allowed_registries`]).
+/// need. Image overrides must come from the platform's registries.
 pub fn validate_cluster(
     name: &str,
     spec: &VirtualClusterSpec,
-    registries: &[String],
+    platform: &Platform,
 ) -> Result<ValidCluster, Invalid> {
+    let registries = &platform.registries;
     let mut problems = Problems::default();
     check_object_name(&mut problems, "metadata.name", name);
     let version = check_version(&mut problems, "spec.version", &spec.version, true);
@@ -261,6 +272,12 @@ pub fn validate_cluster(
             format!("'{}' is not a DNS domain", excerpt(domain)),
         );
     }
+    placement::check_placement(
+        &mut problems,
+        "spec.placement",
+        &spec.placement,
+        platform.placement_enforced,
+    );
     let network = network::check_networking(&mut problems, &spec.networking);
     let valid = version.zip(network).map(|(version, net)| ValidCluster {
         version,
@@ -332,6 +349,14 @@ fn check_pool_label(problems: &mut Problems, key: &str, value: &str) {
     }
 }
 
+/// Validates a placement on its own (the operator's defaults, from its
+/// flags), naming problems under `field`.
+pub fn validate_placement(field: &str, placement: &nestor_crds::Placement) -> Result<(), Invalid> {
+    let mut problems = Problems::default();
+    placement::check_placement(&mut problems, field, placement, false);
+    problems.into_result(Some(()))
+}
+
 /// An image or registry under one of the allowed registries: equal to one,
 /// or below it after a `/`.
 fn check_allowed(problems: &mut Problems, field: &str, reference: &str, registries: &[String]) {
@@ -360,8 +385,15 @@ pub fn validate_pool(
     name: &str,
     spec: &NodePoolSpec,
     cluster_version: &str,
+    platform: &Platform,
 ) -> Result<String, Invalid> {
     let mut problems = Problems::default();
+    placement::check_placement(
+        &mut problems,
+        "spec.placement",
+        &spec.placement,
+        platform.placement_enforced,
+    );
     check_object_name(&mut problems, "metadata.name", name);
     check_object_name(
         &mut problems,

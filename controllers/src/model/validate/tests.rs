@@ -6,9 +6,9 @@ use nestor_crds::{ClusterReference, NodeTaint, TaintEffect};
 use proptest::prelude::*;
 use serde_json::json;
 
-/// The registries of the operator's default images.
-fn registries() -> Vec<String> {
-    crate::model::settings::OperatorSettings::default().allowed_registries()
+/// The operator's defaults: the registries of its default images.
+fn registries() -> Platform {
+    crate::model::settings::OperatorSettings::default().platform()
 }
 
 fn spec() -> VirtualClusterSpec {
@@ -83,7 +83,7 @@ fn extra_args_take_only_allowed_flags_of_bounded_size() {
         "etcd-servers-overrides",
         "disable-admission-plugins",
         "admission-control",
-        "audit-policy-file",
+        "audit-webhook-config-file",
         // Could switch off the admission API that confines pods, or a gate.
         "runtime-config",
         "feature-gates",
@@ -307,7 +307,10 @@ fn image_overrides_come_only_from_allowed_registries() {
             "{images}"
         );
     }
-    let mirror = vec!["mirror.example:5000".to_string()];
+    let mirror = Platform {
+        registries: vec!["mirror.example:5000".to_string()],
+        ..Platform::default()
+    };
     let spec = spec_from(json!({"images": {"registry": "mirror.example:5000"}}));
     assert!(validate_cluster("demo", &spec, &mirror).is_ok());
 }
@@ -382,18 +385,21 @@ fn taint(key: &str, value: Option<&str>, effect: TaintEffect) -> NodeTaint {
 
 #[test]
 fn pool_versions_respect_the_skew_policy() {
-    assert_eq!(validate_pool("p", &pool(None), "1.35.4").unwrap(), "1.35.4");
     assert_eq!(
-        validate_pool("p", &pool(Some("1.32.0")), "1.35.4").unwrap(),
+        validate_pool("p", &pool(None), "1.35.4", &registries()).unwrap(),
+        "1.35.4"
+    );
+    assert_eq!(
+        validate_pool("p", &pool(Some("1.32.0")), "1.35.4", &registries()).unwrap(),
         "1.32.0"
     );
-    let newer = validate_pool("p", &pool(Some("1.36.0")), "1.35.4").unwrap_err();
+    let newer = validate_pool("p", &pool(Some("1.36.0")), "1.35.4", &registries()).unwrap_err();
     assert!(
         newer
             .to_string()
             .contains("spec.version: kubelet version 1.36.0 is newer")
     );
-    let old = validate_pool("p", &pool(Some("1.31.9")), "1.35.4").unwrap_err();
+    let old = validate_pool("p", &pool(Some("1.31.9")), "1.35.4", &registries()).unwrap_err();
     assert!(old.to_string().contains("three minor"));
 }
 
@@ -415,7 +421,9 @@ fn pool_labels_and_taints_are_checked() {
         .push(taint("bad key!", None, TaintEffect::NoExecute));
     p.taints
         .push(taint("ok", Some("a b"), TaintEffect::NoExecute));
-    let err = validate_pool("p", &p, "1.35.4").unwrap_err().to_string();
+    let err = validate_pool("p", &p, "1.35.4", &registries())
+        .unwrap_err()
+        .to_string();
     for expected in [
         "spec.labels: a kubelet may not set 'node-role.kubernetes.io/worker'",
         "spec.labels.team: 'a,evil=1' is not a label value",
@@ -433,7 +441,7 @@ fn pool_labels_and_taints_are_checked() {
 fn pool_names_and_references_are_dns_labels() {
     let mut p = pool(None);
     p.cluster_ref.name = "Demo/x".into();
-    let err = validate_pool("1pool", &p, "1.35.4")
+    let err = validate_pool("1pool", &p, "1.35.4", &registries())
         .unwrap_err()
         .to_string();
     assert!(
@@ -444,7 +452,9 @@ fn pool_names_and_references_are_dns_labels() {
     p.resources = Some(
         serde_json::from_value(json!({"limits": {"cpu": "1"}, "requests": {"cpu": "2"}})).unwrap(),
     );
-    let err = validate_pool("pool", &p, "1.35.4").unwrap_err().to_string();
+    let err = validate_pool("pool", &p, "1.35.4", &registries())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("spec.resources.limits.cpu: 1 is below its request (2)"),
         "{err}"
@@ -535,11 +545,23 @@ proptest! {
             cluster_ref: ClusterReference { name: cluster },
             replicas,
             version,
-            labels,
+            labels: labels.clone(),
             taints: vec![taint(&key, value.as_deref(), TaintEffect::NoSchedule)],
             resources: serde_json::from_value(resources).ok(),
+            placement: nestor_crds::Placement {
+                runtime_class_name: Some(key.clone()),
+                node_selector: labels,
+                tolerations: vec![nestor_crds::PlacementToleration {
+                    key: Some(key.clone()),
+                    operator: Some(nestor_crds::TolerationOperator::Exists),
+                    value: value.clone(),
+                    effect: None,
+                    toleration_seconds: Some(5),
+                }],
+                ..Default::default()
+            },
         };
-        if let Err(invalid) = validate_pool(&name, &spec, "1.35.4") {
+        if let Err(invalid) = validate_pool(&name, &spec, "1.35.4", &registries()) {
             for problem in &invalid.0 {
                 prop_assert!(FIELDS.iter().any(|f| problem.starts_with(f)), "{}", problem);
                 prop_assert!(problem.len() < 1_000, "{}", problem.len());

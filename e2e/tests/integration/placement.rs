@@ -1,0 +1,81 @@
+//! Placement: what a VirtualCluster's and a NodePool's `spec.placement`
+//! ask for reaches every pod template, and node pods prefer host nodes
+//! without other clusters' control planes.
+
+use super::{Env, converged, vc_yaml};
+use anyhow::{Result, ensure};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodSpec;
+use nestor_e2e::support::wait_for;
+use std::time::Duration;
+
+const PLACEMENT: &str = "{runtimeClassName: sandbox, priorityClassName: tenant-control-planes, nodeSelector: {pool: control-planes}, tolerations: [{key: dedicated, operator: Equal, value: control-planes, effect: NoSchedule}]}";
+
+fn placed_as_asked(what: &str, pod: &PodSpec, runtime: &str, pool: &str) -> Result<()> {
+    ensure!(
+        pod.runtime_class_name.as_deref() == Some(runtime),
+        "{what}: runtimeClassName {:?}",
+        pod.runtime_class_name
+    );
+    ensure!(
+        pod.node_selector
+            .as_ref()
+            .and_then(|s| s.get("pool"))
+            .map(String::as_str)
+            == Some(pool),
+        "{what}: nodeSelector {:?}",
+        pod.node_selector
+    );
+    ensure!(
+        pod.tolerations
+            .iter()
+            .flatten()
+            .any(|t| t.key.as_deref() == Some("dedicated")),
+        "{what}: tolerations {:?}",
+        pod.tolerations
+    );
+    Ok(())
+}
+
+pub async fn placement_reaches_every_pod(env: &Env) -> Result<()> {
+    let s = env.scenario("placement").await?;
+    s.apply(&vc_yaml("placed", &format!("{{placement: {PLACEMENT}}}")))?;
+    s.apply("apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: sandboxed\nspec:\n  clusterRef: {name: placed}\n  replicas: 0\n  placement: {runtimeClassName: kata, nodeSelector: {pool: tenants}, tolerations: [{key: dedicated, operator: Equal, value: tenants, effect: NoSchedule}], priorityClassName: tenant-nodes}\n")?;
+    converged(&s, "placed", Duration::from_secs(60)).await?;
+    let deployments = s.api::<Deployment>();
+    for name in ["apiserver", "controller-manager", "scheduler", "coredns"] {
+        let d = deployments.get(&format!("placed-{name}")).await?;
+        let pod = d.spec.and_then(|s| s.template.spec).unwrap_or_default();
+        placed_as_asked(name, &pod, "sandbox", "control-planes")?;
+        ensure!(pod.priority_class_name.as_deref() == Some("tenant-control-planes"));
+    }
+    let sets = s.api::<StatefulSet>();
+    let etcd = sets.get("placed-etcd").await?;
+    placed_as_asked(
+        "etcd",
+        &etcd.spec.and_then(|s| s.template.spec).unwrap_or_default(),
+        "sandbox",
+        "control-planes",
+    )?;
+    wait_for("the pool's StatefulSet", Duration::from_secs(30), || {
+        let sets = sets.clone();
+        Box::pin(async move { Ok(sets.get_opt("sandboxed-node").await?.is_some()) })
+    })
+    .await?;
+    let nodes = sets.get("sandboxed-node").await?;
+    let pod = nodes.spec.and_then(|s| s.template.spec).unwrap_or_default();
+    placed_as_asked("node pods", &pod, "kata", "tenants")?;
+    let preferred = pod
+        .affinity
+        .and_then(|a| a.pod_anti_affinity)
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+        .unwrap_or_default();
+    ensure!(
+        preferred.len() == 2
+            && preferred
+                .iter()
+                .all(|p| p.pod_affinity_term.topology_key == "kubernetes.io/hostname"),
+        "node pods' anti-affinity to other control planes: {preferred:?}"
+    );
+    Ok(())
+}
