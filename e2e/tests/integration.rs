@@ -31,12 +31,18 @@ use std::time::{Duration, Instant};
 
 #[path = "integration/hostile.rs"]
 mod hostile;
+#[path = "integration/least_privilege.rs"]
+mod least_privilege;
 #[path = "integration/placement.rs"]
 mod placement;
 
 use hostile::{
     edited_secrets_are_repaired, hostile_inputs_are_refused_before_any_write,
     unreadable_objects_stop_nothing,
+};
+use least_privilege::{
+    namespaced_install_runs_clusters_in_its_namespaces_only,
+    operator_writes_only_objects_labelled_as_its_own,
 };
 use placement::placement_reaches_every_pod;
 
@@ -84,6 +90,8 @@ impl Env {
                     "ClusterRoleBinding",
                     "Role",
                     "RoleBinding",
+                    "ValidatingAdmissionPolicy",
+                    "ValidatingAdmissionPolicyBinding",
                 ]
                 .contains(&kind_of(d).as_str())
             })
@@ -1415,6 +1423,8 @@ fn main() -> std::process::ExitCode {
         nestor_e2e::tests![
             crds_install_and_explain,
             chart_renders_and_rbac_is_least_privilege,
+            operator_writes_only_objects_labelled_as_its_own,
+            namespaced_install_runs_clusters_in_its_namespaces_only,
             empty_spec_creates_every_child,
             unchanged_object_sends_no_write,
             deleted_child_is_repaired,

@@ -67,9 +67,10 @@ pub struct Args {
     /// the environment), e.g. `registry.k8s.io=https://mirror.example:5000`.
     #[arg(long = "node-registry-mirror", env = "NESTOR_NODE_REGISTRY_MIRRORS", value_delimiter = ';', value_parser = parse_mirror)]
     pub node_registry_mirrors: Vec<(String, Vec<String>)>,
-    /// Watch only this namespace (default: every namespace).
-    #[arg(long, env = "NESTOR_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated; default: every
+    /// namespace). A namespaced install needs Roles in these only.
+    #[arg(long, env = "NESTOR_WATCH_NAMESPACE", value_delimiter = ',')]
+    pub watch_namespace: Vec<String>,
     /// Reconciles run at once, per controller.
     #[arg(long, env = "NESTOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,

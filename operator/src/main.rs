@@ -63,13 +63,19 @@ async fn run() -> anyhow::Result<()> {
         controller: "nestor-operator".into(),
         instance: Some(args.identity()),
     };
-    let run = nestor_controllers::runtime::run(
+    let namespaces: Vec<String> = args
+        .watch_namespace
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let run = run_controllers(
         client,
         args.settings(),
         metrics,
         reporter,
         args.concurrency,
-        args.watch_namespace.clone(),
+        namespaces,
         shutdown,
     );
     match leadership {
@@ -77,6 +83,58 @@ async fn run() -> anyhow::Result<()> {
         None => {
             run.await;
             Ok(())
+        }
+    }
+}
+
+/// Runs the controllers over every namespace, or over each watched one
+/// (its own watches and caches, so that a namespaced install needs Roles
+/// in those namespaces only) until `shutdown`.
+async fn run_controllers(
+    client: kube::Client,
+    settings: nestor_controllers::OperatorSettings,
+    metrics: Arc<nestor_controllers::client::metrics::Metrics>,
+    reporter: Reporter,
+    concurrency: u16,
+    namespaces: Vec<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    use nestor_controllers::runtime::run;
+    if namespaces.is_empty() {
+        return run(
+            client,
+            settings,
+            metrics,
+            reporter,
+            concurrency,
+            None,
+            shutdown,
+        )
+        .await;
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runs = namespaces.into_iter().map(|namespace| {
+        let mut stopped = stopped.clone();
+        let stop_this = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        run(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            reporter.clone(),
+            concurrency,
+            Some(namespace),
+            stop_this,
+        )
+    });
+    let all = futures::future::join_all(runs);
+    tokio::pin!(all);
+    tokio::select! {
+        _ = &mut all => {}
+        _ = shutdown => {
+            let _ = stop.send(true);
+            all.await;
         }
     }
 }
