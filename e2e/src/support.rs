@@ -61,6 +61,28 @@ pub fn documents(yaml: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The chart's identity and RBAC among rendered documents (with its
+/// admission policy when `policy`), as the integration tests install them.
+pub fn rbac_documents(rendered: &str, policy: bool) -> Vec<&str> {
+    let mut kinds = vec![
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
+    if policy {
+        kinds.extend([
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ]);
+    }
+    documents(rendered)
+        .into_iter()
+        .filter(|d| kinds.contains(&kind_of(d).as_str()))
+        .collect()
+}
+
 /// The `kind:` of one YAML document.
 pub fn kind_of(doc: &str) -> String {
     doc.lines()

@@ -21,7 +21,7 @@ use nestor_crds::{NodePool, VirtualCluster};
 use nestor_e2e::operator::OperatorOptions;
 use nestor_e2e::process::Lifetime;
 use nestor_e2e::support::{
-    OPERATOR_NAMESPACE, documents, kind_of, render_chart, vc_yaml, wait_for,
+    OPERATOR_NAMESPACE, documents, kind_of, rbac_documents, render_chart, vc_yaml, wait_for,
 };
 use nestor_e2e::tools::{helm, kubectl, kubectl_ok};
 use nestor_e2e::{Operator, TestBed, paths};
@@ -81,21 +81,7 @@ impl Env {
 
         // Install the chart's identity and RBAC for real, exactly as rendered.
         let rendered = render_chart(&[])?;
-        let rbac: Vec<&str> = documents(&rendered)
-            .into_iter()
-            .filter(|d| {
-                [
-                    "ServiceAccount",
-                    "ClusterRole",
-                    "ClusterRoleBinding",
-                    "Role",
-                    "RoleBinding",
-                    "ValidatingAdmissionPolicy",
-                    "ValidatingAdmissionPolicyBinding",
-                ]
-                .contains(&kind_of(d).as_str())
-            })
-            .collect();
+        let rbac = rbac_documents(&rendered, true);
         kubectl_ok(&admin, &["apply", "-f", "-"], Some(&rbac.join("\n---\n")))?;
         let service_account = documents(&rendered)
             .into_iter()

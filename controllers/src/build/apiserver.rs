@@ -15,8 +15,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
-    Service, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PodTemplateSpec, Service,
+    ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -271,16 +271,9 @@ pub(crate) fn control_plane_deployment(
                     ])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(placed(
-                    PodSpec {
-                        containers: vec![container],
-                        volumes: Some(volumes),
-                        security_context: Some(hardened_pod_security_context()),
-                        automount_service_account_token: Some(false),
-                        enable_service_links: Some(false),
-                        termination_grace_period_seconds: Some(30),
-                        ..PodSpec::default()
-                    },
+                spec: Some(control_plane_pod(
+                    vec![container],
+                    volumes,
                     &inputs.placement,
                 )),
             },

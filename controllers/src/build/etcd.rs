@@ -11,8 +11,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
-    VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -248,16 +248,9 @@ pub fn desired_etcd_statefulset(inputs: &ClusterInputs) -> StatefulSet {
                     )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(placed(
-                    PodSpec {
-                        containers: vec![container],
-                        volumes: Some(vec![secret_volume("pki", &names.etcd_certs_secret())]),
-                        security_context: Some(hardened_pod_security_context()),
-                        automount_service_account_token: Some(false),
-                        enable_service_links: Some(false),
-                        termination_grace_period_seconds: Some(30),
-                        ..PodSpec::default()
-                    },
+                spec: Some(control_plane_pod(
+                    vec![container],
+                    vec![secret_volume("pki", &names.etcd_certs_secret())],
                     &inputs.placement,
                 )),
             },

@@ -7,7 +7,7 @@
 
 use crate::build::coredns::COREDNS_USER;
 use crate::build::pki_secrets::admin_group;
-use crate::model::guard::PROTECTED_PREFIX;
+use crate::model::guard::PROTECTED_POLICIES;
 use crate::model::hash::desired_hash;
 use crate::model::inputs::ClusterInputs;
 use crate::model::inputs::WorkloadPolicy;
@@ -141,18 +141,19 @@ pub fn confining_policies(
         WorkloadPolicy::Confined => "Deny",
         WorkloadPolicy::Privileged => "Audit",
     };
+    let [labels_name, volumes_name, proc_mount_name] = PROTECTED_POLICIES;
     [
-        ("pod-security-labels", &["namespaces"][..], labels),
-        ("host-volumes", &["persistentvolumes"][..], volumes),
+        (labels_name, &["namespaces"][..], labels),
+        (volumes_name, &["persistentvolumes"][..], volumes),
         (
-            "proc-mount",
+            proc_mount_name,
             &["pods", "pods/ephemeralcontainers"][..],
             proc_mount,
         ),
     ]
     .into_iter()
     .map(|(name, resources, validations)| {
-        let name = format!("{PROTECTED_PREFIX}{name}");
+        let name = name.to_string();
         let policy = ValidatingAdmissionPolicy {
             metadata: nested_meta(&name, None),
             spec: Some(ValidatingAdmissionPolicySpec {

@@ -1,8 +1,9 @@
 //! Pieces every hardened pod spec shares.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, HTTPGetAction, PodSecurityContext, PodSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, HTTPGetAction, PodSecurityContext, PodSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -71,6 +72,27 @@ pub fn secret_volume(name: &str, secret: &str) -> Volume {
         }),
         ..Volume::default()
     }
+}
+
+/// A control-plane pod: hardened (non-root, seccomp, no service-account
+/// token, no service links), with its containers and volumes, placed.
+pub fn control_plane_pod(
+    containers: Vec<Container>,
+    volumes: Vec<Volume>,
+    placement: &nestor_crds::Placement,
+) -> PodSpec {
+    placed(
+        PodSpec {
+            containers,
+            volumes: Some(volumes),
+            security_context: Some(hardened_pod_security_context()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(30),
+            ..PodSpec::default()
+        },
+        placement,
+    )
 }
 
 /// `pod` with `placement`'s fields set.

@@ -42,6 +42,36 @@ pub async fn create_secret(ctx: &Context, secret: &Secret) -> Result<bool> {
 
 /// Reads a Secret with its data (the caches hold none). Errors keep only the
 /// HTTP status.
+/// Sets one annotation on a Secret (a merge patch: its data is neither
+/// read nor sent).
+pub async fn annotate_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    ctx.metrics.write("patch", "Secret");
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    api.patch(
+        name,
+        &crate::model::names::patch_params(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| {
+        let (code, reason) = code_and_reason(&e);
+        Error::WriteSecret {
+            namespace: namespace.into(),
+            name: name.into(),
+            code,
+            reason,
+        }
+    })?;
+    Ok(())
+}
+
 pub async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Secret>> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     api.get_opt(name).await.map_err(|e| {

@@ -6,7 +6,7 @@
 //! and denies, with a reason that says why:
 //!
 //! - changing or deleting the admission policies that confine pods
-//!   (`ValidatingAdmissionPolicy` and bindings named `nestor-*`), or
+//!   ([`PROTECTED_POLICIES`], and their bindings of the same names), or
 //!   deleting such objects by collection;
 //! - impersonating the group `system:masters`, which no authorizer checks.
 //!
@@ -21,8 +21,14 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewStatus,
 };
 
-/// The prefix of the admission objects the guard protects.
-pub const PROTECTED_PREFIX: &str = "nestor-";
+/// The admission policies (and bindings, of the same names) the guard
+/// protects: those Nestor writes into every nested cluster. A tenant's own
+/// policies, whatever their names, stay the tenant's.
+pub const PROTECTED_POLICIES: [&str; 3] = [
+    "nestor-pod-security-labels",
+    "nestor-host-volumes",
+    "nestor-proc-mount",
+];
 /// The loopback port the guard listens on in the API server's pod.
 pub const PORT: u16 = 10260;
 
@@ -47,10 +53,11 @@ pub fn denial(attributes: &ResourceAttributes) -> Option<String> {
             verb,
         ) if verb == "deletecollection"
             || (matches!(verb, "update" | "patch" | "delete")
-                && name.starts_with(PROTECTED_PREFIX)) =>
+                && PROTECTED_POLICIES.contains(&name.as_str())) =>
         {
             Some(format!(
-                "nestor: {resource} named {PROTECTED_PREFIX}* confine this cluster's pods and are managed by the platform; they cannot be changed or deleted from inside the cluster"
+                "nestor: {resource} {} confine this cluster's pods and are managed by the platform; they cannot be changed or deleted from inside the cluster",
+                PROTECTED_POLICIES.join(", ")
             ))
         }
         ("", "groups", "impersonate") if name == "system:masters" => Some(
@@ -98,7 +105,12 @@ mod tests {
     fn the_confining_policies_cannot_be_changed_or_deleted() {
         for resource in [VAP, BINDING] {
             for verb in ["update", "patch", "delete"] {
-                let why = denial(&attrs(ADMISSION, resource, verb, "nestor-pod-security"));
+                let why = denial(&attrs(
+                    ADMISSION,
+                    resource,
+                    verb,
+                    "nestor-pod-security-labels",
+                ));
                 assert!(
                     why.as_deref()
                         .is_some_and(|w| w.contains("managed by the platform")),
@@ -107,19 +119,22 @@ mod tests {
             }
             assert!(denial(&attrs(ADMISSION, resource, "deletecollection", "")).is_some());
             // The tenant's own policies, and reading Nestor's, are RBAC's.
-            for verb in ["update", "delete", "create"] {
-                assert_eq!(
-                    denial(&attrs(ADMISSION, resource, verb, "tenant-policy")),
-                    None
-                );
+            // (a chart's own `nestor-*` policy in a nested cluster included).
+            for name in ["tenant-policy", "nestor-writes-managed-objects-only"] {
+                for verb in ["update", "patch", "delete", "create"] {
+                    assert_eq!(denial(&attrs(ADMISSION, resource, verb, name)), None);
+                }
             }
             for verb in ["get", "list", "watch"] {
-                assert_eq!(denial(&attrs(ADMISSION, resource, verb, "nestor-x")), None);
+                assert_eq!(
+                    denial(&attrs(ADMISSION, resource, verb, "nestor-proc-mount")),
+                    None
+                );
             }
         }
         // Same resource name in another group is not Nestor's.
         assert_eq!(
-            denial(&attrs("example.com", VAP, "delete", "nestor-x")),
+            denial(&attrs("example.com", VAP, "delete", "nestor-proc-mount")),
             None
         );
     }
@@ -137,7 +152,8 @@ mod tests {
     #[test]
     fn a_review_is_a_denial_with_its_reason_or_no_opinion() {
         let mut request = SubjectAccessReview::default();
-        request.spec.resource_attributes = Some(attrs(ADMISSION, VAP, "delete", "nestor-x"));
+        request.spec.resource_attributes =
+            Some(attrs(ADMISSION, VAP, "delete", "nestor-host-volumes"));
         let status = review(&request).status.unwrap();
         assert!(!status.allowed);
         assert_eq!(status.denied, Some(true));

@@ -16,8 +16,8 @@ use crate::build::node::statefulset::{desired_node_service, desired_node_statefu
 use crate::build::pki_secrets::{BUNDLE_FINGERPRINT, bundle_from_secret};
 use crate::client::apply::{FirstWrite, apply_owned};
 use crate::client::context::Context;
-use crate::client::error::{Error, Result, code_and_reason};
-use crate::client::secrets::{apply_secret, read_secret};
+use crate::client::error::{Error, Result};
+use crate::client::secrets::{annotate_secret, apply_secret, read_secret};
 use crate::client::{nested, nested_nodes};
 use crate::model::cached::Workload;
 use crate::model::hash::inputs_hash;
@@ -492,22 +492,14 @@ async fn install_in_nested_cluster(
         nested_nodes::delete_bootstrap_token(ctx, client, names, previous).await?;
     }
     let installed_hash = IssuedToken::installed_hash(ca_fp, &issued.token.id);
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pn.namespace);
-    ctx.metrics.write("patch", "Secret");
-    let patch =
-        serde_json::json!({"metadata": {"annotations": {NESTED_INSTALLED: installed_hash}}});
-    let params = crate::model::names::patch_params();
-    api.patch(&pn.bootstrap_secret(), &params, &Patch::Merge(&patch))
-        .await
-        .map_err(|e| {
-            let (code, reason) = code_and_reason(&e);
-            Error::WriteSecret {
-                namespace: pn.namespace.clone(),
-                name: pn.bootstrap_secret(),
-                code,
-                reason,
-            }
-        })?;
+    annotate_secret(
+        ctx,
+        &pn.namespace,
+        &pn.bootstrap_secret(),
+        NESTED_INSTALLED,
+        &installed_hash,
+    )
+    .await?;
     Ok(())
 }
 

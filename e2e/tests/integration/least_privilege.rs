@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use nestor_e2e::operator::OperatorOptions;
-use nestor_e2e::support::{documents, kind_of, vc_yaml, wait_for};
+use nestor_e2e::support::{kind_of, rbac_documents, vc_yaml, wait_for};
 use nestor_e2e::tools::{helm, kubectl, kubectl_ok};
 use nestor_e2e::{Operator, paths};
 use std::time::Duration;
@@ -108,19 +108,7 @@ pub async fn namespaced_install_runs_clusters_in_its_namespaces_only(env: &Env) 
         &format!("rbac.namespaces={{{watched},{also_watched}}}"),
     ])?;
     ensure!(rendered.ok, "helm template: {}", rendered.stderr);
-    let rbac: Vec<&str> = documents(&rendered.stdout)
-        .into_iter()
-        .filter(|d| {
-            [
-                "ServiceAccount",
-                "ClusterRole",
-                "ClusterRoleBinding",
-                "Role",
-                "RoleBinding",
-            ]
-            .contains(&kind_of(d).as_str())
-        })
-        .collect();
+    let rbac = rbac_documents(&rendered.stdout, false);
     // Only cluster-scoped reads are cluster-wide; the rest are Roles.
     let cluster_role = rbac
         .iter()

@@ -8,15 +8,13 @@ use crate::build::encryption::{
 };
 use crate::client::apply::changed_by_someone_else;
 use crate::client::context::Context;
-use crate::client::error::{Error, Result, code_and_reason};
+use crate::client::error::Result;
 use crate::client::nested;
-use crate::client::secrets::{apply_secret, read_secret};
+use crate::client::secrets::{annotate_secret, apply_secret, read_secret};
 use crate::model::hash::inputs_hash;
 use crate::model::inputs::ClusterInputs;
 use crate::model::status::Rollout;
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, Patch};
 use kube::runtime::reflector::ObjectRef;
 use nestor_crds::VirtualCluster;
 use tracing::info;
@@ -89,24 +87,14 @@ pub(super) async fn migrate_when_rolled_out(
     let names = &inputs.names;
     let client = nested::client(ctx, vc).await?;
     let count = nested::rewrite_secrets(ctx, &client, names).await?;
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    ctx.metrics.write("patch", "Secret");
-    let patch = serde_json::json!({"metadata": {"annotations": {MIGRATED: newest.to_string()}}});
-    api.patch(
+    annotate_secret(
+        ctx,
+        &names.namespace,
         &names.encryption_secret(),
-        &crate::model::names::patch_params(),
-        &Patch::Merge(&patch),
+        MIGRATED,
+        &newest.to_string(),
     )
-    .await
-    .map_err(|e| {
-        let (code, reason) = code_and_reason(&e);
-        Error::WriteSecret {
-            namespace: names.namespace.clone(),
-            name: names.encryption_secret(),
-            code,
-            reason,
-        }
-    })?;
+    .await?;
     info!(cluster = %names.cluster, namespace = %names.namespace, generation = newest, secrets = count, "rewrote the nested Secrets with the new encryption key");
     Ok(())
 }
