@@ -26,7 +26,7 @@ use crate::model::names::{ClusterNames, NESTED_ADDONS};
 use crate::model::readable::unreadable;
 use crate::model::status::{Observed, Rollout, compute_status, is_ready};
 use crate::model::validate::validate_cluster;
-use crate::reconcile::policy::{RESYNC, report_invalid, report_unreadable, update_status};
+use crate::reconcile::policy::{RESYNC, RETRY, report_invalid, report_unreadable, update_status};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -142,12 +142,17 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     // backs off while it comes up. Once started, they stay started.
     let apiserver_rollout = Rollout::from_deployment(apiserver.object());
     let serving = apiserver_rollout.ready >= 1;
-    // A migration that fails now is tried again on the next pass; it
-    // holds nothing else up.
-    if let Err(e) = encryption::migrate_when_rolled_out(ctx, vc, &inputs, &apiserver_rollout).await
+    // A migration that fails now is tried again shortly; it holds nothing
+    // else up.
+    let migrating = match encryption::migrate_when_rolled_out(ctx, vc, &inputs, &apiserver_rollout)
+        .await
     {
-        warn!(cluster = %names.cluster, namespace = %names.namespace, error = %e, "rewriting the nested Secrets with the new encryption key failed");
-    }
+        Ok(pending) => pending,
+        Err(e) => {
+            warn!(cluster = %names.cluster, namespace = %names.namespace, error = %e, "rewriting the nested Secrets with the new encryption key failed");
+            true
+        }
+    };
     let addons_installed =
         ensure_nested_addons(ctx, vc, &inputs, dns_service.object(), serving).await?;
     let start =
@@ -186,7 +191,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     };
     let status = update_status(ctx, vc, status_now(&observed, vc)).await?;
     announce_readiness(ctx, vc, &names, &status).await;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if migrating { RETRY } else { RESYNC }))
 }
 
 /// Whether the cache holds `name` at zero replicas, or not at all.

@@ -66,23 +66,25 @@ pub(super) async fn ensure_encryption(ctx: &Context, inputs: &ClusterInputs<'_>)
 
 /// Once every API server runs with the newest key, rewrites every nested
 /// Secret with it and records that; the next pass drops the older keys.
+/// Returns whether a migration is still to come (so that the cluster is
+/// looked at again soon).
 pub(super) async fn migrate_when_rolled_out(
     ctx: &Context,
     vc: &VirtualCluster,
     inputs: &ClusterInputs<'_>,
     apiserver: &Rollout,
-) -> Result<()> {
+) -> Result<bool> {
     let Some((generations, migrated, _)) = cached_state(ctx, inputs) else {
-        return Ok(());
+        return Ok(false);
     };
     let newest = generations.first().copied();
     // Every API server must have read the new key: no pod of the earlier
     // template may be left to write with the old one.
-    if generations.len() <= 1 || migrated == newest || !apiserver.replaced() {
-        return Ok(());
+    if generations.len() <= 1 || migrated == newest {
+        return Ok(false);
     }
-    let Some(newest) = newest else {
-        return Ok(());
+    let Some(newest) = newest.filter(|_| apiserver.replaced()) else {
+        return Ok(true);
     };
     let names = &inputs.names;
     let client = nested::client(ctx, vc).await?;
@@ -96,5 +98,6 @@ pub(super) async fn migrate_when_rolled_out(
     )
     .await?;
     info!(cluster = %names.cluster, namespace = %names.namespace, generation = newest, secrets = count, "rewrote the nested Secrets with the new encryption key");
-    Ok(())
+    // The next pass drops the older keys.
+    Ok(true)
 }
