@@ -53,7 +53,6 @@ const OPERATOR_USER: &str = "nestor-operator";
 /// The floor's client, audited like the operator so that both phases pay
 /// the API server's audit logging.
 const FLOOR_USER: &str = "nestor-floor";
-const CHILDREN: usize = 19;
 /// A Deployment's default `progressDeadlineSeconds`, which Nestor keeps.
 const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -824,6 +823,13 @@ async fn measure(
     let audit = bed.dir.join("audit.log");
     let (_, audit_offset) = audit_counts(&audit, 0, false)?;
 
+    // As many as the operator's own builders make.
+    let children_per_cluster = children(
+        &vc("vc-0000", "bench"),
+        &OperatorSettings::default(),
+        &pki::generate_ca_bundle("bench")?,
+    )?
+    .len();
     let progress = Progress::start(&admin, "bench").await?;
     let (waited, rate) = until_quiet(bed).await;
     eprintln!(
@@ -845,7 +851,7 @@ async fn measure(
     let poll = Duration::from_millis(250);
     loop {
         let (children, settled) = progress.now();
-        if children == n * CHILDREN && settled == n {
+        if children == n * children_per_cluster && settled == n {
             break;
         }
         if !operator.alive() {
