@@ -1141,7 +1141,7 @@ async fn main() -> Result<()> {
     let operator = operator_binary()?;
     let cert_ms = certificate_cost()?;
     eprintln!(
-        "bench: certificates of one cluster (ECDSA P-256, 3 CAs, 10 leaves, SA key): {cert_ms:.2} ms"
+        "bench: certificates of one cluster (ECDSA P-256, 3 CAs, 11 leaves, SA key): {cert_ms:.2} ms"
     );
     let mut results = vec![];
     for n in sizes {
