@@ -324,6 +324,14 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
 const REGISTRY_IMAGES: &[(&str, &str)] = &[
     ("registry.k8s.io_pause_", "pause"),
     ("images.nestor.test_busybox_", "busybox"),
+    (
+        "registry.k8s.io_metrics-server_metrics-server_",
+        "metrics-server/metrics-server",
+    ),
+    (
+        "registry.k8s.io_e2e-test-images_agnhost_",
+        "e2e-test-images/agnhost",
+    ),
 ];
 
 /// The test bed's registry address (on the node's own link).

@@ -3,7 +3,8 @@
 # their Go modules, into a cache keyed by version. A second run with the same
 # versions does nothing. Usage: build-binaries.sh [component ...]
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet
-#             kube-proxy etcd coredns pause crane (default: the control-plane set
+#             kube-proxy etcd coredns pause crane konnectivity agnhost
+#             metrics-server (default: the control-plane set
 #             and etcd).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +17,9 @@ etcd_bin=$cache/etcd/$ETCD_VERSION/bin
 coredns_bin=$cache/coredns/$COREDNS_VERSION/bin
 pause_bin=$cache/pause/$PAUSE_TAG/bin
 crane_bin=$cache/crane/$CRANE_VERSION/bin
-mkdir -p "$k8s_bin" "$etcd_bin" "$coredns_bin" "$pause_bin" "$crane_bin"
+knp_bin=$cache/konnectivity/$KONNECTIVITY_VERSION/bin
+ms_bin=$cache/metrics-server/$METRICS_SERVER_VERSION/bin
+mkdir -p "$k8s_bin" "$etcd_bin" "$coredns_bin" "$pause_bin" "$crane_bin" "$knp_bin" "$ms_bin"
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(kube-apiserver kube-controller-manager kube-scheduler etcd)
@@ -59,6 +62,30 @@ import (
 GO
     echo "nestor-testbed: resolving Kubernetes v$K8S_VERSION modules (first run only)" >&2
     (cd "$dir" && go mod tidy -e >&2)
+  fi
+  echo "$dir"
+}
+
+k8s_test_wrapper() {
+  # Upstream's test programs (agnhost) need more modules than the
+  # components: a module of their own, pinned like the wrapper above.
+  local dir=$cache/kubernetes/$K8S_VERSION/test-module base
+  if [ ! -f "$dir/go.sum" ]; then
+    base=$(k8s_wrapper)
+    mkdir -p "$dir"
+    sed 's#^module .*#module nestor.dev/testbed/kubernetes-tests#' "$base/go.mod" > "$dir/go.mod"
+    cp "$base/go.sum" "$dir/go.sum.tmp"
+    cat > "$dir/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/test/images/agnhost"
+)
+GO
+    echo "nestor-testbed: resolving Kubernetes v$K8S_VERSION test modules (first run only)" >&2
+    (cd "$dir" && mv go.sum.tmp go.sum && go mod tidy -e >&2)
   fi
   echo "$dir"
 }
@@ -115,6 +142,54 @@ for c in "${components[@]}"; do
     coredns)
       [ -x "$coredns_bin/coredns" ] && continue
       go_install coredns "github.com/coredns/coredns@v$COREDNS_VERSION" "$coredns_bin"
+      ;;
+    konnectivity)
+      # proxy-server and proxy-agent. The module replaces its client module
+      # with a local path, so a wrapper module pins the published one.
+      [ -x "$knp_bin/proxy-server" ] && [ -x "$knp_bin/proxy-agent" ] && continue
+      dir=$cache/konnectivity/$KONNECTIVITY_VERSION/module
+      if [ ! -f "$dir/go.sum" ]; then
+        mkdir -p "$dir"
+        cat > "$dir/go.mod" <<GO
+module nestor.dev/testbed/konnectivity
+
+go 1.25
+
+require (
+	sigs.k8s.io/apiserver-network-proxy v$KONNECTIVITY_VERSION
+	sigs.k8s.io/apiserver-network-proxy/konnectivity-client v$KONNECTIVITY_VERSION
+)
+GO
+        cat > "$dir/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "sigs.k8s.io/apiserver-network-proxy/cmd/agent"
+	_ "sigs.k8s.io/apiserver-network-proxy/cmd/server"
+)
+GO
+        (cd "$dir" && go mod tidy >&2)
+      fi
+      for b in server agent; do
+        echo "nestor-testbed: building proxy-$b v$KONNECTIVITY_VERSION" >&2
+        (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$knp_bin/proxy-$b.tmp" "sigs.k8s.io/apiserver-network-proxy/cmd/$b")
+        mv "$knp_bin/proxy-$b.tmp" "$knp_bin/proxy-$b"
+      done
+      ;;
+    agnhost)
+      [ -x "$k8s_bin/agnhost" ] && [ -f "$k8s_bin/agnhost.version" ] && continue
+      dir=$(k8s_test_wrapper)
+      echo "nestor-testbed: building agnhost (Kubernetes v$K8S_VERSION)" >&2
+      (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$k8s_bin/agnhost.tmp" k8s.io/kubernetes/test/images/agnhost)
+      # The image tag upstream's tests ask for.
+      (cd "$dir" && cat "$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/test/images/agnhost/VERSION") > "$k8s_bin/agnhost.version"
+      mv "$k8s_bin/agnhost.tmp" "$k8s_bin/agnhost"
+      ;;
+    metrics-server)
+      [ -x "$ms_bin/metrics-server" ] && continue
+      go_install metrics-server "sigs.k8s.io/metrics-server/cmd/metrics-server@v$METRICS_SERVER_VERSION" "$ms_bin"
       ;;
     crane)
       # The test bed's image registry (`crane registry serve`) and the tool

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds every image the test bed's node runs, as docker archives, from the
 # binaries built here: the sandbox (pause), etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, CoreDNS, the Nestor operator, the
-# Nestor node image (kubelet, kube-proxy, containerd, runc, CNI plugins) and
+# kube-controller-manager, kube-scheduler, CoreDNS, Konnectivity's proxy-server,
+# the Nestor operator, the Nestor node image (kubelet, kube-proxy, Konnectivity's
+# proxy-agent, containerd, runc, CNI plugins) and
 # a busybox image that the end-to-end tests run as nested workloads.
 # Each archive is rebuilt only when its binary is newer. The references are
 # exactly those the pod specs use. Prints the directory of the archives.
@@ -15,8 +16,9 @@ cache=${NESTOR_CACHE:-$HOME/.cache/nestor}
 out=$cache/images
 mkdir -p "$out"
 bash "$here/build-binaries.sh" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy \
-  etcd coredns pause >/dev/null
+  etcd coredns pause konnectivity agnhost metrics-server >/dev/null
 k8s_bin=$cache/kubernetes/$K8S_VERSION/bin
+knp_bin=$cache/konnectivity/$KONNECTIVITY_VERSION/bin
 
 image() { # image REF BINARY [build-image.py args...]
   local ref=$1 binary=$2; shift 2
@@ -38,6 +40,8 @@ for c in kube-apiserver kube-controller-manager kube-scheduler; do
 done
 image "$registry/coredns/coredns:v$COREDNS_VERSION" "$cache/coredns/$COREDNS_VERSION/bin/coredns" \
   --file "$cache/coredns/$COREDNS_VERSION/bin/coredns:/coredns" --entrypoint '["/coredns"]' --user 65532:65532
+image "$registry/kas-network-proxy/proxy-server:v$KONNECTIVITY_VERSION" "$knp_bin/proxy-server" \
+  --file "$knp_bin/proxy-server:/proxy-server" --entrypoint '["/proxy-server"]' --user 65532:65532
 
 # The operator and the node agent: static binaries, as operator/Dockerfile
 # and node/Dockerfile build them.
@@ -52,9 +56,10 @@ image "ghcr.io/nestor-dev/nestor-operator:$operator_version" "$operator" \
 node_agent=$root/target/x86_64-unknown-linux-gnu/image/nestor-node
 node_ref="ghcr.io/nestor-dev/nestor-node:v$K8S_VERSION"
 node_file=$out/$(echo "$node_ref" | tr '/:' '__').tar
-if [ ! -f "$node_file" ] || [ "$node_agent" -nt "$node_file" ] || [ "$k8s_bin/kubelet" -nt "$node_file" ]; then
+if [ ! -f "$node_file" ] || [ "$node_agent" -nt "$node_file" ] || [ "$k8s_bin/kubelet" -nt "$node_file" ] \
+  || [ "$knp_bin/proxy-agent" -nt "$node_file" ]; then
   rootfs=$(mktemp -d)
-  bash "$here/node-rootfs.sh" "$rootfs/root" "$k8s_bin" "$node_agent"
+  bash "$here/node-rootfs.sh" "$rootfs/root" "$k8s_bin" "$node_agent" "$knp_bin/proxy-agent"
   image "$node_ref" "$node_agent" --tree "$rootfs/root" --entrypoint '["/usr/local/bin/nestor-node"]'
   rm -rf "$rootfs"
 fi
@@ -74,4 +79,13 @@ if [ -x "$busybox" ]; then
     rm -rf "$rootfs"
   fi
 fi
+
+# An aggregated API (metrics-server) and upstream's test image (agnhost),
+# which the end-to-end tests run inside nested clusters.
+ms_bin=$cache/metrics-server/$METRICS_SERVER_VERSION/bin
+image "$registry/metrics-server/metrics-server:v$METRICS_SERVER_VERSION" "$ms_bin/metrics-server" \
+  --file "$ms_bin/metrics-server:/metrics-server" --entrypoint '["/metrics-server"]' --user 65534:65534 \
+  --dir /tmp:1777
+image "$registry/e2e-test-images/agnhost:$(cat "$k8s_bin/agnhost.version")" "$k8s_bin/agnhost" \
+  --file "$k8s_bin/agnhost:/agnhost" --entrypoint '["/agnhost"]' --cmd '["pause"]' --dir /tmp:1777
 echo "$out"

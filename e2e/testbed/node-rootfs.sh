@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Stages the root file system of the Nestor node image in DIR from this
 # machine's Debian packages (containerd, runc, CNI plugins, iptables,
-# iproute2, mount, conntrack) plus the kubelet, kube-proxy and nestor-node
-# binaries built here. node/Dockerfile installs the same packages on a
+# iproute2, mount, conntrack) plus the kubelet, kube-proxy, Konnectivity's
+# proxy-agent and nestor-node binaries built here. node/Dockerfile installs the same packages on a
 # Debian base for real registries; this is its equivalent without a
 # container engine or a registry.
-# Usage: node-rootfs.sh DIR KUBE_BIN_DIR NESTOR_NODE_BINARY
+# Usage: node-rootfs.sh DIR KUBE_BIN_DIR NESTOR_NODE_BINARY PROXY_AGENT_BINARY
 set -euo pipefail
-dir=$1 kube_bin=$2 nestor_node=$3
+dir=$1 kube_bin=$2 nestor_node=$3 proxy_agent=$4
 rm -rf "$dir"
 mkdir -p "$dir"
 
@@ -39,6 +39,7 @@ done
 copy "$kube_bin/kubelet" /usr/local/bin/kubelet
 copy "$kube_bin/kube-proxy" /usr/local/bin/kube-proxy
 copy "$nestor_node" /usr/local/bin/nestor-node
+copy "$proxy_agent" /usr/local/bin/proxy-agent
 # Debian's layout: /bin, /sbin and /lib are /usr's.
 for l in bin sbin lib lib64; do
   if [ -d "$dir/$l" ] && [ ! -L "$dir/$l" ]; then
