@@ -7,14 +7,15 @@ use crate::client::context::Context;
 use crate::client::error::{Error, Result};
 use crate::model::names::{ClusterNames, POOL_LABEL, patch_params};
 use crate::model::nodes::{
-    DRAIN_TIMEOUT, DRAINED_BY, KUBELET_SERVING_SIGNER, Verdict, check_request, evictable,
-    ready_count, triage,
+    DRAIN_TIMEOUT, DRAINED_BY, KUBELET_SERVING_SIGNER, Verdict, check_request, evictable, ordinal,
+    ready_count, triage, without_serving_certificate,
 };
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestStatus,
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, EvictParams, ListParams, Patch};
 use std::net::IpAddr;
@@ -41,44 +42,74 @@ fn short(e: &kube::Error) -> String {
     format!("HTTP {code} ({reason})")
 }
 
+/// What [`approve_serving_certificates`] left undone.
+#[derive(Debug, Default)]
+pub struct ServingCertificates {
+    /// Requests waiting for their node pod's IP.
+    pub waiting: usize,
+    /// Recently started node pods whose kubelet has no approved serving
+    /// certificate yet ([`without_serving_certificate`]).
+    pub pending: Vec<String>,
+}
+
 /// Approves the pool's nodes' valid serving certificate requests and denies
-/// invalid ones. Returns how many requests are still waiting.
+/// invalid ones, and tells which recently started nodes still wait for one.
 pub async fn approve_serving_certificates(
     ctx: &Context,
     client: &Client,
     names: &ClusterNames,
     namespace: &str,
+    pool: &str,
     statefulset: &str,
-) -> Result<usize> {
+) -> Result<ServingCertificates> {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let csrs = api
         .list(&ListParams::default().fields(&format!("spec.signerName={KUBELET_SERVING_SIGNER}")))
         .await
         .map_err(|e| nested_error(names, format!("listing CSRs failed: {}", short(&e))))?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut waiting = 0;
-    for csr in csrs.items {
+    let pods: Vec<Pod> = pods
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool}")))
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("the node pods of pool {namespace}/{pool}"),
+            source,
+        })?
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| ordinal(statefulset, n).is_some())
+        })
+        .collect();
+    let pod_ip = |node: &str| -> Option<Option<IpAddr>> {
+        let pod = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(node))?;
+        Some(
+            pod.status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse().ok()),
+        )
+    };
+    let mut result = ServingCertificates::default();
+    let mut csrs = csrs.items;
+    for csr in &mut csrs {
         let name = csr.metadata.name.clone().unwrap_or_default();
-        let decision = match triage(&csr, statefulset) {
+        let decision = match triage(csr, statefulset) {
             Verdict::Skip => continue,
             Verdict::Deny(why) => Err(why),
-            Verdict::Check { node } => {
-                let pod = pods.get_opt(&node).await.map_err(|e| {
-                    nested_error(names, format!("reading pod {node} failed: {}", short(&e)))
-                })?;
-                let pod_exists = pod.is_some();
-                let pod_ip = pod
-                    .and_then(|p| p.status?.pod_ip)
-                    .and_then(|ip| ip.parse::<IpAddr>().ok());
-                match pod_ip {
-                    Some(ip) => check_request(&csr, &node, ip),
-                    None if pod_exists => {
-                        waiting += 1;
-                        continue;
-                    }
-                    None => Err(format!("no node pod {node} exists")),
+            Verdict::Check { node } => match pod_ip(&node) {
+                Some(Some(ip)) => check_request(csr, &node, ip),
+                Some(None) => {
+                    result.waiting += 1;
+                    continue;
                 }
-            }
+                None => Err(format!("no node pod {node} exists")),
+            },
         };
         let (type_, reason, message) = match &decision {
             Ok(()) => (
@@ -103,12 +134,24 @@ pub async fn approve_serving_certificates(
         api.patch_approval(
             &name,
             &patch_params(),
-            &Patch::Merge(serde_json::json!({ "status": status })),
+            &Patch::Merge(serde_json::json!({ "status": &status })),
         )
         .await
         .map_err(|e| nested_error(names, format!("deciding CSR {name} failed: {}", short(&e))))?;
+        // The list as it now stands.
+        csr.status = Some(status);
     }
-    Ok(waiting)
+    let started: Vec<(String, Timestamp)> = pods
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.metadata.name.clone()?,
+                p.status.as_ref()?.start_time.as_ref()?.0,
+            ))
+        })
+        .collect();
+    result.pending = without_serving_certificate(&started, &csrs, Timestamp::now());
+    Ok(result)
 }
 
 /// Cordons `node` and evicts its pods (those of DaemonSets and static pods

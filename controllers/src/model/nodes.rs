@@ -9,6 +9,7 @@
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::{self, Timestamp};
 use std::net::IpAddr;
 
 /// Set on a Node that Nestor cordoned to drain it; the value is when.
@@ -18,6 +19,46 @@ pub const DRAINED_BY: &str = "nestor.dev/drain";
 /// scale-down forever).
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+/// How long after a node pod starts Nestor looks for its kubelet's serving
+/// certificate request. A new pod (with a new `emptyDir`, so no certificate)
+/// asks within seconds of joining; the controller-manager deletes approved
+/// requests an hour after they are issued, so an old node's absent request
+/// says nothing.
+pub const SERVING_CERT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The node pods among `pods` (name, start time) that started within
+/// [`SERVING_CERT_WINDOW`] of `now` and whose kubelet has no approved
+/// serving certificate request made since: until it has one, the API
+/// server cannot verify the kubelet, and `logs`, `exec` and `port-forward`
+/// to that node fail. Pure.
+pub fn without_serving_certificate(
+    pods: &[(String, Timestamp)],
+    csrs: &[CertificateSigningRequest],
+    now: Timestamp,
+) -> Vec<String> {
+    let window = jiff::SignedDuration::try_from(SERVING_CERT_WINDOW).unwrap_or_default();
+    pods.iter()
+        .filter(|(_, started)| now.duration_since(*started) < window)
+        .filter(|(node, started)| {
+            let user = format!("system:node:{node}");
+            !csrs.iter().any(|csr| {
+                csr.spec.signer_name == KUBELET_SERVING_SIGNER
+                    && csr.spec.username.as_deref() == Some(user.as_str())
+                    && csr
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .is_some_and(|t| t.0 >= *started)
+                    && csr
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Approved"))
+            })
+        })
+        .map(|(node, _)| node.clone())
+        .collect()
+}
 
 /// Ready Nodes among `nodes`.
 pub fn ready_count(nodes: &[Node]) -> i32 {
@@ -176,6 +217,7 @@ mod tests {
         CertificateSigningRequestCondition, CertificateSigningRequestSpec,
         CertificateSigningRequestStatus,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn csr(node: &str, dns: &[&str], ips: &[&str]) -> CertificateSigningRequest {
         let mut params =
@@ -278,5 +320,40 @@ mod tests {
             },
         ]);
         assert!(!evictable(&pod));
+    }
+
+    #[test]
+    fn a_new_node_pod_waits_until_its_own_request_is_approved() {
+        let t = |s: &str| -> Timestamp { s.parse().unwrap() };
+        let approved = |node: &str, at: &str| {
+            let mut c = csr(node, &[node], &[]);
+            c.metadata.creation_timestamp = Some(Time(t(at)));
+            c.status = Some(CertificateSigningRequestStatus {
+                conditions: Some(vec![CertificateSigningRequestCondition {
+                    type_: "Approved".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            c
+        };
+        let now = t("2026-01-01T12:00:00Z");
+        let pods = vec![
+            // Recreated a minute ago; its request is from its previous pod.
+            ("w-node-0".to_string(), t("2026-01-01T11:59:00Z")),
+            // Recreated a minute ago, and approved since.
+            ("w-node-1".to_string(), t("2026-01-01T11:59:00Z")),
+            // Started long ago: its approved request may be gone.
+            ("w-node-2".to_string(), t("2026-01-01T10:00:00Z")),
+        ];
+        let mut pending = csr("w-node-0", &["w-node-0"], &[]);
+        pending.metadata.creation_timestamp = Some(Time(t("2026-01-01T11:59:30Z")));
+        let csrs = vec![
+            approved("w-node-0", "2026-01-01T11:00:00Z"),
+            pending,
+            approved("w-node-1", "2026-01-01T11:59:05Z"),
+        ];
+        assert_eq!(without_serving_certificate(&pods, &csrs, now), ["w-node-0"]);
     }
 }

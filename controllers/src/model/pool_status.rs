@@ -23,6 +23,9 @@ pub struct PoolObserved {
     pub nodes_ready: Option<i32>,
     /// Nodes being drained before a scale-down removes them.
     pub draining: Option<i32>,
+    /// Recently started nodes whose kubelet has no approved serving
+    /// certificate yet.
+    pub serving_certificate_pending: i32,
 }
 
 /// The pool's status. Pure.
@@ -66,6 +69,15 @@ pub fn compute_pool_status(
             ok: false,
             reason: "Draining",
             message: format!("draining {n} node(s) before removing them"),
+        },
+        None if nodes_ok && observed.serving_certificate_pending > 0 => Computed {
+            type_: NODES_READY,
+            ok: false,
+            reason: "ServingCertificatePending",
+            message: format!(
+                "{ready_nodes}/{desired} nodes ready; {} wait for their kubelet serving certificate (logs, exec and port-forward to them fail until it is approved)",
+                observed.serving_certificate_pending
+            ),
         },
         None => Computed {
             type_: NODES_READY,
@@ -153,6 +165,25 @@ mod tests {
             &now,
         );
         assert!(done.conditions.iter().all(|c| c.status == "True"));
+        let unverified = compute_pool_status(
+            &p,
+            None,
+            &PoolObserved {
+                control_plane_ready: Some(true),
+                replicas: 2,
+                ready_replicas: 2,
+                nodes_ready: Some(2),
+                serving_certificate_pending: 1,
+                ..Default::default()
+            },
+            &now,
+        );
+        let nodes = &unverified.conditions[1];
+        assert_eq!(
+            (nodes.type_.as_str(), nodes.reason.as_str()),
+            (NODES_READY, "ServingCertificatePending")
+        );
+        assert!(nodes.message.contains("logs, exec and port-forward"));
         assert_eq!(
             (done.desired_replicas, done.replicas, done.ready_replicas),
             (2, 2, 2)

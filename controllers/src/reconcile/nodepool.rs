@@ -382,17 +382,19 @@ async fn nested_pass(
             _ => {}
         }
     }
-    let waiting = nested_nodes::approve_serving_certificates(
+    let serving = nested_nodes::approve_serving_certificates(
         ctx,
         &client,
         names,
         &pn.namespace,
+        &pn.pool,
         &pn.statefulset(),
     )
     .await?;
     let ready = ready_count(&nodes);
     observed.nodes_ready = Some(ready);
-    settled &= waiting == 0 && ready >= pool.spec.replicas;
+    observed.serving_certificate_pending = serving.pending.len() as i32;
+    settled &= serving.waiting == 0 && serving.pending.is_empty() && ready >= pool.spec.replicas;
     Ok((replicas, settled))
 }
 
