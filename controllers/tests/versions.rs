@@ -2,7 +2,7 @@
 //! and tests: `e2e/testbed/versions.env` must agree with the Rust
 //! constants, or the test bed would prove a version the product never runs.
 
-use nestor_controllers::model::images::{COREDNS_TAG, PAUSE_TAG, etcd_tag};
+use nestor_controllers::model::images::{COREDNS_TAG, KONNECTIVITY_TAG, PAUSE_TAG, etcd_tag};
 use nestor_controllers::model::validate::parse_version;
 use nestor_crds::DEFAULT_VERSION;
 use std::collections::BTreeMap;
@@ -33,4 +33,9 @@ fn the_test_bed_builds_what_the_operator_defaults_to() {
         "CoreDNS"
     );
     assert_eq!(PAUSE_TAG, env["PAUSE_TAG"], "pause");
+    assert_eq!(
+        KONNECTIVITY_TAG,
+        format!("v{}", env["KONNECTIVITY_VERSION"]),
+        "Konnectivity"
+    );
 }

@@ -385,8 +385,14 @@ pub struct ImagesSpec {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "coreDNS")]
     #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub core_dns: Option<String>,
+    /// Full image reference of Konnectivity's proxy-server, which runs
+    /// beside each API server and carries its traffic into the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    pub konnectivity_server: Option<String>,
     /// Full image reference of the Nestor node image (kubelet, containerd,
-    /// kube-proxy and CNI plugins) that node pools run.
+    /// kube-proxy, Konnectivity's proxy-agent and CNI plugins) that node
+    /// pools run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub node: Option<String>,

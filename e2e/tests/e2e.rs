@@ -28,10 +28,13 @@ use std::time::{Duration, Instant};
 mod at_rest;
 #[path = "e2e/attacks.rs"]
 mod attacks;
+#[path = "e2e/reach.rs"]
+mod reach;
 #[path = "e2e/workloads.rs"]
 mod workloads;
 use at_rest::secrets_are_encrypted_at_rest_and_requests_audited;
 use attacks::*;
+use reach::api_server_reaches_its_cluster;
 use workloads::{node_pools_scale_drain_and_restart, workloads_run_on_nested_nodes};
 
 struct Env {
@@ -577,6 +580,7 @@ fn main() -> std::process::ExitCode {
             delete_leaves_the_host_clean,
             workloads_run_on_nested_nodes,
             node_pools_scale_drain_and_restart,
+            api_server_reaches_its_cluster,
             secrets_are_encrypted_at_rest_and_requests_audited,
             attack_privileged_pod,
             attack_capability_sys_admin,

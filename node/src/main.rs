@@ -4,10 +4,11 @@
 //! pod's own network namespace), starts containerd and the kubelet (which
 //! joins the nested cluster by TLS bootstrapping), waits for the Node's pod
 //! range, writes the CNI configuration, builds the VXLAN overlay, starts
-//! kube-proxy, and then keeps the overlay and the egress rules in step with
+//! kube-proxy and Konnectivity's proxy-agent (the API server's way into the
+//! cluster), and then keeps the overlay and the egress rules in step with
 //! the nested cluster's Nodes and control-plane endpoints. If any of the
-//! three daemons exits, the pod exits too and the host kubelet restarts it;
-//! the Node keeps its name, so it comes back as the same Node.
+//! daemons exits, the pod exits too and the host kubelet restarts it; the
+//! Node keeps its name, so it comes back as the same Node.
 
 mod net;
 
@@ -43,6 +44,10 @@ struct Args {
     /// Labels the kubelet registers the Node with.
     #[arg(long, default_value = "")]
     node_labels: String,
+    /// Where the API servers' Konnectivity proxy servers take agents
+    /// (`host:port`, the host name their certificate names).
+    #[arg(long)]
+    konnectivity_server: String,
     /// MTU of the pod's interface on the host network.
     #[arg(long, default_value_t = 1500)]
     mtu: u32,
@@ -165,6 +170,8 @@ async fn main() -> Result<()> {
             .arg(format!("--hostname-override={}", args.node_name)),
     )?;
 
+    daemons.start("proxy-agent", &mut proxy_agent(&args)?)?;
+
     let own_cidr = wait_for_pod_cidr(&client, &args.node_name, &mut daemons).await?;
     info!(pod_cidr = %own_cidr, "setting up the pod network");
     let own = Peer {
@@ -203,6 +210,38 @@ async fn main() -> Result<()> {
     }
 }
 
+/// Konnectivity's agent: it dials the API servers' proxy servers and opens,
+/// from inside this node, the connections they ask for (webhooks,
+/// aggregated APIs, proxy subresources, this kubelet). It proves itself
+/// with the kubelet's client certificate (the file holds the key too) and
+/// checks the servers against the cluster's CA. It announces this node's
+/// address, so that connections to this kubelet come to it. Its health and
+/// admin ports listen on loopback only.
+fn proxy_agent(args: &Args) -> Result<Command> {
+    let (host, port) = args
+        .konnectivity_server
+        .rsplit_once(':')
+        .context("--konnectivity-server must be host:port")?;
+    let ca = args
+        .config_dir
+        .join(contract::BOOTSTRAP_DIR)
+        .join(contract::CA_CERT);
+    let mut command = Command::new("proxy-agent");
+    command
+        .arg(format!("--proxy-server-host={host}"))
+        .arg(format!("--proxy-server-port={port}"))
+        .arg(format!("--ca-cert={}", ca.display()))
+        .arg(format!("--agent-cert={KUBELET_CLIENT_CERT}"))
+        .arg(format!("--agent-key={KUBELET_CLIENT_CERT}"))
+        .arg(format!("--agent-identifiers=ipv4={}", args.pod_ip))
+        .arg("--sync-forever=true")
+        .arg("--keepalive-time=30s")
+        .arg("--health-server-host=127.0.0.1")
+        .arg("--admin-bind-address=127.0.0.1")
+        .arg("--enable-profiling=false");
+    Ok(command)
+}
+
 /// Makes the pod able to host containers: shared mount propagation (the
 /// kubelet and containerd mount volumes into containers) and forwarding in
 /// the pod's own network namespace.
@@ -234,7 +273,7 @@ fn prepare() -> Result<()> {
     Ok(())
 }
 
-/// The three daemons of a node, stopped in reverse order.
+/// The daemons of a node, stopped in reverse order.
 #[derive(Default)]
 struct Daemons {
     children: Vec<(&'static str, Child)>,

@@ -1,8 +1,10 @@
-//! The nested kube-apiserver: a Deployment wired to etcd over TLS and a
-//! Service of the requested type.
+//! The nested kube-apiserver: a Deployment wired to etcd over TLS, with
+//! the guard and Konnectivity's proxy server beside it, and a Service of the
+//! requested type.
 
 use crate::build::apiserver_config as config;
 use crate::build::encryption;
+use crate::build::konnectivity;
 use crate::build::pki::{LeafRequest, Usage};
 use crate::build::podspec::*;
 use crate::model::cached::CachedService;
@@ -108,6 +110,10 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
         ("authentication-config", config(config::AUTHENTICATION)),
         ("admission-control-config-file", config(config::ADMISSION)),
         ("audit-policy-file", config(config::AUDIT_POLICY)),
+        (
+            "egress-selector-config-file",
+            config(config::EGRESS_SELECTOR),
+        ),
         // Standard output: the host's log pipeline collects it.
         ("audit-log-path", "-".into()),
         ("audit-log-format", "json".into()),
@@ -176,6 +182,7 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
             read_only_mount("pki", PKI_DIR),
             read_only_mount("config", config::DIR),
             read_only_mount("encryption", encryption::DIR),
+            konnectivity::socket_mount(),
         ]),
         liveness_probe: Some(http_probe("/livez", PORT, true, 10, 8)),
         readiness_probe: Some(http_probe("/readyz", PORT, true, 1, 3)),
@@ -194,6 +201,7 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
             secret_volume("pki", &names.apiserver_certs_secret()),
             config_map_volume("config", &names.apiserver_config()),
             secret_volume("encryption", &names.encryption_secret()),
+            konnectivity::socket_volume(),
         ],
     );
     if let Some(template) = deployment.spec.as_mut().map(|s| &mut s.template) {
@@ -206,6 +214,8 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
         }
         if let Some(pod) = template.spec.as_mut() {
             pod.containers.push(guard_container(inputs));
+            pod.containers
+                .push(konnectivity::server_container(inputs, PKI_DIR, "pki"));
         }
     }
     deployment
@@ -296,7 +306,10 @@ pub fn desired_apiserver_service(inputs: &ClusterInputs) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
             selector: Some(selector_labels(&names.cluster, Component::ApiServer)),
-            ports: Some(vec![crate::build::etcd::tcp_port("https", PORT)]),
+            ports: Some(vec![
+                crate::build::etcd::tcp_port("https", PORT),
+                crate::build::etcd::tcp_port("konnectivity", konnectivity::AGENT_PORT),
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

@@ -12,7 +12,9 @@
 //!   endpoints;
 //! - `audit-policy.yaml`: what the audit log, on the API server's standard
 //!   output, records: the level the tenant chose, never more than metadata
-//!   of Secrets, ConfigMaps and tokens, nothing of health checks.
+//!   of Secrets, ConfigMaps and tokens, nothing of health checks;
+//! - `egress-selector.yaml`: traffic into the cluster through Konnectivity
+//!   ([`crate::build::konnectivity`]).
 //!
 //! A tenant cannot reach any of it: no field of a VirtualCluster names a
 //! file, and the flags that point at these files are managed.
@@ -32,6 +34,7 @@ pub const AUTHORIZATION: &str = "authorization.yaml";
 pub const AUTHENTICATION: &str = "authentication.yaml";
 pub const GUARD_KUBECONFIG: &str = "guard.kubeconfig";
 pub const AUDIT_POLICY: &str = "audit-policy.yaml";
+pub const EGRESS_SELECTOR: &str = "egress-selector.yaml";
 
 /// The paths anonymous requests may reach: the health endpoints the
 /// kubelet's probes and load balancers use.
@@ -178,6 +181,10 @@ pub fn desired_apiserver_config_map(inputs: &ClusterInputs) -> ConfigMap {
             (
                 AUDIT_POLICY.into(),
                 audit_policy(inputs.vc.spec.api_server.audit.level),
+            ),
+            (
+                EGRESS_SELECTOR.into(),
+                crate::build::konnectivity::egress_selector(),
             ),
         ])),
         ..ConfigMap::default()

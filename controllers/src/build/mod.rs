@@ -18,6 +18,7 @@ pub mod controller_manager;
 pub mod coredns;
 pub mod encryption;
 pub mod etcd;
+pub mod konnectivity;
 pub mod kube_proxy;
 pub mod kubeconfig;
 pub mod nested_addons;

@@ -24,6 +24,7 @@ pub const APISERVER: &[&str] = &[
     "authorization-mode",
     "bind-address",
     "client-ca-file",
+    "egress-selector-config-file",
     "enable-admission-plugins",
     "enable-bootstrap-token-auth",
     "encryption-provider-config",

@@ -21,6 +21,10 @@ pub fn pause_image(settings: &OperatorSettings, registry: Option<&str>) -> Strin
 /// Tag of the CoreDNS image.
 pub const COREDNS_TAG: &str = "v1.12.1";
 
+/// Tag of Konnectivity's proxy-server image (apiserver-network-proxy); the
+/// node image carries the proxy-agent of the same version.
+pub const KONNECTIVITY_TAG: &str = "v0.34.0";
+
 /// Every image a virtual cluster runs, resolved from the spec's overrides,
 /// its registry and the operator's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +34,7 @@ pub struct Images {
     pub controller_manager: String,
     pub scheduler: String,
     pub coredns: String,
+    pub konnectivity_server: String,
     pub node: String,
 }
 
@@ -63,6 +68,10 @@ pub fn resolve(spec: &VirtualClusterSpec, settings: &OperatorSettings, minor: u6
         coredns: pick(
             &spec.images.core_dns,
             format!("{registry}/coredns/coredns:{COREDNS_TAG}"),
+        ),
+        konnectivity_server: pick(
+            &spec.images.konnectivity_server,
+            format!("{registry}/kas-network-proxy/proxy-server:{KONNECTIVITY_TAG}"),
         ),
         node: pick(
             &spec.images.node,

@@ -13,25 +13,25 @@ use nestor_e2e::tools::{kubectl, kubectl_ok};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const BUSYBOX: &str = "images.nestor.test/busybox:1.35";
+pub(super) const BUSYBOX: &str = "images.nestor.test/busybox:1.35";
 
-fn pool_yaml(name: &str, cluster: &str, replicas: i32, extra: &str) -> String {
+pub(super) fn pool_yaml(name: &str, cluster: &str, replicas: i32, extra: &str) -> String {
     format!(
         "apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\nspec:\n  clusterRef: {{name: {cluster}}}\n  replicas: {replicas}\n{extra}"
     )
 }
 
 /// `kubectl` against a nested cluster.
-fn nested(config: &Path, args: &[&str]) -> Result<String> {
+pub(super) fn nested(config: &Path, args: &[&str]) -> Result<String> {
     kubectl_ok(config, args, None)
 }
 
-fn nested_apply(config: &Path, yaml: &str) -> Result<()> {
+pub(super) fn nested_apply(config: &Path, yaml: &str) -> Result<()> {
     kubectl_ok(config, &["apply", "-f", "-"], Some(yaml)).map(|_| ())
 }
 
 /// `sh -c script` in a nested pod; returns stdout, or the error's text.
-fn exec(config: &Path, pod: &str, script: &str) -> Result<String> {
+pub(super) fn exec(config: &Path, pod: &str, script: &str) -> Result<String> {
     let out = kubectl(config, &["exec", pod, "--", "sh", "-c", script], None)?;
     ensure!(
         out.ok,
@@ -43,7 +43,7 @@ fn exec(config: &Path, pod: &str, script: &str) -> Result<String> {
 }
 
 /// Waits until a pool reports Ready with `replicas` ready nodes.
-async fn pool_ready(
+pub(super) async fn pool_ready(
     env: &Env,
     ns: &str,
     name: &str,
@@ -69,7 +69,7 @@ async fn pool_ready(
 }
 
 /// `jsonpath` output of a nested `kubectl get`.
-fn get(config: &Path, what: &[&str], path: &str) -> Result<String> {
+pub(super) fn get(config: &Path, what: &[&str], path: &str) -> Result<String> {
     let mut args = vec!["get"];
     args.extend_from_slice(what);
     let jsonpath = format!("jsonpath={path}");
@@ -77,7 +77,7 @@ fn get(config: &Path, what: &[&str], path: &str) -> Result<String> {
     nested(config, &args)
 }
 
-async fn wait_nested<F>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+pub(super) async fn wait_nested<F>(what: &str, timeout: Duration, mut check: F) -> Result<()>
 where
     F: FnMut() -> Result<bool>,
 {
@@ -102,7 +102,7 @@ where
 
 /// Waits for the nested `default` ServiceAccount (made by the nested
 /// controller-manager just after the cluster is Ready); pods need it.
-async fn default_service_account(config: &Path) -> Result<()> {
+pub(super) async fn default_service_account(config: &Path) -> Result<()> {
     wait_nested(
         "the default ServiceAccount",
         Duration::from_secs(60),
@@ -115,7 +115,7 @@ async fn default_service_account(config: &Path) -> Result<()> {
 /// scheduler from placing every replica on the first node that registers
 /// while its pool's other nodes are still joining (one replica per node
 /// until two nodes exist).
-fn web_yaml(replicas: i32, node_selector: &str) -> String {
+pub(super) fn web_yaml(replicas: i32, node_selector: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment

@@ -89,6 +89,10 @@ pub fn desired_node_statefulset(
         args: Some(vec![
             format!("--node-labels={}", node_labels_flag(pool)),
             format!("--cluster-cidr={}", vc.spec.networking.pod_cidr),
+            format!(
+                "--konnectivity-server={}",
+                crate::build::konnectivity::agent_endpoint(&names)
+            ),
         ]),
         env: Some(vec![
             field_env(contract::NODE_NAME_ENV, "metadata.name"),

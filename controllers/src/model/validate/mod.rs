@@ -257,6 +257,10 @@ pub fn validate_cluster(
         ("spec.images.controllerManager", &images.controller_manager),
         ("spec.images.scheduler", &images.scheduler),
         ("spec.images.coreDNS", &images.core_dns),
+        (
+            "spec.images.konnectivityServer",
+            &images.konnectivity_server,
+        ),
         ("spec.images.node", &images.node),
     ] {
         if let Some(image) = image {
