@@ -100,6 +100,16 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
             "service-account-issuer",
             format!("https://kubernetes.default.svc.{}", net.cluster_domain),
         ),
+        // The key set is where pods find it, through the in-cluster name
+        // the serving certificate covers (by default it would name the API
+        // server's pod IP, which the certificate does not).
+        (
+            "service-account-jwks-uri",
+            format!(
+                "https://kubernetes.default.svc.{}/openid/v1/jwks",
+                net.cluster_domain
+            ),
+        ),
         ("service-account-key-file", pki("sa.pub")),
         ("service-account-signing-key-file", pki("sa.key")),
         (
@@ -123,6 +133,11 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
         ),
         ("enable-admission-plugins", ADMISSION_PLUGINS.into()),
         ("enable-bootstrap-token-auth", "true".into()),
+        // Webhooks and aggregated APIs are called at a ready endpoint's pod
+        // IP rather than the Service's cluster IP: an agent dials it from a
+        // node pod whose kube-proxy may not have programmed a new Service
+        // yet, and pod IPs route from every node pod at once.
+        ("enable-aggregator-routing", "true".into()),
         (
             "allow-privileged",
             (inputs.workloads == WorkloadPolicy::Privileged).to_string(),
