@@ -5,9 +5,12 @@
 //! on loopback, served by the operator's binary in the API server's pod)
 //! and denies, with a reason that says why:
 //!
-//! - changing or deleting the admission policies that confine pods
-//!   ([`PROTECTED_POLICIES`], and their bindings of the same names), or
-//!   deleting such objects by collection;
+//! - creating, changing or deleting the admission policies that confine
+//!   pods ([`PROTECTED_POLICIES`], and their bindings of the same names),
+//!   or deleting policies or bindings by collection unless the request's
+//!   label or field selector leaves Nestor's out (their labels are exactly
+//!   [`PROTECTED_LABELS`]: no tenant can create them with others, or
+//!   change them);
 //! - impersonating the group `system:masters`, which no authorizer checks.
 //!
 //! (A certificate for `system:masters` cannot be requested either: the API
@@ -17,9 +20,11 @@
 //! the break-glass credential) pass, because the API server never asks an
 //! authorizer about them.
 
+use crate::model::names::MANAGED_BY;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewStatus,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 /// The admission policies (and bindings, of the same names) the guard
 /// protects: those Nestor writes into every nested cluster. A tenant's own
@@ -29,6 +34,10 @@ pub const PROTECTED_POLICIES: [&str; 3] = [
     "nestor-host-volumes",
     "nestor-proc-mount",
 ];
+/// The labels of the protected policies and bindings, all of them: Nestor
+/// writes them with these, and no one else may create or change them.
+pub const PROTECTED_LABELS: [(&str, &str); 1] = [MANAGED_BY];
+
 /// The loopback port the guard listens on in the API server's pod.
 pub const PORT: u16 = 10260;
 
@@ -51,8 +60,8 @@ pub fn denial(attributes: &ResourceAttributes) -> Option<String> {
             "admissionregistration.k8s.io",
             "validatingadmissionpolicies" | "validatingadmissionpolicybindings",
             verb,
-        ) if verb == "deletecollection"
-            || (matches!(verb, "update" | "patch" | "delete")
+        ) if (verb == "deletecollection" && !leaves_protected_out(attributes))
+            || (matches!(verb, "create" | "update" | "patch" | "delete")
                 && PROTECTED_POLICIES.contains(&name.as_str())) =>
         {
             Some(format!(
@@ -64,6 +73,60 @@ pub fn denial(attributes: &ResourceAttributes) -> Option<String> {
             "nestor: impersonating system:masters would bypass authorization; it is reserved to the platform".into(),
         ),
         _ => None,
+    }
+}
+
+/// Whether a collection request's selectors match none of the protected
+/// objects: some label requirement their labels fail, or a name
+/// requirement their names fail. Without selectors (or with selectors the
+/// API server did not parse), they could match.
+fn leaves_protected_out(attributes: &ResourceAttributes) -> bool {
+    let labels = attributes
+        .label_selector
+        .as_ref()
+        .and_then(|s| s.requirements.as_ref());
+    let by_label = labels.is_some_and(|requirements| {
+        requirements.iter().any(|r| {
+            let value = PROTECTED_LABELS
+                .iter()
+                .find(|(k, _)| *k == r.key)
+                .map(|(_, v)| *v);
+            !holds(r, value)
+        })
+    });
+    let fields = attributes
+        .field_selector
+        .as_ref()
+        .and_then(|s| s.requirements.as_ref());
+    let by_name = fields.is_some_and(|requirements| {
+        requirements
+            .iter()
+            .filter(|r| r.key == "metadata.name")
+            .any(|r| {
+                let as_label = LabelSelectorRequirement {
+                    key: r.key.clone(),
+                    operator: r.operator.clone(),
+                    values: r.values.clone(),
+                };
+                PROTECTED_POLICIES
+                    .iter()
+                    .all(|name| !holds(&as_label, Some(name)))
+            })
+    });
+    by_label || by_name
+}
+
+/// Whether a requirement holds for an object whose value under its key is
+/// `value` (`None`: no such key). Unknown operators hold: they cannot be
+/// relied on to leave anything out.
+fn holds(r: &LabelSelectorRequirement, value: Option<&str>) -> bool {
+    let listed = |v: &str| r.values.iter().flatten().any(|x| x == v);
+    match r.operator.as_str() {
+        "In" => value.is_some_and(listed),
+        "NotIn" => !value.is_some_and(listed),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        _ => true,
     }
 }
 
@@ -118,6 +181,10 @@ mod tests {
                 );
             }
             assert!(denial(&attrs(ADMISSION, resource, "deletecollection", "")).is_some());
+            assert!(
+                denial(&attrs(ADMISSION, resource, "create", "nestor-proc-mount")).is_some(),
+                "no tenant makes one first, with labels of its own"
+            );
             // The tenant's own policies, and reading Nestor's, are RBAC's.
             // (a chart's own `nestor-*` policy in a nested cluster included).
             for name in ["tenant-policy", "nestor-writes-managed-objects-only"] {
@@ -137,6 +204,61 @@ mod tests {
             denial(&attrs("example.com", VAP, "delete", "nestor-proc-mount")),
             None
         );
+    }
+
+    #[test]
+    fn a_collection_delete_passes_only_when_its_selectors_leave_nestors_out() {
+        use k8s_openapi::api::authorization::v1::{
+            FieldSelectorAttributes, LabelSelectorAttributes,
+        };
+        let req = |key: &str, operator: &str, values: &[&str]| LabelSelectorRequirement {
+            key: key.into(),
+            operator: operator.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+        };
+        let by_labels = |requirements: Vec<LabelSelectorRequirement>| {
+            let mut a = attrs(ADMISSION, VAP, "deletecollection", "");
+            a.label_selector = Some(LabelSelectorAttributes {
+                raw_selector: None,
+                requirements: Some(requirements),
+            });
+            denial(&a)
+        };
+        // Upstream's Conformance test deletes its own, by its own label.
+        assert_eq!(by_labels(vec![req("e2e-test-vap", "In", &["true"])]), None);
+        assert_eq!(by_labels(vec![req("e2e-test-vap", "Exists", &[])]), None);
+        assert_eq!(
+            by_labels(vec![req(MANAGED_BY.0, "NotIn", &[MANAGED_BY.1])]),
+            None
+        );
+        // Selectors Nestor's objects match.
+        for matching in [
+            vec![req(MANAGED_BY.0, "In", &[MANAGED_BY.1])],
+            vec![req(MANAGED_BY.0, "Exists", &[])],
+            vec![req("team", "DoesNotExist", &[])],
+            vec![req("team", "NotIn", &["a"])],
+            vec![req("team", "Unknown", &["a"])],
+            vec![],
+        ] {
+            assert!(by_labels(matching.clone()).is_some(), "{matching:?}");
+        }
+        let by_name = |operator: &str, values: &[&str]| {
+            let mut a = attrs(ADMISSION, BINDING, "deletecollection", "");
+            a.field_selector = Some(FieldSelectorAttributes {
+                raw_selector: None,
+                requirements: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldSelectorRequirement {
+                        key: "metadata.name".into(),
+                        operator: operator.into(),
+                        values: Some(values.iter().map(|v| v.to_string()).collect()),
+                    },
+                ]),
+            });
+            denial(&a)
+        };
+        assert_eq!(by_name("In", &["mine"]), None);
+        assert!(by_name("In", &["mine", "nestor-host-volumes"]).is_some());
+        assert!(by_name("NotIn", &["mine"]).is_some());
     }
 
     #[test]
