@@ -45,6 +45,53 @@ async fn pod_memory(bed: &TestBed, namespace: &str) -> Result<BTreeMap<String, u
     Ok(out)
 }
 
+/// Working set of each container of the pods of `namespace`, keyed
+/// `pod/container`.
+fn container_memory(bed: &TestBed, namespace: &str) -> Result<BTreeMap<String, u64>> {
+    let path = format!(
+        "/api/v1/nodes/{}/proxy/stats/summary",
+        node::setting("NODE_NAME")
+    );
+    let text = kubectl_ok(&bed.kubeconfig, &["get", "--raw", &path], None)?;
+    let summary: serde_json::Value = serde_json::from_str(&text)?;
+    let mut out = BTreeMap::new();
+    for pod in summary["pods"].as_array().into_iter().flatten() {
+        if pod["podRef"]["namespace"] != namespace {
+            continue;
+        }
+        let name = pod["podRef"]["name"].as_str().unwrap_or_default();
+        for c in pod["containers"].as_array().into_iter().flatten() {
+            out.insert(
+                format!("{name}/{}", c["name"].as_str().unwrap_or_default()),
+                c["memory"]["workingSetBytes"].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Resident memory of this machine's processes named `comm` (the node
+/// pods' daemons run as such), in bytes.
+fn process_rss(comm: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let named = std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == comm);
+        if !named {
+            continue;
+        }
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            out.push(kb * 1024);
+        }
+    }
+    out
+}
+
 fn install(bed: &TestBed) -> Result<()> {
     let mirrors = node::registry_mirrors_value();
     nestor_e2e::support::helm_install(&bed.kubeconfig, &["--set-json", &mirrors])
@@ -115,9 +162,11 @@ async fn workloads(bed: &TestBed, runs: usize) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(20)).await;
         let memory = pod_memory(bed, &ns).await?;
         let node = memory.get("pool-node-0").copied().unwrap_or(0);
+        let agents = process_rss("proxy-agent");
         println!(
-            "run {run}: first nested pod Running {took:.1}s after apply; node pod working set {:.0} MiB",
-            node as f64 / 1048576.0
+            "run {run}: first nested pod Running {took:.1}s after apply; node pod working set {:.0} MiB (its Konnectivity agent: {:.0} MiB resident)",
+            node as f64 / 1048576.0,
+            agents.iter().sum::<u64>() as f64 / 1048576.0 / agents.len().max(1) as f64
         );
         times.push(took);
         node_memory.push(node as f64);
@@ -196,8 +245,12 @@ async fn ready(bed: &TestBed, runs: usize) -> Result<()> {
             "run {run}: Ready {took:.1}s after apply; pods' working set {:.0} MiB",
             total as f64 / 1048576.0
         );
+        let containers = container_memory(bed, &ns)?;
         for (pod, bytes) in &memory {
             println!("    {pod:<45} {:>6.1} MiB", *bytes as f64 / 1048576.0);
+            for (name, bytes) in containers.range(format!("{pod}/")..format!("{pod}0")) {
+                println!("      {name:<43} {:>6.1} MiB", *bytes as f64 / 1048576.0);
+            }
         }
         times.push(took);
         memories.push((total, memory));
