@@ -275,7 +275,13 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
     let images = paths::images_dir()?;
     for entry in std::fs::read_dir(&images)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "tar") {
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
+        // What only nested nodes run is in the registry, not here.
+        let nested_only = NESTED_ONLY.iter().any(|p| file.starts_with(p));
+        if path.extension().is_some_and(|e| e == "tar") && !nested_only {
             let out = ctr(&["images", "import", &path.display().to_string()])?;
             if !out.status.success() {
                 bail!(
@@ -319,20 +325,45 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
 }
 
 /// Images nested nodes pull (through their containerd's mirrors): the
-/// sandbox image and the test workloads'. Archive file name prefix -> the
-/// repository path in the test bed's registry.
-const REGISTRY_IMAGES: &[(&str, &str)] = &[
-    ("registry.k8s.io_pause_", "pause"),
-    ("images.nestor.test_busybox_", "busybox"),
+/// sandbox image, the test workloads', metrics-server and upstream's
+/// Conformance images (`e2e-test-images/<name>`, and the etcd its
+/// aggregator test runs). Archive file name prefix -> the repository path
+/// in the test bed's registry, and whether the next `_`-separated part of
+/// the name is the repository's last segment.
+const REGISTRY_IMAGES: &[(&str, &str, bool)] = &[
+    ("registry.k8s.io_pause_", "pause", false),
+    ("images.nestor.test_busybox_", "busybox", false),
     (
         "registry.k8s.io_metrics-server_metrics-server_",
         "metrics-server/metrics-server",
+        false,
     ),
-    (
-        "registry.k8s.io_e2e-test-images_agnhost_",
-        "e2e-test-images/agnhost",
-    ),
+    ("registry.k8s.io_e2e-test-images_", "e2e-test-images", true),
+    ("registry.k8s.io_etcd_", "etcd", false),
 ];
+
+/// Archives the host's own node never runs (only nested nodes pull them,
+/// from the registry), so it does not import them.
+const NESTED_ONLY: &[&str] = &[
+    "images.nestor.test_",
+    "registry.k8s.io_e2e-test-images_",
+    "registry.k8s.io_metrics-server_",
+];
+
+/// The repository and tag an image archive is pushed as, or `None` for
+/// archives nested nodes never pull.
+fn registry_target(file: &str) -> Option<(String, String)> {
+    let (prefix, repo, named) = REGISTRY_IMAGES
+        .iter()
+        .find(|(p, _, _)| file.starts_with(p))?;
+    let rest = file[prefix.len()..].trim_end_matches(".tar");
+    if *named {
+        let (name, tag) = rest.split_once('_')?;
+        Some((format!("{repo}/{name}"), tag.to_string()))
+    } else {
+        Some((repo.to_string(), rest.to_string()))
+    }
+}
 
 /// The test bed's registry address (on the node's own link).
 pub fn registry() -> String {
@@ -352,11 +383,15 @@ pub fn registry_mirrors_value() -> String {
     )
 }
 
-/// Starts an in-memory registry on the node's address and pushes into it
-/// the images nested nodes pull.
+/// Starts a registry on the node's address and pushes into it the images
+/// nested nodes pull. Its blobs live in the cache (`registry-blobs`, keyed
+/// by digest), so a push finds the layers of an unchanged image there and
+/// sends only its manifest; its manifests live in memory, for this run.
 fn start_registry(images: &Path, logs: &Path, lifetime: Lifetime) -> Result<Proc> {
     let crane = paths::crane_binary()?;
     let address = registry();
+    let blobs = images.with_file_name("registry-blobs");
+    std::fs::create_dir_all(&blobs)?;
     let proc = spawn(
         "registry",
         &crane,
@@ -365,6 +400,8 @@ fn start_registry(images: &Path, logs: &Path, lifetime: Lifetime) -> Result<Proc
             "serve".into(),
             "--address".into(),
             address.clone(),
+            "--disk".into(),
+            blobs.display().to_string(),
         ],
         &[],
         &logs.join("registry.log"),
@@ -386,10 +423,9 @@ fn start_registry(images: &Path, logs: &Path, lifetime: Lifetime) -> Result<Proc
             .file_name()
             .and_then(|f| f.to_str())
             .unwrap_or_default();
-        let Some((prefix, repo)) = REGISTRY_IMAGES.iter().find(|(p, _)| file.starts_with(p)) else {
+        let Some((repo, tag)) = registry_target(file) else {
             continue;
         };
-        let tag = file[prefix.len()..].trim_end_matches(".tar");
         let target = format!("{address}/{repo}:{tag}");
         let out = Command::new(&crane)
             .args(["push", "--insecure"])
@@ -495,4 +531,27 @@ spec:
         storage_class = serde_yaml::to_string(&crate::provisioner::storage_class())
             .expect("StorageClass serializes"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registry_target;
+
+    #[test]
+    fn archives_are_pushed_under_their_references() {
+        let target = |f: &str| registry_target(f).map(|(r, t)| format!("{r}:{t}"));
+        assert_eq!(
+            target("registry.k8s.io_e2e-test-images_jessie-dnsutils_1.7.tar").as_deref(),
+            Some("e2e-test-images/jessie-dnsutils:1.7")
+        );
+        assert_eq!(
+            target("registry.k8s.io_e2e-test-images_busybox_1.37.0-1.tar").as_deref(),
+            Some("e2e-test-images/busybox:1.37.0-1")
+        );
+        assert_eq!(
+            target("registry.k8s.io_pause_3.10.1.tar").as_deref(),
+            Some("pause:3.10.1")
+        );
+        assert_eq!(target("registry.k8s.io_kube-apiserver_v1.35.4.tar"), None);
+    }
 }

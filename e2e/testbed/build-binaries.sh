@@ -4,7 +4,7 @@
 # versions does nothing. Usage: build-binaries.sh [component ...]
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet
 #             kube-proxy etcd coredns pause crane konnectivity agnhost
-#             metrics-server (default: the control-plane set
+#             metrics-server conformance (default: the control-plane set
 #             and etcd).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -67,23 +67,57 @@ GO
 }
 
 k8s_test_wrapper() {
-  # Upstream's test programs (agnhost) need more modules than the
-  # components: a module of their own, pinned like the wrapper above.
-  local dir=$cache/kubernetes/$K8S_VERSION/test-module base
-  if [ ! -f "$dir/go.sum" ]; then
-    base=$(k8s_wrapper)
-    mkdir -p "$dir"
-    sed 's#^module .*#module nestor.dev/testbed/kubernetes-tests#' "$base/go.mod" > "$dir/go.mod"
-    cp "$base/go.sum" "$dir/go.sum.tmp"
-    cat > "$dir/tools.go" <<'GO'
+  # Upstream's test programs (agnhost, sample-apiserver, the end-to-end
+  # suite and ginkgo) need more modules than the components: a module of
+  # their own, pinned like the wrapper above, tidied again whenever the
+  # list of programs changes.
+  local dir=$cache/kubernetes/$K8S_VERSION/test-module base tools
+  tools=$(cat <<'GO'
 //go:build tools
 
 package tools
 
 import (
+	_ "github.com/onsi/ginkgo/v2/ginkgo"
+	_ "go.yaml.in/yaml/v2"
+	_ "k8s.io/kubernetes/test/conformance/testdata"
+	_ "k8s.io/kubernetes/test/e2e"
+	_ "k8s.io/kubernetes/test/e2e/apimachinery"
+	_ "k8s.io/kubernetes/test/e2e/apps"
+	_ "k8s.io/kubernetes/test/e2e/architecture"
+	_ "k8s.io/kubernetes/test/e2e/auth"
+	_ "k8s.io/kubernetes/test/e2e/autoscaling"
+	_ "k8s.io/kubernetes/test/e2e/cloud"
+	_ "k8s.io/kubernetes/test/e2e/common"
+	_ "k8s.io/kubernetes/test/e2e/dra"
+	_ "k8s.io/kubernetes/test/e2e/framework/debug/init"
+	_ "k8s.io/kubernetes/test/e2e/framework/metrics/init"
+	_ "k8s.io/kubernetes/test/e2e/framework/node/init"
+	_ "k8s.io/kubernetes/test/e2e/instrumentation"
+	_ "k8s.io/kubernetes/test/e2e/invariants"
+	_ "k8s.io/kubernetes/test/e2e/kubectl"
+	_ "k8s.io/kubernetes/test/e2e/lifecycle"
+	_ "k8s.io/kubernetes/test/e2e/lifecycle/bootstrap"
+	_ "k8s.io/kubernetes/test/e2e/network"
+	_ "k8s.io/kubernetes/test/e2e/node"
+	_ "k8s.io/kubernetes/test/e2e/scheduling"
+	_ "k8s.io/kubernetes/test/e2e/storage"
+	_ "k8s.io/kubernetes/test/e2e/storage/csimock"
+	_ "k8s.io/kubernetes/test/e2e/storage/external"
+	_ "k8s.io/kubernetes/test/e2e/windows"
+	_ "k8s.io/kubernetes/test/fixtures"
 	_ "k8s.io/kubernetes/test/images/agnhost"
+	_ "k8s.io/kubernetes/test/utils/format"
+	_ "k8s.io/sample-apiserver"
 )
 GO
+)
+  if [ ! -f "$dir/go.sum" ] || [ "$(cat "$dir/tools.go" 2>/dev/null)" != "$tools" ]; then
+    base=$(k8s_wrapper)
+    mkdir -p "$dir"
+    sed 's#^module .*#module nestor.dev/testbed/kubernetes-tests#' "$base/go.mod" > "$dir/go.mod"
+    cp "$base/go.sum" "$dir/go.sum.tmp"
+    echo "$tools" > "$dir/tools.go"
     echo "nestor-testbed: resolving Kubernetes v$K8S_VERSION test modules (first run only)" >&2
     (cd "$dir" && mv go.sum.tmp go.sum && go mod tidy -e >&2)
   fi
@@ -186,6 +220,33 @@ GO
       # The image tag upstream's tests ask for.
       (cd "$dir" && cat "$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/test/images/agnhost/VERSION") > "$k8s_bin/agnhost.version"
       mv "$k8s_bin/agnhost.tmp" "$k8s_bin/agnhost"
+      ;;
+    conformance)
+      # Upstream's Conformance suite (e2e.test), the ginkgo runner, and the
+      # programs of the test images that are not agnhost: sample-apiserver,
+      # nonewprivs' nnp, and the etcd the aggregator test runs beside it.
+      dir=$(k8s_test_wrapper)
+      if [ ! -x "$k8s_bin/e2e.test" ]; then
+        echo "nestor-testbed: building e2e.test v$K8S_VERSION (several minutes on 2 cores)" >&2
+        (cd "$dir" && go test -c -trimpath -ldflags='-s -w' -o "$k8s_bin/e2e.test.tmp" k8s.io/kubernetes/test/e2e)
+        mv "$k8s_bin/e2e.test.tmp" "$k8s_bin/e2e.test"
+      fi
+      for prog in ginkgo:github.com/onsi/ginkgo/v2/ginkgo sample-apiserver:k8s.io/sample-apiserver \
+          nnp:k8s.io/kubernetes/test/images/nonewprivs; do
+        [ -x "$k8s_bin/${prog%%:*}" ] && continue
+        (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$k8s_bin/${prog%%:*}.tmp" "${prog#*:}")
+        mv "$k8s_bin/${prog%%:*}.tmp" "$k8s_bin/${prog%%:*}"
+      done
+      e2e_etcd=$cache/etcd/$E2E_ETCD_VERSION/bin
+      if [ ! -x "$e2e_etcd/etcd" ]; then
+        mkdir -p "$e2e_etcd"
+        ETCD_VERSION=$E2E_ETCD_VERSION
+        dir=$(etcd_wrapper)
+        echo "nestor-testbed: building etcd v$E2E_ETCD_VERSION" >&2
+        (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$e2e_etcd/etcd.tmp" .)
+        mv "$e2e_etcd/etcd.tmp" "$e2e_etcd/etcd"
+        ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$here/versions.env")
+      fi
       ;;
     metrics-server)
       [ -x "$ms_bin/metrics-server" ] && continue

@@ -3,8 +3,9 @@
 # binaries built here: the sandbox (pause), etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, CoreDNS, Konnectivity's proxy-server,
 # the Nestor operator, the Nestor node image (kubelet, kube-proxy, Konnectivity's
-# proxy-agent, containerd, runc, CNI plugins) and
-# a busybox image that the end-to-end tests run as nested workloads.
+# proxy-agent, containerd, runc, CNI plugins), a busybox image that the
+# end-to-end tests run as nested workloads, metrics-server, and the images
+# upstream's Conformance suite runs (see docs/conformance.md).
 # Each archive is rebuilt only when its binary is newer. The references are
 # exactly those the pod specs use. Prints the directory of the archives.
 set -euo pipefail
@@ -16,7 +17,7 @@ cache=${NESTOR_CACHE:-$HOME/.cache/nestor}
 out=$cache/images
 mkdir -p "$out"
 bash "$here/build-binaries.sh" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy \
-  etcd coredns pause konnectivity agnhost metrics-server >/dev/null
+  etcd coredns pause konnectivity agnhost metrics-server conformance >/dev/null
 k8s_bin=$cache/kubernetes/$K8S_VERSION/bin
 knp_bin=$cache/konnectivity/$KONNECTIVITY_VERSION/bin
 
@@ -86,6 +87,65 @@ ms_bin=$cache/metrics-server/$METRICS_SERVER_VERSION/bin
 image "$registry/metrics-server/metrics-server:v$METRICS_SERVER_VERSION" "$ms_bin/metrics-server" \
   --file "$ms_bin/metrics-server:/metrics-server" --entrypoint '["/metrics-server"]' --user 65534:65534 \
   --dir /tmp:1777
-image "$registry/e2e-test-images/agnhost:$(cat "$k8s_bin/agnhost.version")" "$k8s_bin/agnhost" \
-  --file "$k8s_bin/agnhost:/agnhost" --entrypoint '["/agnhost"]' --cmd '["pause"]' --dir /tmp:1777
+
+# Upstream's Conformance images, under the references test/utils/image/
+# manifest.go of this Kubernetes version gives them. No registry is
+# reachable, so each is built here from what upstream's does: agnhost and
+# sample-apiserver from the Kubernetes module, nnp (nonewprivs) too, etcd
+# from its module, and a stand-in base (tools-rootfs.sh: busybox applets,
+# bash as /bin/sh, dig, getent, curl, nc, ip) where upstream starts from
+# Alpine or Debian, busybox included (Debian's busybox 1.35 would drop the
+# environment variables upstream's tests name with dashes). nginx is stood
+# in for by busybox's httpd on port 80.
+e2e=$registry/e2e-test-images
+agnhost_tag=$(cat "$k8s_bin/agnhost.version")
+conformance_files=("$k8s_bin/agnhost" "$k8s_bin/sample-apiserver" "$k8s_bin/nnp" "$here/tools-rootfs.sh" "$here/build-images.sh")
+stale=0
+for f in "${conformance_files[@]}"; do
+  [ "$f" -nt "$out/$(echo "$e2e/agnhost:$agnhost_tag" | tr '/:' '__').tar" ] && stale=1
+done
+if [ "$stale" = 1 ] || [ ! -f "$out/$(echo "$e2e/nonroot:1.4" | tr '/:' '__').tar" ]; then
+  rm -f "$out"/registry.k8s.io_e2e-test-images_*.tar
+  stage=$(mktemp -d)
+  tools=$stage/tools
+  bash "$here/tools-rootfs.sh" "$tools"
+  images=$(go env GOMODCACHE)/k8s.io/kubernetes@v$K8S_VERSION/test/images
+  # agnhost: its binary, agnhost-2, the porter's certificate, a user 1000
+  # in a group 50000 (tools-rootfs.sh), pause by default.
+  cp -a "$tools" "$stage/agnhost"
+  cp "$k8s_bin/agnhost" "$stage/agnhost/agnhost"
+  ln -s agnhost "$stage/agnhost/agnhost-2"
+  cp "$images/agnhost/porter/localhost.crt" "$images/agnhost/porter/localhost.key" "$stage/agnhost/"
+  mkdir -p "$stage/agnhost/uploads"
+  for tag in "$agnhost_tag" 2.55; do
+    image "$e2e/agnhost:$tag" "$k8s_bin/agnhost" --tree "$stage/agnhost" \
+      --entrypoint '["/agnhost"]' --cmd '["pause"]'
+  done
+  for pet in kitten nautilus; do
+    cp -a "$stage/agnhost" "$stage/$pet"
+    cp "$images/$pet/html/"* "$stage/$pet/"
+    image "$e2e/$pet:1.7" "$k8s_bin/agnhost" --tree "$stage/$pet" \
+      --entrypoint '["/agnhost"]' --cmd '["test-webserver"]'
+  done
+  image "$e2e/busybox:1.37.0-1" /bin/busybox --tree "$tools" --cmd '["sh"]'
+  image "$e2e/jessie-dnsutils:1.7" /bin/busybox --tree "$tools" --cmd '["sh"]'
+  image "$e2e/nonroot:1.4" /bin/busybox --tree "$tools" --cmd '["sh"]' --user 1234
+  cp -a "$tools" "$stage/nonewprivs"
+  install -D -m 4755 "$k8s_bin/nnp" "$stage/nonewprivs/usr/local/bin/nnp"
+  image "$e2e/nonewprivs:1.3" "$k8s_bin/nnp" --tree "$stage/nonewprivs" --cmd '["nnp"]'
+  mkdir -p "$stage/nginx/usr/share/nginx/html"
+  cp -a "$tools/." "$stage/nginx/"
+  echo '<html><body>nginx stand-in</body></html>' > "$stage/nginx/usr/share/nginx/html/index.html"
+  for tag in 1.14-4 1.15-4; do
+    image "$e2e/nginx:$tag" /bin/busybox --tree "$stage/nginx" \
+      --entrypoint '["httpd", "-f", "-p", "80", "-h", "/usr/share/nginx/html"]'
+  done
+  image "$e2e/sample-apiserver:1.29.2" "$k8s_bin/sample-apiserver" \
+    --file "$k8s_bin/sample-apiserver:/sample-apiserver" --entrypoint '["/sample-apiserver"]' --dir /tmp:1777
+  rm -rf "$stage"
+fi
+image "$registry/pause:3.10.1" "$cache/pause/$PAUSE_TAG/bin/pause" \
+  --file "$cache/pause/$PAUSE_TAG/bin/pause:/pause" --entrypoint '["/pause"]' --user 65535:65535
+image "$registry/etcd:$E2E_ETCD_VERSION-0" "$cache/etcd/$E2E_ETCD_VERSION/bin/etcd" \
+  --file "$cache/etcd/$E2E_ETCD_VERSION/bin/etcd:/usr/local/bin/etcd" --dir /var/lib/etcd:0700 --dir /tmp:1777
 echo "$out"

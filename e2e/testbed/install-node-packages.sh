@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test bed's node needs from Debian: containerd, runc, the
 # CNI plugins, iptables, conntrack, iproute2 and mount (all also go into the
-# node image), and busybox-static (the nested workloads' image). Does
-# nothing when they are there.
+# node image), busybox-static (the nested workloads' image), and dash,
+# bash, dig, curl and OpenBSD netcat (the stand-ins for upstream's test
+# images, tools-rootfs.sh). Does nothing when they are there.
 set -euo pipefail
 missing=()
-for p in containerd runc containernetworking-plugins iptables conntrack iproute2 mount busybox-static; do
+for p in containerd runc containernetworking-plugins iptables conntrack iproute2 mount busybox-static \
+  dash bash bind9-dnsutils curl netcat-openbsd; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -28,12 +28,15 @@ use std::time::{Duration, Instant};
 mod at_rest;
 #[path = "e2e/attacks.rs"]
 mod attacks;
+#[path = "e2e/conformance.rs"]
+mod conformance;
 #[path = "e2e/reach.rs"]
 mod reach;
 #[path = "e2e/workloads.rs"]
 mod workloads;
 use at_rest::secrets_are_encrypted_at_rest_and_requests_audited;
 use attacks::*;
+use conformance::upstream_conformance;
 use reach::api_server_reaches_its_cluster;
 use workloads::{node_pools_scale_drain_and_restart, workloads_run_on_nested_nodes};
 
@@ -561,9 +564,20 @@ async fn delete_leaves_the_host_clean(env: &Env) -> Result<()> {
 async fn setup(dir: &Path) -> Result<Env> {
     let env = Env::setup(dir).await?;
     let mirrors = nestor_e2e::node::registry_mirrors_value();
+    let privileged = format!(
+        "security.privilegedNamespaces=[\"{}\"]",
+        conformance::NAMESPACE
+    );
     nestor_e2e::support::helm_install(
         &env.admin,
-        &["--set", "logFormat=text", "--set-json", &mirrors],
+        &[
+            "--set",
+            "logFormat=text",
+            "--set-json",
+            &mirrors,
+            "--set-json",
+            &privileged,
+        ],
     )?;
     Ok(env)
 }
@@ -609,6 +623,7 @@ fn main() -> std::process::ExitCode {
             attack_image_from_an_unlisted_registry,
             attack_revoked_admin_credential,
             tenant_admin_installs_a_chart,
+            upstream_conformance,
         ],
         || setup(&dir),
         |mut env| {
