@@ -11,14 +11,8 @@ dir=$1 kube_bin=$2 nestor_node=$3 proxy_agent=$4
 rm -rf "$dir"
 mkdir -p "$dir"
 
-copy() { # copy SRC [DEST]: the file's content at DEST (default: same path)
-  local dest=$dir${2:-$1}
-  mkdir -p "$(dirname "$dest")"
-  cp -L --preserve=mode "$1" "$dest"
-}
-libs() { # the shared libraries a binary loads, and the loader
-  ldd "$1" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'
-}
+# shellcheck source=rootfs-lib.sh
+source "$(dirname "$0")/rootfs-lib.sh"
 
 binaries=(
   /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/bin/ctr /usr/sbin/runc

@@ -15,14 +15,8 @@ rm -rf "$dir"
 mkdir -p "$dir/usr/bin" "$dir/usr/sbin" "$dir/tmp" "$dir/etc" "$dir/root"
 chmod 1777 "$dir/tmp"
 
-copy() { # copy SRC [DEST]: the file's content at DEST (default: same path)
-  local dest=$dir${2:-$1}
-  mkdir -p "$(dirname "$dest")"
-  cp -L --preserve=mode "$1" "$dest"
-}
-libs() { # the shared libraries a binary loads, and the loader
-  ldd "$1" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'
-}
+# shellcheck source=rootfs-lib.sh
+source "$(dirname "$0")/rootfs-lib.sh"
 
 cp /bin/busybox "$dir/usr/bin/busybox"
 for applet in $(/bin/busybox --list); do

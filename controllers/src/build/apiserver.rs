@@ -16,10 +16,7 @@ use crate::model::names::{
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PodTemplateSpec, Service,
-    ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, PodTemplateSpec, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nestor_crds::ExposureType;
@@ -177,17 +174,7 @@ pub fn desired_apiserver_deployment(inputs: &ClusterInputs) -> Deployment {
         name: "kube-apiserver".into(),
         image: Some(inputs.images.apiserver.clone()),
         command: Some(command),
-        env: Some(vec![EnvVar {
-            name: "POD_IP".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "status.podIP".into(),
-                    ..Default::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        env: Some(vec![field_env("POD_IP", "status.podIP")]),
         ports: Some(vec![ContainerPort {
             name: Some("https".into()),
             container_port: PORT,

@@ -21,12 +21,13 @@
 //!   announced the kubelet's address (`destHost`); others to any agent.
 //!   Keepalives drop a vanished node's agent within a minute.
 
-use crate::build::podspec::{hardened_container_security_context, read_only_mount, resources_or};
+use crate::build::podspec::{
+    field_env, hardened_container_security_context, read_only_mount, resources_or,
+};
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::ClusterNames;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, Volume, VolumeMount,
 };
 
 /// The directory of the socket the API server and the proxy server share.
@@ -124,17 +125,7 @@ pub fn server_container(inputs: &ClusterInputs, pki_dir: &str, pki_volume: &str)
         image: Some(inputs.images.konnectivity_server.clone()),
         command: Some(vec!["/proxy-server".into()]),
         args: Some(args(inputs, pki_dir)),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..Default::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        env: Some(vec![field_env("POD_NAME", "metadata.name")]),
         ports: Some(vec![ContainerPort {
             name: Some("konnectivity".into()),
             container_port: AGENT_PORT,

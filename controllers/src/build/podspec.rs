@@ -1,9 +1,9 @@
 //! Pieces every hardened pod spec shares.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, HTTPGetAction, PodSecurityContext, PodSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -99,6 +99,22 @@ pub fn control_plane_pod(
 pub fn placed(mut pod: PodSpec, placement: &nestor_crds::Placement) -> PodSpec {
     crate::model::placement::apply(&mut pod, placement);
     pod
+}
+
+/// An environment variable from the pod's own fields (downward API), such
+/// as `metadata.name` or `status.podIP`.
+pub fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
 }
 
 /// A volume from a ConfigMap.

@@ -23,42 +23,41 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 async fn pod_memory(bed: &TestBed, namespace: &str) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for pod in stats_pods(bed, namespace)? {
+        out.insert(
+            pod["podRef"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            pod["memory"]["workingSetBytes"].as_u64().unwrap_or(0),
+        );
+    }
+    Ok(out)
+}
+
+/// The kubelet summary API's entries of the pods of `namespace`.
+fn stats_pods(bed: &TestBed, namespace: &str) -> Result<Vec<serde_json::Value>> {
     let path = format!(
         "/api/v1/nodes/{}/proxy/stats/summary",
         node::setting("NODE_NAME")
     );
     let text = kubectl_ok(&bed.kubeconfig, &["get", "--raw", &path], None)?;
     let summary: serde_json::Value = serde_json::from_str(&text)?;
-    let mut out = BTreeMap::new();
-    for pod in summary["pods"].as_array().into_iter().flatten() {
-        if pod["podRef"]["namespace"] == namespace {
-            let component = pod["podRef"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            out.insert(
-                component,
-                pod["memory"]["workingSetBytes"].as_u64().unwrap_or(0),
-            );
-        }
-    }
-    Ok(out)
+    Ok(summary["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|pod| pod["podRef"]["namespace"] == namespace)
+        .cloned()
+        .collect())
 }
 
 /// Working set of each container of the pods of `namespace`, keyed
 /// `pod/container`.
 fn container_memory(bed: &TestBed, namespace: &str) -> Result<BTreeMap<String, u64>> {
-    let path = format!(
-        "/api/v1/nodes/{}/proxy/stats/summary",
-        node::setting("NODE_NAME")
-    );
-    let text = kubectl_ok(&bed.kubeconfig, &["get", "--raw", &path], None)?;
-    let summary: serde_json::Value = serde_json::from_str(&text)?;
     let mut out = BTreeMap::new();
-    for pod in summary["pods"].as_array().into_iter().flatten() {
-        if pod["podRef"]["namespace"] != namespace {
-            continue;
-        }
+    for pod in stats_pods(bed, namespace)? {
         let name = pod["podRef"]["name"].as_str().unwrap_or_default();
         for c in pod["containers"].as_array().into_iter().flatten() {
             out.insert(

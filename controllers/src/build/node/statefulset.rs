@@ -1,14 +1,16 @@
 //! A pool's node pods: the StatefulSet and the headless Service that names
 //! them.
 
-use crate::build::podspec::{config_map_volume, http_probe, placed, resources_or, secret_volume};
+use crate::build::podspec::{
+    config_map_volume, field_env, http_probe, placed, resources_or, secret_volume,
+};
 use crate::model::names::{
     ClusterNames, POOL_LABEL, PoolNames, pool_child_meta, pool_labels, pool_selector_labels,
 };
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, SecurityContext, Service, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, SecurityContext,
+    Service, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
@@ -66,17 +68,6 @@ pub fn desired_node_statefulset(
         mount_path: path.into(),
         read_only: Some(read_only),
         ..VolumeMount::default()
-    };
-    let field_env = |name: &str, path: &str| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..Default::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
     };
     let config_dir = |dir: &str| format!("{}/{dir}", contract::CONFIG_DIR);
     // The node's own daemons (kubelet, containerd, kube-proxy); a pool
