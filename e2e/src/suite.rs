@@ -28,6 +28,22 @@ where
     S: FnOnce() -> F,
     F: Future<Output = Result<E>>,
 {
+    run_with(tests, &[], setup, on_failure)
+}
+
+/// As [`run`], with the tests named in `alone` run while no other test
+/// runs (those that load the machine enough to starve the others' waits).
+pub fn run_with<E, S, F>(
+    tests: Vec<(&'static str, TestFn<E>)>,
+    alone: &[&str],
+    setup: S,
+    on_failure: fn(E),
+) -> ExitCode
+where
+    E: Send + Sync + 'static,
+    S: FnOnce() -> F,
+    F: Future<Output = Result<E>>,
+{
     let args = Arguments::from_args();
     if args.list {
         let trials = tests
@@ -54,13 +70,24 @@ where
         }
     };
     let handle = runtime.handle().clone();
+    let turns = Arc::new(tokio::sync::RwLock::new(()));
     let trials = tests
         .into_iter()
         .map(|(name, test)| {
-            let (env, handle) = (env.clone(), handle.clone());
+            let (env, handle, turns) = (env.clone(), handle.clone(), turns.clone());
+            let exclusive = alone.contains(&name);
             Trial::test(name, move || {
                 handle
-                    .block_on(test(&env))
+                    .block_on(async {
+                        // Held for the whole test: shared by the others,
+                        // exclusive for one that must run alone.
+                        let (_shared, _exclusive) = if exclusive {
+                            (None, Some(turns.write().await))
+                        } else {
+                            (Some(turns.read().await), None)
+                        };
+                        test(&env).await
+                    })
                     .map_err(|e| format!("{e:#}").into())
             })
         })

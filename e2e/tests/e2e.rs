@@ -584,7 +584,7 @@ async fn setup(dir: &Path) -> Result<Env> {
 
 fn main() -> std::process::ExitCode {
     let dir = std::env::temp_dir().join(format!("nestor-e2e-{}", std::process::id()));
-    let code = nestor_e2e::suite::run(
+    let code = nestor_e2e::suite::run_with(
         nestor_e2e::tests![
             helm_install_runs_the_operator,
             empty_spec_becomes_ready,
@@ -625,6 +625,9 @@ fn main() -> std::process::ExitCode {
             tenant_admin_installs_a_chart,
             upstream_conformance,
         ],
+        // Four ginkgo processes on two cores would starve other tests'
+        // waits.
+        &["upstream_conformance"],
         || setup(&dir),
         |mut env| {
             let logs = kubectl(
