@@ -5,15 +5,13 @@
 
 use super::Env;
 use super::workloads::{
-    default_service_account, get, nested, nested_apply, pool_ready, pool_yaml, wait_nested,
-    web_yaml,
+    default_service_account, get, nested, nested_apply, pool_ready, pool_yaml, recreate_node_pod,
+    wait_nested, web_yaml,
 };
 use anyhow::{Result, ensure};
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams};
 use nestor_e2e::paths;
-use nestor_e2e::support::{vc_yaml, wait_for};
+use nestor_e2e::support::vc_yaml;
 use nestor_e2e::tools::kubectl;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,6 +31,11 @@ fn metrics_server() -> String {
         "registry.k8s.io/metrics-server/metrics-server:v{}",
         paths::version("METRICS_SERVER_VERSION")
     )
+}
+
+/// The `pods/proxy` path of a web pod's port.
+fn pod_proxy(pod: &str) -> String {
+    format!("/api/v1/namespaces/default/pods/{pod}:8080/proxy/")
 }
 
 /// `kubectl get --raw PATH` against the nested cluster.
@@ -84,11 +87,7 @@ pub async fn api_server_reaches_its_cluster(env: &Env) -> Result<()> {
     // either API server replica, and each must find an agent.
     let first = Instant::now();
     wait_nested("pods/proxy to answer", Duration::from_secs(60), || {
-        Ok(raw(
-            &config,
-            &format!("/api/v1/namespaces/default/pods/{}:8080/proxy/", pods[0]),
-        )
-        .is_ok())
+        Ok(raw(&config, &pod_proxy(&pods[0])).is_ok())
     })
     .await?;
     eprintln!(
@@ -99,10 +98,7 @@ pub async fn api_server_reaches_its_cluster(env: &Env) -> Result<()> {
     for round in 0..5 {
         for pod in &pods {
             let start = Instant::now();
-            let body = raw(
-                &config,
-                &format!("/api/v1/namespaces/default/pods/{pod}:8080/proxy/"),
-            )?;
+            let body = raw(&config, &pod_proxy(pod))?;
             latencies.push(start.elapsed());
             ensure!(
                 body.trim() == pod,
@@ -143,30 +139,8 @@ pub async fn api_server_reaches_its_cluster(env: &Env) -> Result<()> {
     // A node pod restarts: its agent dials in again, and its pods are
     // reached through it.
     let node = get(&config, &["pod", &pods[0]], "{.spec.nodeName}")?;
-    let host_pods: Api<Pod> = env.api(&ns);
-    let old_uid = host_pods.get(&node).await?.metadata.uid.unwrap_or_default();
-    host_pods.delete(&node, &DeleteParams::default()).await?;
     let deleted = Instant::now();
-    {
-        let host_pods = host_pods.clone();
-        let node = node.clone();
-        wait_for(
-            &format!("{node} recreated"),
-            Duration::from_secs(120),
-            move || {
-                let host_pods = host_pods.clone();
-                let node = node.clone();
-                let old_uid = old_uid.clone();
-                Box::pin(async move {
-                    Ok(host_pods
-                        .get_opt(&node)
-                        .await?
-                        .is_some_and(|p| p.metadata.uid.as_deref() != Some(old_uid.as_str())))
-                })
-            },
-        )
-        .await?;
-    }
+    recreate_node_pod(env, &ns, &node).await?;
     let recreated = deleted.elapsed();
     pool_ready(env, &ns, "nodes", 2, Duration::from_secs(180)).await?;
     let pool_ready_after = deleted.elapsed();
@@ -175,10 +149,7 @@ pub async fn api_server_reaches_its_cluster(env: &Env) -> Result<()> {
         Duration::from_secs(120),
         || {
             let logs = kubectl(&config, &["logs", &pods[0]], None)?;
-            let proxied = raw(
-                &config,
-                &format!("/api/v1/namespaces/default/pods/{}:8080/proxy/", pods[0]),
-            );
+            let proxied = raw(&config, &pod_proxy(&pods[0]));
             Ok(logs.ok && proxied.is_ok_and(|b| b.trim() == pods[0]))
         },
     )

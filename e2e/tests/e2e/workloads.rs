@@ -43,6 +43,28 @@ pub(super) fn exec(config: &Path, pod: &str, script: &str) -> Result<String> {
 }
 
 /// Waits until a pool reports Ready with `replicas` ready nodes.
+/// Deletes a node pod and waits until its StatefulSet has made a new one.
+pub(super) async fn recreate_node_pod(env: &Env, ns: &str, name: &str) -> Result<()> {
+    let pods: Api<Pod> = env.api(ns);
+    let old_uid = pods.get(name).await?.metadata.uid.unwrap_or_default();
+    pods.delete(name, &DeleteParams::default()).await?;
+    let name = name.to_string();
+    wait_for(
+        &format!("{name} recreated"),
+        Duration::from_secs(120),
+        move || {
+            let (pods, name, old_uid) = (pods.clone(), name.clone(), old_uid.clone());
+            Box::pin(async move {
+                Ok(pods
+                    .get_opt(&name)
+                    .await?
+                    .is_some_and(|p| p.metadata.uid.as_deref() != Some(old_uid.as_str())))
+            })
+        },
+    )
+    .await
+}
+
 pub(super) async fn pool_ready(
     env: &Env,
     ns: &str,
@@ -573,27 +595,7 @@ pub async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
     // A node pod that restarts comes back as the same Node.
     let node_uid = get(&config, &["node", "pool-node-0"], "{.metadata.uid}")?;
     let pods: Api<Pod> = env.api(&ns);
-    let old = pods.get("pool-node-0").await?;
-    pods.delete("pool-node-0", &DeleteParams::default()).await?;
-    let old_uid = old.metadata.uid.clone().unwrap_or_default();
-    {
-        let pods = pods.clone();
-        wait_for(
-            "pool-node-0 recreated",
-            Duration::from_secs(120),
-            move || {
-                let pods = pods.clone();
-                let old_uid = old_uid.clone();
-                Box::pin(async move {
-                    Ok(pods
-                        .get_opt("pool-node-0")
-                        .await?
-                        .is_some_and(|p| p.metadata.uid.as_deref() != Some(old_uid.as_str())))
-                })
-            },
-        )
-        .await?;
-    }
+    recreate_node_pod(env, &ns, "pool-node-0").await?;
     pool_ready(env, &ns, "pool", 2, Duration::from_secs(120)).await?;
     ensure!(
         get(&config, &["node", "pool-node-0"], "{.metadata.uid}")? == node_uid,
