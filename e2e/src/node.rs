@@ -280,8 +280,7 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
             .and_then(|f| f.to_str())
             .unwrap_or_default();
         // What only nested nodes run is in the registry, not here.
-        let nested_only = NESTED_ONLY.iter().any(|p| file.starts_with(p));
-        if path.extension().is_some_and(|e| e == "tar") && !nested_only {
+        if path.extension().is_some_and(|e| e == "tar") && !nested_only(file) {
             let out = ctr(&["images", "import", &path.display().to_string()])?;
             if !out.status.success() {
                 bail!(
@@ -327,41 +326,72 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
 /// Images nested nodes pull (through their containerd's mirrors): the
 /// sandbox image, the test workloads', metrics-server and upstream's
 /// Conformance images (`e2e-test-images/<name>`, and the etcd its
-/// aggregator test runs). Archive file name prefix -> the repository path
-/// in the test bed's registry, and whether the next `_`-separated part of
-/// the name is the repository's last segment.
-const REGISTRY_IMAGES: &[(&str, &str, bool)] = &[
-    ("registry.k8s.io_pause_", "pause", false),
-    ("images.nestor.test_busybox_", "busybox", false),
-    (
-        "registry.k8s.io_metrics-server_metrics-server_",
-        "metrics-server/metrics-server",
-        false,
-    ),
-    ("registry.k8s.io_e2e-test-images_", "e2e-test-images", true),
-    ("registry.k8s.io_etcd_", "etcd", false),
+/// aggregator test runs).
+struct RegistryImage {
+    /// The archive's file name prefix.
+    prefix: &'static str,
+    /// The repository path in the test bed's registry.
+    repo: &'static str,
+    /// Whether the next `_`-separated part of the name is the repository's
+    /// last segment.
+    named: bool,
+    /// Whether the host's own node runs it too (and imports the archive).
+    host_too: bool,
+}
+
+const REGISTRY_IMAGES: &[RegistryImage] = &[
+    RegistryImage {
+        prefix: "registry.k8s.io_pause_",
+        repo: "pause",
+        named: false,
+        host_too: true,
+    },
+    RegistryImage {
+        prefix: "images.nestor.test_busybox_",
+        repo: "busybox",
+        named: false,
+        host_too: false,
+    },
+    RegistryImage {
+        prefix: "registry.k8s.io_metrics-server_metrics-server_",
+        repo: "metrics-server/metrics-server",
+        named: false,
+        host_too: false,
+    },
+    RegistryImage {
+        prefix: "registry.k8s.io_e2e-test-images_",
+        repo: "e2e-test-images",
+        named: true,
+        host_too: false,
+    },
+    RegistryImage {
+        prefix: "registry.k8s.io_etcd_",
+        repo: "etcd",
+        named: false,
+        host_too: true,
+    },
 ];
 
-/// Archives the host's own node never runs (only nested nodes pull them,
-/// from the registry), so it does not import them.
-const NESTED_ONLY: &[&str] = &[
-    "images.nestor.test_",
-    "registry.k8s.io_e2e-test-images_",
-    "registry.k8s.io_metrics-server_",
-];
+/// Whether only nested nodes run an archive's image, so the host's node
+/// does not import it.
+fn nested_only(file: &str) -> bool {
+    REGISTRY_IMAGES
+        .iter()
+        .any(|i| !i.host_too && file.starts_with(i.prefix))
+}
 
 /// The repository and tag an image archive is pushed as, or `None` for
 /// archives nested nodes never pull.
 fn registry_target(file: &str) -> Option<(String, String)> {
-    let (prefix, repo, named) = REGISTRY_IMAGES
+    let image = REGISTRY_IMAGES
         .iter()
-        .find(|(p, _, _)| file.starts_with(p))?;
-    let rest = file[prefix.len()..].trim_end_matches(".tar");
-    if *named {
+        .find(|i| file.starts_with(i.prefix))?;
+    let rest = file[image.prefix.len()..].trim_end_matches(".tar");
+    if image.named {
         let (name, tag) = rest.split_once('_')?;
-        Some((format!("{repo}/{name}"), tag.to_string()))
+        Some((format!("{}/{name}", image.repo), tag.to_string()))
     } else {
-        Some((repo.to_string(), rest.to_string()))
+        Some((image.repo.to_string(), rest.to_string()))
     }
 }
 
