@@ -24,7 +24,6 @@ use crate::model::names::MANAGED_BY;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 /// The admission policies (and bindings, of the same names) the guard
 /// protects: those Nestor writes into every nested cluster. A tenant's own
@@ -91,7 +90,7 @@ fn leaves_protected_out(attributes: &ResourceAttributes) -> bool {
                 .iter()
                 .find(|(k, _)| *k == r.key)
                 .map(|(_, v)| *v);
-            !holds(r, value)
+            !holds(&r.operator, r.values.as_deref(), value)
         })
     });
     let fields = attributes
@@ -103,25 +102,21 @@ fn leaves_protected_out(attributes: &ResourceAttributes) -> bool {
             .iter()
             .filter(|r| r.key == "metadata.name")
             .any(|r| {
-                let as_label = LabelSelectorRequirement {
-                    key: r.key.clone(),
-                    operator: r.operator.clone(),
-                    values: r.values.clone(),
-                };
                 PROTECTED_POLICIES
                     .iter()
-                    .all(|name| !holds(&as_label, Some(name)))
+                    .all(|name| !holds(&r.operator, r.values.as_deref(), Some(name)))
             })
     });
     by_label || by_name
 }
 
-/// Whether a requirement holds for an object whose value under its key is
-/// `value` (`None`: no such key). Unknown operators hold: they cannot be
-/// relied on to leave anything out.
-fn holds(r: &LabelSelectorRequirement, value: Option<&str>) -> bool {
-    let listed = |v: &str| r.values.iter().flatten().any(|x| x == v);
-    match r.operator.as_str() {
+/// Whether a selector requirement (label or field: `operator` and
+/// `values`) holds for an object whose value under its key is `value`
+/// (`None`: no such key). Unknown operators hold: they cannot be relied on
+/// to leave anything out.
+fn holds(operator: &str, values: Option<&[String]>, value: Option<&str>) -> bool {
+    let listed = |v: &str| values.into_iter().flatten().any(|x| x == v);
+    match operator {
         "In" => value.is_some_and(listed),
         "NotIn" => !value.is_some_and(listed),
         "Exists" => value.is_some(),
@@ -149,6 +144,7 @@ pub fn review(request: &SubjectAccessReview) -> SubjectAccessReview {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn attrs(group: &str, resource: &str, verb: &str, name: &str) -> ResourceAttributes {
         ResourceAttributes {
