@@ -21,7 +21,7 @@ helm_args=()
 if [ -z "$kubeconfig" ]; then
   say "preparing the local host cluster (the first run builds Kubernetes from source)"
   bash e2e/testbed/install-node-packages.sh
-  bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns pause crane >/dev/null
+  bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns pause crane kube-router >/dev/null
   cargo build --quiet --locked --bins -p nestor-e2e
   bash e2e/testbed/build-images.sh >/dev/null
   if [ ! -f "$state/testbed/pids" ]; then
@@ -31,9 +31,10 @@ if [ -z "$kubeconfig" ]; then
   kubeconfig=$state/testbed/admin.kubeconfig
   # shellcheck source=testbed/node.env
   source e2e/testbed/node.env
-  mirror="http://$NODE_IP:$REGISTRY_PORT"
+  mirror="http://$HOST_IP:$REGISTRY_PORT"
   helm_args+=(--set image.pullPolicy=Never
-    --set-json "nodeRegistryMirrors={\"registry.k8s.io\":[\"$mirror\"],\"images.nestor.test\":[\"$mirror\"]}")
+    --set-json "nodeRegistryMirrors={\"registry.k8s.io\":[\"$mirror\"],\"images.nestor.test\":[\"$mirror\"]}"
+    --set-json "network.allowedEgress=[{\"cidr\":\"$HOST_IP/32\",\"ports\":[$REGISTRY_PORT]}]")
 fi
 say "host cluster: $kubeconfig"
 

@@ -1,12 +1,14 @@
 //! A real node for the test bed: containerd, runc, the CNI bridge plugin,
-//! the kubelet and kube-proxy (iptables mode) on this machine, plus the
-//! cluster add-ons a real cluster has: CoreDNS and a default StorageClass
-//! with a host-path provisioner. Every image comes from
+//! the kubelet and kube-proxy (iptables mode) on this machine, in a network
+//! namespace of their own linked to the machine's (where the control plane
+//! runs), plus what a real cluster has beside: CoreDNS, a NetworkPolicy
+//! enforcer (kube-router in firewall-only mode, iptables and ipset on the
+//! node's paths) and a default StorageClass with a host-path provisioner. Every image comes from
 //! `e2e/testbed/build-images.sh`; nothing is pulled.
 //!
-//! The node changes the machine (a bridge, iptables rules, sysctls, mounts);
-//! `e2e/testbed/node-network.sh down` undoes all of it and runs when the
-//! test bed stops.
+//! The node changes the machine (network namespaces, links, iptables rules,
+//! sysctls, mounts); `e2e/testbed/node-network.sh down` undoes all of it and
+//! runs when the test bed stops.
 
 use crate::paths;
 use crate::process::{Lifetime, Proc, spawn};
@@ -28,9 +30,32 @@ pub fn setting(key: &str) -> &'static str {
         .unwrap_or_else(|| panic!("node.env has no {key}"))
 }
 
-/// Where a node-mode test bed's API server listens.
+/// Where a node-mode test bed's API server (and its registry) listen: the
+/// machine's end of the link to the node.
+pub fn host_ip() -> &'static str {
+    setting("HOST_IP")
+}
+
+/// The node's address, in its own network namespace.
 pub fn node_ip() -> &'static str {
     setting("NODE_IP")
+}
+
+/// `program args` run in network namespace `netns` (`nsenter` execs it, so
+/// the PID is the program's).
+fn in_netns(netns: &str, program: &Path, args: &[String]) -> (PathBuf, Vec<String>) {
+    let mut all = vec![
+        format!("--net=/run/netns/{netns}"),
+        "--".to_string(),
+        program.display().to_string(),
+    ];
+    all.extend_from_slice(args);
+    (PathBuf::from("/usr/bin/nsenter"), all)
+}
+
+/// `program args` run in the node's network namespace.
+fn in_node(program: &Path, args: &[String]) -> (PathBuf, Vec<String>) {
+    in_netns(setting("NODE_NETNS"), program, args)
 }
 
 fn script() -> PathBuf {
@@ -129,6 +154,8 @@ pub fn start(
         "kubelet.kubeconfig",
     )?;
     let proxy_kubeconfig = kubeconfig("system:kube-proxy", &[], "kube-proxy.kubeconfig")?;
+    let router_kubeconfig =
+        kubeconfig("nestor-testbed:kube-router", &[], "kube-router.kubeconfig")?;
 
     let sock = d("containerd/containerd.sock");
     write(
@@ -244,10 +271,14 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
     // dead proxy on loopback (all images are imported).
     let nowhere = "http://127.0.0.1:9".to_string();
     let mut procs = Vec::new();
-    procs.push(spawn(
-        "containerd",
+    let (program, args) = in_node(
         Path::new("/usr/bin/containerd"),
         &["--config".into(), d("containerd/config.toml")],
+    );
+    procs.push(spawn(
+        "containerd",
+        &program,
+        &args,
         &[
             ("HTTP_PROXY", nowhere.clone()),
             ("HTTPS_PROXY", nowhere),
@@ -292,9 +323,9 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
         }
     }
     procs.push(start_registry(&images, &logs, lifetime)?);
+    procs.push(start_metadata(&dir, &logs, lifetime)?);
     let kube = |n: &str| paths::kube_binary(n);
-    procs.push(spawn(
-        "kubelet",
+    let (program, args) = in_node(
         &kube("kubelet")?,
         &[
             format!("--config={}", d("kubelet-config.yaml")),
@@ -305,22 +336,116 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, mi
             format!("--node-ip={ip}"),
             "--v=1".into(),
         ],
+    );
+    procs.push(spawn(
+        "kubelet",
+        &program,
+        &args,
         &[],
         &logs.join("kubelet.log"),
         lifetime,
     )?);
-    procs.push(spawn(
-        "kube-proxy",
+    let (program, args) = in_node(
         &kube("kube-proxy")?,
         &[
             format!("--config={}", d("kube-proxy-config.yaml")),
             "--v=1".into(),
         ],
+    );
+    procs.push(spawn(
+        "kube-proxy",
+        &program,
+        &args,
         &[],
         &logs.join("kube-proxy.log"),
         lifetime,
     )?);
+    // NetworkPolicy, as a network plugin enforces it: pods' traffic to
+    // each other, to the node and through it, is filtered.
+    let (program, args) = in_node(
+        &paths::kube_router_binary()?,
+        &[
+            format!("--kubeconfig={router_kubeconfig}"),
+            format!("--hostname-override={name}"),
+            "--run-firewall=true".into(),
+            "--run-router=false".into(),
+            "--run-service-proxy=false".into(),
+            "--enable-cni=false".into(),
+            "--enable-pod-egress=false".into(),
+            "--health-port=0".into(),
+            format!("--service-cluster-ip-range={}", setting("SERVICE_CIDR")),
+            "--v=1".into(),
+        ],
+    );
+    procs.push(spawn(
+        "kube-router",
+        &program,
+        &args,
+        &[],
+        &logs.join("kube-router.log"),
+        lifetime,
+    )?);
     Ok(procs)
+}
+
+/// Waits until kube-router has programmed the node's firewall (it does so
+/// once its caches hold every object it watches).
+pub fn wait_for_policy_enforcement(logs: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", setting("NODE_NETNS")))
+            .args([
+                "--",
+                "iptables",
+                "-t",
+                "filter",
+                "-S",
+                "KUBE-ROUTER-FORWARD",
+            ])
+            .output()?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "kube-router did not program the node's firewall within 60s; see {}/kube-router.log",
+                logs.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The metadata stand-in: busybox's httpd on the link-local address of the
+/// test bed's metadata namespace, which pods reach only through the
+/// machine's routing, like a cloud's metadata service.
+fn start_metadata(dir: &Path, logs: &Path, lifetime: Lifetime) -> Result<Proc> {
+    let root = dir.join("metadata");
+    std::fs::create_dir_all(&root)?;
+    write(&root.join("index.html"), "nestor-testbed metadata\n")?;
+    let address = format!("{}:{}", setting("METADATA_IP"), setting("METADATA_PORT"));
+    let (program, args) = in_netns(
+        setting("METADATA_NETNS"),
+        Path::new("/bin/busybox"),
+        &[
+            "httpd",
+            "-f",
+            "-p",
+            &address,
+            "-h",
+            &root.display().to_string(),
+        ]
+        .map(String::from),
+    );
+    spawn(
+        "metadata",
+        &program,
+        &args,
+        &[],
+        &logs.join("metadata.log"),
+        lifetime,
+    )
 }
 
 /// Images nested nodes pull (through their containerd's mirrors): the
@@ -350,7 +475,8 @@ const REGISTRY_IMAGES: &[RegistryImage] = &[
         prefix: "images.nestor.test_busybox_",
         repo: "busybox",
         named: false,
-        host_too: false,
+        // The network tests' control pods on the host.
+        host_too: true,
     },
     RegistryImage {
         prefix: "registry.k8s.io_metrics-server_metrics-server_",
@@ -395,22 +521,31 @@ fn registry_target(file: &str) -> Option<(String, String)> {
     }
 }
 
-/// The test bed's registry address (on the node's own link).
+/// The test bed's registry address (the machine's end of the node's link).
 pub fn registry() -> String {
-    format!("{}:{}", node_ip(), setting("REGISTRY_PORT"))
+    format!("{}:{}", host_ip(), setting("REGISTRY_PORT"))
 }
 
-/// The registries nested nodes reach through the test bed's registry, as a
-/// Helm `--set-json` value for `nodeRegistryMirrors`.
-pub fn registry_mirrors_value() -> String {
+/// The Helm values a platform on this test bed sets: the registries nested
+/// nodes reach through the test bed's registry (`nodeRegistryMirrors`), and
+/// that registry as node pods' one allowed destination on the host's
+/// networks (`network.allowedEgress`), as `helm` arguments.
+pub fn platform_helm_args() -> Vec<String> {
     let endpoint = format!("http://{}", registry());
-    format!(
-        "nodeRegistryMirrors={}",
-        serde_json::json!({
-            "registry.k8s.io": [endpoint],
-            "images.nestor.test": [endpoint],
-        })
-    )
+    let mirrors = serde_json::json!({
+        "registry.k8s.io": [endpoint],
+        "images.nestor.test": [endpoint],
+    });
+    let egress = serde_json::json!([{
+        "cidr": format!("{}/32", host_ip()),
+        "ports": [setting("REGISTRY_PORT").parse::<u16>().expect("a port")],
+    }]);
+    vec![
+        "--set-json".into(),
+        format!("nodeRegistryMirrors={mirrors}"),
+        "--set-json".into(),
+        format!("network.allowedEgress={egress}"),
+    ]
 }
 
 /// Starts a registry on the node's address and pushes into it the images
@@ -474,13 +609,14 @@ fn start_registry(images: &Path, logs: &Path, lifetime: Lifetime) -> Result<Proc
 }
 
 /// The host cluster's add-ons: CoreDNS (answering only for the cluster
-/// domain, forwarding nothing off this machine) and the default
-/// StorageClass.
+/// domain, forwarding nothing off this machine), the RBAC of the node's
+/// NetworkPolicy enforcer and the default StorageClass.
 pub fn addons_yaml() -> String {
     let image = format!(
         "registry.k8s.io/coredns/coredns:v{}",
         paths::version("COREDNS_VERSION")
     );
+
     let dns = setting("CLUSTER_DNS");
     format!(
         r#"apiVersion: v1
@@ -556,6 +692,26 @@ spec:
   ports:
   - {{name: dns, port: 53, targetPort: 1053, protocol: UDP}}
   - {{name: dns-tcp, port: 53, targetPort: 1053, protocol: TCP}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: "nestor-testbed:kube-router"}}
+rules:
+- apiGroups: [""]
+  resources: [pods, namespaces, nodes, services, endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "nestor-testbed:kube-router"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "nestor-testbed:kube-router"}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "nestor-testbed:kube-router"}}]
 ---
 {storage_class}"#,
         storage_class = serde_yaml::to_string(&crate::provisioner::storage_class())

@@ -74,6 +74,17 @@ pub fn crane_binary() -> Result<PathBuf> {
     )
 }
 
+/// kube-router, the host test bed's NetworkPolicy enforcer.
+pub fn kube_router_binary() -> Result<PathBuf> {
+    existing(
+        cache()
+            .join("kube-router")
+            .join(version("KUBE_ROUTER_VERSION"))
+            .join("bin/kube-router"),
+        "e2e/testbed/build-binaries.sh kube-router",
+    )
+}
+
 /// kubectl or helm.
 pub fn tool(name: &str) -> Result<PathBuf> {
     let dir = format!(

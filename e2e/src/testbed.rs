@@ -69,7 +69,7 @@ impl TestBed {
         std::fs::create_dir_all(dir)?;
         let has_node = options.node.is_some();
         let api_host = if has_node {
-            node::node_ip().to_string()
+            node::host_ip().to_string()
         } else {
             "127.0.0.1".to_string()
         };
@@ -367,8 +367,9 @@ impl TestBed {
             ],
             None,
         )?;
+        node::wait_for_policy_enforcement(&self.dir.join("logs"))?;
         eprintln!(
-            "nestor-testbed: node {name} Ready with CoreDNS in {:.1}s",
+            "nestor-testbed: node {name} Ready with CoreDNS and NetworkPolicy enforcement in {:.1}s",
             started.elapsed().as_secs_f64()
         );
         Ok(())

@@ -88,3 +88,58 @@ pub fn helm(args: &[&str]) -> Result<Run> {
         None,
     )
 }
+
+/// A `kubectl port-forward` to a pod's port, stopped (by its PID) when
+/// dropped. Port-forwarding enters the pod's own network namespace through
+/// its kubelet, as an administrator reaches a pod that NetworkPolicy
+/// closes to other pods.
+pub struct PortForward {
+    child: std::process::Child,
+    /// Its standard output, kept open: kubectl dies of a closed pipe when
+    /// it prints its next line.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// The local port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl PortForward {
+    pub fn start(kubeconfig: &Path, namespace: &str, pod: &str, port: u16) -> Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(paths::tool("kubectl")?)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["port-forward", "-n", namespace, &format!("pod/{pod}")])
+            .arg(format!(":{port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        // "Forwarding from 127.0.0.1:PORT -> 2379"
+        let local = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok());
+        let mut forward = Self {
+            child,
+            _stdout: stdout,
+            port: 0,
+        };
+        match local {
+            Some(p) => {
+                forward.port = p;
+                Ok(forward)
+            }
+            None => bail!("kubectl port-forward to {namespace}/{pod}:{port} printed {line:?}"),
+        }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

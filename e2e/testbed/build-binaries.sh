@@ -4,7 +4,7 @@
 # versions does nothing. Usage: build-binaries.sh [component ...]
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet
 #             kube-proxy etcd coredns pause crane konnectivity agnhost
-#             metrics-server conformance (default: the control-plane set
+#             metrics-server kube-router conformance (default: the control-plane set
 #             and etcd).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +19,8 @@ pause_bin=$cache/pause/$PAUSE_TAG/bin
 crane_bin=$cache/crane/$CRANE_VERSION/bin
 knp_bin=$cache/konnectivity/$KONNECTIVITY_VERSION/bin
 ms_bin=$cache/metrics-server/$METRICS_SERVER_VERSION/bin
-mkdir -p "$k8s_bin" "$etcd_bin" "$coredns_bin" "$pause_bin" "$crane_bin" "$knp_bin" "$ms_bin"
+kr_bin=$cache/kube-router/$KUBE_ROUTER_VERSION/bin
+mkdir -p "$k8s_bin" "$etcd_bin" "$coredns_bin" "$pause_bin" "$crane_bin" "$knp_bin" "$ms_bin" "$kr_bin"
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(kube-apiserver kube-controller-manager kube-scheduler etcd)
@@ -251,6 +252,39 @@ GO
     metrics-server)
       [ -x "$ms_bin/metrics-server" ] && continue
       go_install metrics-server "sigs.k8s.io/metrics-server/cmd/metrics-server@v$METRICS_SERVER_VERSION" "$ms_bin"
+      ;;
+    kube-router)
+      # The host test bed's NetworkPolicy enforcer. A wrapper module raises
+      # the dependencies that carry security fixes past the ones the release
+      # pinned.
+      [ -x "$kr_bin/kube-router" ] && continue
+      dir=$cache/kube-router/$KUBE_ROUTER_VERSION/module
+      if [ ! -f "$dir/go.sum" ]; then
+        mkdir -p "$dir"
+        cat > "$dir/go.mod" <<GO
+module nestor.dev/testbed/kube-router
+
+go 1.25
+
+require github.com/cloudnativelabs/kube-router/v2 v$KUBE_ROUTER_VERSION
+GO
+        cat > "$dir/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import _ "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"
+GO
+        (cd "$dir" && go mod tidy >&2 \
+          && go get golang.org/x/net@latest golang.org/x/crypto@latest google.golang.org/grpc@latest \
+            google.golang.org/protobuf@latest >&2 \
+          && go mod tidy >&2)
+      fi
+      echo "nestor-testbed: building kube-router v$KUBE_ROUTER_VERSION" >&2
+      start=$SECONDS
+      (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$kr_bin/kube-router.tmp" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
+      mv "$kr_bin/kube-router.tmp" "$kr_bin/kube-router"
+      echo "nestor-testbed: built kube-router in $((SECONDS - start))s" >&2
       ;;
     crane)
       # The test bed's image registry (`crane registry serve`) and the tool

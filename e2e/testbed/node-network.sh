@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The host side of the test bed's node.
-#   node-network.sh up DIR    saves the sysctls the node changes and creates
-#                             the node-address bridge (nestor-host0, 10.77.0.1)
+#   node-network.sh up DIR    saves the sysctls the node changes, creates the
+#                             node's network namespace (nestor-node, 10.77.0.2,
+#                             linked to the machine's 10.77.0.1) and the
+#                             metadata stand-in's (169.254.169.254)
 #   node-network.sh down DIR  removes everything the node made: containers
 #                             and shims, mounts, pod network namespaces,
 #                             links, iptables rules, conntrack entries,
@@ -20,13 +22,36 @@ up)
   # the values it changed as the originals).
   [ -f "$SYSCTL_ORIG" ] || sysctl vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops \
     kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward > "$SYSCTL_ORIG"
-  # Pods may reach each other, Services and the node, nothing beyond.
+  # Pods may reach each other, Services, the node, the control plane and
+  # the metadata stand-in, nothing beyond.
   iptables -I FORWARD -s "$POD_CIDR" ! -d "$POD_CIDR" -m comment --comment NESTOR-TESTBED -j DROP
-  # The node's address: a bridge without ports holding a /32 (this kernel
-  # has no dummy links; the kubelet refuses a loopback node address).
-  ip link add "$NODE_LINK" type bridge
-  ip addr add "$NODE_IP/32" dev "$NODE_LINK"
+  iptables -I FORWARD -s "$POD_CIDR" -d "$METADATA_IP" -m comment --comment NESTOR-TESTBED -j ACCEPT
+  sysctl -qw net.ipv4.ip_forward=1
+  # The node's namespace and its link to the machine.
+  ip netns add "$NODE_NETNS"
+  ip link add "$NODE_LINK" type veth peer name "$NODE_PEER" netns "$NODE_NETNS"
+  ip addr add "$HOST_IP/$NODE_PREFIX" dev "$NODE_LINK"
   ip link set "$NODE_LINK" up
+  ip route add "$POD_CIDR" via "$NODE_IP"
+  ip route add "$SERVICE_CIDR" via "$NODE_IP"
+  node() { ip netns exec "$NODE_NETNS" "$@"; }
+  node ip link set lo up
+  node ip addr add "$NODE_IP/$NODE_PREFIX" dev "$NODE_PEER"
+  node ip link set "$NODE_PEER" up
+  node ip route add default via "$HOST_IP"
+  node sysctl -qw net.ipv4.ip_forward=1
+  # The metadata stand-in's namespace: its address on loopback, a /30 link.
+  ip netns add "$METADATA_NETNS"
+  ip link add "$METADATA_LINK" type veth peer name eth0 netns "$METADATA_NETNS"
+  ip addr add "$METADATA_LINK_HOST/30" dev "$METADATA_LINK"
+  ip link set "$METADATA_LINK" up
+  ip route add "$METADATA_IP/32" via "$METADATA_LINK_PEER"
+  md() { ip netns exec "$METADATA_NETNS" "$@"; }
+  md ip link set lo up
+  md ip addr add "$METADATA_IP/32" dev lo
+  md ip addr add "$METADATA_LINK_PEER/30" dev eth0
+  md ip link set eth0 up
+  md ip route add default via "$METADATA_LINK_HOST"
   ;;
 down)
   sock=$dir/containerd/containerd.sock
@@ -49,10 +74,12 @@ down)
     findmnt -rn -o TARGET | grep "^$dir" | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
   done
   for n in /run/netns/cni-*; do [ -e "$n" ] && { umount "$n" 2>/dev/null; rm -f "$n"; }; done
+  # The node's and the metadata stand-in's namespaces take their links,
+  # bridges, routes, iptables rules and conntrack entries with them.
+  for n in "$NODE_NETNS" "$METADATA_NETNS"; do ip netns del "$n" 2>/dev/null; done
   rmdir /run/netns 2>/dev/null
-  for v in $(ip -o link show master "$POD_BRIDGE" 2>/dev/null | awk -F'[:@ ]+' '{print $2}'); do ip link del "$v" 2>/dev/null; done
-  ip link del "$POD_BRIDGE" 2>/dev/null
   ip link del "$NODE_LINK" 2>/dev/null
+  ip link del "$METADATA_LINK" 2>/dev/null
   for cmd in iptables ip6tables; do
     command -v "$cmd-save" >/dev/null || continue
     "$cmd-save" | grep -vE 'KUBE-|CNI-|NESTOR-TESTBED' | "$cmd-restore"

@@ -5,8 +5,9 @@
 use super::Env;
 use anyhow::{Context as _, Result, ensure};
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::Secret;
 use nestor_e2e::support::{vc_yaml, wait_for};
+use nestor_e2e::tools::PortForward;
 use nestor_e2e::tools::kubectl_ok;
 use std::time::{Duration, Instant};
 
@@ -28,21 +29,18 @@ async fn etcd_value(env: &Env, ns: &str, vc: &str, key: &str) -> Result<Vec<u8>>
             .map(|v| b64(&v.0))
             .with_context(|| format!("no {k}"))
     };
-    let ip = env
-        .api::<Service>(ns)
-        .get(&format!("{vc}-etcd"))
-        .await?
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .context("no etcd cluster IP")?;
+    // etcd's NetworkPolicy admits only the cluster's API servers; an
+    // administrator comes in through the kubelet.
+    let forward = PortForward::start(&env.admin, ns, &format!("{vc}-etcd-0"), 2379)?;
     let kubeconfig = format!(
         "apiVersion: v1
 kind: Config
-clusters: [{{name: etcd, cluster: {{server: 'https://{ip}:2379', certificate-authority-data: {}, tls-server-name: localhost}}}}]
+clusters: [{{name: etcd, cluster: {{server: 'https://127.0.0.1:{}', certificate-authority-data: {}, tls-server-name: localhost}}}}]
 users: [{{name: apiserver, user: {{client-certificate-data: {}, client-key-data: {}}}}}]
 contexts: [{{name: etcd, context: {{cluster: etcd, user: apiserver}}}}]
 current-context: etcd
 ",
+        forward.port,
         field("etcd-ca.crt")?,
         field("apiserver-etcd-client.crt")?,
         field("apiserver-etcd-client.key")?,
