@@ -259,7 +259,16 @@ fn expected_children(vc: &str) -> Vec<(&'static str, String)> {
     for s in ["coredns", "kube-proxy", "apiserver-config"] {
         v.push(("ConfigMap", format!("{vc}-{s}")));
     }
-    v.push(("NetworkPolicy", format!("{vc}-etcd")));
+    for s in [
+        "etcd",
+        "apiserver",
+        "controller-manager",
+        "scheduler",
+        "coredns",
+        "node",
+    ] {
+        v.push(("NetworkPolicy", format!("{vc}-{s}")));
+    }
     v.push(("StatefulSet", format!("{vc}-etcd")));
     for s in ["apiserver", "controller-manager", "scheduler", "coredns"] {
         v.push(("Deployment", format!("{vc}-{s}")));

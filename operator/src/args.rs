@@ -2,6 +2,7 @@
 
 use clap::{Parser, ValueEnum};
 use nestor_controllers::OperatorSettings;
+use nestor_controllers::model::network::HostNetwork;
 use nestor_controllers::model::settings::NestedRoute;
 use nestor_crds::Placement;
 use std::net::SocketAddr;
@@ -100,6 +101,10 @@ pub struct Args {
     /// Node pods prefer host nodes without other clusters' control planes.
     #[arg(long, env = "NESTOR_SPREAD_FROM_OTHER_CONTROL_PLANES", default_value_t = true, action = clap::ArgAction::Set)]
     pub spread_from_other_control_planes: bool,
+    /// What node pods may reach on the host network and where nested DNS
+    /// forwards, as the JSON of the Helm value `network`.
+    #[arg(long, env = "NESTOR_NETWORK", value_parser = HostNetwork::parse)]
+    pub network: Option<HostNetwork>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -188,6 +193,7 @@ impl Args {
             control_plane_placement: self.control_plane_placement.clone().unwrap_or_default(),
             placement_enforced: self.placement_enforced,
             spread_from_other_control_planes: self.spread_from_other_control_planes,
+            network: self.network.clone().unwrap_or_default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::build::apiserver::control_plane_deployment;
 use crate::build::podspec::*;
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::{Component, NESTED_ADDONS, cluster_child_meta, selector_labels};
+use crate::model::network::HostNetwork;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, Service, ServicePort, ServiceSpec,
@@ -23,11 +24,35 @@ pub const DNS_PORT: i32 = 1053;
 pub const COREDNS_USER: &str = "nestor:coredns";
 
 /// CoreDNS's configuration: authoritative for the nested cluster domain,
-/// forwarding the rest to the host's resolver.
-pub fn corefile(cluster_domain: &str) -> String {
-    format!(
-        ".:{DNS_PORT} {{\n    errors\n    health :8080\n    ready :8181\n    kubernetes {cluster_domain} in-addr.arpa ip6.arpa {{\n        kubeconfig /etc/coredns/kubeconfig/kubeconfig\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }}\n    forward . /etc/resolv.conf\n    cache 30\n    loop\n    reload\n    loadbalance\n}}\n"
-    )
+/// forwarding the rest to the platform's upstream (by default its pod's
+/// resolver, the host's DNS), and answering no name of the host cluster's
+/// own domain, so that no tenant learns the host's Services through it.
+pub fn corefile(cluster_domain: &str, network: &HostNetwork) -> String {
+    let upstream = if network.dns_upstream.is_empty() {
+        "/etc/resolv.conf".to_string()
+    } else {
+        network
+            .dns_upstream
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut text = format!(
+        ".:{DNS_PORT} {{\n    errors\n    health :8080\n    ready :8181\n    kubernetes {cluster_domain} in-addr.arpa ip6.arpa {{\n        kubeconfig /etc/coredns/kubeconfig/kubeconfig\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }}\n    forward . {upstream}\n    cache 30\n    loop\n    reload\n    loadbalance\n}}\n"
+    );
+    // The nested domain, when it is the host's, already answers every name
+    // in it (NXDOMAIN for the host's). Otherwise the host's domain gets a
+    // block of its own that answers nothing; a nested domain inside the
+    // host's would fall in that block, so it is not written then.
+    let host = network.host_cluster_domain.as_str();
+    let inside = |inner: &str, outer: &str| inner == outer || inner.ends_with(&format!(".{outer}"));
+    if !inside(cluster_domain, host) {
+        text.push_str(&format!(
+            "{host}:{DNS_PORT} {{\n    errors\n    template ANY ANY {{\n        rcode NXDOMAIN\n    }}\n}}\n"
+        ));
+    }
+    text
 }
 
 /// The ConfigMap holding the Corefile. `nested_addons` is the hash of what
@@ -47,7 +72,7 @@ pub fn desired_coredns_config_map(
         metadata,
         data: Some(BTreeMap::from([(
             "Corefile".into(),
-            corefile(&inputs.vc.spec.networking.cluster_domain),
+            corefile(&inputs.vc.spec.networking.cluster_domain, &inputs.network),
         )])),
         ..ConfigMap::default()
     }
@@ -134,9 +159,26 @@ mod tests {
 
     #[test]
     fn corefile_serves_the_cluster_domain() {
-        let text = corefile("tenant.local");
+        let text = corefile("tenant.local", &HostNetwork::default());
         assert!(text.contains("kubernetes tenant.local in-addr.arpa ip6.arpa"));
         assert!(text.contains(&format!(".:{DNS_PORT}")));
+        assert!(text.contains("forward . /etc/resolv.conf"));
+        // The host's domain answers nothing.
+        assert!(text.contains(&format!(
+            "cluster.local:{DNS_PORT} {{\n    errors\n    template ANY ANY {{\n        rcode NXDOMAIN"
+        )));
+    }
+
+    #[test]
+    fn corefile_forwards_to_the_platforms_upstream() {
+        let network =
+            HostNetwork::parse(r#"{"dnsUpstream": ["192.0.2.53", "2001:db8::53"]}"#).unwrap();
+        let text = corefile("cluster.local", &network);
+        assert!(text.contains("forward . 192.0.2.53 2001:db8::53\n"));
+        // The same domain as the host's: the nested one answers it whole.
+        assert!(!text.contains("template"));
+        let inner = corefile("t1.cluster.local", &network);
+        assert!(!inner.contains("template"));
     }
 
     #[test]

@@ -273,8 +273,10 @@ pub fn desired_etcd_statefulset(inputs: &ClusterInputs) -> StatefulSet {
 }
 
 /// Only this cluster's API servers reach etcd's client port, and only its
-/// members reach the peer port. (Enforced where the host's network plugin
-/// implements NetworkPolicy.)
+/// members reach the peer port; the metrics port (plain HTTP, the probes'
+/// target) is open to no pod: probes come from the node, which
+/// NetworkPolicy does not filter. (Enforced where the host's network
+/// plugin implements NetworkPolicy.)
 pub fn desired_etcd_network_policy(inputs: &ClusterInputs) -> NetworkPolicy {
     let names = &inputs.names;
     let from = |component| NetworkPolicyPeer {
@@ -305,11 +307,6 @@ pub fn desired_etcd_network_policy(inputs: &ClusterInputs) -> NetworkPolicy {
                 NetworkPolicyIngressRule {
                     from: Some(vec![from(Component::Etcd)]),
                     ports: Some(vec![port(PEER_PORT)]),
-                },
-                // The kubelet's probes come from the node, not a pod.
-                NetworkPolicyIngressRule {
-                    from: None,
-                    ports: Some(vec![port(METRICS_PORT)]),
                 },
             ]),
             ..NetworkPolicySpec::default()

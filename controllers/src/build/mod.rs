@@ -22,6 +22,7 @@ pub mod konnectivity;
 pub mod kube_proxy;
 pub mod kubeconfig;
 pub mod nested_addons;
+pub mod network;
 pub mod node;
 pub mod pki;
 pub mod pki_secrets;
@@ -72,7 +73,8 @@ pub fn desired_pki_secrets(
 pub struct ClusterWorkloads {
     pub kube_proxy_config: ConfigMap,
     pub apiserver_config: ConfigMap,
-    pub etcd_network_policy: NetworkPolicy,
+    /// Every host NetworkPolicy of the cluster ([`network`]).
+    pub network_policies: Vec<NetworkPolicy>,
     pub etcd: StatefulSet,
     pub apiserver: Deployment,
 }
@@ -82,7 +84,7 @@ impl ClusterWorkloads {
         Self {
             kube_proxy_config: kube_proxy::desired_kube_proxy_config_map(inputs),
             apiserver_config: apiserver_config::desired_apiserver_config_map(inputs),
-            etcd_network_policy: etcd::desired_etcd_network_policy(inputs),
+            network_policies: network::desired_network_policies(inputs),
             etcd: etcd::desired_etcd_statefulset(inputs),
             apiserver: apiserver::desired_apiserver_deployment(inputs),
         }
@@ -278,7 +280,7 @@ impl DesiredCluster {
                 ClusterWorkloads {
                     kube_proxy_config,
                     apiserver_config,
-                    etcd_network_policy,
+                    network_policies,
                     etcd,
                     apiserver,
                 },
@@ -294,7 +296,7 @@ impl DesiredCluster {
             secrets,
             services: vec![etcd_peer, etcd_client, dns, apiserver_service],
             config_maps: vec![coredns_config, kube_proxy_config, apiserver_config],
-            network_policies: vec![etcd_network_policy],
+            network_policies,
             stateful_sets: vec![etcd],
             deployments: vec![
                 apiserver,
@@ -321,7 +323,7 @@ mod tests {
         let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, None)
             .unwrap()
             .by_kind();
-        assert_eq!(objects.len(), 22);
+        assert_eq!(objects.len(), 27);
         let mut names = BTreeSet::new();
         for (kind, meta) in (objects.secrets.iter().map(|o| ("Secret", &o.metadata)))
             .chain(objects.services.iter().map(|o| ("Service", &o.metadata)))

@@ -30,6 +30,8 @@ pub struct ClusterInputs<'a> {
     pub encryption_revision: String,
     /// Where the control plane's pods run on the host.
     pub placement: nestor_crds::Placement,
+    /// What node pods may reach on the host network.
+    pub network: crate::model::network::HostNetwork,
 }
 
 /// What a nested cluster's pods may do on their node.
@@ -67,6 +69,7 @@ impl<'a> ClusterInputs<'a> {
             guard_image: settings.guard_image.clone(),
             encryption_revision: String::new(),
             placement: crate::model::placement::control_plane(&vc.spec.placement, settings),
+            network: settings.network.clone(),
         }
     }
 }

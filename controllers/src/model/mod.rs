@@ -9,6 +9,7 @@ pub mod hash;
 pub mod images;
 pub mod inputs;
 pub mod names;
+pub mod network;
 pub mod nodes;
 pub mod placement;
 pub mod pool_status;

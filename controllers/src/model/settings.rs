@@ -1,6 +1,7 @@
 //! The operator's own settings, from its flags (and so from the Helm
 //! values): not from any object a tenant can write.
 
+use crate::model::network::HostNetwork;
 use crate::model::validate::Platform;
 use nestor_crds::Placement;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +38,9 @@ pub struct OperatorSettings {
     /// Whether node pods prefer host nodes without other clusters' control
     /// planes.
     pub spread_from_other_control_planes: bool,
+    /// What node pods may reach on the host network, and nested DNS's
+    /// upstream.
+    pub network: HostNetwork,
 }
 
 impl Default for OperatorSettings {
@@ -53,6 +57,7 @@ impl Default for OperatorSettings {
             control_plane_placement: Placement::default(),
             placement_enforced: false,
             spread_from_other_control_planes: true,
+            network: HostNetwork::default(),
         }
     }
 }

@@ -110,7 +110,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let ClusterWorkloads {
         kube_proxy_config,
         apiserver_config,
-        etcd_network_policy,
+        network_policies,
         etcd,
         apiserver,
     } = ClusterWorkloads::desired(&inputs);
@@ -127,12 +127,12 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
             apiserver_config,
             FirstWrite::Create
         ),
-        apply_owned(
+        futures::future::try_join_all(network_policies.into_iter().map(|policy| apply_owned(
             ctx,
             &stores.network_policies,
-            etcd_network_policy,
+            policy,
             FirstWrite::Create
-        ),
+        ))),
         apply_owned(ctx, &stores.stateful_sets, etcd, FirstWrite::Create),
         apply_owned(ctx, &stores.deployments, apiserver, FirstWrite::Create),
     )?;

@@ -92,8 +92,9 @@ fn process_rss(comm: &str) -> Vec<u64> {
 }
 
 fn install(bed: &TestBed) -> Result<()> {
-    let mirrors = node::registry_mirrors_value();
-    nestor_e2e::support::helm_install(&bed.kubeconfig, &["--set-json", &mirrors])
+    let args = node::platform_helm_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    nestor_e2e::support::helm_install(&bed.kubeconfig, &args)
 }
 
 fn median(values: &[f64]) -> (f64, f64, f64) {
