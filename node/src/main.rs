@@ -184,7 +184,12 @@ async fn main() -> Result<()> {
     // Fail closed: nested pods start (the CNI configuration makes the node
     // Ready) only once the rules stand, allowing nothing yet.
     apply_rules(
-        &net::rules(&args.cluster_cidr, &BTreeSet::new(), &BTreeSet::new()),
+        &net::rules(
+            &args.cluster_cidr,
+            args.pod_ip,
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+        ),
         &args.cluster_cidr,
     )
     .await
@@ -512,7 +517,7 @@ async fn keep_network(client: Client, own: Peer, cluster_cidr: Ipv4Net) -> Resul
                 ok = false;
             }
         }
-        let rules = net::rules(&cluster_cidr, &allowed, &peers);
+        let rules = net::rules(&cluster_cidr, own.ip, &allowed, &peers);
         if rules != applied_rules || !ok {
             if let Err(e) = apply_rules(&rules, &cluster_cidr).await {
                 warn!(error = %e, "applying the node's rules");

@@ -191,15 +191,25 @@ pub fn cni_conflist(pod_cidr: &Ipv4Net, mtu: u32) -> String {
 
 /// The chains Nestor owns, as `iptables-restore --noflush` input: nested
 /// pods' new connections out of the node pod go only to `allowed` and to
-/// the cluster's nodes; VXLAN
+/// the cluster's nodes; nothing leaves the node pod with a source other
+/// than its own address or a nested pod's (masqueraded to it), whatever
+/// sends it, so a raw socket cannot pass as another pod of the host; VXLAN
 /// comes only from `peers`; traffic leaving the overlay is masqueraded.
 pub fn rules(
     cluster_cidr: &Ipv4Net,
+    own_ip: Ipv4Addr,
     allowed: &BTreeSet<Allowed>,
     peers: &BTreeSet<Peer>,
 ) -> String {
     let mut out = String::new();
-    out.push_str("*mangle\n:NESTOR-EGRESS - [0:0]\n");
+    out.push_str("*mangle\n:NESTOR-SPOOF - [0:0]\n");
+    out.push_str(&format!(
+        "-A NESTOR-SPOOF -s {own_ip}/32 -j RETURN\n-A NESTOR-SPOOF -s {cluster_cidr} -j RETURN\n"
+    ));
+    out.push_str(
+        "-A NESTOR-SPOOF -m comment --comment \"no spoofed source leaves the node\" -j DROP\n",
+    );
+    out.push_str(":NESTOR-EGRESS - [0:0]\n");
     out.push_str("-A NESTOR-EGRESS -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n");
     for p in peers {
         out.push_str(&format!("-A NESTOR-EGRESS -d {}/32 -j RETURN\n", p.ip));
@@ -231,6 +241,11 @@ pub fn jumps(cluster_cidr: &Ipv4Net) -> Vec<(&'static str, &'static str, Vec<Str
     let cidr = cluster_cidr.to_string();
     let port = VXLAN_PORT.to_string();
     vec![
+        (
+            "mangle",
+            "POSTROUTING",
+            s(&["-o", "eth0", "-j", "NESTOR-SPOOF"]),
+        ),
         (
             "mangle",
             "FORWARD",
@@ -332,7 +347,16 @@ mod tests {
             },
         ]);
         let peers = BTreeSet::from([peer("10.88.0.12", "10.244.3.0/24")]);
-        let r = rules(&"10.244.0.0/16".parse().unwrap(), &allowed, &peers);
+        let r = rules(
+            &"10.244.0.0/16".parse().unwrap(),
+            "10.88.0.11".parse().unwrap(),
+            &allowed,
+            &peers,
+        );
+        // Only the node pod's own and nested pods' sources leave.
+        assert!(r.contains(
+            "-A NESTOR-SPOOF -s 10.88.0.11/32 -j RETURN\n-A NESTOR-SPOOF -s 10.244.0.0/16 -j RETURN\n-A NESTOR-SPOOF -m comment"
+        ));
         let lines: Vec<&str> = r.lines().collect();
         let drop = lines
             .iter()
@@ -349,5 +373,14 @@ mod tests {
         assert!(r.contains("-A NESTOR-VXLAN -s 10.88.0.12/32 -j RETURN\n-A NESTOR-VXLAN -j DROP"));
         assert!(r.contains("-A NESTOR-MASQ -d 10.244.0.0/16 -j RETURN"));
         assert_eq!(r.matches("COMMIT").count(), 3);
+        assert!(
+            jumps(&"10.244.0.0/16".parse().unwrap())
+                .iter()
+                .any(|(t, c, rule)| {
+                    *t == "mangle"
+                        && *c == "POSTROUTING"
+                        && rule.join(" ") == "-o eth0 -j NESTOR-SPOOF"
+                })
+        );
     }
 }
