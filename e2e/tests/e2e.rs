@@ -30,6 +30,8 @@ mod at_rest;
 mod attacks;
 #[path = "e2e/conformance.rs"]
 mod conformance;
+#[path = "e2e/network.rs"]
+mod network;
 #[path = "e2e/reach.rs"]
 mod reach;
 #[path = "e2e/workloads.rs"]
@@ -37,6 +39,7 @@ mod workloads;
 use at_rest::secrets_are_encrypted_at_rest_and_requests_audited;
 use attacks::*;
 use conformance::upstream_conformance;
+use network::network_attacks;
 use reach::api_server_reaches_its_cluster;
 use workloads::{node_pools_scale_drain_and_restart, workloads_run_on_nested_nodes};
 
@@ -563,22 +566,20 @@ async fn delete_leaves_the_host_clean(env: &Env) -> Result<()> {
 
 async fn setup(dir: &Path) -> Result<Env> {
     let env = Env::setup(dir).await?;
-    let mirrors = nestor_e2e::node::registry_mirrors_value();
     let privileged = format!(
-        "security.privilegedNamespaces=[\"{}\"]",
-        conformance::NAMESPACE
+        "security.privilegedNamespaces=[\"{}\",\"{}\"]",
+        conformance::NAMESPACE,
+        network::PRIVILEGED_NAMESPACE
     );
-    nestor_e2e::support::helm_install(
-        &env.admin,
-        &[
-            "--set",
-            "logFormat=text",
-            "--set-json",
-            &mirrors,
-            "--set-json",
-            &privileged,
-        ],
-    )?;
+    let mut args: Vec<String> = vec![
+        "--set".into(),
+        "logFormat=text".into(),
+        "--set-json".into(),
+        privileged,
+    ];
+    args.extend(nestor_e2e::node::platform_helm_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    nestor_e2e::support::helm_install(&env.admin, &args)?;
     Ok(env)
 }
 
@@ -596,6 +597,7 @@ fn main() -> std::process::ExitCode {
             node_pools_scale_drain_and_restart,
             api_server_reaches_its_cluster,
             secrets_are_encrypted_at_rest_and_requests_audited,
+            network_attacks,
             attack_privileged_pod,
             attack_capability_sys_admin,
             attack_capability_net_admin,

@@ -85,6 +85,17 @@ async fn endpoint(env: &Env, name: &str) -> Result<String> {
         .context("no endpoint in status")
 }
 
+/// Records one attempt that has no error text to check (a connection, a
+/// lookup): `succeeded` says whether it got through.
+pub(super) fn record(what: &str, succeeded: bool) -> Result<()> {
+    TRIED.fetch_add(1, Ordering::SeqCst);
+    if succeeded {
+        SUCCEEDED.fetch_add(1, Ordering::SeqCst);
+        bail!("ATTACK SUCCEEDED: {what}");
+    }
+    Ok(())
+}
+
 /// Records one attempt: it must have failed, with `reason` in its error.
 fn refused(what: &str, run: Run, reason: &str) -> Result<()> {
     TRIED.fetch_add(1, Ordering::SeqCst);

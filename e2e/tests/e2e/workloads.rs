@@ -187,7 +187,7 @@ fn http_get(ip: &str, port: u16) -> String {
 }
 
 /// Whether a new TCP connection from the pod to `ip:port` succeeds.
-fn connects(config: &Path, pod: &str, ip: &str, port: u16) -> Result<bool> {
+pub(super) fn connects(config: &Path, pod: &str, ip: &str, port: u16) -> Result<bool> {
     let out = exec(
         config,
         pod,
@@ -198,7 +198,7 @@ fn connects(config: &Path, pod: &str, ip: &str, port: u16) -> Result<bool> {
     Ok(out.trim() == "open")
 }
 
-fn host_pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
+pub(super) fn host_pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
     kubectl_ok(
         &env.admin,
         &[

@@ -1,0 +1,526 @@
+//! Network attacks, against the host NetworkPolicies that kube-router
+//! enforces on the test bed's node. Tenant A (confined, its own cluster
+//! domain) tries from a nested pod, tenant P (in a namespace the platform
+//! opted in to privileged pods) from a `hostNetwork` nested pod, to reach
+//! tenant B, the host cluster, the operator and a link-local metadata
+//! listener. Every target first answers a control pod on the host that no
+//! policy selects, so a refusal is the policy's doing, not a dead target.
+//! Each attempt counts in the attack suite's summary.
+
+use super::Env;
+use super::attacks::record;
+use super::workloads::{
+    BUSYBOX, connects, default_service_account, exec, host_pod_ip, nested, nested_apply,
+    pool_ready, pool_yaml,
+};
+use anyhow::{Result, ensure};
+use nestor_e2e::node::setting;
+use nestor_e2e::support::{OPERATOR_NAMESPACE, vc_yaml};
+use nestor_e2e::tools::{kubectl, kubectl_ok};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The host namespace whose clusters may run privileged (and so
+/// host-network) pods: the suite's Helm values opt it in.
+pub const PRIVILEGED_NAMESPACE: &str = "net-privileged";
+
+/// The stand-in tools image, with hping3 (`tools-rootfs.sh`).
+const TOOLS: &str = "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7";
+
+fn probe_yaml(name: &str, image: &str, host_network: bool) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  hostNetwork: {host_network}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: probe
+    image: {image}
+    command: [sleep, '3600']
+"
+    )
+}
+
+/// Runs iptables in the test bed node's network namespace, where every
+/// packet a node pod sends arrives (its pod network's bridge).
+fn node_iptables(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", setting("NODE_NETNS")))
+        .arg("--")
+        .arg("iptables")
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "iptables {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A rule that only counts UDP packets from `source` to `target:port`
+/// arriving at the node (before any filtering).
+struct Counter {
+    rule: Vec<String>,
+}
+
+impl Counter {
+    fn new(source: &str, target: &str, port: u16) -> Result<Self> {
+        let rule: Vec<String> = [
+            "PREROUTING",
+            "-s",
+            source,
+            "-d",
+            target,
+            "-p",
+            "udp",
+            "--dport",
+            &port.to_string(),
+            "-m",
+            "comment",
+            "--comment",
+            "nestor-e2e-spoof",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut add = vec!["-t", "raw", "-I"];
+        add.extend(rule.iter().map(String::as_str));
+        node_iptables(&add)?;
+        Ok(Self { rule })
+    }
+
+    fn packets(&self) -> Result<u64> {
+        let listing = node_iptables(&["-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"])?;
+        let (source, target, port) = (&self.rule[2], &self.rule[4], &self.rule[8]);
+        Ok(listing
+            .lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 8
+                    && f.contains(&source.as_str())
+                    && f.contains(&target.as_str())
+                    && l.contains(&format!("dpt:{port}"))
+            })
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum())
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        let mut delete = vec!["-t", "raw", "-D"];
+        delete.extend(self.rule.iter().map(String::as_str));
+        let _ = node_iptables(&delete);
+    }
+}
+
+/// hping3 sending three UDP datagrams of 16 bytes to `target:port`, from
+/// `source` when given (hping3 exits 1 when nothing answers, as nothing
+/// does here).
+fn udp_burst(source: Option<&str>, target: &str, port: u16) -> String {
+    let spoof = source.map(|s| format!("-a {s} ")).unwrap_or_default();
+    format!("hping3 --udp -c 3 -i u200000 -d 16 {spoof}-p {port} {target}; true")
+}
+
+/// A busybox pod on the host, in `ns`, selected by no policy.
+fn host_probe(env: &Env, ns: &str, name: &str) -> Result<()> {
+    kubectl_ok(
+        &env.admin,
+        &["apply", "-n", ns, "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: probe
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: [sleep, '3600']
+"
+        )),
+    )?;
+    kubectl_ok(
+        &env.admin,
+        &[
+            "wait",
+            "-n",
+            ns,
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "--timeout=120s",
+        ],
+        None,
+    )
+    .map(|_| ())
+}
+
+fn host_sh(env: &Env, ns: &str, pod: &str, script: &str) -> Result<String> {
+    kubectl_ok(
+        &env.admin,
+        &["exec", "-n", ns, pod, "--", "sh", "-c", script],
+        None,
+    )
+}
+
+fn host_connects(env: &Env, ns: &str, pod: &str, ip: &str, port: u16) -> Result<bool> {
+    let out = host_sh(
+        env,
+        ns,
+        pod,
+        &format!(
+            "if printf x | nc -w 2 {ip} {port} >/dev/null 2>&1; then echo open; else echo closed; fi"
+        ),
+    )?;
+    Ok(out.trim() == "open")
+}
+
+/// Whether `ip:port` accepts a TCP connection from the test bed's node.
+fn node_connects(ip: &str, port: u16) -> Result<bool> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", setting("NODE_NETNS")))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("printf x | busybox nc -w 2 {ip} {port}"),
+        ])
+        .output()?;
+    Ok(out.status.success())
+}
+
+/// Whether busybox's resolver in the pod finds `name`.
+fn resolves(config: &Path, pod: &str, name: &str) -> Result<bool> {
+    let out = exec(
+        config,
+        pod,
+        &format!("if nslookup {name} >/dev/null 2>&1; then echo found; else echo none; fi"),
+    )?;
+    Ok(out.trim() == "found")
+}
+
+fn operator_ip(env: &Env) -> Result<String> {
+    kubectl_ok(
+        &env.admin,
+        &[
+            "get",
+            "pods",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/name=nestor",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ],
+        None,
+    )
+}
+
+pub async fn network_attacks(env: &Env) -> Result<()> {
+    let a_ns = env.namespace("net-a")?;
+    let b_ns = env.namespace("net-b")?;
+    let p_ns = env.namespace(PRIVILEGED_NAMESPACE)?;
+    let control_ns = env.namespace("net-control")?;
+    let start = Instant::now();
+    env.apply(
+        &a_ns,
+        &[
+            vc_yaml("a", "{networking: {clusterDomain: tenant-a.local}}"),
+            pool_yaml("nodes", "a", 1, ""),
+        ]
+        .join("---\n"),
+    )?;
+    env.apply(
+        &b_ns,
+        &[vc_yaml("b", "{}"), pool_yaml("nodes", "b", 1, "")].join("---\n"),
+    )?;
+    env.apply(
+        &p_ns,
+        &[vc_yaml("p", "{}"), pool_yaml("nodes", "p", 1, "")].join("---\n"),
+    )?;
+    host_probe(env, &control_ns, "control")?;
+    let timeout = Duration::from_secs(300);
+    for (ns, vc) in [(&a_ns, "a"), (&b_ns, "b"), (&p_ns, "p")] {
+        env.ready(ns, vc, start, timeout).await?;
+        pool_ready(env, ns, "nodes", 1, timeout).await?;
+    }
+    let a = env.nested_kubeconfig(&a_ns, "a").await?;
+    let p = env.nested_kubeconfig(&p_ns, "p").await?;
+    for (config, host_network) in [(&a, false), (&p, true)] {
+        default_service_account(config).await?;
+        nested_apply(config, &probe_yaml("probe", BUSYBOX, host_network))?;
+        nested_apply(config, &probe_yaml("spoofer", TOOLS, host_network))?;
+        nested(
+            config,
+            &[
+                "wait",
+                "--for=condition=Ready",
+                "pod/probe",
+                "pod/spoofer",
+                "--timeout=120s",
+            ],
+        )?;
+    }
+
+    let api_port = env.bed.api_port;
+    let targets: Vec<(String, String, u16)> = vec![
+        (
+            "B's etcd".into(),
+            host_pod_ip(env, &b_ns, "b-etcd-0")?,
+            2379,
+        ),
+        (
+            "B's etcd metrics".into(),
+            host_pod_ip(env, &b_ns, "b-etcd-0")?,
+            2381,
+        ),
+        (
+            "A's own etcd metrics".into(),
+            host_pod_ip(env, &a_ns, "a-etcd-0")?,
+            2381,
+        ),
+        (
+            "B's API server pod, Konnectivity's agent port".into(),
+            apiserver_ip(env, &b_ns, "b")?,
+            8132,
+        ),
+        (
+            "B's node pod's kubelet".into(),
+            host_pod_ip(env, &b_ns, "nodes-node-0")?,
+            10250,
+        ),
+        ("B's CoreDNS".into(), coredns_ip(env, &b_ns, "b")?, 1053),
+        (
+            "the host's API server".into(),
+            setting("HOST_IP").into(),
+            api_port,
+        ),
+        (
+            "the host's API server through its Service".into(),
+            kubectl_ok(
+                &env.admin,
+                &[
+                    "get",
+                    "service",
+                    "kubernetes",
+                    "-o",
+                    "jsonpath={.spec.clusterIP}",
+                ],
+                None,
+            )?,
+            443,
+        ),
+        (
+            "the host node's kubelet".into(),
+            setting("NODE_IP").into(),
+            10250,
+        ),
+        (
+            "the operator's metrics port".into(),
+            operator_ip(env)?,
+            8080,
+        ),
+        (
+            "the link-local metadata listener".into(),
+            setting("METADATA_IP").into(),
+            setting("METADATA_PORT").parse()?,
+        ),
+    ];
+    // Every target answers from its node (which NetworkPolicy does not
+    // filter); those outside the host's pods also answer an unconfined pod,
+    // so the pods' path to them is open but for the policies.
+    for (what, ip, port) in &targets {
+        ensure!(
+            node_connects(ip, *port)?,
+            "{what} ({ip}:{port}) does not answer on the node: the test proves nothing"
+        );
+        let host_pod = setting("POD_CIDR")
+            .parse::<ipnet::Ipv4Net>()?
+            .contains(&ip.parse::<std::net::Ipv4Addr>()?);
+        if !host_pod {
+            ensure!(
+                host_connects(env, &control_ns, "control", ip, *port)?,
+                "{what} ({ip}:{port}) does not answer an unconfined pod: the test proves nothing"
+            );
+        }
+    }
+    for (config, who) in [
+        (&a, "a nested pod of A"),
+        (&p, "a hostNetwork nested pod of P"),
+    ] {
+        for (what, ip, port) in &targets {
+            record(
+                &format!("{who} reaching {what} ({ip}:{port})"),
+                connects(config, "probe", ip, *port)?,
+            )?;
+        }
+    }
+
+    // Spoofed sources: from a nested pod and from a hostNetwork nested pod,
+    // three UDP datagrams that claim to come from B's API server pod (which
+    // B's etcd and nodes trust), counted where they would reach the host.
+    // The same datagrams with the pod's true source (a node pod's address
+    // once they leave it) are counted there, so the counting works and the
+    // spoofed ones are what their node pod dropped. A's go to its own DNS
+    // Service, which its node pod's egress rules let through.
+    let impersonated = apiserver_ip(env, &b_ns, "b")?;
+    for (config, who, ns, target, port) in [
+        (
+            &a,
+            "a nested pod of A",
+            &a_ns,
+            service_ip(env, &a_ns, "a-dns")?,
+            53,
+        ),
+        (
+            &p,
+            "a hostNetwork nested pod of P",
+            &p_ns,
+            host_pod_ip(env, &control_ns, "control")?,
+            9000,
+        ),
+    ] {
+        let node_ip = host_pod_ip(env, ns, "nodes-node-0")?;
+        let honest = Counter::new(&node_ip, &target, port)?;
+        let spoofed_counter = Counter::new(&impersonated, &target, port)?;
+        for source in [None, Some(impersonated.as_str())] {
+            let out = kubectl(
+                config,
+                &[
+                    "exec",
+                    "spoofer",
+                    "--",
+                    "sh",
+                    "-c",
+                    &udp_burst(source, &target, port),
+                ],
+                None,
+            )?;
+            // A packet the node pod drops on its way out of a local socket
+            // (a hostNetwork pod's) fails the send itself.
+            let dropped_at_send =
+                source.is_some() && out.stderr.contains("sendto: Operation not permitted");
+            ensure!(
+                out.stderr.contains("3 packets transmitted") || dropped_at_send,
+                "hping3 did not send from {who}: {}{}",
+                out.stdout,
+                out.stderr
+            );
+        }
+        ensure!(
+            honest.packets()? >= 3,
+            "{who}'s own datagrams were not counted on the node: the test proves nothing"
+        );
+        record(
+            &format!("{who} sending packets as B's API server ({impersonated})"),
+            spoofed_counter.packets()? > 0,
+        )?;
+    }
+
+    // The operator's metrics port: its chart's policy admits its own
+    // namespace, not a pod elsewhere on the host (the control pod).
+    let operator = operator_ip(env)?;
+    host_probe(env, OPERATOR_NAMESPACE, "metrics-probe")?;
+    let admitted = host_connects(env, OPERATOR_NAMESPACE, "metrics-probe", &operator, 8080)?;
+    kubectl(
+        &env.admin,
+        &[
+            "delete",
+            "pod",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "metrics-probe",
+            "--wait=false",
+        ],
+        None,
+    )?;
+    ensure!(
+        admitted,
+        "the operator's own namespace does not reach its metrics port"
+    );
+    record(
+        "a host pod of another namespace reaching the operator's metrics port",
+        host_connects(env, &control_ns, "control", &operator, 8080)?,
+    )?;
+
+    // Nested DNS answers no name of the host cluster's domain (A's domain
+    // is tenant-a.local; the host's cluster.local), while the host's DNS
+    // does.
+    for name in [
+        format!("b-apiserver.{b_ns}.svc.cluster.local"),
+        "kube-dns.kube-system.svc.cluster.local".into(),
+    ] {
+        ensure!(
+            host_sh(
+                env,
+                &control_ns,
+                "control",
+                &format!("nslookup {name} >/dev/null && echo found")
+            )?
+            .trim()
+                == "found",
+            "the host's DNS does not resolve {name}: the test proves nothing"
+        );
+        record(
+            &format!("A resolving the host's {name} through its nested DNS"),
+            resolves(&a, "probe", &name)?,
+        )?;
+    }
+    // The tenant's own names still resolve, and its API server answers.
+    ensure!(
+        resolves(&a, "probe", "kubernetes.default.svc.tenant-a.local")?,
+        "A's own names do not resolve"
+    );
+
+    for ns in [&a_ns, &b_ns, &p_ns, &control_ns] {
+        env.done(ns)?;
+    }
+    Ok(())
+}
+
+fn pod_ip_by_component(env: &Env, ns: &str, cluster: &str, component: &str) -> Result<String> {
+    kubectl_ok(
+        &env.admin,
+        &[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            &format!("nestor.dev/cluster={cluster},app.kubernetes.io/component={component}"),
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ],
+        None,
+    )
+}
+
+fn service_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
+    kubectl_ok(
+        &env.admin,
+        &[
+            "get",
+            "service",
+            "-n",
+            ns,
+            name,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+        None,
+    )
+}
+
+fn apiserver_ip(env: &Env, ns: &str, cluster: &str) -> Result<String> {
+    pod_ip_by_component(env, ns, cluster, "apiserver")
+}
+
+fn coredns_ip(env: &Env, ns: &str, cluster: &str) -> Result<String> {
+    pod_ip_by_component(env, ns, cluster, "coredns")
+}
