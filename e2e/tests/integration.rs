@@ -114,6 +114,32 @@ impl Env {
                 nestor_controllers::build::kubeconfig::Credentials::Token(token.trim()),
             ),
         )?;
+        // The chart's write policy takes effect once the API server has
+        // loaded it; every test runs under it, so wait for it here.
+        let unlabelled = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: policy-probe}\n";
+        wait_for(
+            "the chart's write policy in force",
+            Duration::from_secs(30),
+            || {
+                let config = operator_kubeconfig.clone();
+                Box::pin(async move {
+                    let out = kubectl(
+                        &config,
+                        &[
+                            "create",
+                            "--dry-run=server",
+                            "-n",
+                            OPERATOR_NAMESPACE,
+                            "-f",
+                            "-",
+                        ],
+                        Some(unlabelled),
+                    )?;
+                    Ok(!out.ok && out.stderr.contains("may create or keep only"))
+                })
+            },
+        )
+        .await?;
         Ok(Self {
             bed,
             admin,
