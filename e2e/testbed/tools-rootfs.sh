@@ -3,8 +3,8 @@
 # upstream's test images (Alpine with bind-tools, curl, netcat, iproute2
 # and bash, or Debian with dnsutils): busybox's applets for the everyday
 # commands, and from this machine's Debian packages bash, dig, getent,
-# curl, nc and ip with their libraries, and hping3 (the network attacks
-# send spoofed packets with it). /bin/sh is bash, not busybox:
+# curl, nc and ip with their libraries, hping3 (the network attacks send
+# spoofed packets with it) and iperf3 (the throughput figure). /bin/sh is bash, not busybox:
 # Debian's busybox shell runs its own applets inside `sh -c`, which would
 # shadow nc, ip and dig with busybox's smaller ones, and it drops
 # environment variables whose names are not shell identifiers, which
@@ -23,7 +23,7 @@ cp /bin/busybox "$dir/usr/bin/busybox"
 for applet in $(/bin/busybox --list); do
   [ -e "$dir/usr/bin/$applet" ] || ln -s busybox "$dir/usr/bin/$applet"
 done
-real=(/usr/bin/bash /usr/bin/dig /usr/bin/getent /usr/bin/curl /usr/bin/nc.openbsd /usr/sbin/ip /usr/sbin/hping3)
+real=(/usr/bin/bash /usr/bin/dig /usr/bin/getent /usr/bin/curl /usr/bin/nc.openbsd /usr/sbin/ip /usr/sbin/hping3 /usr/bin/iperf3)
 for b in "${real[@]}"; do
   rm -f "$dir/usr/bin/$(basename "$b")"
   copy "$b" "/usr/bin/$(basename "$b")"

@@ -9,6 +9,12 @@
 //! one-node NodePool, creates a busybox pod in the nested cluster as soon
 //! as it accepts one, and times apply -> that pod Running; then reads the
 //! node pod's memory. Writes `target/figures/workloads.json`.
+//!
+//! `nestor-figures throughput [N]` runs iperf3 (TCP, 5 s) N times between
+//! two nested pods on two node pods of one cluster, then N times more with
+//! the cluster's host NetworkPolicies removed (the operator stopped), and
+//! prints the median of each: what the host's policy enforcement costs
+//! the nested pod network.
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
@@ -291,11 +297,177 @@ async fn ready(bed: &TestBed, runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// The stand-in tools image, with iperf3 (`e2e/testbed/tools-rootfs.sh`).
+const TOOLS: &str = "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7";
+
+/// Received bits per second of `runs` iperf3 runs from the client pod to
+/// the server pod.
+fn iperf_runs(config: &std::path::Path, server: &str, runs: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let text = kubectl_ok(
+            config,
+            &[
+                "exec",
+                "iperf-client",
+                "--",
+                "iperf3",
+                "-c",
+                server,
+                "-t",
+                "5",
+                "-J",
+            ],
+            None,
+        )?;
+        let report: serde_json::Value = serde_json::from_str(&text)?;
+        let bps = report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("iperf3 reported no received rate")?;
+        out.push(bps);
+    }
+    Ok(out)
+}
+
+async fn throughput(bed: &TestBed, runs: usize) -> Result<()> {
+    install(bed)?;
+    let ns = "figures-throughput";
+    kubectl_ok(&bed.kubeconfig, &["create", "namespace", ns], None)?;
+    let manifest = format!(
+        "{}---\napiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: pool\nspec:\n  clusterRef: {{name: bench}}\n  replicas: 2\n",
+        vc_yaml("bench", "{}")
+    );
+    kubectl_ok(
+        &bed.kubeconfig,
+        &["apply", "-n", ns, "-f", "-"],
+        Some(&manifest),
+    )?;
+    let client = bed.client().await?;
+    let pools: Api<nestor_crds::NodePool> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let ready = pools
+            .get_opt("pool")
+            .await?
+            .and_then(|p| p.status)
+            .is_some_and(|s| s.ready_replicas == 2);
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the pool of two nodes was not Ready in 300s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let data = secrets
+        .get("bench-admin-kubeconfig")
+        .await?
+        .data
+        .and_then(|d| d.get("kubeconfig").cloned())
+        .context("no admin kubeconfig")?;
+    let config = bed.dir.join("throughput.kubeconfig");
+    std::fs::write(&config, data.0)?;
+    let pod = |name: &str, node: &str, command: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {TOOLS}\n    command: [{command}]\n"
+        )
+    };
+    let pods = [
+        pod("iperf-server", "pool-node-0", "iperf3, -s"),
+        pod("iperf-client", "pool-node-1", "sleep, '3600'"),
+    ]
+    .join("---\n");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !nestor_e2e::tools::kubectl(&config, &["apply", "-f", "-"], Some(&pods))?.ok {
+        if Instant::now() > deadline {
+            bail!("the nested cluster took no pod in 120s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    kubectl_ok(
+        &config,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/iperf-server",
+            "pod/iperf-client",
+            "--timeout=180s",
+        ],
+        None,
+    )?;
+    let server = kubectl_ok(
+        &config,
+        &[
+            "get",
+            "pod",
+            "iperf-server",
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+        None,
+    )?;
+    let with = iperf_runs(&config, &server, runs)?;
+    // The same, with the cluster's host policies gone: the operator would
+    // put them back, so it stops first.
+    let operator = [
+        "-n",
+        nestor_e2e::support::OPERATOR_NAMESPACE,
+        "scale",
+        "deployment",
+        "--all",
+    ];
+    kubectl_ok(
+        &bed.kubeconfig,
+        &[&operator[..], &["--replicas=0"]].concat(),
+        None,
+    )?;
+    kubectl_ok(
+        &bed.kubeconfig,
+        &[
+            "delete",
+            "networkpolicy",
+            "-n",
+            ns,
+            "-l",
+            "nestor.dev/cluster=bench",
+        ],
+        None,
+    )?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let without = iperf_runs(&config, &server, runs)?;
+    kubectl_ok(
+        &bed.kubeconfig,
+        &[&operator[..], &["--replicas=1"]].concat(),
+        None,
+    )?;
+    let gbit = |v: &[f64]| {
+        let (med, min, max) = median(v);
+        format!(
+            "{:.2} Gbit/s (min {:.2}, max {:.2})",
+            med / 1e9,
+            min / 1e9,
+            max / 1e9
+        )
+    };
+    println!();
+    println!(
+        "| iperf3, TCP, 5 s, nested pod to nested pod on another node pod, median of {runs} | value |"
+    );
+    println!("|---|---|");
+    println!(
+        "| with the cluster's host NetworkPolicies enforced | {} |",
+        gbit(&with)
+    );
+    println!("| without them | {} |", gbit(&without));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some(which @ ("ready" | "workloads")) => {
+        Some(which @ ("ready" | "workloads" | "throughput")) => {
             let runs = args
                 .get(1)
                 .map(|n| n.parse())
@@ -318,14 +490,14 @@ async fn main() -> Result<()> {
                 "test bed with a node up in {:.1}s",
                 started.elapsed().as_secs_f64()
             );
-            let result = if which == "ready" {
-                ready(&bed, runs).await
-            } else {
-                workloads(&bed, runs).await
+            let result = match which {
+                "ready" => ready(&bed, runs).await,
+                "workloads" => workloads(&bed, runs).await,
+                _ => throughput(&bed, runs).await,
             };
             drop(bed);
             result
         }
-        _ => bail!("usage: nestor-figures ready|workloads [N]"),
+        _ => bail!("usage: nestor-figures ready|workloads|throughput [N]"),
     }
 }
