@@ -251,7 +251,7 @@ evictionHard: {{memory.available: 100Mi, nodefs.available: \"1%\", nodefs.inodes
         &format!(
             "apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
-mode: iptables
+mode: nftables
 clientConnection: {{kubeconfig: {proxy_kubeconfig}}}
 hostnameOverride: {name}
 bindAddress: {ip}
@@ -261,7 +261,7 @@ metricsBindAddress: 127.0.0.1:10249
 oomScoreAdj: 0
 nodePortAddresses: [\"{ip}/32\"]
 conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}}
-iptables: {{localhostNodePorts: false, masqueradeAll: false, syncPeriod: 30s, minSyncPeriod: 1s}}
+nftables: {{masqueradeAll: false, syncPeriod: 30s, minSyncPeriod: 1s}}
 ",
             cidr = setting("POD_CIDR"),
         ),
