@@ -448,6 +448,10 @@ fn start_metadata(dir: &Path, logs: &Path, lifetime: Lifetime) -> Result<Proc> {
     )
 }
 
+/// The stand-in for upstream's tool images (`tools-rootfs.sh`: busybox,
+/// bash, dig, curl, netcat, hping3, iperf3), in the test bed's registry.
+pub const TOOLS_IMAGE: &str = "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7";
+
 /// Images nested nodes pull (through their containerd's mirrors): the
 /// sandbox image, the test workloads', metrics-server and upstream's
 /// Conformance images (`e2e-test-images/<name>`, and the etcd its

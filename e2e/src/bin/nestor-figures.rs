@@ -297,8 +297,7 @@ async fn ready(bed: &TestBed, runs: usize) -> Result<()> {
     Ok(())
 }
 
-/// The stand-in tools image, with iperf3 (`e2e/testbed/tools-rootfs.sh`).
-const TOOLS: &str = "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7";
+use nestor_e2e::node::TOOLS_IMAGE as TOOLS;
 
 /// Received bits per second of `runs` iperf3 runs from the client pod to
 /// the server pod.

@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 /// host-network) pods: the suite's Helm values opt it in.
 pub const PRIVILEGED_NAMESPACE: &str = "net-privileged";
 
-/// The stand-in tools image, with hping3 (`tools-rootfs.sh`).
-const TOOLS: &str = "registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7";
+use nestor_e2e::node::TOOLS_IMAGE as TOOLS;
 
 fn probe_yaml(name: &str, image: &str, host_network: bool) -> String {
     format!(
