@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams};
 use nestor_crds::VirtualCluster;
+use nestor_e2e::node::TOOLS_IMAGE as TOOLS;
 use nestor_e2e::process::Lifetime;
 use nestor_e2e::support::vc_yaml;
 use nestor_e2e::testbed::TestBedOptions;
@@ -296,8 +297,6 @@ async fn ready(bed: &TestBed, runs: usize) -> Result<()> {
     println!("figures written to {}", dir.join("ready.json").display());
     Ok(())
 }
-
-use nestor_e2e::node::TOOLS_IMAGE as TOOLS;
 
 /// Received bits per second of `runs` iperf3 runs from the client pod to
 /// the server pod.

@@ -14,7 +14,7 @@ use super::workloads::{
     pool_ready, pool_yaml,
 };
 use anyhow::{Result, ensure};
-use nestor_e2e::node::setting;
+use nestor_e2e::node::{TOOLS_IMAGE as TOOLS, setting};
 use nestor_e2e::support::{OPERATOR_NAMESPACE, vc_yaml};
 use nestor_e2e::tools::{kubectl, kubectl_ok};
 use std::path::Path;
@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 /// The host namespace whose clusters may run privileged (and so
 /// host-network) pods: the suite's Helm values opt it in.
 pub const PRIVILEGED_NAMESPACE: &str = "net-privileged";
-
-use nestor_e2e::node::TOOLS_IMAGE as TOOLS;
 
 fn probe_yaml(name: &str, image: &str, host_network: bool) -> String {
     format!(
