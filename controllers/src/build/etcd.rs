@@ -1,6 +1,6 @@
 //! The nested cluster's etcd: a StatefulSet of 1, 3 or 5 members with
-//! persistent volumes, a headless peer Service, a client Service and a
-//! NetworkPolicy that admits only the cluster's own API servers and members.
+//! persistent volumes, a headless peer Service and a client Service. Its
+//! NetworkPolicy is with the cluster's others ([`crate::build::network`]).
 
 use crate::build::pki::{LeafRequest, Usage};
 use crate::build::podspec::*;
@@ -12,10 +12,6 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodTemplateSpec,
     Service, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
-};
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -272,48 +268,6 @@ pub fn desired_etcd_statefulset(inputs: &ClusterInputs) -> StatefulSet {
     }
 }
 
-/// Only this cluster's API servers reach etcd's client port, and only its
-/// members reach the peer port; the metrics port (plain HTTP, the probes'
-/// target) is open to no pod: probes come from the node, which
-/// NetworkPolicy does not filter. (Enforced where the host's network
-/// plugin implements NetworkPolicy.)
-pub fn desired_etcd_network_policy(inputs: &ClusterInputs) -> NetworkPolicy {
-    let names = &inputs.names;
-    let from = |component| NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(selector_labels(&names.cluster, component)),
-            ..LabelSelector::default()
-        }),
-        ..NetworkPolicyPeer::default()
-    };
-    let port = |p: i32| NetworkPolicyPort {
-        port: Some(IntOrString::Int(p)),
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
-    NetworkPolicy {
-        metadata: cluster_child_meta(inputs.vc, names.etcd(), Component::Etcd),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(&names.cluster, Component::Etcd)),
-                ..LabelSelector::default()
-            }),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![
-                NetworkPolicyIngressRule {
-                    from: Some(vec![from(Component::ApiServer), from(Component::Etcd)]),
-                    ports: Some(vec![port(CLIENT_PORT)]),
-                },
-                NetworkPolicyIngressRule {
-                    from: Some(vec![from(Component::Etcd)]),
-                    ports: Some(vec![port(PEER_PORT)]),
-                },
-            ]),
-            ..NetworkPolicySpec::default()
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,10 +360,6 @@ mod tests {
         );
         let client = desired_etcd_client_service(&inputs);
         assert_eq!(client.metadata.name.as_deref(), Some("demo-etcd"));
-        let policy = desired_etcd_network_policy(&inputs);
-        let rules = policy.spec.unwrap().ingress.unwrap();
-        let first = serde_json::to_string(&rules[0]).unwrap();
-        assert!(first.contains("apiserver") && first.contains("2379"));
     }
 
     #[test]

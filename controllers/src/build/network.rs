@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 /// Every host NetworkPolicy of the cluster.
 pub fn desired_network_policies(inputs: &ClusterInputs) -> Vec<NetworkPolicy> {
     vec![
-        etcd::desired_etcd_network_policy(inputs),
+        desired_etcd_policy(inputs),
         desired_apiserver_policy(inputs),
         closed(inputs, Component::ControllerManager),
         closed(inputs, Component::Scheduler),
@@ -40,14 +40,14 @@ fn selects(inputs: &ClusterInputs, component: Component) -> Option<LabelSelector
 }
 
 /// Pods of this cluster in the given role (in the cluster's namespace).
-pub(crate) fn peer(inputs: &ClusterInputs, component: Component) -> NetworkPolicyPeer {
+fn peer(inputs: &ClusterInputs, component: Component) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         pod_selector: selects(inputs, component),
         ..NetworkPolicyPeer::default()
     }
 }
 
-pub(crate) fn port(protocol: &str, port: i32) -> NetworkPolicyPort {
+fn port(protocol: &str, port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
         port: Some(IntOrString::Int(port)),
         protocol: Some(protocol.into()),
@@ -91,6 +91,30 @@ fn policy(
 /// nothing but their probes.
 fn closed(inputs: &ClusterInputs, component: Component) -> NetworkPolicy {
     policy(inputs, component, Vec::new(), None)
+}
+
+/// Only the cluster's API servers (and members) reach etcd's client port,
+/// only its members the peer port; the metrics port (plain HTTP, the
+/// probes' target) is open to no pod.
+fn desired_etcd_policy(inputs: &ClusterInputs) -> NetworkPolicy {
+    policy(
+        inputs,
+        Component::Etcd,
+        vec![
+            NetworkPolicyIngressRule {
+                from: Some(vec![
+                    peer(inputs, Component::ApiServer),
+                    peer(inputs, Component::Etcd),
+                ]),
+                ports: Some(vec![port("TCP", etcd::CLIENT_PORT)]),
+            },
+            NetworkPolicyIngressRule {
+                from: Some(vec![peer(inputs, Component::Etcd)]),
+                ports: Some(vec![port("TCP", etcd::PEER_PORT)]),
+            },
+        ],
+        None,
+    )
 }
 
 /// Clients reach the serving port from anywhere (that is the API server's
@@ -288,6 +312,21 @@ mod tests {
         assert_eq!(
             egress[3]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
             "kube-system"
+        );
+    }
+
+    #[test]
+    fn etcd_takes_only_its_api_servers_and_members() {
+        let vc = fixtures::vc(json!({}));
+        let policies = desired_network_policies(&fixtures::inputs(&vc));
+        let etcd = by_name(&policies, "demo-etcd");
+        let rules = etcd["ingress"].as_array().unwrap();
+        assert_eq!(rules.len(), 2, "no rule for the metrics port");
+        let first = rules[0].to_string();
+        assert!(first.contains("apiserver") && first.contains("2379"));
+        assert_eq!(
+            rules[1]["ports"],
+            json!([{"port": 2380, "protocol": "TCP"}])
         );
     }
 

@@ -195,23 +195,15 @@ impl HostNetwork {
     /// The ranges node pods never reach, link-local included, split by
     /// address family (an `ipBlock` holds one family).
     pub fn denied_by_family(&self) -> (Vec<IpNet>, Vec<IpNet>) {
-        let all = self
+        let all: Vec<IpNet> = self
             .denied
             .iter()
             .copied()
-            .chain(LINK_LOCAL.iter().map(|c| c.parse().expect("a valid range")));
-        let mut v4: Vec<IpNet> = Vec::new();
-        let mut v6: Vec<IpNet> = Vec::new();
-        for net in all {
-            let list = if matches!(net, IpNet::V4(_)) {
-                &mut v4
-            } else {
-                &mut v6
-            };
-            if !list.contains(&net) {
-                list.push(net);
-            }
-        }
+            .chain(LINK_LOCAL.iter().map(|c| c.parse().expect("a valid range")))
+            .collect();
+        let (v4, v6): (Vec<IpNet>, Vec<IpNet>) =
+            all.into_iter().partition(|net| matches!(net, IpNet::V4(_)));
+        // `aggregate` also drops duplicates and ranges inside others.
         (IpNet::aggregate(&v4), IpNet::aggregate(&v6))
     }
 }
