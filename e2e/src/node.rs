@@ -58,6 +58,16 @@ fn in_node(program: &Path, args: &[String]) -> (PathBuf, Vec<String>) {
     in_netns(setting("NODE_NETNS"), program, args)
 }
 
+/// A command run in the node's network namespace, where every packet of
+/// its pods passes (to run iptables there, or to connect as the node).
+pub fn node_command(program: &str, args: &[&str]) -> Command {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (nsenter, all) = in_node(Path::new(program), &args);
+    let mut command = Command::new(nsenter);
+    command.args(all);
+    command
+}
+
 fn script() -> PathBuf {
     paths::repo_root().join("e2e/testbed/node-network.sh")
 }
@@ -393,17 +403,8 @@ nftables: {{masqueradeAll: false, syncPeriod: 30s, minSyncPeriod: 1s}}
 pub fn wait_for_policy_enforcement(logs: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", setting("NODE_NETNS")))
-            .args([
-                "--",
-                "iptables",
-                "-t",
-                "filter",
-                "-S",
-                "KUBE-ROUTER-FORWARD",
-            ])
-            .output()?;
+        let out =
+            node_command("iptables", &["-t", "filter", "-S", "KUBE-ROUTER-FORWARD"]).output()?;
         if out.status.success() {
             return Ok(());
         }

@@ -432,7 +432,19 @@ async fn throughput(bed: &TestBed, runs: usize) -> Result<()> {
         ],
         None,
     )?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // kube-router drops a pod's firewall chains once no policy selects it;
+    // its rules name each pod's namespace.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rules = node::node_command("iptables", &["-S"]).output()?;
+        if !String::from_utf8_lossy(&rules.stdout).contains(&format!("namespace: {ns}")) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("kube-router kept the cluster's firewall rules 60 s after its policies went");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let without = iperf_runs(&config, &server, runs)?;
     kubectl_ok(
         &bed.kubeconfig,

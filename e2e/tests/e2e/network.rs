@@ -3,18 +3,19 @@
 //! domain) tries from a nested pod, tenant P (in a namespace the platform
 //! opted in to privileged pods) from a `hostNetwork` nested pod, to reach
 //! tenant B, the host cluster, the operator and a link-local metadata
-//! listener. Every target first answers a control pod on the host that no
-//! policy selects, so a refusal is the policy's doing, not a dead target.
-//! Each attempt counts in the attack suite's summary.
+//! listener. Every target first answers from the node (and, off the host's
+//! pod network, from a host pod no policy selects), so a refusal is the
+//! policy's doing, not a dead target. Each attempt counts in the attack
+//! suite's summary.
 
 use super::Env;
 use super::attacks::record;
 use super::workloads::{
-    BUSYBOX, connects, default_service_account, exec, host_pod_ip, nested, nested_apply,
-    pool_ready, pool_yaml,
+    BUSYBOX, connect_script, connects, default_service_account, exec, host_pod_ip, nested,
+    nested_apply, pool_ready, pool_yaml,
 };
 use anyhow::{Result, ensure};
-use nestor_e2e::node::{TOOLS_IMAGE as TOOLS, setting};
+use nestor_e2e::node::{TOOLS_IMAGE as TOOLS, node_command, setting};
 use nestor_e2e::support::{OPERATOR_NAMESPACE, vc_yaml};
 use nestor_e2e::tools::{kubectl, kubectl_ok};
 use std::path::Path;
@@ -44,12 +45,7 @@ spec:
 /// Runs iptables in the test bed node's network namespace, where every
 /// packet a node pod sends arrives (its pod network's bridge).
 fn node_iptables(args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", setting("NODE_NETNS")))
-        .arg("--")
-        .arg("iptables")
-        .args(args)
-        .output()?;
+    let out = node_command("iptables", args).output()?;
     ensure!(
         out.status.success(),
         "iptables {}: {}",
@@ -167,29 +163,14 @@ fn host_sh(env: &Env, ns: &str, pod: &str, script: &str) -> Result<String> {
 }
 
 fn host_connects(env: &Env, ns: &str, pod: &str, ip: &str, port: u16) -> Result<bool> {
-    let out = host_sh(
-        env,
-        ns,
-        pod,
-        &format!(
-            "if printf x | nc -w 2 {ip} {port} >/dev/null 2>&1; then echo open; else echo closed; fi"
-        ),
-    )?;
-    Ok(out.trim() == "open")
+    Ok(host_sh(env, ns, pod, &connect_script(ip, port))?.trim() == "open")
 }
 
 /// Whether `ip:port` accepts a TCP connection from the test bed's node.
 fn node_connects(ip: &str, port: u16) -> Result<bool> {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", setting("NODE_NETNS")))
-        .args([
-            "--",
-            "sh",
-            "-c",
-            &format!("printf x | busybox nc -w 2 {ip} {port}"),
-        ])
-        .output()?;
-    Ok(out.status.success())
+    // busybox's shell runs its own nc, the one the pods' probes use.
+    let out = node_command("busybox", &["sh", "-c", &connect_script(ip, port)]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "open")
 }
 
 /// Whether busybox's resolver in the pod finds `name`.
@@ -202,20 +183,36 @@ fn resolves(config: &Path, pod: &str, name: &str) -> Result<bool> {
     Ok(out.trim() == "found")
 }
 
+/// A field of a host object, by `kubectl get -o jsonpath`.
+fn host_field(env: &Env, ns: &str, object: &[&str], path: &str) -> Result<String> {
+    let path = format!("jsonpath={path}");
+    let mut args = vec!["get", "-n", ns];
+    args.extend_from_slice(object);
+    args.extend(["-o", path.as_str()]);
+    kubectl_ok(&env.admin, &args, None)
+}
+
+/// The IP of the first pod of `cluster` in the given role.
+fn component_ip(env: &Env, ns: &str, cluster: &str, component: &str) -> Result<String> {
+    let selector = format!("nestor.dev/cluster={cluster},app.kubernetes.io/component={component}");
+    host_field(
+        env,
+        ns,
+        &["pods", "-l", &selector],
+        "{.items[0].status.podIP}",
+    )
+}
+
+fn service_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
+    host_field(env, ns, &["service", name], "{.spec.clusterIP}")
+}
+
 fn operator_ip(env: &Env) -> Result<String> {
-    kubectl_ok(
-        &env.admin,
-        &[
-            "get",
-            "pods",
-            "-n",
-            OPERATOR_NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=nestor",
-            "-o",
-            "jsonpath={.items[0].status.podIP}",
-        ],
-        None,
+    host_field(
+        env,
+        OPERATOR_NAMESPACE,
+        &["pods", "-l", "app.kubernetes.io/name=nestor"],
+        "{.items[0].status.podIP}",
     )
 }
 
@@ -284,7 +281,7 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
         ),
         (
             "B's API server pod, Konnectivity's agent port".into(),
-            apiserver_ip(env, &b_ns, "b")?,
+            component_ip(env, &b_ns, "b", "apiserver")?,
             8132,
         ),
         (
@@ -292,7 +289,11 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
             host_pod_ip(env, &b_ns, "nodes-node-0")?,
             10250,
         ),
-        ("B's CoreDNS".into(), coredns_ip(env, &b_ns, "b")?, 1053),
+        (
+            "B's CoreDNS".into(),
+            component_ip(env, &b_ns, "b", "coredns")?,
+            1053,
+        ),
         (
             "the host's API server".into(),
             setting("HOST_IP").into(),
@@ -300,17 +301,7 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
         ),
         (
             "the host's API server through its Service".into(),
-            kubectl_ok(
-                &env.admin,
-                &[
-                    "get",
-                    "service",
-                    "kubernetes",
-                    "-o",
-                    "jsonpath={.spec.clusterIP}",
-                ],
-                None,
-            )?,
+            service_ip(env, "default", "kubernetes")?,
             443,
         ),
         (
@@ -332,15 +323,13 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
     // Every target answers from its node (which NetworkPolicy does not
     // filter); those outside the host's pods also answer an unconfined pod,
     // so the pods' path to them is open but for the policies.
+    let pod_network: ipnet::Ipv4Net = setting("POD_CIDR").parse()?;
     for (what, ip, port) in &targets {
         ensure!(
             node_connects(ip, *port)?,
             "{what} ({ip}:{port}) does not answer on the node: the test proves nothing"
         );
-        let host_pod = setting("POD_CIDR")
-            .parse::<ipnet::Ipv4Net>()?
-            .contains(&ip.parse::<std::net::Ipv4Addr>()?);
-        if !host_pod {
+        if !pod_network.contains(&ip.parse::<std::net::Ipv4Addr>()?) {
             ensure!(
                 host_connects(env, &control_ns, "control", ip, *port)?,
                 "{what} ({ip}:{port}) does not answer an unconfined pod: the test proves nothing"
@@ -366,7 +355,7 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
     // once they leave it) are counted there, so the counting works and the
     // spoofed ones are what their node pod dropped. A's go to its own DNS
     // Service, which its node pod's egress rules let through.
-    let impersonated = apiserver_ip(env, &b_ns, "b")?;
+    let impersonated = component_ip(env, &b_ns, "b", "apiserver")?;
     for (config, who, ns, target, port) in [
         (
             &a,
@@ -469,7 +458,7 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
             resolves(&a, "probe", &name)?,
         )?;
     }
-    // The tenant's own names still resolve, and its API server answers.
+    // The tenant's own names still resolve.
     ensure!(
         resolves(&a, "probe", "kubernetes.default.svc.tenant-a.local")?,
         "A's own names do not resolve"
@@ -479,45 +468,4 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
         env.done(ns)?;
     }
     Ok(())
-}
-
-fn pod_ip_by_component(env: &Env, ns: &str, cluster: &str, component: &str) -> Result<String> {
-    kubectl_ok(
-        &env.admin,
-        &[
-            "get",
-            "pods",
-            "-n",
-            ns,
-            "-l",
-            &format!("nestor.dev/cluster={cluster},app.kubernetes.io/component={component}"),
-            "-o",
-            "jsonpath={.items[0].status.podIP}",
-        ],
-        None,
-    )
-}
-
-fn service_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
-    kubectl_ok(
-        &env.admin,
-        &[
-            "get",
-            "service",
-            "-n",
-            ns,
-            name,
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ],
-        None,
-    )
-}
-
-fn apiserver_ip(env: &Env, ns: &str, cluster: &str) -> Result<String> {
-    pod_ip_by_component(env, ns, cluster, "apiserver")
-}
-
-fn coredns_ip(env: &Env, ns: &str, cluster: &str) -> Result<String> {
-    pod_ip_by_component(env, ns, cluster, "coredns")
 }

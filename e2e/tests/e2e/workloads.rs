@@ -186,16 +186,17 @@ fn http_get(ip: &str, port: u16) -> String {
     format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}")
 }
 
+/// A shell line that prints `open` when a new TCP connection to
+/// `ip:port` succeeds within 2 s, `closed` otherwise.
+pub(super) fn connect_script(ip: &str, port: u16) -> String {
+    format!(
+        "if printf x | nc -w 2 {ip} {port} >/dev/null 2>&1; then echo open; else echo closed; fi"
+    )
+}
+
 /// Whether a new TCP connection from the pod to `ip:port` succeeds.
 pub(super) fn connects(config: &Path, pod: &str, ip: &str, port: u16) -> Result<bool> {
-    let out = exec(
-        config,
-        pod,
-        &format!(
-            "if printf x | nc -w 2 {ip} {port} >/dev/null 2>&1; then echo open; else echo closed; fi"
-        ),
-    )?;
-    Ok(out.trim() == "open")
+    Ok(exec(config, pod, &connect_script(ip, port))?.trim() == "open")
 }
 
 pub(super) fn host_pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
