@@ -432,12 +432,11 @@ async fn throughput(bed: &TestBed, runs: usize) -> Result<()> {
         ],
         None,
     )?;
-    // kube-router drops a pod's firewall chains once no policy selects it;
-    // its rules name each pod's namespace.
+    // kube-router's rules name each policy a pod runs through.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let rules = node::node_command("iptables", &["-S"]).output()?;
-        if !String::from_utf8_lossy(&rules.stdout).contains(&format!("namespace: {ns}")) {
+        if !String::from_utf8_lossy(&rules.stdout).contains("nw policy bench-") {
             break;
         }
         if Instant::now() > deadline {
