@@ -263,17 +263,11 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
     }
 
     let api_port = env.bed.api_port;
+    let b_etcd = host_pod_ip(env, &b_ns, "b-etcd-0")?;
+    let b_apiserver = component_ip(env, &b_ns, "b", "apiserver")?;
     let targets: Vec<(String, String, u16)> = vec![
-        (
-            "B's etcd".into(),
-            host_pod_ip(env, &b_ns, "b-etcd-0")?,
-            2379,
-        ),
-        (
-            "B's etcd metrics".into(),
-            host_pod_ip(env, &b_ns, "b-etcd-0")?,
-            2381,
-        ),
+        ("B's etcd".into(), b_etcd.clone(), 2379),
+        ("B's etcd metrics".into(), b_etcd.clone(), 2381),
         (
             "A's own etcd metrics".into(),
             host_pod_ip(env, &a_ns, "a-etcd-0")?,
@@ -281,7 +275,7 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
         ),
         (
             "B's API server pod, Konnectivity's agent port".into(),
-            component_ip(env, &b_ns, "b", "apiserver")?,
+            b_apiserver.clone(),
             8132,
         ),
         (
@@ -355,7 +349,7 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
     // once they leave it) are counted there, so the counting works and the
     // spoofed ones are what their node pod dropped. A's go to its own DNS
     // Service, which its node pod's egress rules let through.
-    let impersonated = component_ip(env, &b_ns, "b", "apiserver")?;
+    let impersonated = b_apiserver;
     for (config, who, ns, target, port) in [
         (
             &a,
