@@ -3,7 +3,7 @@
 # binaries built here: the sandbox (pause), etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, CoreDNS, Konnectivity's proxy-server,
 # the Nestor operator, the Nestor node image (kubelet, kube-proxy, Konnectivity's
-# proxy-agent, containerd, runc, CNI plugins), a busybox image that the
+# proxy-agent, flanneld, kube-router, containerd, runc, CNI plugins), a busybox image that the
 # end-to-end tests run as nested workloads, metrics-server, and the images
 # upstream's Conformance suite runs (see docs/conformance.md).
 # Each archive is rebuilt only when its binary is newer. The references are
@@ -17,9 +17,11 @@ cache=${NESTOR_CACHE:-$HOME/.cache/nestor}
 out=$cache/images
 mkdir -p "$out"
 bash "$here/build-binaries.sh" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy \
-  etcd coredns pause konnectivity agnhost metrics-server conformance >/dev/null
+  etcd coredns pause konnectivity flannel kube-router agnhost metrics-server conformance >/dev/null
 k8s_bin=$cache/kubernetes/$K8S_VERSION/bin
 knp_bin=$cache/konnectivity/$KONNECTIVITY_VERSION/bin
+flanneld=$cache/flannel/$FLANNEL_VERSION/bin/flanneld
+kube_router=$cache/kube-router/$KUBE_ROUTER_VERSION/bin/kube-router
 
 image() { # image REF BINARY [build-image.py args...]
   local ref=$1 binary=$2; shift 2
@@ -58,9 +60,11 @@ node_agent=$root/target/x86_64-unknown-linux-gnu/image/nestor-node
 node_ref="ghcr.io/nestor-dev/nestor-node:v$K8S_VERSION"
 node_file=$out/$(echo "$node_ref" | tr '/:' '__').tar
 if [ ! -f "$node_file" ] || [ "$node_agent" -nt "$node_file" ] || [ "$k8s_bin/kubelet" -nt "$node_file" ] \
-  || [ "$knp_bin/proxy-agent" -nt "$node_file" ]; then
+  || [ "$knp_bin/proxy-agent" -nt "$node_file" ] || [ "$flanneld" -nt "$node_file" ] \
+  || [ "$kube_router" -nt "$node_file" ]; then
   rootfs=$(mktemp -d)
-  bash "$here/node-rootfs.sh" "$rootfs/root" "$k8s_bin" "$node_agent" "$knp_bin/proxy-agent"
+  bash "$here/node-rootfs.sh" "$rootfs/root" "$k8s_bin" "$node_agent" "$knp_bin/proxy-agent" \
+    "$flanneld" "$kube_router"
   image "$node_ref" "$node_agent" --tree "$rootfs/root" --entrypoint '["/usr/local/bin/nestor-node"]'
   rm -rf "$rootfs"
 fi

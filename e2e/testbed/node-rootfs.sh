@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Stages the root file system of the Nestor node image in DIR from this
-# machine's Debian packages (containerd, runc, CNI plugins, iptables,
+# machine's Debian packages (containerd, runc, CNI plugins, iptables, ipset,
 # iproute2, mount, conntrack) plus the kubelet, kube-proxy, Konnectivity's
-# proxy-agent and nestor-node binaries built here. node/Dockerfile installs the same packages on a
+# proxy-agent, flanneld, kube-router and nestor-node binaries built here. node/Dockerfile installs the same packages on a
 # Debian base for real registries; this is its equivalent without a
 # container engine or a registry.
 # Usage: node-rootfs.sh DIR KUBE_BIN_DIR NESTOR_NODE_BINARY PROXY_AGENT_BINARY
+#                       FLANNELD_BINARY KUBE_ROUTER_BINARY
 set -euo pipefail
-dir=$1 kube_bin=$2 nestor_node=$3 proxy_agent=$4
+dir=$1 kube_bin=$2 nestor_node=$3 proxy_agent=$4 flanneld=$5 kube_router=$6
 rm -rf "$dir"
 mkdir -p "$dir"
 
@@ -16,7 +17,7 @@ source "$(dirname "$0")/rootfs-lib.sh"
 
 binaries=(
   /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/bin/ctr /usr/sbin/runc
-  /usr/sbin/xtables-nft-multi /usr/sbin/ip /usr/sbin/bridge /usr/sbin/conntrack
+  /usr/sbin/xtables-nft-multi /usr/sbin/ipset /usr/sbin/ip /usr/sbin/bridge /usr/sbin/conntrack
   /usr/bin/mount /usr/bin/umount
 )
 plugins=(bridge host-local loopback portmap)
@@ -34,6 +35,8 @@ copy "$kube_bin/kubelet" /usr/local/bin/kubelet
 copy "$kube_bin/kube-proxy" /usr/local/bin/kube-proxy
 copy "$nestor_node" /usr/local/bin/nestor-node
 copy "$proxy_agent" /usr/local/bin/proxy-agent
+copy "$flanneld" /usr/local/bin/flanneld
+copy "$kube_router" /usr/local/bin/kube-router
 # Debian's layout: /bin, /sbin and /lib are /usr's.
 for l in bin sbin lib lib64; do
   if [ -d "$dir/$l" ] && [ ! -L "$dir/$l" ]; then

@@ -2,13 +2,15 @@
 //!
 //! It prepares the pod to host containers (mount propagation, sysctls of the
 //! pod's own network namespace), starts containerd and the kubelet (which
-//! joins the nested cluster by TLS bootstrapping), waits for the Node's pod
-//! range, writes the CNI configuration, builds the VXLAN overlay, starts
-//! kube-proxy and Konnectivity's proxy-agent (the API server's way into the
-//! cluster), and then keeps the overlay and the egress rules in step with
-//! the nested cluster's Nodes and control-plane endpoints. If any of the
-//! daemons exits, the pod exits too and the host kubelet restarts it; the
-//! Node keeps its name, so it comes back as the same Node.
+//! joins the nested cluster by TLS bootstrapping), kube-proxy and
+//! Konnectivity's proxy-agent (the API server's way into the cluster). Once
+//! the Node has its pod range it installs Nestor's egress rules, starts
+//! flanneld (the pod network) and kube-router (the tenant's
+//! NetworkPolicies), and writes the CNI configuration only when both stand,
+//! so no nested pod runs unconfined. Then it keeps the egress rules in step
+//! with the nested cluster's Nodes and control-plane endpoints. If any of
+//! the daemons exits, the pod exits too and the host kubelet restarts it;
+//! the Node keeps its name, so it comes back as the same Node.
 
 mod net;
 
@@ -41,6 +43,10 @@ struct Args {
     /// The nested cluster's pod range.
     #[arg(long)]
     cluster_cidr: Ipv4Net,
+    /// The nested cluster's Service range (kube-router's firewall lets
+    /// pods reach it).
+    #[arg(long)]
+    service_cidr: Ipv4Net,
     /// Labels the kubelet registers the Node with.
     #[arg(long, default_value = "")]
     node_labels: String,
@@ -48,9 +54,6 @@ struct Args {
     /// (`host:port`, the host name their certificate names).
     #[arg(long)]
     konnectivity_server: String,
-    /// MTU of the pod's interface on the host network.
-    #[arg(long, default_value_t = 1500)]
-    mtu: u32,
     /// Where the operator's configuration is mounted.
     #[arg(long, default_value = contract::CONFIG_DIR)]
     config_dir: PathBuf,
@@ -89,6 +92,8 @@ async fn output(child: Child) -> std::io::Result<std::process::Output> {
 const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
 const KUBELET_CLIENT_CERT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 const CNI_CONF: &str = "/etc/cni/net.d/10-nestor.conflist";
+const FLANNEL_NET_CONF: &str = "/run/nestor/flannel/net-conf.json";
+const FLANNEL_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -174,15 +179,8 @@ async fn main() -> Result<()> {
 
     let own_cidr = wait_for_pod_cidr(&client, &args.node_name, &mut daemons).await?;
     info!(pod_cidr = %own_cidr, "setting up the pod network");
-    let own = Peer {
-        ip: args.pod_ip,
-        pod_cidr: own_cidr,
-    };
-    if !Path::new("/sys/class/net").join(net::VXLAN_DEVICE).exists() {
-        run_all(&net::vxlan_setup(&own, args.mtu)).await?;
-    }
-    // Fail closed: nested pods start (the CNI configuration makes the node
-    // Ready) only once the rules stand, allowing nothing yet.
+    // Fail closed: Nestor's rules stand, allowing nothing yet, before any
+    // nested pod can start.
     apply_rules(
         &net::rules(
             &args.cluster_cidr,
@@ -194,12 +192,26 @@ async fn main() -> Result<()> {
     )
     .await
     .context("installing the node's egress rules")?;
+    std::fs::create_dir_all(
+        Path::new(FLANNEL_NET_CONF)
+            .parent()
+            .unwrap_or(Path::new("/")),
+    )?;
+    std::fs::write(FLANNEL_NET_CONF, net::flannel_net_conf(&args.cluster_cidr))?;
+    daemons.start("flanneld", &mut flanneld(&args))?;
+    daemons.start("kube-router", &mut kube_router(&args))?;
+    let subnet = wait_for_subnet(&mut daemons).await?;
+    // The tenant's NetworkPolicies hold from the first nested pod on: the
+    // CNI configuration (which makes the Node Ready) waits for kube-router's
+    // first sync.
+    wait_for_policy_chains(&mut daemons).await?;
+    info!(range = %subnet.range, mtu = subnet.mtu, "the pod network is up");
     std::fs::create_dir_all("/etc/cni/net.d")?;
-    std::fs::write(CNI_CONF, net::cni_conflist(&own_cidr, args.mtu))?;
+    std::fs::write(CNI_CONF, net::cni_conflist(&subnet))?;
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = keep_network(client, own, args.cluster_cidr) => {
+        result = keep_network(client, args.pod_ip, args.cluster_cidr) => {
             daemons.stop().await;
             result
         }
@@ -245,6 +257,45 @@ fn proxy_agent(args: &Args) -> Result<Command> {
         .arg("--admin-bind-address=127.0.0.1")
         .arg("--enable-profiling=false");
     Ok(command)
+}
+
+/// flanneld, the pod network: it takes this node's range from its Node,
+/// publishes the node's VTEP in the Node's annotations (with the node's own
+/// credentials) and routes the other nodes' ranges over VXLAN through
+/// `eth0`. Masquerading and the FORWARD chain are left to Nestor's rules
+/// and kube-router; its health port stays off.
+fn flanneld(args: &Args) -> Command {
+    let mut command = Command::new("flanneld");
+    command
+        .env("NODE_NAME", &args.node_name)
+        .arg("--kube-subnet-mgr")
+        .arg(format!("--kubeconfig-file={KUBELET_KUBECONFIG}"))
+        .arg("--iface=eth0")
+        .arg(format!("--net-config-path={FLANNEL_NET_CONF}"))
+        .arg(format!("--subnet-file={FLANNEL_SUBNET_FILE}"))
+        .arg("--ip-masq=false")
+        .arg("--iptables-forward-rules=false");
+    command
+}
+
+/// kube-router in firewall-only mode: the tenant's NetworkPolicies, as
+/// iptables and ipset rules on the traffic of this node's pods. It reads
+/// pods, namespaces and policies with the node's credentials (the nested
+/// cluster grants nodes that read); its health and metrics ports are off.
+fn kube_router(args: &Args) -> Command {
+    let mut command = Command::new("kube-router");
+    command
+        .arg(format!("--kubeconfig={KUBELET_KUBECONFIG}"))
+        .arg(format!("--hostname-override={}", args.node_name))
+        .arg("--run-firewall=true")
+        .arg("--run-router=false")
+        .arg("--run-service-proxy=false")
+        .arg("--enable-cni=false")
+        .arg("--enable-pod-egress=false")
+        .arg("--health-port=0")
+        .arg("--metrics-port=0")
+        .arg(format!("--service-cluster-ip-range={}", args.service_cidr));
+    command
 }
 
 /// Makes the pod able to host containers: shared mount propagation (the
@@ -441,6 +492,44 @@ async fn wait_for_pod_cidr(client: &Client, name: &str, daemons: &mut Daemons) -
     }
 }
 
+/// Waits for flanneld's subnet file (written once it holds the node's
+/// lease and its VXLAN device is up).
+async fn wait_for_subnet(daemons: &mut Daemons) -> Result<net::Subnet> {
+    loop {
+        if let Some(subnet) = std::fs::read_to_string(FLANNEL_SUBNET_FILE)
+            .ok()
+            .as_deref()
+            .and_then(net::parse_subnet_env)
+        {
+            return Ok(subnet);
+        }
+        tokio::select! {
+            exited = daemons.wait_any() => bail!("{exited} while waiting for flannel's subnet"),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// Waits until kube-router has programmed its chains (it does so once its
+/// caches hold every pod, namespace and policy).
+async fn wait_for_policy_chains(daemons: &mut Daemons) -> Result<()> {
+    loop {
+        let check = spawn(
+            Command::new("iptables")
+                .args(["-w", "-t", "filter", "-S", "KUBE-ROUTER-FORWARD"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )?;
+        if output(check).await?.status.success() {
+            return Ok(());
+        }
+        tokio::select! {
+            exited = daemons.wait_any() => bail!("{exited} while waiting for kube-router's first sync"),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
 async fn run_all(commands: &[Vec<String>]) -> Result<()> {
     for argv in commands {
         let child = spawn(
@@ -461,8 +550,9 @@ async fn run_all(commands: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-/// Keeps the overlay and the egress rules in step with the nested cluster.
-async fn keep_network(client: Client, own: Peer, cluster_cidr: Ipv4Net) -> Result<()> {
+/// Keeps the egress rules in step with the nested cluster's nodes and
+/// control-plane endpoints.
+async fn keep_network(client: Client, own_ip: Ipv4Addr, cluster_cidr: Ipv4Net) -> Result<()> {
     let (nodes, nodes_writer) = reflector::store::<Node>();
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();
     let node_events = reflector(
@@ -484,7 +574,6 @@ async fn keep_network(client: Client, own: Peer, cluster_cidr: Ipv4Net) -> Resul
     .default_backoff()
     .map(|_| ());
     let mut events = std::pin::pin!(futures::stream::select(node_events, slice_events));
-    let mut applied_peers: BTreeSet<Peer> = BTreeSet::new();
     let mut applied_rules = String::new();
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -498,47 +587,27 @@ async fn keep_network(client: Client, own: Peer, cluster_cidr: Ipv4Net) -> Resul
             .state()
             .iter()
             .filter_map(|n| peer_of(n))
-            .filter(|p| p.ip != own.ip)
+            .filter(|p| p.ip != own_ip)
             .collect();
         let allowed = allowed_endpoints(&slices.state());
-        for gone in applied_peers.difference(&peers) {
-            info!(peer = %gone.ip, "removing peer");
-            if let Err(e) = run_all(&net::peer_remove(gone)).await {
-                warn!(error = %e, "removing a peer");
+        let rules = net::rules(&cluster_cidr, own_ip, &allowed, &peers);
+        if rules != applied_rules {
+            match apply_rules(&rules, &cluster_cidr).await {
+                Ok(()) => {
+                    info!(
+                        allowed = allowed.len(),
+                        peers = peers.len(),
+                        "rules applied"
+                    );
+                    applied_rules = rules;
+                }
+                Err(e) => warn!(error = %e, "applying the node's rules"),
             }
-        }
-        for peer in peers.difference(&applied_peers) {
-            info!(peer = %peer.ip, pod_cidr = %peer.pod_cidr, "adding peer");
-        }
-        let mut ok = true;
-        for peer in &peers {
-            if let Err(e) = run_all(&net::peer_add(peer)).await {
-                warn!(error = %e, "adding a peer");
-                ok = false;
-            }
-        }
-        let rules = net::rules(&cluster_cidr, own.ip, &allowed, &peers);
-        if rules != applied_rules || !ok {
-            if let Err(e) = apply_rules(&rules, &cluster_cidr).await {
-                warn!(error = %e, "applying the node's rules");
-                ok = false;
-            } else {
-                info!(
-                    allowed = allowed.len(),
-                    peers = peers.len(),
-                    "rules applied"
-                );
-            }
-        }
-        if ok {
-            applied_peers = peers;
-            applied_rules = rules;
         }
     }
 }
 
 fn peer_of(node: &Node) -> Option<Peer> {
-    let pod_cidr = node.spec.as_ref()?.pod_cidr.as_ref()?.parse().ok()?;
     let ip = node
         .status
         .as_ref()?
@@ -549,7 +618,7 @@ fn peer_of(node: &Node) -> Option<Peer> {
         .address
         .parse()
         .ok()?;
-    Some(Peer { ip, pod_cidr })
+    Some(Peer { ip })
 }
 
 /// The Services whose endpoints nested pods may reach outside the overlay:

@@ -1,51 +1,36 @@
-//! The nested pod network, as pure functions from what the nested API says
-//! to the commands and rules that realise it.
+//! The nested pod network, as pure functions from what the node knows to
+//! the files, commands and rules that realise it.
 //!
-//! Every node pod holds one `/24` (its Node's `spec.podCIDR`) on a Linux
-//! bridge for its pods. Node pods reach each other over VXLAN (VNI 1, UDP
-//! 8472) between their own pod IPs on the host network, so the overlay works
-//! on any host network that lets pods talk (no routes on the host needed).
-//! Each node's VTEP has the first address of its pod range and a MAC derived
-//! from its pod IP, so no agent has to publish anything: a Node's
-//! `spec.podCIDR` and `InternalIP` are enough to reach it.
+//! flannel carries the pod network: `flanneld` (in VXLAN mode, VNI 1, UDP
+//! 8472, between the node pods' own IPs on the host network) takes each
+//! node's range from its Node's `spec.podCIDR`, publishes the node's VTEP in
+//! the Node's annotations and routes every other node's range over its
+//! `flannel.1` device. Each node's pods sit on a Linux bridge (`cni0`) with
+//! host-local addresses from that range, the configuration flannel's CNI
+//! plugin would delegate to the bridge plugin, written here from the subnet
+//! file flanneld leaves. kube-router, in firewall-only mode, enforces the
+//! tenant's NetworkPolicies on that bridge.
 //!
-//! Nested pods may leave the node pod (to the host network) only towards
-//! the endpoints of the nested `kubernetes` and `kube-dns` Services and the
-//! cluster's own nodes; every other new connection from a nested pod to the
-//! host network is dropped, so tenants' pods reach neither the host's pods
-//! nor other tenants'. VXLAN packets are accepted only from the cluster's
-//! own nodes.
+//! Nestor's own rules stay around it: nested pods may leave the node pod (to
+//! the host network) only towards the endpoints of the nested `kubernetes`
+//! and `kube-dns` Services and the cluster's own nodes, so tenants' pods
+//! reach neither the host's pods nor other tenants'; nothing leaves with a
+//! source other than the node pod's own address or a nested pod's; VXLAN is
+//! accepted only from the cluster's own nodes.
 
 use ipnet::Ipv4Net;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-/// The overlay device.
-pub const VXLAN_DEVICE: &str = "nestor.1";
-/// The bridge nested pods are plugged into.
-pub const BRIDGE: &str = "nestor0";
+/// The bridge nested pods are plugged into (flannel's name for it).
+pub const BRIDGE: &str = "cni0";
+/// flannel's VXLAN port on Linux, which Nestor's VXLAN filter guards.
 pub const VXLAN_PORT: u16 = 8472;
-/// VXLAN adds 50 bytes to each packet.
-pub const VXLAN_OVERHEAD: u32 = 50;
 
-/// A node of the nested cluster, as far as the network is concerned.
+/// A node of the nested cluster, as far as Nestor's rules are concerned.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Peer {
     pub ip: Ipv4Addr,
-    pub pod_cidr: Ipv4Net,
-}
-
-impl Peer {
-    /// The VTEP address of the node: the first address of its pod range.
-    pub fn vtep(&self) -> Ipv4Addr {
-        self.pod_cidr.network()
-    }
-}
-
-/// A locally administered MAC derived from the node's pod IP.
-pub fn vtep_mac(ip: Ipv4Addr) -> String {
-    let [a, b, c, d] = ip.octets();
-    format!("0e:4e:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// A destination nested pods may reach outside the overlay.
@@ -57,114 +42,43 @@ pub struct Allowed {
     pub protocol: String,
 }
 
-/// Commands (argv) that create this node's VXLAN device.
-pub fn vxlan_setup(own: &Peer, mtu: u32) -> Vec<Vec<String>> {
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let local = own.ip.to_string();
-    let port = VXLAN_PORT.to_string();
-    let mtu = (mtu - VXLAN_OVERHEAD).to_string();
-    let addr = format!("{}/32", own.vtep());
-    vec![
-        s(&[
-            "ip",
-            "link",
-            "add",
-            VXLAN_DEVICE,
-            "type",
-            "vxlan",
-            "id",
-            "1",
-            "local",
-            &local,
-            "dstport",
-            &port,
-            "nolearning",
-            "dev",
-            "eth0",
-        ]),
-        s(&[
-            "ip",
-            "link",
-            "set",
-            VXLAN_DEVICE,
-            "address",
-            &vtep_mac(own.ip),
-            "mtu",
-            &mtu,
-        ]),
-        s(&["ip", "addr", "replace", &addr, "dev", VXLAN_DEVICE]),
-        s(&["ip", "link", "set", VXLAN_DEVICE, "up"]),
-    ]
+/// flanneld's network configuration (`net-conf.json`): the cluster's pod
+/// range over VXLAN.
+pub fn flannel_net_conf(cluster_cidr: &Ipv4Net) -> String {
+    serde_json::json!({
+        "Network": cluster_cidr.to_string(),
+        "EnableIPv4": true,
+        "Backend": {"Type": "vxlan", "VNI": 1, "Port": VXLAN_PORT},
+    })
+    .to_string()
 }
 
-/// Commands that make `peer`'s pods reachable through the overlay.
-pub fn peer_add(peer: &Peer) -> Vec<Vec<String>> {
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let mac = vtep_mac(peer.ip);
-    let vtep = peer.vtep().to_string();
-    vec![
-        s(&[
-            "ip",
-            "neigh",
-            "replace",
-            &vtep,
-            "lladdr",
-            &mac,
-            "dev",
-            VXLAN_DEVICE,
-            "nud",
-            "permanent",
-        ]),
-        s(&[
-            "bridge",
-            "fdb",
-            "replace",
-            &mac,
-            "dev",
-            VXLAN_DEVICE,
-            "dst",
-            &peer.ip.to_string(),
-        ]),
-        s(&[
-            "ip",
-            "route",
-            "replace",
-            &peer.pod_cidr.to_string(),
-            "via",
-            &vtep,
-            "dev",
-            VXLAN_DEVICE,
-            "onlink",
-        ]),
-    ]
+/// What flanneld's subnet file says of this node: its pod range and the
+/// MTU its pods' interfaces get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub range: Ipv4Net,
+    pub mtu: u32,
 }
 
-/// Commands that forget a peer that left.
-pub fn peer_remove(peer: &Peer) -> Vec<Vec<String>> {
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    vec![
-        s(&["ip", "route", "del", &peer.pod_cidr.to_string()]),
-        s(&[
-            "bridge",
-            "fdb",
-            "del",
-            &vtep_mac(peer.ip),
-            "dev",
-            VXLAN_DEVICE,
-        ]),
-        s(&[
-            "ip",
-            "neigh",
-            "del",
-            &peer.vtep().to_string(),
-            "dev",
-            VXLAN_DEVICE,
-        ]),
-    ]
+/// Reads flanneld's subnet file (`FLANNEL_SUBNET=10.244.1.1/24`,
+/// `FLANNEL_MTU=1450`, ...). `None` until both are there.
+pub fn parse_subnet_env(text: &str) -> Option<Subnet> {
+    let value = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.trim().split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let range = value("FLANNEL_SUBNET")?.parse::<Ipv4Net>().ok()?.trunc();
+    let mtu = value("FLANNEL_MTU")?.parse().ok()?;
+    Some(Subnet { range, mtu })
 }
 
-/// The CNI configuration for this node's pods.
-pub fn cni_conflist(pod_cidr: &Ipv4Net, mtu: u32) -> String {
+/// The CNI configuration for this node's pods: a bridge with host-local
+/// addresses of the node's range, as flannel's CNI plugin delegates it.
+/// Masquerading is Nestor's (`rules`), not the bridge plugin's.
+pub fn cni_conflist(subnet: &Subnet) -> String {
     serde_json::json!({
         "cniVersion": "0.4.0",
         "name": "nestor",
@@ -175,11 +89,11 @@ pub fn cni_conflist(pod_cidr: &Ipv4Net, mtu: u32) -> String {
                 "isGateway": true,
                 "ipMasq": false,
                 "hairpinMode": true,
-                "mtu": mtu - VXLAN_OVERHEAD,
+                "mtu": subnet.mtu,
                 "ipam": {
                     "type": "host-local",
                     "dataDir": "/run/nestor/ipam",
-                    "ranges": [[{"subnet": pod_cidr.to_string()}]],
+                    "ranges": [[{"subnet": subnet.range.to_string()}]],
                     "routes": [{"dst": "0.0.0.0/0"}]
                 }
             },
@@ -277,59 +191,39 @@ pub fn jumps(cluster_cidr: &Ipv4Net) -> Vec<(&'static str, &'static str, Vec<Str
 mod tests {
     use super::*;
 
-    fn peer(ip: &str, cidr: &str) -> Peer {
+    fn peer(ip: &str) -> Peer {
         Peer {
             ip: ip.parse().unwrap(),
-            pod_cidr: cidr.parse().unwrap(),
         }
     }
 
     #[test]
-    fn mac_and_vtep_follow_the_node() {
-        let p = peer("10.88.0.12", "10.244.3.0/24");
-        assert_eq!(vtep_mac(p.ip), "0e:4e:0a:58:00:0c");
-        assert_eq!(p.vtep().to_string(), "10.244.3.0");
-    }
-
-    #[test]
-    fn peers_are_routed_through_the_overlay() {
-        let cmds = peer_add(&peer("10.88.0.12", "10.244.3.0/24"));
-        let text: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+    fn the_cni_configuration_follows_flannels_subnet_file() {
+        let subnet = parse_subnet_env(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+        )
+        .unwrap();
         assert_eq!(
-            text,
-            [
-                "ip neigh replace 10.244.3.0 lladdr 0e:4e:0a:58:00:0c dev nestor.1 nud permanent",
-                "bridge fdb replace 0e:4e:0a:58:00:0c dev nestor.1 dst 10.88.0.12",
-                "ip route replace 10.244.3.0/24 via 10.244.3.0 dev nestor.1 onlink",
-            ]
+            subnet,
+            Subnet {
+                range: "10.244.3.0/24".parse().unwrap(),
+                mtu: 1450
+            }
         );
-        let removed: Vec<String> = peer_remove(&peer("10.88.0.12", "10.244.3.0/24"))
-            .iter()
-            .map(|c| c.join(" "))
-            .collect();
-        assert_eq!(removed[0], "ip route del 10.244.3.0/24");
-    }
-
-    #[test]
-    fn vxlan_device_leaves_room_for_the_header() {
-        let cmds = vxlan_setup(&peer("10.88.0.5", "10.244.1.0/24"), 1500);
-        assert!(
-            cmds[0]
-                .join(" ")
-                .contains("local 10.88.0.5 dstport 8472 nolearning")
-        );
-        assert!(cmds[1].join(" ").ends_with("mtu 1450"));
-        assert_eq!(
-            cmds[2].join(" "),
-            "ip addr replace 10.244.1.0/32 dev nestor.1"
-        );
-        let cni: serde_json::Value =
-            serde_json::from_str(&cni_conflist(&"10.244.1.0/24".parse().unwrap(), 1500)).unwrap();
+        assert_eq!(parse_subnet_env("FLANNEL_SUBNET=10.244.3.1/24\n"), None);
+        let cni: serde_json::Value = serde_json::from_str(&cni_conflist(&subnet)).unwrap();
+        assert_eq!(cni["plugins"][0]["bridge"], "cni0");
         assert_eq!(cni["plugins"][0]["mtu"], 1450);
+        assert_eq!(cni["plugins"][0]["ipMasq"], false);
         assert_eq!(
             cni["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
-            "10.244.1.0/24"
+            "10.244.3.0/24"
         );
+        let conf: serde_json::Value =
+            serde_json::from_str(&flannel_net_conf(&"10.244.0.0/16".parse().unwrap())).unwrap();
+        assert_eq!(conf["Network"], "10.244.0.0/16");
+        assert_eq!(conf["Backend"]["Type"], "vxlan");
+        assert_eq!(conf["Backend"]["Port"], 8472);
     }
 
     #[test]
@@ -346,7 +240,7 @@ mod tests {
                 protocol: "udp".into(),
             },
         ]);
-        let peers = BTreeSet::from([peer("10.88.0.12", "10.244.3.0/24")]);
+        let peers = BTreeSet::from([peer("10.88.0.12")]);
         let r = rules(
             &"10.244.0.0/16".parse().unwrap(),
             "10.88.0.11".parse().unwrap(),

@@ -206,14 +206,16 @@ fn binding(name: &str, role: &str, subject_kind: &str, subject: &str) -> Cluster
 /// The nested cluster's RBAC for Nestor's add-ons and node bootstrapping:
 /// CoreDNS may read what it serves; bootstrap tokens may only create node
 /// client CSRs, which are approved automatically; nodes may renew their own
-/// certificates and run kube-proxy.
+/// certificates, run kube-proxy and read what their NetworkPolicy enforcer
+/// (kube-router, in each node pod) enforces.
 pub fn nested_cluster_roles() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
-    let read = |groups: &[&str], resources: &[&str]| PolicyRule {
+    let rule = |verbs: &[&str], groups: &[&str], resources: &[&str]| PolicyRule {
         api_groups: Some(groups.iter().map(|g| g.to_string()).collect()),
         resources: Some(resources.iter().map(|r| r.to_string()).collect()),
-        verbs: vec!["list".into(), "watch".into()],
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
         ..PolicyRule::default()
     };
+    let read = |groups: &[&str], resources: &[&str]| rule(&["list", "watch"], groups, resources);
     let coredns = ClusterRole {
         metadata: nested_meta("nestor:coredns", None),
         rules: Some(vec![
@@ -222,8 +224,29 @@ pub fn nested_cluster_roles() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
         ]),
         ..ClusterRole::default()
     };
+    // kube-router's firewall watches these; the Node authorizer alone lets
+    // a node read only its own pods and no policies or namespaces.
+    let node_network = ClusterRole {
+        metadata: nested_meta("nestor:node-network-policy", None),
+        rules: Some(vec![
+            rule(
+                &["get", "list", "watch"],
+                &[""],
+                &["pods", "namespaces", "nodes", "services", "endpoints"],
+            ),
+            read(&["discovery.k8s.io"], &["endpointslices"]),
+            read(&["networking.k8s.io"], &["networkpolicies"]),
+        ]),
+        ..ClusterRole::default()
+    };
     let bindings = vec![
         binding("nestor:coredns", "nestor:coredns", "User", COREDNS_USER),
+        binding(
+            "nestor:node-network-policy",
+            "nestor:node-network-policy",
+            "Group",
+            "system:nodes",
+        ),
         binding(
             "nestor:node-bootstrapper",
             "system:node-bootstrapper",
@@ -249,7 +272,7 @@ pub fn nested_cluster_roles() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
             "system:nodes",
         ),
     ];
-    (vec![coredns], bindings)
+    (vec![coredns, node_network], bindings)
 }
 
 /// The nested `kube-system/kube-dns` Service and its EndpointSlice, which
@@ -397,6 +420,31 @@ mod tests {
     fn nested_objects() {
         let (roles, bindings) = nested_cluster_roles();
         assert_eq!(roles[0].metadata.name.as_deref(), Some("nestor:coredns"));
+        // Nodes read what kube-router enforces, and write nothing more.
+        let network = &roles[1];
+        assert_eq!(
+            network.metadata.name.as_deref(),
+            Some("nestor:node-network-policy")
+        );
+        let rules = network.rules.as_ref().unwrap();
+        assert!(rules.iter().all(|r| {
+            r.verbs
+                .iter()
+                .all(|v| ["get", "list", "watch"].contains(&v.as_str()))
+        }));
+        assert!(
+            rules
+                .iter()
+                .any(|r| { r.resources.as_deref() == Some(&["networkpolicies".to_string()][..]) })
+        );
+        let network_binding = bindings
+            .iter()
+            .find(|b| b.metadata.name.as_deref() == Some("nestor:node-network-policy"))
+            .unwrap();
+        assert_eq!(
+            network_binding.subjects.as_ref().unwrap()[0].name,
+            "system:nodes"
+        );
         let bootstrap = bindings
             .iter()
             .find(|b| b.metadata.name.as_deref() == Some("nestor:node-bootstrapper"))

@@ -217,8 +217,9 @@ pub(super) fn host_pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
 
 /// Two pools of one cluster (different labels, taints and sizes) join as
 /// Ready Nodes with certificates of their own; a Deployment runs on them;
-/// logs, exec, DNS, Services and pod-to-pod traffic across nodes work; and
-/// nested pods reach neither the host's pods nor another tenant's nodes.
+/// logs, exec, DNS, Services and pod-to-pod traffic across nodes work;
+/// nested pods reach neither the host's pods nor another tenant's nodes;
+/// and the tenant's own NetworkPolicies are enforced.
 pub async fn workloads_run_on_nested_nodes(env: &Env) -> Result<()> {
     let ns = env.namespace("workloads")?;
     let applied = Instant::now();
@@ -487,7 +488,109 @@ spec:
         "a node of the same cluster is not reachable"
     );
 
+    tenant_network_policies_hold(&config, &web, &web_ip).await?;
     env.done(&ns)
+}
+
+/// The tenant's own NetworkPolicies, enforced by kube-router in its node
+/// pods: a default-deny closes the web pods to the probe (on another node)
+/// and to each other (on the same node, across the bridge), Service and
+/// pod IPs alike; an allow rule then opens port 8080 to pods labelled
+/// `role: client`, and to no other pod.
+async fn tenant_network_policies_hold(
+    config: &Path,
+    web: &[(String, String, String)],
+    web_ip: &str,
+) -> Result<()> {
+    let same_node = web
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| web[i + 1..].iter().find(|b| b.1 == a.1).map(|b| (a, b)))
+        .context("two web pods on one node")?;
+    // A refused or dropped connection is an answer too (kube-router
+    // rejects what a policy denies).
+    let reaches = |pod: &str, ip: &str, port: u16| -> Result<bool> {
+        let script = format!("{} 2>&1; true", http_get(ip, port));
+        Ok(exec(config, pod, &script)?.contains("200 OK"))
+    };
+    ensure!(
+        reaches(&same_node.0.0, &same_node.1.2, 8080)?,
+        "web pods on one node do not reach each other before any policy"
+    );
+    nested_apply(
+        config,
+        r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+"#,
+    )?;
+    wait_nested(
+        "the default-deny policy enforced",
+        Duration::from_secs(60),
+        || Ok(!reaches("probe", &web[0].2, 8080)?),
+    )
+    .await?;
+    for (name, _, ip) in web {
+        ensure!(
+            !reaches("probe", ip, 8080)?,
+            "{name} answers the probe across nodes despite a default-deny"
+        );
+    }
+    ensure!(
+        !reaches("probe", web_ip, 80)?,
+        "the web Service answers despite a default-deny"
+    );
+    ensure!(
+        !reaches(&same_node.0.0, &same_node.1.2, 8080)?,
+        "{} reaches {} on its node despite a default-deny",
+        same_node.0.0,
+        same_node.1.0
+    );
+    nested_apply(
+        config,
+        r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-clients}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: client}}}]
+    ports: [{port: 8080, protocol: TCP}]
+"#,
+    )?;
+    nested(config, &["label", "pod", "probe", "role=client"])?;
+    wait_nested("the allow rule enforced", Duration::from_secs(60), || {
+        reaches("probe", &web[0].2, 8080)
+    })
+    .await?;
+    for (name, _, ip) in web {
+        ensure!(
+            reaches("probe", ip, 8080)?,
+            "{name} refuses a client the allow rule admits"
+        );
+    }
+    ensure!(
+        reaches("probe", web_ip, 80)?,
+        "the web Service refuses a client the allow rule admits"
+    );
+    ensure!(
+        !reaches(&same_node.0.0, &same_node.1.2, 8080)?,
+        "the allow rule admits a pod without the client label"
+    );
+    nested(
+        config,
+        &[
+            "delete",
+            "networkpolicy",
+            "default-deny",
+            "web-from-clients",
+        ],
+    )?;
+    Ok(())
 }
 
 /// The subject CN of a base64 PEM certificate.

@@ -80,6 +80,7 @@ pub fn desired_node_statefulset(
         args: Some(vec![
             format!("--node-labels={}", node_labels_flag(pool)),
             format!("--cluster-cidr={}", vc.spec.networking.pod_cidr),
+            format!("--service-cidr={}", vc.spec.networking.service_cidr),
             format!(
                 "--konnectivity-server={}",
                 crate::build::konnectivity::agent_endpoint(&names)
