@@ -82,6 +82,29 @@ pub struct VirtualClusterSpec {
     /// which runtime.
     #[serde(default, skip_serializing_if = "Placement::is_empty")]
     pub placement: Placement,
+    /// Destinations on the host's networks that this cluster's node pods may
+    /// reach, beyond what the platform allows every cluster (the Helm value
+    /// `network.allowedEgress`): a database or a registry of this tenant's
+    /// own. Only the principals of the Helm value `security.egressAdmins`
+    /// may set or change it (a ValidatingAdmissionPolicy of the chart).
+    /// Link-local ranges stay out of reach whatever it says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allowed_egress: Vec<EgressAllowance>,
+}
+
+/// A destination node pods may reach.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressAllowance {
+    /// The destination range, in CIDR notation, such as 10.0.5.10/32.
+    #[schemars(length(min = 4, max = 43))]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("allowedEgress cidr must be a CIDR such as 10.0.5.10/32"))]
+    pub cidr: String,
+    /// TCP ports (1 to 65535); none: every port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(range(min = 1, max = 65535)))]
+    pub ports: Vec<i32>,
 }
 
 fn default_version() -> String {

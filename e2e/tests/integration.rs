@@ -29,6 +29,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "integration/egress.rs"]
+mod egress;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/least_privilege.rs"]
@@ -36,6 +38,7 @@ mod least_privilege;
 #[path = "integration/placement.rs"]
 mod placement;
 
+use egress::egress_allowances_are_the_platform_admins;
 use hostile::{
     edited_secrets_are_repaired, hostile_inputs_are_refused_before_any_write,
     unreadable_objects_stop_nothing,
@@ -1452,6 +1455,7 @@ fn main() -> std::process::ExitCode {
             spec_edits_roll_out,
             invalid_specs_are_refused,
             hostile_inputs_are_refused_before_any_write,
+            egress_allowances_are_the_platform_admins,
             unreadable_objects_stop_nothing,
             edited_secrets_are_repaired,
             placement_reaches_every_pod,

@@ -164,8 +164,8 @@ fn ip_block(cidr: &str, except: &[IpNet]) -> NetworkPolicyPeer {
 /// Node pods: in from their own cluster's node pods only (the API server
 /// reaches them through the agents' own connections); out to their own
 /// node pods, API servers and DNS, the host's DNS, what the platform
-/// allows, and every address outside the host's networks and link-local
-/// ranges.
+/// allows every cluster and this one (`spec.allowedEgress`), and every
+/// address outside the host's networks and link-local ranges.
 fn desired_nodes_policy(inputs: &ClusterInputs) -> NetworkPolicy {
     let net = &inputs.network;
     let nodes = peer(inputs, Component::Node);
@@ -209,13 +209,16 @@ fn desired_nodes_policy(inputs: &ClusterInputs) -> NetworkPolicy {
             ports: None,
         },
     ];
-    egress.extend(net.allowed_egress.iter().map(|e| {
-        NetworkPolicyEgressRule {
-            to: Some(vec![ip_block(&e.cidr.to_string(), &[])]),
-            ports: (!e.ports.is_empty())
-                .then(|| e.ports.iter().map(|p| port("TCP", i32::from(*p))).collect()),
-        }
-    }));
+    egress.extend(
+        net.allowed_egress
+            .iter()
+            .chain(&inputs.valid.allowed_egress)
+            .map(|e| NetworkPolicyEgressRule {
+                to: Some(vec![ip_block(&e.cidr.to_string(), &[])]),
+                ports: (!e.ports.is_empty())
+                    .then(|| e.ports.iter().map(|p| port("TCP", i32::from(*p))).collect()),
+            }),
+    );
     policy(
         inputs,
         Component::Node,
@@ -313,6 +316,42 @@ mod tests {
             egress[3]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
             "kube-system"
         );
+    }
+
+    #[test]
+    fn a_clusters_own_allowances_follow_the_platforms() {
+        let vc = fixtures::vc(json!({
+            "allowedEgress": [{"cidr": "10.0.9.0/24", "ports": [443]}, {"cidr": "10.0.8.7/32"}]
+        }));
+        let mut inputs = fixtures::inputs(&vc);
+        inputs.network =
+            HostNetwork::parse(r#"{"allowedEgress": [{"cidr": "10.77.0.1/32", "ports": [5000]}]}"#)
+                .unwrap();
+        let nodes = by_name(&desired_network_policies(&inputs), "demo-node");
+        let egress = nodes["egress"].as_array().unwrap();
+        assert_eq!(egress.len(), 8);
+        assert_eq!(egress[5]["to"][0]["ipBlock"]["cidr"], "10.77.0.1/32");
+        assert_eq!(
+            egress[6],
+            json!({"to": [{"ipBlock": {"cidr": "10.0.9.0/24"}}],
+                   "ports": [{"port": 443, "protocol": "TCP"}]})
+        );
+        assert_eq!(
+            egress[7],
+            json!({"to": [{"ipBlock": {"cidr": "10.0.8.7/32"}}]})
+        );
+        // Nothing else of the cluster changes with them.
+        let plain = fixtures::vc(json!({}));
+        let others = |inputs: &ClusterInputs| -> Vec<serde_json::Value> {
+            desired_network_policies(inputs)
+                .iter()
+                .filter(|p| p.metadata.name.as_deref() != Some("demo-node"))
+                .map(|p| serde_json::to_value(p).unwrap())
+                .collect()
+        };
+        let mut plain_inputs = fixtures::inputs(&plain);
+        plain_inputs.network = inputs.network.clone();
+        assert_eq!(others(&inputs), others(&plain_inputs));
     }
 
     #[test]

@@ -99,21 +99,61 @@ struct RawDns {
 }
 
 fn cidr(field: &str, text: &str) -> Result<IpNet, String> {
+    range(text).map_err(|problem| format!("{field}: {problem}"))
+}
+
+/// A range a platform admin names: a CIDR without host bits, narrower
+/// than every address.
+fn range(text: &str) -> Result<IpNet, String> {
     let net: IpNet = text
         .parse()
-        .map_err(|_| format!("{field}: {text:?} is not a CIDR (address/prefix)"))?;
+        .map_err(|_| format!("{text:?} is not a CIDR (address/prefix)"))?;
     if net.prefix_len() == 0 {
         return Err(format!(
-            "{field}: {text:?} covers every address; name the host's ranges"
+            "{text:?} covers every address; name the host's ranges"
         ));
     }
     if net.trunc() != net {
         return Err(format!(
-            "{field}: {text:?} has host bits set; did you mean {}?",
+            "{text:?} has host bits set; did you mean {}?",
             net.trunc()
         ));
     }
     Ok(net)
+}
+
+/// One destination node pods may reach (from the Helm value
+/// `network.allowedEgress` or a cluster's `spec.allowedEgress`). An error
+/// names the sub-field (`cidr` or `ports`) and the problem. No allowance
+/// reaches into a link-local range.
+pub fn allowance(cidr: &str, ports: &[i64]) -> Result<AllowedEgress, (&'static str, String)> {
+    let net = range(cidr).map_err(|problem| ("cidr", problem))?;
+    if let Some(local) = link_local()
+        .into_iter()
+        .find(|l| l.contains(&net) || net.contains(l))
+    {
+        return Err((
+            "cidr",
+            format!("{net} overlaps the link-local range {local}, which node pods never reach"),
+        ));
+    }
+    let ports = ports
+        .iter()
+        .map(|p| {
+            u16::try_from(*p)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| ("ports", format!("{p} is not a port (1 to 65535)")))
+        })
+        .collect::<Result<Vec<u16>, _>>()?;
+    Ok(AllowedEgress { cidr: net, ports })
+}
+
+fn link_local() -> Vec<IpNet> {
+    LINK_LOCAL
+        .iter()
+        .map(|c| c.parse().expect("a valid range"))
+        .collect()
 }
 
 impl HostNetwork {
@@ -135,13 +175,9 @@ impl HostNetwork {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let field = format!("network.allowedEgress[{i}]");
-                if e.ports.contains(&0) {
-                    return Err(format!("{field}.ports: 0 is not a port"));
-                }
-                Ok(AllowedEgress {
-                    cidr: cidr(&format!("{field}.cidr"), &e.cidr)?,
-                    ports: e.ports.clone(),
+                let ports: Vec<i64> = e.ports.iter().map(|p| i64::from(*p)).collect();
+                allowance(&e.cidr, &ports).map_err(|(sub, problem)| {
+                    format!("network.allowedEgress[{i}].{sub}: {problem}")
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -195,12 +231,7 @@ impl HostNetwork {
     /// The ranges node pods never reach, link-local included, split by
     /// address family (an `ipBlock` holds one family).
     pub fn denied_by_family(&self) -> (Vec<IpNet>, Vec<IpNet>) {
-        let all: Vec<IpNet> = self
-            .denied
-            .iter()
-            .copied()
-            .chain(LINK_LOCAL.iter().map(|c| c.parse().expect("a valid range")))
-            .collect();
+        let all: Vec<IpNet> = self.denied.iter().copied().chain(link_local()).collect();
         let (v4, v6): (Vec<IpNet>, Vec<IpNet>) =
             all.into_iter().partition(|net| matches!(net, IpNet::V4(_)));
         // `aggregate` also drops duplicates and ranges inside others.
@@ -244,6 +275,14 @@ mod tests {
             (
                 r#"{"allowedEgress": [{"cidr": "10.0.0.1/32", "ports": [0]}]}"#,
                 "network.allowedEgress[0].ports",
+            ),
+            (
+                r#"{"allowedEgress": [{"cidr": "169.254.169.254/32"}]}"#,
+                "network.allowedEgress[0].cidr",
+            ),
+            (
+                r#"{"allowedEgress": [{"cidr": "128.0.0.0/1"}]}"#,
+                "network.allowedEgress[0].cidr",
             ),
             (
                 r#"{"dnsUpstream": ["dns.example"]}"#,

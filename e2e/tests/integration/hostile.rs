@@ -317,6 +317,25 @@ fn cluster_cases() -> Vec<(String, Value, Expect)> {
             json!({"addons": {"kubeProxy": {"mode": "ipvs"}}}),
             Refused("spec.addons.kubeProxy.mode"),
         ),
+        // Egress allowances (set here by an egress admin: the suite's).
+        (
+            json!({"allowedEgress": [{"cidr": "10.0.0.5"}]}),
+            Refused("allowedEgress cidr must be a CIDR"),
+        ),
+        (
+            json!({"allowedEgress": [{"cidr": "10.0.9.0/24", "ports": [0]}]}),
+            Refused("spec.allowedEgress[0].ports[0]"),
+        ),
+        (
+            json!({"allowedEgress": [{"cidr": "169.254.169.254/32", "ports": [80]}]}),
+            Invalid(
+                "spec.allowedEgress[0].cidr: 169.254.169.254/32 overlaps the link-local range 169.254.0.0/16",
+            ),
+        ),
+        (
+            json!({"allowedEgress": [{"cidr": "10.0.0.5/8"}]}),
+            Invalid("spec.allowedEgress[0].cidr: \"10.0.0.5/8\" has host bits set"),
+        ),
     ] {
         add(spec, expect);
     }

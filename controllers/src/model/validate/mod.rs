@@ -58,6 +58,9 @@ pub struct ValidCluster {
     pub dns_service_ip: IpAddr,
     /// First address of the service range: the nested `kubernetes` Service.
     pub kubernetes_service_ip: IpAddr,
+    /// What the platform admin lets this cluster's node pods reach beyond
+    /// the platform's own allowances (`spec.allowedEgress`).
+    pub allowed_egress: Vec<crate::model::network::AllowedEgress>,
 }
 
 /// Why a spec was refused: one `field: problem` sentence per problem.
@@ -283,12 +286,14 @@ pub fn validate_cluster(
         platform.placement_enforced,
     );
     let network = network::check_networking(&mut problems, &spec.networking);
+    let allowed_egress = network::check_allowed_egress(&mut problems, &spec.allowed_egress);
     let valid = version.zip(network).map(|(version, net)| ValidCluster {
         version,
         pod_cidr: net.pod_cidr,
         service_cidr: net.service_cidr,
         dns_service_ip: net.dns_service_ip,
         kubernetes_service_ip: net.kubernetes_service_ip,
+        allowed_egress,
     });
     problems.into_result(valid)
 }

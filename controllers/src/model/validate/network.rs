@@ -3,8 +3,9 @@
 
 use super::Problems;
 use super::fields::excerpt;
+use crate::model::network::{AllowedEgress, allowance};
 use ipnet::{IpNet, Ipv4Net};
-use nestor_crds::NetworkingSpec;
+use nestor_crds::{EgressAllowance, NetworkingSpec};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The prefix of the block the controller-manager gives each node.
@@ -30,6 +31,26 @@ pub struct ValidNetwork {
     pub service_cidr: IpNet,
     pub dns_service_ip: IpAddr,
     pub kubernetes_service_ip: IpAddr,
+}
+
+/// The destinations the platform admin lets this cluster's node pods
+/// reach (`spec.allowedEgress`), each checked as the Helm value's are.
+pub fn check_allowed_egress(
+    problems: &mut Problems,
+    allowances: &[EgressAllowance],
+) -> Vec<AllowedEgress> {
+    allowances
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let ports: Vec<i64> = a.ports.iter().map(|p| i64::from(*p)).collect();
+            allowance(&a.cidr, &ports)
+                .map_err(|(sub, problem)| {
+                    problems.push(&format!("spec.allowedEgress[{i}].{sub}"), problem)
+                })
+                .ok()
+        })
+        .collect()
 }
 
 /// A CIDR of the nested cluster, IPv4 and outside reserved space.

@@ -249,6 +249,43 @@ fn network_ranges_must_be_usable() {
 }
 
 #[test]
+fn egress_allowances_are_ranges_outside_link_local() {
+    for (allowances, expected) in [
+        (
+            json!([{"cidr": "10.0.0.5"}]),
+            "spec.allowedEgress[0].cidr: \"10.0.0.5\" is not a CIDR",
+        ),
+        (
+            json!([{"cidr": "10.0.9.0/24"}, {"cidr": "10.0.0.5/8"}]),
+            "spec.allowedEgress[1].cidr: \"10.0.0.5/8\" has host bits set; did you mean 10.0.0.0/8?",
+        ),
+        (
+            json!([{"cidr": "169.254.169.254/32", "ports": [80]}]),
+            "spec.allowedEgress[0].cidr: 169.254.169.254/32 overlaps the link-local range 169.254.0.0/16",
+        ),
+        (
+            json!([{"cidr": "::/0"}]),
+            "spec.allowedEgress[0].cidr: \"::/0\" covers every address",
+        ),
+        (
+            json!([{"cidr": "10.0.9.0/24", "ports": [443, 70000]}]),
+            "spec.allowedEgress[0].ports: 70000 is not a port (1 to 65535)",
+        ),
+    ] {
+        let message = refused(json!({ "allowedEgress": allowances }));
+        assert!(message.contains(expected), "{allowances}: {message}");
+    }
+    let valid = validate_cluster(
+        "demo",
+        &spec_from(json!({"allowedEgress": [{"cidr": "10.0.9.0/24", "ports": [443]}]})),
+        &registries(),
+    )
+    .unwrap();
+    assert_eq!(valid.allowed_egress[0].cidr.to_string(), "10.0.9.0/24");
+    assert_eq!(valid.allowed_egress[0].ports, [443]);
+}
+
+#[test]
 fn images_and_registries_are_references() {
     for (images, expected) in [
         (
