@@ -79,11 +79,20 @@ fn container_memory(bed: &TestBed, namespace: &str) -> Result<BTreeMap<String, u
 /// Resident memory of this machine's processes named `comm` (the node
 /// pods' daemons run as such), in bytes.
 fn process_rss(comm: &str) -> Vec<u64> {
+    process_rss_with(comm, "")
+}
+
+/// The resident set of each process named `comm` whose command line holds
+/// `arg` (the host's kube-router and the node pods' share a name).
+fn process_rss_with(comm: &str, arg: &str) -> Vec<u64> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let path = entry.path();
         let named = std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == comm);
-        if !named {
+        let with_arg = arg.is_empty()
+            || std::fs::read(path.join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(arg));
+        if !named || !with_arg {
             continue;
         }
         let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
@@ -169,11 +178,17 @@ async fn workloads(bed: &TestBed, runs: usize) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(20)).await;
         let memory = pod_memory(bed, &ns).await?;
         let node = memory.get("pool-node-0").copied().unwrap_or(0);
-        let agents = process_rss("proxy-agent");
+        let mean_mib =
+            |rss: Vec<u64>| rss.iter().sum::<u64>() as f64 / 1048576.0 / rss.len().max(1) as f64;
         println!(
-            "run {run}: first nested pod Running {took:.1}s after apply; node pod working set {:.0} MiB (its Konnectivity agent: {:.0} MiB resident)",
+            "run {run}: first nested pod Running {took:.1}s after apply; node pod working set {:.0} MiB (resident: Konnectivity's agent {:.0} MiB, flanneld {:.0} MiB, kube-router {:.0} MiB)",
             node as f64 / 1048576.0,
-            agents.iter().sum::<u64>() as f64 / 1048576.0 / agents.len().max(1) as f64
+            mean_mib(process_rss("proxy-agent")),
+            mean_mib(process_rss("flanneld")),
+            mean_mib(process_rss_with(
+                "kube-router",
+                "/var/lib/kubelet/kubeconfig"
+            )),
         );
         times.push(took);
         node_memory.push(node as f64);
