@@ -51,6 +51,9 @@ pub struct NodePoolSpec {
     /// Kubelet version of the pool's nodes, as `1.MINOR.PATCH`. Defaults to
     /// the cluster's version. It may not be newer than the control plane nor
     /// more than three minor versions older (the Kubernetes skew policy).
+    /// Nodes never run a version newer than every API server already runs
+    /// (the cluster's `status.version`): while the API servers change
+    /// version, the pool waits for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 5, max = 16))]
     #[x_kube(validation = Rule::new("self.matches('^1\\\\.(0|[1-9][0-9]{0,2})\\\\.(0|[1-9][0-9]{0,3})$')").message("version must be MAJOR.MINOR.PATCH with major 1 and no leading zeros, for example 1.35.4 (no leading 'v')"))]

@@ -455,7 +455,8 @@ pub struct VirtualClusterStatus {
     /// kubeconfig under the key `kubeconfig`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_kubeconfig_secret: Option<String>,
-    /// Kubernetes version that every running API server replica has.
+    /// Kubernetes version that every running API server replica has, once
+    /// no replica of another version is left; node pools run no newer one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// `EtcdReady`, `APIServerReady`, `ControllerManagerReady`,

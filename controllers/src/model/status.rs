@@ -283,9 +283,11 @@ pub fn compute_status(
     } else {
         VirtualClusterPhase::Provisioning
     };
-    // The running version is the apiserver's once every replica runs it.
+    // The running version is the apiserver's once every replica runs it
+    // and no replica of an earlier version is left (node pools follow it,
+    // and a kubelet may not be newer than any API server).
     let version = match &observed.apiserver {
-        Some(r) if r.complete() => r.version.clone(),
+        Some(r) if r.replaced() => r.version.clone(),
         _ => previous.and_then(|p| p.version.clone()),
     };
     VirtualClusterStatus {
@@ -463,6 +465,25 @@ mod tests {
         });
         let second = compute_status(&observed, Some(&first), Some(2), &t("2026-02-01T00:00:00Z"));
         assert_eq!(second.version.as_deref(), Some("1.35.4"));
+        // Every replica runs the new version, but an old one still serves.
+        observed.apiserver = Some(Rollout {
+            desired: 1,
+            ready: 1,
+            updated: 1,
+            observed: true,
+            version: Some("1.36.0".into()),
+            outdated: 1,
+        });
+        let third = compute_status(
+            &observed,
+            Some(&second),
+            Some(2),
+            &t("2026-02-01T00:00:00Z"),
+        );
+        assert_eq!(third.version.as_deref(), Some("1.35.4"));
+        observed.apiserver.as_mut().unwrap().outdated = 0;
+        let fourth = compute_status(&observed, Some(&third), Some(2), &t("2026-02-01T00:00:00Z"));
+        assert_eq!(fourth.version.as_deref(), Some("1.36.0"));
         let api = second
             .conditions
             .iter()

@@ -31,7 +31,7 @@ use crate::model::placement;
 use crate::model::pool_status::{PoolObserved, compute_pool_status};
 use crate::model::readable::unreadable;
 use crate::model::status::is_ready;
-use crate::model::validate::validate_pool;
+use crate::model::validate::{kubelet_version, validate_pool};
 use crate::reconcile::policy::{
     POOL_CHANGING_RECHECK, POOL_PKI_WAIT, POOL_SETTLED_RECHECK, report_invalid, report_unreadable,
     update_status,
@@ -223,7 +223,10 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         &vc.spec.version,
         &ctx.settings.platform(),
     ) {
-        Ok(version) => version,
+        Ok(version) => kubelet_version(
+            version,
+            vc.status.as_ref().and_then(|s| s.version.as_deref()),
+        ),
         Err(invalid) => {
             let message = invalid.to_string();
             let observed = PoolObserved {

@@ -40,6 +40,21 @@ pub struct KubeVersion {
     pub patch: u64,
 }
 
+/// The version a pool's kubelets run: the one its spec (or the cluster's)
+/// asks for, but never newer than what every API server already runs
+/// (`status.version`), as the version skew policy requires. While the API
+/// servers roll to a new version, the nodes wait; a cluster with no
+/// running version yet (a new one) takes the wanted version.
+pub fn kubelet_version(wanted: String, running: Option<&str>) -> String {
+    match (
+        parse_version(&wanted),
+        running.and_then(|r| parse_version(r).map(|v| (r, v))),
+    ) {
+        (Some(w), Some((text, r))) if w > r => text.to_string(),
+        _ => wanted,
+    }
+}
+
 /// Parses `1.MINOR.PATCH` (semver: no leading zeros).
 pub fn parse_version(version: &str) -> Option<KubeVersion> {
     let v = semver::Version::parse(version).ok()?;

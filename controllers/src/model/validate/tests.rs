@@ -441,6 +441,20 @@ fn pool_versions_respect_the_skew_policy() {
 }
 
 #[test]
+fn kubelets_never_run_ahead_of_the_api_servers() {
+    // Mid-upgrade: the API servers still run 1.35.4, the spec asks 1.36.0.
+    assert_eq!(kubelet_version("1.36.0".into(), Some("1.35.4")), "1.35.4");
+    assert_eq!(kubelet_version("1.35.5".into(), Some("1.35.4")), "1.35.4");
+    // Once they run it, the nodes follow; an older pool stays older.
+    assert_eq!(kubelet_version("1.36.0".into(), Some("1.36.0")), "1.36.0");
+    assert_eq!(kubelet_version("1.34.2".into(), Some("1.36.0")), "1.34.2");
+    // A new cluster has no running version yet.
+    assert_eq!(kubelet_version("1.35.4".into(), None), "1.35.4");
+    // What cannot be compared is left to validation.
+    assert_eq!(kubelet_version("1.35.4".into(), Some("garbage")), "1.35.4");
+}
+
+#[test]
 fn pool_labels_and_taints_are_checked() {
     let mut p = pool(None);
     p.labels
