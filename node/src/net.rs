@@ -105,7 +105,11 @@ pub fn cni_conflist(subnet: &Subnet) -> String {
 
 /// The chains Nestor owns, as `iptables-restore --noflush` input: nested
 /// pods' new connections out of the node pod go only to `allowed` and to
-/// the cluster's nodes; nothing leaves the node pod with a source other
+/// the cluster's nodes; from the host network, nested pods take only
+/// replies and what kube-proxy translated for a Service (a NodePort, a
+/// hostPort), never a packet some other pod of the host routed at a
+/// nested pod's address through this node pod (other nodes' pods arrive
+/// over flannel's device, not `eth0`); nothing leaves the node pod with a source other
 /// than its own address or a nested pod's (masqueraded to it), whatever
 /// sends it, so a raw socket cannot pass as another pod of the host; VXLAN
 /// comes only from `peers`; traffic leaving the overlay is masqueraded.
@@ -137,6 +141,11 @@ pub fn rules(
     out.push_str(
         "-A NESTOR-EGRESS -m comment --comment \"nested pods reach only their control plane\" -j DROP\n",
     );
+    out.push_str(":NESTOR-INGRESS - [0:0]\n");
+    out.push_str("-A NESTOR-INGRESS -m conntrack --ctstate ESTABLISHED,RELATED,DNAT -j RETURN\n");
+    out.push_str(
+        "-A NESTOR-INGRESS -m comment --comment \"from the host network, nested pods take only replies and Service traffic\" -j DROP\n",
+    );
     out.push_str("COMMIT\n*filter\n:NESTOR-VXLAN - [0:0]\n");
     for p in peers {
         out.push_str(&format!("-A NESTOR-VXLAN -s {}/32 -j RETURN\n", p.ip));
@@ -164,6 +173,11 @@ pub fn jumps(cluster_cidr: &Ipv4Net) -> Vec<(&'static str, &'static str, Vec<Str
             "mangle",
             "FORWARD",
             s(&["-s", &cidr, "-o", "eth0", "-j", "NESTOR-EGRESS"]),
+        ),
+        (
+            "mangle",
+            "FORWARD",
+            s(&["-i", "eth0", "-d", &cidr, "-j", "NESTOR-INGRESS"]),
         ),
         (
             "filter",
@@ -266,6 +280,18 @@ mod tests {
         assert!(r.contains("-A NESTOR-EGRESS -d 10.88.0.12/32 -j RETURN"));
         assert!(r.contains("-A NESTOR-VXLAN -s 10.88.0.12/32 -j RETURN\n-A NESTOR-VXLAN -j DROP"));
         assert!(r.contains("-A NESTOR-MASQ -d 10.244.0.0/16 -j RETURN"));
+        assert!(r.contains(
+            "-A NESTOR-INGRESS -m conntrack --ctstate ESTABLISHED,RELATED,DNAT -j RETURN\n-A NESTOR-INGRESS -m comment"
+        ));
+        assert!(
+            jumps(&"10.244.0.0/16".parse().unwrap())
+                .iter()
+                .any(|(t, c, rule)| {
+                    *t == "mangle"
+                        && *c == "FORWARD"
+                        && rule.join(" ") == "-i eth0 -d 10.244.0.0/16 -j NESTOR-INGRESS"
+                })
+        );
         assert_eq!(r.matches("COMMIT").count(), 3);
         assert!(
             jumps(&"10.244.0.0/16".parse().unwrap())

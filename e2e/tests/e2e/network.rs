@@ -3,7 +3,8 @@
 //! domain) tries from a nested pod, tenant P (in a namespace the platform
 //! opted in to privileged pods) from a `hostNetwork` nested pod, to reach
 //! tenant B, the host cluster, the operator and a link-local metadata
-//! listener. Every target first answers from the node (and, off the host's
+//! listener, and, by a route of its own, tenant B's nested pods. Every
+//! target first answers from the node (and, off the host's
 //! pod network, from a host pod no policy selects), so a refusal is the
 //! policy's doing, not a dead target. Each attempt counts in the attack
 //! suite's summary.
@@ -62,7 +63,7 @@ struct Counter {
 }
 
 impl Counter {
-    fn new(source: &str, target: &str, port: u16) -> Result<Self> {
+    fn new(protocol: &str, source: &str, target: &str, port: u16) -> Result<Self> {
         let rule: Vec<String> = [
             "PREROUTING",
             "-s",
@@ -70,7 +71,7 @@ impl Counter {
             "-d",
             target,
             "-p",
-            "udp",
+            protocol,
             "--dport",
             &port.to_string(),
             "-m",
@@ -174,12 +175,24 @@ fn node_connects(ip: &str, port: u16) -> Result<bool> {
 }
 
 /// Whether `name` resolves through the pod's DNS: `true` for an address,
-/// `false` for `NXDOMAIN`. A lookup that gets no answer at all (a lost
-/// datagram) proves nothing either way, so it is asked again, for at most
-/// 30 s.
+/// `false` for `NXDOMAIN`. A lookup that gets no answer at all proves
+/// nothing either way, so it is asked again, for at most 90 s; a wait is
+/// printed, since the suite has seen a nested pod's DNS go unanswered for
+/// over 30 s.
 async fn resolves(config: &Path, pod: &str, name: &str) -> Result<bool> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let asked = Instant::now();
+    let deadline = asked + Duration::from_secs(90);
+    let mut attempts = 0;
     loop {
+        attempts += 1;
+        if attempts == 2 {
+            eprintln!("network_attacks: no DNS answer for {name} yet; asking again");
+        } else if attempts > 2 && attempts % 10 == 0 {
+            eprintln!(
+                "network_attacks: still no DNS answer for {name} after {:.0}s",
+                asked.elapsed().as_secs_f64()
+            );
+        }
         let out = exec(config, pod, &format!("nslookup {name} 2>&1; true"))?;
         if out.contains("Name:") {
             return Ok(true);
@@ -189,7 +202,7 @@ async fn resolves(config: &Path, pod: &str, name: &str) -> Result<bool> {
         }
         ensure!(
             Instant::now() < deadline,
-            "no answer for {name} within 30 s: {out}"
+            "no answer for {name} within 90 s: {out}"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -379,8 +392,8 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
         ),
     ] {
         let node_ip = host_pod_ip(env, ns, "nodes-node-0")?;
-        let honest = Counter::new(&node_ip, &target, port)?;
-        let spoofed_counter = Counter::new(&impersonated, &target, port)?;
+        let honest = Counter::new("udp", &node_ip, &target, port)?;
+        let spoofed_counter = Counter::new("udp", &impersonated, &target, port)?;
         for source in [None, Some(impersonated.as_str())] {
             let out = kubectl(
                 config,
@@ -414,6 +427,130 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
             spoofed_counter.packets()? > 0,
         )?;
     }
+
+    // B's nested pods, by route: a privileged hostNetwork pod of P (root
+    // in P's node pod) routes B's nested pod's address via B's node pod and
+    // connects. The packets leave P's node pod (counted on the node), and
+    // go no further: P's node pod may not send into the host's networks,
+    // and B's node pod takes from its host side only replies and Service
+    // traffic.
+    let b = env.nested_kubeconfig(&b_ns, "b").await?;
+    default_service_account(&b).await?;
+    nested_apply(
+        &b,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: target}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {BUSYBOX}
+    command: ["sh", "-c", "mkdir -p /www && echo b > /www/index.html && exec httpd -f -p 8080 -h /www"]
+"#
+        ),
+    )?;
+    nested_apply(
+        &p,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: router}}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: router
+    image: {TOOLS}
+    command: [sleep, '3600']
+    securityContext: {{privileged: true}}
+"#
+        ),
+    )?;
+    for (config, pod) in [(&b, "pod/target"), (&p, "pod/router")] {
+        nested(
+            config,
+            &["wait", "--for=condition=Ready", pod, "--timeout=120s"],
+        )?;
+    }
+    let b_pod = nested(
+        &b,
+        &["get", "pod", "target", "-o", "jsonpath={.status.podIP}"],
+    )?;
+    ensure!(
+        connects(&b, "target", &b_pod, 8080)?,
+        "B's nested pod does not answer at {b_pod}:8080: the test proves nothing"
+    );
+    let b_node = host_pod_ip(env, &b_ns, "nodes-node-0")?;
+    let p_node = host_pod_ip(env, &p_ns, "nodes-node-0")?;
+    exec(
+        &p,
+        "router",
+        &format!("ip route replace {b_pod}/32 via {b_node} dev eth0"),
+    )?;
+    let routed = Counter::new("tcp", &p_node, &b_pod, 8080)?;
+    let reached = connects(&p, "router", &b_pod, 8080)?;
+    exec(&p, "router", &format!("ip route del {b_pod}/32"))?;
+    ensure!(
+        routed.packets()? > 0,
+        "P's packets to {b_pod} never left its node pod: the test proves nothing"
+    );
+    record(
+        &format!(
+            "a privileged hostNetwork nested pod of P reaching B's nested pod ({b_pod}:8080) through B's node pod"
+        ),
+        reached,
+    )?;
+    // The second layer alone: the node, whose own traffic no NetworkPolicy
+    // stops, routes the same way, and B's node pod drops the packets itself
+    // (its NESTOR-INGRESS chain counts them).
+    let ingress_drops = || -> Result<u64> {
+        let listing = kubectl_ok(
+            &env.admin,
+            &[
+                "exec",
+                "-n",
+                &b_ns,
+                "nodes-node-0",
+                "-c",
+                "node",
+                "--",
+                "iptables",
+                "-w",
+                "-t",
+                "mangle",
+                "-L",
+                "NESTOR-INGRESS",
+                "-v",
+                "-x",
+                "-n",
+            ],
+            None,
+        )?;
+        Ok(listing
+            .lines()
+            .filter(|l| l.contains("DROP"))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum())
+    };
+    let before = ingress_drops()?;
+    let route = format!("{b_pod}/32");
+    let added = node_command("ip", &["route", "replace", &route, "via", &b_node]).status()?;
+    ensure!(
+        added.success(),
+        "the node could not route {route} via {b_node}"
+    );
+    let from_node = node_connects(&b_pod, 8080);
+    let _ = node_command("ip", &["route", "del", &route]).status();
+    ensure!(
+        !from_node?,
+        "B's node pod forwarded a packet routed at its nested pod {b_pod} from the host network"
+    );
+    ensure!(
+        ingress_drops()? > before,
+        "B's node pod's NESTOR-INGRESS chain dropped nothing: the test proves nothing"
+    );
 
     // The operator's metrics port: its chart's policy admits its own
     // namespace, not a pod elsewhere on the host (the control pod).
