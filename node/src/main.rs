@@ -23,7 +23,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use nestor_crds::node_contract as contract;
-use net::{Allowed, Peer};
+use net::Allowed;
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -459,16 +459,29 @@ async fn wait_for_bootstrap_token(kubeconfig: &Path, daemons: &mut Daemons) -> R
     }
 }
 
-async fn wait_for_file(path: &Path, daemons: &mut Daemons) -> Result<()> {
+/// Asks `ready` every 250 ms until it gives a value, failing as soon as
+/// one of the daemons exits.
+async fn wait_until<T, F, Fut>(what: &str, daemons: &mut Daemons, mut ready: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
     loop {
-        if path.exists() {
-            return Ok(());
+        if let Some(value) = ready().await? {
+            return Ok(value);
         }
         tokio::select! {
-            exited = daemons.wait_any() => bail!("{exited} while waiting for {}", path.display()),
+            exited = daemons.wait_any() => bail!("{exited} while waiting for {what}"),
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
+}
+
+async fn wait_for_file(path: &Path, daemons: &mut Daemons) -> Result<()> {
+    wait_until(&path.display().to_string(), daemons, || async {
+        Ok(path.exists().then_some(()))
+    })
+    .await
 }
 
 async fn wait_for_pod_cidr(client: &Client, name: &str, daemons: &mut Daemons) -> Result<Ipv4Net> {
@@ -495,39 +508,38 @@ async fn wait_for_pod_cidr(client: &Client, name: &str, daemons: &mut Daemons) -
 /// Waits for flanneld's subnet file (written once it holds the node's
 /// lease and its VXLAN device is up).
 async fn wait_for_subnet(daemons: &mut Daemons) -> Result<net::Subnet> {
-    loop {
-        if let Some(subnet) = std::fs::read_to_string(FLANNEL_SUBNET_FILE)
+    wait_until("flannel's subnet", daemons, || async {
+        Ok(std::fs::read_to_string(FLANNEL_SUBNET_FILE)
             .ok()
             .as_deref()
-            .and_then(net::parse_subnet_env)
-        {
-            return Ok(subnet);
-        }
-        tokio::select! {
-            exited = daemons.wait_any() => bail!("{exited} while waiting for flannel's subnet"),
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-    }
+            .and_then(net::parse_subnet_env))
+    })
+    .await
 }
 
 /// Waits until kube-router has programmed its chains (it does so once its
 /// caches hold every pod, namespace and policy).
 async fn wait_for_policy_chains(daemons: &mut Daemons) -> Result<()> {
-    loop {
-        let check = spawn(
-            Command::new("iptables")
-                .args(["-w", "-t", "filter", "-S", "KUBE-ROUTER-FORWARD"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
-        )?;
-        if output(check).await?.status.success() {
-            return Ok(());
-        }
-        tokio::select! {
-            exited = daemons.wait_any() => bail!("{exited} while waiting for kube-router's first sync"),
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-    }
+    wait_until("kube-router's first sync", daemons, || async {
+        Ok(
+            iptables_succeeds(&["-t", "filter", "-S", "KUBE-ROUTER-FORWARD"])
+                .await?
+                .then_some(()),
+        )
+    })
+    .await
+}
+
+/// Whether `iptables -w args...` succeeds (a check, not a change).
+async fn iptables_succeeds(args: &[&str]) -> Result<bool> {
+    let check = spawn(
+        Command::new("iptables")
+            .arg("-w")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )?;
+    Ok(output(check).await?.status.success())
 }
 
 async fn run_all(commands: &[Vec<String>]) -> Result<()> {
@@ -583,11 +595,11 @@ async fn keep_network(client: Client, own_ip: Ipv4Addr, cluster_cidr: Ipv4Net) -
         }
         // Let a burst of events settle into one sync.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let peers: BTreeSet<Peer> = nodes
+        let peers: BTreeSet<Ipv4Addr> = nodes
             .state()
             .iter()
             .filter_map(|n| peer_of(n))
-            .filter(|p| p.ip != own_ip)
+            .filter(|ip| *ip != own_ip)
             .collect();
         let allowed = allowed_endpoints(&slices.state());
         let rules = net::rules(&cluster_cidr, own_ip, &allowed, &peers);
@@ -607,9 +619,9 @@ async fn keep_network(client: Client, own_ip: Ipv4Addr, cluster_cidr: Ipv4Net) -
     }
 }
 
-fn peer_of(node: &Node) -> Option<Peer> {
-    let ip = node
-        .status
+/// A node's address on the host network (its InternalIP).
+fn peer_of(node: &Node) -> Option<Ipv4Addr> {
+    node.status
         .as_ref()?
         .addresses
         .as_ref()?
@@ -617,8 +629,7 @@ fn peer_of(node: &Node) -> Option<Peer> {
         .find(|a| a.type_ == "InternalIP")?
         .address
         .parse()
-        .ok()?;
-    Some(Peer { ip })
+        .ok()
 }
 
 /// The Services whose endpoints nested pods may reach outside the overlay:
@@ -690,14 +701,9 @@ async fn apply_rules(rules: &str, cluster_cidr: &Ipv4Net) -> Result<()> {
         );
     }
     for (table, chain, rule) in net::jumps(cluster_cidr) {
-        let check = spawn(
-            Command::new("iptables")
-                .args(["-w", "-t", table, "-C", chain])
-                .args(&rule)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
-        )?;
-        let exists = output(check).await?.status.success();
+        let mut check = vec!["-t", table, "-C", chain];
+        check.extend(rule.iter().map(String::as_str));
+        let exists = iptables_succeeds(&check).await?;
         if !exists {
             let mut insert = vec![
                 "-w".to_string(),

@@ -27,12 +27,6 @@ pub const BRIDGE: &str = "cni0";
 /// flannel's VXLAN port on Linux, which Nestor's VXLAN filter guards.
 pub const VXLAN_PORT: u16 = 8472;
 
-/// A node of the nested cluster, as far as Nestor's rules are concerned.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Peer {
-    pub ip: Ipv4Addr,
-}
-
 /// A destination nested pods may reach outside the overlay.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Allowed {
@@ -117,7 +111,7 @@ pub fn rules(
     cluster_cidr: &Ipv4Net,
     own_ip: Ipv4Addr,
     allowed: &BTreeSet<Allowed>,
-    peers: &BTreeSet<Peer>,
+    peers: &BTreeSet<Ipv4Addr>,
 ) -> String {
     let mut out = String::new();
     out.push_str("*mangle\n:NESTOR-SPOOF - [0:0]\n");
@@ -130,7 +124,7 @@ pub fn rules(
     out.push_str(":NESTOR-EGRESS - [0:0]\n");
     out.push_str("-A NESTOR-EGRESS -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n");
     for p in peers {
-        out.push_str(&format!("-A NESTOR-EGRESS -d {}/32 -j RETURN\n", p.ip));
+        out.push_str(&format!("-A NESTOR-EGRESS -d {p}/32 -j RETURN\n"));
     }
     for a in allowed {
         out.push_str(&format!(
@@ -148,7 +142,7 @@ pub fn rules(
     );
     out.push_str("COMMIT\n*filter\n:NESTOR-VXLAN - [0:0]\n");
     for p in peers {
-        out.push_str(&format!("-A NESTOR-VXLAN -s {}/32 -j RETURN\n", p.ip));
+        out.push_str(&format!("-A NESTOR-VXLAN -s {p}/32 -j RETURN\n"));
     }
     out.push_str("-A NESTOR-VXLAN -j DROP\nCOMMIT\n*nat\n:NESTOR-MASQ - [0:0]\n");
     out.push_str(&format!(
@@ -205,12 +199,6 @@ pub fn jumps(cluster_cidr: &Ipv4Net) -> Vec<(&'static str, &'static str, Vec<Str
 mod tests {
     use super::*;
 
-    fn peer(ip: &str) -> Peer {
-        Peer {
-            ip: ip.parse().unwrap(),
-        }
-    }
-
     #[test]
     fn the_cni_configuration_follows_flannels_subnet_file() {
         let subnet = parse_subnet_env(
@@ -254,7 +242,7 @@ mod tests {
                 protocol: "udp".into(),
             },
         ]);
-        let peers = BTreeSet::from([peer("10.88.0.12")]);
+        let peers = BTreeSet::from(["10.88.0.12".parse().unwrap()]);
         let r = rules(
             &"10.244.0.0/16".parse().unwrap(),
             "10.88.0.11".parse().unwrap(),
