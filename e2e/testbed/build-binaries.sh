@@ -2,14 +2,17 @@
 # Builds the upstream Kubernetes and etcd binaries the test bed runs, from
 # their Go modules, into a cache keyed by version. A second run with the same
 # versions does nothing. Usage: build-binaries.sh [component ...]
+# BUILD_K8S_VERSION builds the Kubernetes components of another version
+# (the upgrade tests' K8S_PREVIOUS_VERSION) into that version's cache.
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet
-#             kube-proxy etcd coredns pause crane konnectivity agnhost
+#             kube-proxy etcd etcdctl coredns pause crane konnectivity agnhost
 #             metrics-server kube-router flannel conformance (default: the
 #             control-plane set and etcd).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
+K8S_VERSION=${BUILD_K8S_VERSION:-$K8S_VERSION}
 
 cache=${NESTOR_CACHE:-$HOME/.cache/nestor}
 k8s_bin=$cache/kubernetes/$K8S_VERSION/bin
@@ -156,6 +159,33 @@ GO
   echo "$dir"
 }
 
+etcdctl_wrapper() {
+  # etcdctl's go.mod replaces its sibling modules with local paths, so it
+  # is not installable as-is; a wrapper module pins the published ones.
+  local dir=$cache/etcd/$ETCD_VERSION/etcdctl-module
+  if [ ! -f "$dir/go.sum" ]; then
+    mkdir -p "$dir"
+    cat > "$dir/go.mod" <<GO
+module nestor.dev/testbed/etcdctl
+
+go 1.25
+
+require go.etcd.io/etcd/etcdctl/v3 v$ETCD_VERSION
+GO
+    cat > "$dir/main.go" <<'GO'
+// Command etcdctl runs upstream etcdctl's own entry point, unchanged.
+package main
+
+import "go.etcd.io/etcd/etcdctl/v3/ctlv3"
+
+func main() { ctlv3.MustStart() }
+GO
+    echo "nestor-testbed: resolving etcdctl v$ETCD_VERSION modules (first run only)" >&2
+    (cd "$dir" && go mod tidy >&2)
+  fi
+  echo "$dir"
+}
+
 go_install() { # go_install NAME MODULE@VERSION BIN_DIR: a command of a published module
   local name=$1 module=$2 bin=$3 start=$SECONDS
   echo "nestor-testbed: building $name ${module##*@}" >&2
@@ -175,6 +205,16 @@ for c in "${components[@]}"; do
       (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$etcd_bin/etcd.tmp" .)
       mv "$etcd_bin/etcd.tmp" "$etcd_bin/etcd"
       echo "nestor-testbed: built etcd in $((SECONDS - start))s" >&2
+      ;;
+    etcdctl)
+      # Upstream's etcd image carries etcdctl; Nestor's snapshots use it.
+      [ -x "$etcd_bin/etcdctl" ] && continue
+      dir=$(etcdctl_wrapper)
+      echo "nestor-testbed: building etcdctl v$ETCD_VERSION" >&2
+      start=$SECONDS
+      (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$etcd_bin/etcdctl.tmp" .)
+      mv "$etcd_bin/etcdctl.tmp" "$etcd_bin/etcdctl"
+      echo "nestor-testbed: built etcdctl in $((SECONDS - start))s" >&2
       ;;
     coredns)
       [ -x "$coredns_bin/coredns" ] && continue

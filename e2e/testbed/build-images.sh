@@ -17,7 +17,10 @@ cache=${NESTOR_CACHE:-$HOME/.cache/nestor}
 out=$cache/images
 mkdir -p "$out"
 bash "$here/build-binaries.sh" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy \
-  etcd coredns pause konnectivity flannel kube-router agnhost metrics-server conformance >/dev/null
+  etcd etcdctl coredns pause konnectivity flannel kube-router agnhost metrics-server conformance >/dev/null
+# The previous minor's components, for the upgrade tests.
+BUILD_K8S_VERSION=$K8S_PREVIOUS_VERSION bash "$here/build-binaries.sh" kube-apiserver \
+  kube-controller-manager kube-scheduler kubelet kube-proxy >/dev/null
 k8s_bin=$cache/kubernetes/$K8S_VERSION/bin
 knp_bin=$cache/konnectivity/$KONNECTIVITY_VERSION/bin
 flanneld=$cache/flannel/$FLANNEL_VERSION/bin/flanneld
@@ -36,10 +39,17 @@ image() { # image REF BINARY [build-image.py args...]
 registry=registry.k8s.io
 image "$registry/pause:$PAUSE_TAG" "$cache/pause/$PAUSE_TAG/bin/pause" \
   --file "$cache/pause/$PAUSE_TAG/bin/pause:/pause" --entrypoint '["/pause"]' --user 65535:65535
-image "$registry/etcd:$ETCD_VERSION-0" "$cache/etcd/$ETCD_VERSION/bin/etcd" \
-  --file "$cache/etcd/$ETCD_VERSION/bin/etcd:/usr/local/bin/etcd" --dir /var/lib/etcd:0700 --dir /tmp:1777
-for c in kube-apiserver kube-controller-manager kube-scheduler; do
-  image "$registry/$c:v$K8S_VERSION" "$k8s_bin/$c" --file "$k8s_bin/$c:/usr/local/bin/$c" --dir /tmp:1777
+# etcd and etcdctl, as upstream's image carries them (Nestor's snapshots
+# run etcdctl).
+etcd_bin=$cache/etcd/$ETCD_VERSION/bin
+image "$registry/etcd:$ETCD_VERSION-0" "$etcd_bin/etcdctl" \
+  --file "$etcd_bin/etcd:/usr/local/bin/etcd" --file "$etcd_bin/etcdctl:/usr/local/bin/etcdctl" \
+  --dir /var/lib/etcd:0700 --dir /tmp:1777
+for version in "$K8S_VERSION" "$K8S_PREVIOUS_VERSION"; do
+  bin=$cache/kubernetes/$version/bin
+  for c in kube-apiserver kube-controller-manager kube-scheduler; do
+    image "$registry/$c:v$version" "$bin/$c" --file "$bin/$c:/usr/local/bin/$c" --dir /tmp:1777
+  done
 done
 image "$registry/coredns/coredns:v$COREDNS_VERSION" "$cache/coredns/$COREDNS_VERSION/bin/coredns" \
   --file "$cache/coredns/$COREDNS_VERSION/bin/coredns:/coredns" --entrypoint '["/coredns"]' --user 65532:65532
@@ -56,18 +66,22 @@ image "ghcr.io/nestor-dev/nestor-operator:$operator_version" "$operator" \
   --file "$operator:/nestor-operator" --entrypoint '["/nestor-operator"]' --user 65532:65532
 
 # The node image (node/Dockerfile's equivalent, from this machine's packages).
+# One per Kubernetes version the test bed builds.
 node_agent=$root/target/x86_64-unknown-linux-gnu/image/nestor-node
-node_ref="ghcr.io/nestor-dev/nestor-node:v$K8S_VERSION"
-node_file=$out/$(echo "$node_ref" | tr '/:' '__').tar
-if [ ! -f "$node_file" ] || [ "$node_agent" -nt "$node_file" ] || [ "$k8s_bin/kubelet" -nt "$node_file" ] \
-  || [ "$knp_bin/proxy-agent" -nt "$node_file" ] || [ "$flanneld" -nt "$node_file" ] \
-  || [ "$kube_router" -nt "$node_file" ]; then
-  rootfs=$(mktemp -d)
-  bash "$here/node-rootfs.sh" "$rootfs/root" "$k8s_bin" "$node_agent" "$knp_bin/proxy-agent" \
-    "$flanneld" "$kube_router"
-  image "$node_ref" "$node_agent" --tree "$rootfs/root" --entrypoint '["/usr/local/bin/nestor-node"]'
-  rm -rf "$rootfs"
-fi
+for version in "$K8S_VERSION" "$K8S_PREVIOUS_VERSION"; do
+  bin=$cache/kubernetes/$version/bin
+  node_ref="ghcr.io/nestor-dev/nestor-node:v$version"
+  node_file=$out/$(echo "$node_ref" | tr '/:' '__').tar
+  if [ ! -f "$node_file" ] || [ "$node_agent" -nt "$node_file" ] || [ "$bin/kubelet" -nt "$node_file" ] \
+    || [ "$knp_bin/proxy-agent" -nt "$node_file" ] || [ "$flanneld" -nt "$node_file" ] \
+    || [ "$kube_router" -nt "$node_file" ]; then
+    rootfs=$(mktemp -d)
+    bash "$here/node-rootfs.sh" "$rootfs/root" "$bin" "$node_agent" "$knp_bin/proxy-agent" \
+      "$flanneld" "$kube_router"
+    image "$node_ref" "$node_agent" --tree "$rootfs/root" --entrypoint '["/usr/local/bin/nestor-node"]'
+    rm -rf "$rootfs"
+  fi
+done
 
 # Nested workloads for the end-to-end tests: Debian's static busybox.
 busybox=/bin/busybox
