@@ -3,7 +3,7 @@
 //! constants, or the test bed would prove a version the product never runs.
 
 use nestor_controllers::model::images::{COREDNS_TAG, KONNECTIVITY_TAG, PAUSE_TAG, etcd_tag};
-use nestor_controllers::model::validate::parse_version;
+use nestor_controllers::model::validate::{SUPPORTED_VERSIONS, parse_version};
 use nestor_crds::DEFAULT_VERSION;
 use std::collections::BTreeMap;
 
@@ -37,5 +37,23 @@ fn the_test_bed_builds_what_the_operator_defaults_to() {
         KONNECTIVITY_TAG,
         format!("v{}", env["KONNECTIVITY_VERSION"]),
         "Konnectivity"
+    );
+}
+
+#[test]
+fn the_operator_runs_exactly_the_versions_the_tests_run() {
+    // The test bed builds both, and the upgrade tests run both; the
+    // previous one's etcd is the current one's (no etcd change to test).
+    let env = versions_env();
+    let mut tested = vec![
+        env["K8S_PREVIOUS_VERSION"].clone(),
+        env["K8S_VERSION"].clone(),
+    ];
+    tested.sort();
+    assert_eq!(tested, SUPPORTED_VERSIONS.map(String::from).to_vec());
+    let minor = |v: &str| parse_version(v).expect("a version").minor;
+    assert_eq!(
+        etcd_tag(minor(&env["K8S_PREVIOUS_VERSION"])),
+        etcd_tag(minor(&env["K8S_VERSION"]))
     );
 }

@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
     printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas", description = "Nodes wanted"),
     printcolumn(name = "Current", type_ = "integer", json_path = ".status.replicas", description = "Node pods that exist"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Node pods that are ready"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Kubelet version every node runs"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("the name must be a DNS label that starts with a letter: lowercase letters, digits and '-' (children such as Services take names derived from it)"),
     validation = Rule::new("size(self.metadata.name) <= 40").message("a NodePool name may have at most 40 characters (children add suffixes)")
@@ -48,12 +49,14 @@ pub struct NodePoolSpec {
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
-    /// Kubelet version of the pool's nodes, as `1.MINOR.PATCH`. Defaults to
-    /// the cluster's version. It may not be newer than the control plane nor
-    /// more than three minor versions older (the Kubernetes skew policy).
-    /// Nodes never run a version newer than every API server already runs
-    /// (the cluster's `status.version`): while the API servers change
-    /// version, the pool waits for them.
+    /// Kubelet version of the pool's nodes, as `1.MINOR.PATCH`: one of the
+    /// versions the operator runs (1.34.5, 1.35.4), not newer than the
+    /// control plane's. Unset, the pool follows the cluster's version. Nodes
+    /// never run a version newer than every API server already runs (the
+    /// cluster's `status.version`): while the API servers change version,
+    /// the pool waits for them. A new version (or any change of the node
+    /// pods) replaces one node at a time: cordon, drain (respecting
+    /// PodDisruptionBudgets), replace, wait until its Node is Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 5, max = 16))]
     #[x_kube(validation = Rule::new("self.matches('^1\\\\.(0|[1-9][0-9]{0,2})\\\\.(0|[1-9][0-9]{0,3})$')").message("version must be MAJOR.MINOR.PATCH with major 1 and no leading zeros, for example 1.35.4 (no leading 'v')"))]
@@ -97,6 +100,15 @@ pub struct NodePoolStatus {
     /// Node pods that are ready.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Node pods of the current template. A new template (a new version,
+    /// for one) replaces one node at a time: cordon, drain (respecting
+    /// PodDisruptionBudgets), replace, wait until its Node is Ready.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// The kubelet version every Node of the pool reports, once they all
+    /// report the same one and no node is left to replace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Label selector of the pool's node pods, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,

@@ -26,7 +26,9 @@ pub const DEFAULT_VERSION: &str = "1.35.4";
     category = "nestor",
     status = "VirtualClusterStatus",
     doc = "A nested Kubernetes cluster whose control plane runs as pods on the host cluster.",
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Kubernetes version running"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Kubernetes version every API server runs"),
+    printcolumn(name = "Desired", type_ = "string", json_path = ".spec.version", description = "Kubernetes version asked for"),
+    printcolumn(name = "Upgrade", type_ = "string", json_path = ".status.upgrade.step", description = "Where the latest version change stands"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the control plane serves"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", description = "Where the nested API server is reached"),
@@ -36,9 +38,13 @@ pub const DEFAULT_VERSION: &str = "1.35.4";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualClusterSpec {
-    /// Kubernetes version of the nested control plane, as `1.MINOR.PATCH`
-    /// (for example `1.35.4`). It may be raised one minor version at a time
-    /// and never lowered.
+    /// Kubernetes version of the nested control plane, as `1.MINOR.PATCH`:
+    /// one of the versions this operator is tested with (1.34.5, 1.35.4).
+    /// It may be raised one minor version at a time and never lowered. A
+    /// change is rolled out in the order of the version skew policy: an
+    /// etcd snapshot, etcd, every API server, the controller-manager and
+    /// the scheduler, CoreDNS, then the node pools, one node at a time
+    /// (see `upgrade`).
     #[serde(default = "default_version")]
     #[schemars(length(min = 5, max = 16))]
     #[x_kube(
@@ -91,6 +97,44 @@ pub struct VirtualClusterSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub allowed_egress: Vec<EgressAllowance>,
+    /// How a change of `version` or `images` is rolled out.
+    #[serde(default, skip_serializing_if = "UpgradeSpec::is_default")]
+    pub upgrade: UpgradeSpec,
+}
+
+/// How a change of the control plane's version or images is rolled out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeSpec {
+    /// How long the API servers of the new version may take until every
+    /// replica serves, as a duration such as `10m` (30s to 1h). Past it,
+    /// the control plane is rolled back to the version and images it ran
+    /// before, and stays there until `version` or `images` change again.
+    #[serde(default = "default_api_server_timeout")]
+    #[schemars(length(min = 2, max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && duration(self) >= duration('30s') && duration(self) <= duration('1h')").message("upgrade apiServerTimeout must be a duration from 30s to 1h in hours, minutes and seconds, such as 10m or 1m30s"))]
+    pub api_server_timeout: String,
+}
+
+/// The API server's default time to serve after a version change.
+pub const DEFAULT_API_SERVER_TIMEOUT: &str = "10m";
+
+fn default_api_server_timeout() -> String {
+    DEFAULT_API_SERVER_TIMEOUT.to_string()
+}
+
+impl Default for UpgradeSpec {
+    fn default() -> Self {
+        Self {
+            api_server_timeout: default_api_server_timeout(),
+        }
+    }
+}
+
+impl UpgradeSpec {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A destination node pods may reach.
@@ -379,7 +423,7 @@ pub enum KubeProxyMode {
 /// Image sources. Each image left unset is `<registry>/<upstream name>:<tag
 /// matching the version>`. An image is a reference of at most 512
 /// characters: lowercase repository, optional tag, optional digest.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImagesSpec {
     /// Registry (and path) prefix that replaces the operator's default
@@ -459,8 +503,74 @@ pub struct VirtualClusterStatus {
     /// no replica of another version is left; node pools run no newer one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The `spec.images` the running control plane was built from, with
+    /// `version`: what a rollback returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImagesSpec>,
+    /// The latest change of `version` or `images`: where it stands, or how
+    /// it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
     /// `EtcdReady`, `APIServerReady`, `ControllerManagerReady`,
-    /// `SchedulerReady`, `DNSReady` and `Ready`.
+    /// `SchedulerReady`, `DNSReady`, `Upgraded` and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Where a change of the control plane's version or images stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// The version the control plane ran when the change began.
+    pub from: String,
+    /// The `spec.images` it ran with: with `from`, what a rollback returns
+    /// to.
+    #[serde(default)]
+    pub from_images: ImagesSpec,
+    /// The version asked for.
+    pub to: String,
+    /// A hash of the version and images asked for: a rollback holds while
+    /// they stay the same.
+    pub target: String,
+    /// The step under way, or how the change ended.
+    pub step: UpgradeStep,
+    /// When the change began.
+    pub started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// When the API servers began to change: the start of
+    /// `spec.upgrade.apiServerTimeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server_started_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The etcd snapshot taken before etcd or the API servers changed:
+    /// `<PersistentVolumeClaim>/<file>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// What happened, in words (a rollback says why, and whether the
+    /// snapshot was restored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The steps of a version change, in order, and how it ends.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum UpgradeStep {
+    /// Taking an etcd snapshot through etcd's snapshot API.
+    Snapshot,
+    /// Rolling etcd, when its image changes.
+    Etcd,
+    /// Rolling every API server replica.
+    APIServer,
+    /// Rolling the controller-manager and the scheduler.
+    ControllerManagerAndScheduler,
+    /// Rolling the add-ons (CoreDNS).
+    Addons,
+    /// Replacing the nodes of the pools that follow the cluster's version,
+    /// one at a time: cordon, drain, replace, Ready.
+    NodePools,
+    /// Every component runs what was asked for.
+    Complete,
+    /// The API servers did not serve in time: the control plane runs the
+    /// version it ran before.
+    RolledBack,
 }

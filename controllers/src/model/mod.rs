@@ -16,4 +16,5 @@ pub mod pool_status;
 pub mod readable;
 pub mod settings;
 pub mod status;
+pub mod upgrade;
 pub mod validate;

@@ -5,7 +5,7 @@
 use crate::model::cached::Workload;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use nestor_crds::{VirtualClusterPhase, VirtualClusterStatus};
+use nestor_crds::{ImagesSpec, UpgradeStatus, VirtualClusterPhase, VirtualClusterStatus};
 
 /// Annotation on control-plane pod templates naming the Kubernetes version.
 pub const VERSION_ANNOTATION: &str = "nestor.dev/kubernetes-version";
@@ -88,6 +88,11 @@ pub struct Observed {
     pub coredns: Option<Rollout>,
     pub endpoint: Option<String>,
     pub admin_kubeconfig_secret: Option<String>,
+    /// The `spec.images` this pass built the API servers from.
+    pub apiserver_images: Option<ImagesSpec>,
+    /// Where a change of version or images stands after this pass (`None`:
+    /// the last record stays).
+    pub upgrade: Option<UpgradeStatus>,
 }
 
 /// A condition as computed now, before its transition time is settled.
@@ -160,8 +165,9 @@ fn component_condition(
     }
 }
 
-/// The conditions of a virtual cluster, in a fixed order.
-pub fn compute_conditions(observed: &Observed) -> Vec<Computed> {
+/// The conditions of a virtual cluster, in a fixed order. `upgrade` is
+/// the record of the latest change of version or images.
+pub fn compute_conditions(observed: &Observed, upgrade: Option<&UpgradeStatus>) -> Vec<Computed> {
     let mut conditions = vec![
         component_condition(ETCD_READY, "etcd", "members", &observed.etcd),
         component_condition(
@@ -213,6 +219,8 @@ pub fn compute_conditions(observed: &Observed) -> Vec<Computed> {
             message: format!("waiting for {}", waiting.join(", ")),
         }
     };
+    // A change under way (or rolled back) does not make the cluster unready.
+    conditions.push(crate::model::upgrade::condition(upgrade));
     conditions.push(ready);
     conditions
 }
@@ -260,7 +268,11 @@ pub fn compute_status(
     generation: Option<i64>,
     now: &Time,
 ) -> VirtualClusterStatus {
-    let computed = compute_conditions(observed);
+    let upgrade = observed
+        .upgrade
+        .clone()
+        .or_else(|| previous.and_then(|p| p.upgrade.clone()));
+    let computed = compute_conditions(observed, upgrade.as_ref());
     let previous_conditions = previous
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
@@ -286,9 +298,14 @@ pub fn compute_status(
     // The running version is the apiserver's once every replica runs it
     // and no replica of an earlier version is left (node pools follow it,
     // and a kubelet may not be newer than any API server).
-    let version = match &observed.apiserver {
-        Some(r) if r.replaced() => r.version.clone(),
-        _ => previous.and_then(|p| p.version.clone()),
+    let (version, images) = match &observed.apiserver {
+        Some(r) if r.replaced() && observed.apiserver_images.is_some() => {
+            (r.version.clone(), observed.apiserver_images.clone())
+        }
+        _ => (
+            previous.and_then(|p| p.version.clone()),
+            previous.and_then(|p| p.images.clone()),
+        ),
     };
     VirtualClusterStatus {
         phase: Some(phase),
@@ -302,6 +319,8 @@ pub fn compute_status(
             .clone()
             .or_else(|| previous.and_then(|p| p.admin_kubeconfig_secret.clone())),
         version,
+        images,
+        upgrade,
         conditions,
     }
 }
@@ -334,6 +353,7 @@ mod tests {
             coredns: ready(1),
             endpoint: Some("https://10.0.0.1:6443".into()),
             admin_kubeconfig_secret: Some("demo-admin-kubeconfig".into()),
+            apiserver_images: Some(ImagesSpec::default()),
             ..Observed::default()
         }
     }
@@ -403,7 +423,8 @@ mod tests {
         assert_eq!(status.version.as_deref(), Some("1.35.4"));
         assert_eq!(status.observed_generation, Some(3));
         assert!(status.conditions.iter().all(|c| c.status == "True"));
-        assert_eq!(status.conditions.len(), 6);
+        assert_eq!(status.conditions.len(), 7);
+        assert_eq!(status.images, Some(ImagesSpec::default()));
     }
 
     #[test]
@@ -539,7 +560,8 @@ mod tests {
                 .iter()
                 .filter(|c| c.status == "True")
                 .count(),
-            5
+            6,
+            "five components and Upgraded"
         );
     }
 }

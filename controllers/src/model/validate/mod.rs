@@ -26,8 +26,10 @@ use nestor_crds::{NodePoolSpec, VirtualClusterSpec};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-/// Kubernetes minor versions this operator knows how to configure.
-pub const SUPPORTED_MINORS: std::ops::RangeInclusive<u64> = 33..=37;
+/// The Kubernetes versions this operator runs: exactly those its tests
+/// run (the test bed's `K8S_VERSION` and `K8S_PREVIOUS_VERSION`, which a
+/// test holds to this list), for the control plane and for node pools.
+pub const SUPPORTED_VERSIONS: [&str; 2] = ["1.34.5", "1.35.4"];
 /// The smallest etcd volume.
 pub const MIN_ETCD_STORAGE: &str = "64Mi";
 /// Most problems a message lists; the rest are counted.
@@ -118,14 +120,9 @@ impl Problems {
     }
 }
 
-/// A version that parses; a control plane's must also be one this operator
-/// runs (`supported`), a kubelet's only within the skew policy.
-fn check_version(
-    problems: &mut Problems,
-    field: &str,
-    version: &str,
-    supported: bool,
-) -> Option<KubeVersion> {
+/// A version that parses and that this operator runs (a node image exists
+/// for it, and a test has run it).
+fn check_version(problems: &mut Problems, field: &str, version: &str) -> Option<KubeVersion> {
     match parse_version(version) {
         None => {
             problems.push(
@@ -137,13 +134,12 @@ fn check_version(
             );
             None
         }
-        Some(v) if supported && !SUPPORTED_MINORS.contains(&v.minor) => {
+        Some(_) if !SUPPORTED_VERSIONS.contains(&version) => {
             problems.push(
                 field,
                 format!(
-                    "{version} is not supported; this operator runs 1.{} to 1.{}",
-                    SUPPORTED_MINORS.start(),
-                    SUPPORTED_MINORS.end()
+                    "{version} is not supported; this operator runs {} (the versions its tests run)",
+                    SUPPORTED_VERSIONS.join(" and ")
                 ),
             );
             None
@@ -172,7 +168,7 @@ pub fn validate_cluster(
     let registries = &platform.registries;
     let mut problems = Problems::default();
     check_object_name(&mut problems, "metadata.name", name);
-    let version = check_version(&mut problems, "spec.version", &spec.version, true);
+    let version = check_version(&mut problems, "spec.version", &spec.version);
 
     let etcd = &spec.etcd;
     if ![1, 3, 5].contains(&etcd.replicas) {
@@ -435,7 +431,7 @@ pub fn validate_pool(
         .clone()
         .unwrap_or_else(|| cluster_version.to_string());
     if let (Some(k), Some(cp)) = (
-        check_version(&mut problems, "spec.version", &kubelet, false),
+        check_version(&mut problems, "spec.version", &kubelet),
         parse_version(cluster_version),
     ) {
         if k > cp {
