@@ -186,6 +186,11 @@ async fn connect(ctx: &Context, names: &ClusterNames, server: &str) -> Result<Cl
         .map_err(|_| nested_error("the operator's kubeconfig is not usable".into()))?;
     config.connect_timeout = Some(std::time::Duration::from_secs(5));
     config.read_timeout = Some(std::time::Duration::from_secs(15));
+    // No retries inside a call: an eviction a PodDisruptionBudget refuses
+    // is a 429, which the client would otherwise retry for minutes and
+    // hold the reconcile (and the uncordon of a replaced node) with it.
+    // Reconciles retry on their own schedule.
+    config.default_retry = false;
     Client::try_from(config).map_err(|e| nested_error(format!("building a client failed: {e}")))
 }
 

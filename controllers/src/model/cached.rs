@@ -77,6 +77,23 @@ pub struct Workload<K> {
 pub struct WorkloadSpec {
     pub replicas: Option<i32>,
     pub template: Option<Template>,
+    /// A StatefulSet's update strategy (node pools replace their pods one
+    /// at a time by lowering its partition).
+    #[serde(rename = "updateStrategy")]
+    pub update_strategy: Option<UpdateStrategy>,
+}
+
+/// A StatefulSet's update strategy: its partition.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategy {
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+/// Pods of ordinals below the partition keep the current revision.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct RollingUpdate {
+    pub partition: Option<i32>,
 }
 
 /// A pod template's metadata, without its spec.
@@ -101,12 +118,26 @@ pub struct WorkloadStatus {
     pub ready_replicas: Option<i32>,
     pub available_replicas: Option<i32>,
     pub updated_replicas: Option<i32>,
+    /// A StatefulSet's revisions: they differ while pods of the current one
+    /// remain to be replaced.
+    pub current_revision: Option<String>,
+    pub update_revision: Option<String>,
 }
 
 impl<K> Workload<K> {
     /// The replicas the spec asks for.
     pub fn replicas(&self) -> Option<i32> {
         self.spec.as_ref().and_then(|s| s.replicas)
+    }
+
+    /// A StatefulSet's partition (0 when unset).
+    pub fn partition(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0)
     }
 
     /// A pod template annotation.

@@ -81,6 +81,71 @@ pub fn ordinal(statefulset: &str, node: &str) -> Option<i32> {
     (n.to_string() == digits).then_some(n)
 }
 
+/// What the cache holds of a pool's StatefulSet, for its node replacement.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeSet {
+    /// The hash of the pod template it runs ([`NODE_TEMPLATE`]).
+    pub template: Option<String>,
+    pub partition: i32,
+    /// Its controller has seen the latest spec.
+    pub observed: bool,
+    /// Pods of the current template, and ready pods.
+    pub updated: i32,
+    pub ready: i32,
+    /// Pods of an earlier template remain (its revisions differ).
+    pub rolling: bool,
+}
+
+/// Annotation on a node pod template: the hash of the template.
+pub const NODE_TEMPLATE: &str = "nestor.dev/node-template";
+
+/// How a pool's node pods are replaced: the StatefulSet's partition now,
+/// and the node to drain before the partition may go one lower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeRollout {
+    pub partition: i32,
+    pub drain: Option<i32>,
+}
+
+/// Replaces a pool's node pods one at a time, highest ordinal first: a new
+/// template is written with the partition at `replicas` (no pod changes);
+/// then, each time every replaced node is Ready again, the next node is
+/// cordoned and drained, and only then the partition lowered past it, so
+/// that the StatefulSet replaces that one pod. `ready(ordinal)` says
+/// whether the nested Node of that ordinal is Ready. Pure.
+pub fn node_rollout(
+    replicas: i32,
+    cached: Option<&NodeSet>,
+    template: &str,
+    ready: impl Fn(i32) -> bool,
+) -> NodeRollout {
+    let hold = |partition| NodeRollout {
+        partition,
+        drain: None,
+    };
+    let Some(set) = cached else {
+        // A new pool: every pod starts from the template.
+        return hold(0);
+    };
+    if set.template.as_deref() != Some(template) {
+        return hold(replicas);
+    }
+    if !set.observed {
+        return hold(set.partition);
+    }
+    if !set.rolling || set.partition == 0 {
+        return hold(0);
+    }
+    let partition = set.partition.min(replicas);
+    let replaced_ready = set.updated >= replicas - partition
+        && set.ready >= replicas
+        && (partition..replicas).all(&ready);
+    NodeRollout {
+        partition,
+        drain: replaced_ready.then_some(partition - 1),
+    }
+}
+
 /// What to do with a certificate signing request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -302,6 +367,76 @@ mod tests {
         let mut client_usage = ok.clone();
         client_usage.spec.usages = Some(vec!["client auth".into()]);
         assert!(check_request(&client_usage, "workers-node-1", ip).is_err());
+    }
+
+    #[test]
+    fn node_pods_are_replaced_one_at_a_time_after_a_drain() {
+        let all = |_: i32| true;
+        let set = |template: &str, partition, updated, ready, rolling| NodeSet {
+            template: Some(template.into()),
+            partition,
+            observed: true,
+            updated,
+            ready,
+            rolling,
+        };
+        let hold = |partition| NodeRollout {
+            partition,
+            drain: None,
+        };
+        // A new pool starts every pod; a settled one keeps partition 0.
+        assert_eq!(node_rollout(3, None, "a", all), hold(0));
+        assert_eq!(
+            node_rollout(3, Some(&set("a", 0, 3, 3, false)), "a", all),
+            hold(0)
+        );
+        // A new template replaces nothing yet.
+        assert_eq!(
+            node_rollout(3, Some(&set("a", 0, 3, 3, false)), "b", all),
+            hold(3)
+        );
+        // Its controller has not seen it: wait.
+        let mut unseen = set("b", 3, 0, 3, true);
+        unseen.observed = false;
+        assert_eq!(node_rollout(3, Some(&unseen), "b", all), hold(3));
+        // Nothing replaced yet: drain node 2 first.
+        let start = set("b", 3, 0, 3, true);
+        assert_eq!(
+            node_rollout(3, Some(&start), "b", all),
+            NodeRollout {
+                partition: 3,
+                drain: Some(2)
+            }
+        );
+        // Node 2 is being replaced: not ready yet, so nothing else moves.
+        assert_eq!(
+            node_rollout(3, Some(&set("b", 2, 0, 2, true)), "b", all),
+            hold(2)
+        );
+        // Its pod is ready but its Node is not.
+        let node_2_down = |i: i32| i != 2;
+        assert_eq!(
+            node_rollout(3, Some(&set("b", 2, 1, 3, true)), "b", node_2_down),
+            hold(2)
+        );
+        // Ready again: node 1 is next.
+        assert_eq!(
+            node_rollout(3, Some(&set("b", 2, 1, 3, true)), "b", all),
+            NodeRollout {
+                partition: 2,
+                drain: Some(1)
+            }
+        );
+        // The last pod goes at partition 0; then the set settles.
+        assert_eq!(
+            node_rollout(3, Some(&set("b", 0, 2, 2, true)), "b", all),
+            hold(0)
+        );
+        // A template changed again mid-way starts over from the top.
+        assert_eq!(
+            node_rollout(3, Some(&set("b", 1, 2, 3, true)), "c", all),
+            hold(3)
+        );
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub struct PoolObserved {
     pub replicas: i32,
     /// Node pods whose kubelet answers its health check.
     pub ready_replicas: i32,
+    /// Node pods of the current template.
+    pub updated_replicas: i32,
+    /// The kubelet version every Node reports, once none is left to
+    /// replace.
+    pub version: Option<String>,
     /// Nested Nodes that are Ready (`None`: the nested cluster is not
     /// reachable yet).
     pub nodes_ready: Option<i32>,
@@ -107,6 +112,8 @@ pub fn compute_pool_status(
             },
         }
     };
+    // While the nested cluster cannot be asked, the last version stays.
+    let previous_version = previous.and_then(|s| s.version.clone());
     let previous = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
@@ -115,6 +122,11 @@ pub fn compute_pool_status(
         desired_replicas: desired,
         replicas: observed.replicas,
         ready_replicas: ready_nodes,
+        updated_replicas: observed.updated_replicas,
+        version: observed
+            .version
+            .clone()
+            .or_else(|| previous_version.filter(|_| observed.nodes_ready.is_none())),
         selector: Some(selector_string(&pool_selector_labels(pool))),
         conditions: settle_conditions(&[cp, nodes, ready], previous, pool.metadata.generation, now),
     }

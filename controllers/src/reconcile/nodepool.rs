@@ -26,7 +26,7 @@ use crate::model::names::{
     ClusterNames, FIELD_MANAGER, INPUTS_HASH, NESTED_INSTALLED, POOL_FINALIZER, PoolNames,
     patch_params,
 };
-use crate::model::nodes::{ordinal, ready_count};
+use crate::model::nodes::{NODE_TEMPLATE, NodeSet, node_rollout, ordinal, ready_count};
 use crate::model::placement;
 use crate::model::pool_status::{PoolObserved, compute_pool_status};
 use crate::model::readable::unreadable;
@@ -274,54 +274,71 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         control_plane_ready: Some(cp_ready),
         ..observe(ctx, &pn)
     };
-    let running = node_statefulset(ctx, &pn)
-        .and_then(|s| s.replicas())
-        .unwrap_or(0);
-    // A scale-down waits for its drain; while the nested cluster cannot be
-    // asked (not serving, or an error), the pool keeps its nodes.
-    let hold = running.max(pool.spec.replicas);
-    let nested = if cp_ready {
-        nested_pass(
-            ctx,
-            &pool,
-            &vc,
-            token.as_ref(),
-            &ca_fp,
-            running,
-            &mut observed,
-        )
-        .await
-    } else {
-        Ok((hold, hold == pool.spec.replicas))
-    };
-    let (replicas, settled, failed) = match nested {
-        Ok((replicas, settled)) => (replicas, settled, None),
-        Err(e) => (hold, false, Some(e)),
-    };
-    // Nodes kept past the spec are nodes still draining.
-    if replicas > pool.spec.replicas {
-        observed.draining = Some(replicas - pool.spec.replicas);
-    }
+    let cached = node_statefulset(ctx, &pn);
+    let running = cached.as_ref().and_then(|s| s.replicas()).unwrap_or(0);
+    let set = cached.as_deref().map(node_set);
     // An explicit node image is the cluster's, for every pool.
     let image = vc.spec.images.node.clone().unwrap_or_else(|| {
         images::node_image(&ctx.settings, vc.spec.images.registry.as_deref(), &version)
     });
-    apply_owned(
-        ctx,
-        &ctx.stores.stateful_sets,
+    let placement = placement::node_pool(
+        &pool.spec.placement,
+        &ctx.settings,
+        &pn.namespace,
+        &pool.spec.cluster_ref.name,
+    );
+    let desired = |replicas, partition| {
         desired_node_statefulset(
             &pool,
             &vc,
             &image,
             replicas,
+            partition,
             &config_hash,
-            &placement::node_pool(
-                &pool.spec.placement,
-                &ctx.settings,
-                &pn.namespace,
-                &pool.spec.cluster_ref.name,
-            ),
-        ),
+            &placement,
+        )
+    };
+    // The template's hash depends on neither replicas nor partition.
+    let template = desired(0, 0)
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations)
+        .and_then(|mut a| a.remove(NODE_TEMPLATE))
+        .unwrap_or_default();
+    // A scale-down waits for its drain; while the nested cluster cannot be
+    // asked (not serving, or an error), the pool keeps its nodes, and no
+    // node is replaced.
+    let hold = running.max(pool.spec.replicas);
+    let keep = node_rollout(hold, set.as_ref(), &template, |_| false).partition;
+    let nested = if cp_ready {
+        nested_pass(
+            ctx,
+            &pool,
+            &vc,
+            (token.as_ref(), &ca_fp),
+            NodePods {
+                running,
+                set: set.as_ref(),
+                template: &template,
+            },
+            &mut observed,
+        )
+        .await
+    } else {
+        Ok((hold, keep, hold == pool.spec.replicas))
+    };
+    let (replicas, partition, settled, failed) = match nested {
+        Ok((replicas, partition, settled)) => (replicas, partition, settled, None),
+        Err(e) => (hold, keep, false, Some(e)),
+    };
+    // Nodes kept past the spec are nodes still draining.
+    if replicas > pool.spec.replicas {
+        observed.draining = Some(replicas - pool.spec.replicas);
+    }
+    apply_owned(
+        ctx,
+        &ctx.stores.stateful_sets,
+        desired(replicas, partition),
         // Its replicas follow the pool's scale.
         FirstWrite::Apply,
     )
@@ -337,20 +354,34 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     }
 }
 
+/// A pool's node pods as the cache holds them, and the template they
+/// should run.
+struct NodePods<'a> {
+    /// The StatefulSet's replicas.
+    running: i32,
+    set: Option<&'a NodeSet>,
+    template: &'a str,
+}
+
 /// What the pool does inside its nested cluster: installs its bootstrap
-/// token, drains the nodes a scale-down removes, uncordons nodes kept,
-/// deletes Nodes whose pods are gone, decides serving certificate requests
-/// and counts Ready nodes. Returns the StatefulSet's replicas and whether
+/// token, drains the nodes a scale-down removes and the node a new template
+/// replaces next, uncordons nodes kept or replaced, deletes Nodes whose
+/// pods are gone, decides serving certificate requests and counts Ready
+/// nodes. Returns the StatefulSet's replicas and partition, and whether
 /// everything has settled.
 async fn nested_pass(
     ctx: &Context,
     pool: &NodePool,
     vc: &VirtualCluster,
-    token: Option<&IssuedToken>,
-    ca_fp: &str,
-    running: i32,
+    (token, ca_fp): (Option<&IssuedToken>, &str),
+    pods: NodePods<'_>,
     observed: &mut PoolObserved,
-) -> Result<(i32, bool)> {
+) -> Result<(i32, i32, bool)> {
+    let NodePods {
+        running,
+        set,
+        template,
+    } = pods;
     let pn = PoolNames::new(pool);
     let names = &ClusterNames::new(vc);
     let client = nested::client(ctx, vc).await?;
@@ -371,11 +402,32 @@ async fn nested_pass(
             settled = false;
         }
     }
+    // A new template replaces one node at a time (cordon, drain, replace,
+    // Ready), highest ordinal first.
+    let node_ready = |i: i32| {
+        let name = format!("{}-{i}", pn.statefulset());
+        ready_count(
+            &nodes
+                .iter()
+                .filter(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ) == 1
+    };
+    let rollout = node_rollout(replicas, set, template, node_ready);
+    let replaced_ready =
+        set.is_none_or(|s| s.updated >= replicas - rollout.partition && s.ready >= replicas);
     for node in &nodes {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         match ordinal(&pn.statefulset(), name) {
-            // A node kept (or taken back) after a scale-down.
-            Some(i) if i < pool.spec.replicas => {
+            // A node being drained to be replaced.
+            Some(i) if Some(i) == rollout.drain => {}
+            // A node kept (or taken back) after a scale-down, or replaced
+            // and Ready again.
+            Some(i)
+                if i < pool.spec.replicas
+                    && (i < rollout.partition || (replaced_ready && node_ready(i))) =>
+            {
                 nested_nodes::uncordon_if_drained(ctx, &client, names, node).await?
             }
             // Its pod is gone: so is the Node.
@@ -385,6 +437,18 @@ async fn nested_pass(
             _ => {}
         }
     }
+    // The next node is drained only once those replaced are uncordoned
+    // (its pods need somewhere to go).
+    let mut partition = rollout.partition;
+    if let Some(i) = rollout.drain {
+        let node = format!("{}-{i}", pn.statefulset());
+        if nested_nodes::drain(ctx, &client, names, &node).await? {
+            info!(pool = %pn.pool, node = %node, "drained; replacing its node pod");
+            partition = i;
+        }
+    }
+    settled &=
+        partition == 0 && set.is_none_or(|s| !s.rolling && s.template.as_deref() == Some(template));
     let serving = nested_nodes::approve_serving_certificates(
         ctx,
         &client,
@@ -398,7 +462,8 @@ async fn nested_pass(
     observed.nodes_ready = Some(ready);
     observed.serving_certificate_pending = serving.pending.len() as i32;
     settled &= serving.waiting == 0 && serving.pending.is_empty() && ready >= pool.spec.replicas;
-    Ok((replicas, settled))
+    observed.version = pool_version(&nodes, settled);
+    Ok((replicas, partition, settled))
 }
 
 /// Makes sure the pool's bootstrap Secret holds a token for the current CA
@@ -522,7 +587,36 @@ fn observe(ctx: &Context, pn: &PoolNames) -> PoolObserved {
     PoolObserved {
         replicas: status.replicas.unwrap_or(0),
         ready_replicas: status.ready_replicas.unwrap_or(0),
+        updated_replicas: status.updated_replicas.unwrap_or(0),
         ..PoolObserved::default()
+    }
+}
+
+/// What the cache holds of a pool's StatefulSet, for its node replacement.
+fn node_set(sts: &Workload<StatefulSet>) -> NodeSet {
+    let status = sts.status.clone().unwrap_or_default();
+    NodeSet {
+        template: sts.template_annotation(NODE_TEMPLATE).cloned(),
+        partition: sts.partition(),
+        observed: sts.metadata.generation.is_some()
+            && status.observed_generation >= sts.metadata.generation,
+        updated: status.updated_replicas.unwrap_or(0),
+        ready: status.ready_replicas.unwrap_or(0),
+        rolling: status.current_revision != status.update_revision,
+    }
+}
+
+/// The kubelet version every Node of a pool reports, once no node is left
+/// to replace.
+fn pool_version(nodes: &[k8s_openapi::api::core::v1::Node], settled: bool) -> Option<String> {
+    let versions: std::collections::BTreeSet<String> = nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref()?.node_info.as_ref())
+        .map(|i| i.kubelet_version.trim_start_matches('v').to_string())
+        .collect();
+    match (settled, versions.len()) {
+        (true, 1) => versions.into_iter().next(),
+        _ => None,
     }
 }
 

@@ -4,10 +4,14 @@
 use crate::build::podspec::{
     config_map_volume, field_env, http_probe, placed, resources_or, secret_volume,
 };
+use crate::model::hash::desired_hash;
 use crate::model::names::{
     ClusterNames, POOL_LABEL, PoolNames, pool_child_meta, pool_labels, pool_selector_labels,
 };
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use crate::model::nodes::NODE_TEMPLATE;
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, SecurityContext,
     Service, ServiceSpec, Volume, VolumeMount,
@@ -50,6 +54,7 @@ pub fn desired_node_statefulset(
     vc: &VirtualCluster,
     image: &str,
     replicas: i32,
+    partition: i32,
     config_hash: &str,
     placement: &Placement,
 ) -> StatefulSet {
@@ -143,6 +148,53 @@ pub fn desired_node_statefulset(
     let selector = pool_selector_labels(pool);
     let mut template_labels = pool_labels(pool);
     template_labels.extend(selector.clone());
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(template_labels),
+            annotations: Some(BTreeMap::from([
+                (
+                    "nestor.dev/privileged".to_string(),
+                    "node pods run containerd and the kubelet; see docs/security.md".to_string(),
+                ),
+                (
+                    crate::build::node::config::CONFIG_HASH.to_string(),
+                    config_hash.to_string(),
+                ),
+            ])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(placed(
+            PodSpec {
+                containers: vec![container],
+                volumes: Some(vec![
+                    secret_volume("bootstrap", &pn.bootstrap_secret()),
+                    config_map_volume("node-config", &pn.config_map()),
+                    config_map_volume("kube-proxy", &names.kube_proxy_config()),
+                    empty("containerd", false),
+                    empty("kubelet", false),
+                    empty("run", true),
+                    empty("log", false),
+                ]),
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                host_network: Some(false),
+                host_pid: Some(false),
+                termination_grace_period_seconds: Some(60),
+                ..PodSpec::default()
+            },
+            placement,
+        )),
+    };
+    // The template's hash: a new one is rolled out one node at a time
+    // (model::nodes::node_rollout).
+    let hash = desired_hash(&template);
+    if let Some(annotations) = template
+        .metadata
+        .as_mut()
+        .and_then(|m| m.annotations.as_mut())
+    {
+        annotations.insert(NODE_TEMPLATE.into(), hash);
+    }
     StatefulSet {
         metadata: pool_child_meta(pool, pn.statefulset()),
         spec: Some(StatefulSetSpec {
@@ -153,44 +205,14 @@ pub fn desired_node_statefulset(
                 match_labels: Some(selector),
                 ..LabelSelector::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(template_labels),
-                    annotations: Some(BTreeMap::from([
-                        (
-                            "nestor.dev/privileged".to_string(),
-                            "node pods run containerd and the kubelet; see docs/security.md"
-                                .to_string(),
-                        ),
-                        (
-                            crate::build::node::config::CONFIG_HASH.to_string(),
-                            config_hash.to_string(),
-                        ),
-                    ])),
-                    ..ObjectMeta::default()
+            template,
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(partition),
+                    ..RollingUpdateStatefulSetStrategy::default()
                 }),
-                spec: Some(placed(
-                    PodSpec {
-                        containers: vec![container],
-                        volumes: Some(vec![
-                            secret_volume("bootstrap", &pn.bootstrap_secret()),
-                            config_map_volume("node-config", &pn.config_map()),
-                            config_map_volume("kube-proxy", &names.kube_proxy_config()),
-                            empty("containerd", false),
-                            empty("kubelet", false),
-                            empty("run", true),
-                            empty("log", false),
-                        ]),
-                        automount_service_account_token: Some(false),
-                        enable_service_links: Some(false),
-                        host_network: Some(false),
-                        host_pid: Some(false),
-                        termination_grace_period_seconds: Some(60),
-                        ..PodSpec::default()
-                    },
-                    placement,
-                )),
-            },
+            }),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -211,6 +233,7 @@ mod tests {
             &vc,
             "ghcr.io/nestor-dev/nestor-node:v1.35.4",
             2,
+            0,
             "h",
             &serde_json::from_value(json!({"runtimeClassName": "kata"})).unwrap(),
         );
