@@ -28,6 +28,7 @@ pub mod pki;
 pub mod pki_secrets;
 pub mod podspec;
 pub mod scheduler;
+pub mod snapshot;
 
 use crate::model::inputs::ClusterInputs;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};

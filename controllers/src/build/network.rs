@@ -93,9 +93,10 @@ fn closed(inputs: &ClusterInputs, component: Component) -> NetworkPolicy {
     policy(inputs, component, Vec::new(), None)
 }
 
-/// Only the cluster's API servers (and members) reach etcd's client port,
-/// only its members the peer port; the metrics port (plain HTTP, the
-/// probes' target) is open to no pod.
+/// Only the cluster's API servers (and members, and the Job that takes a
+/// snapshot before a version change) reach etcd's client port, only its
+/// members the peer port; the metrics port (plain HTTP, the probes'
+/// target) is open to no pod.
 fn desired_etcd_policy(inputs: &ClusterInputs) -> NetworkPolicy {
     policy(
         inputs,
@@ -105,6 +106,7 @@ fn desired_etcd_policy(inputs: &ClusterInputs) -> NetworkPolicy {
                 from: Some(vec![
                     peer(inputs, Component::ApiServer),
                     peer(inputs, Component::Etcd),
+                    peer(inputs, Component::EtcdSnapshot),
                 ]),
                 ports: Some(vec![port("TCP", etcd::CLIENT_PORT)]),
             },
@@ -363,6 +365,7 @@ mod tests {
         assert_eq!(rules.len(), 2, "no rule for the metrics port");
         let first = rules[0].to_string();
         assert!(first.contains("apiserver") && first.contains("2379"));
+        assert!(first.contains("etcd-snapshot"), "the snapshot Job");
         assert_eq!(
             rules[1]["ports"],
             json!([{"port": 2380, "protocol": "TCP"}])

@@ -50,6 +50,8 @@ pub const APISERVER_PORT: i32 = 6443;
 pub enum Component {
     Pki,
     Etcd,
+    /// The Job that takes an etcd snapshot before a version change.
+    EtcdSnapshot,
     ApiServer,
     ControllerManager,
     Scheduler,
@@ -64,6 +66,7 @@ impl Component {
         match self {
             Component::Pki => "pki",
             Component::Etcd => "etcd",
+            Component::EtcdSnapshot => "etcd-snapshot",
             Component::ApiServer => "apiserver",
             Component::ControllerManager => "controller-manager",
             Component::Scheduler => "scheduler",
@@ -78,6 +81,7 @@ impl Component {
         match self {
             Component::Pki => "nestor-pki",
             Component::Etcd => "etcd",
+            Component::EtcdSnapshot => "etcdctl",
             Component::ApiServer => "kube-apiserver",
             Component::ControllerManager => "kube-controller-manager",
             Component::Scheduler => "kube-scheduler",
@@ -137,6 +141,11 @@ impl ClusterNames {
     }
     pub fn ca_secret(&self) -> String {
         self.suffixed("ca")
+    }
+    /// The volume that keeps the etcd snapshots taken before version
+    /// changes.
+    pub fn etcd_snapshots(&self) -> String {
+        self.suffixed("etcd-snapshots")
     }
     pub fn etcd_certs_secret(&self) -> String {
         self.suffixed("etcd-certs")

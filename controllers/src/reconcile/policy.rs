@@ -157,10 +157,15 @@ pub async fn update_status<K: Reported>(
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.write("patch_status", K::KIND);
+    // A merge patch keeps what it does not name: fields the new status
+    // drops (an image override, a snapshot of an earlier change) are
+    // named, as null.
+    let to_json = |s: Option<&K::Status>| serde_json::to_value(s).unwrap_or_default();
+    let patch = merge_patch(&to_json(previous.as_ref()), &to_json(Some(&status)));
     api.patch_status(
         &name,
         &patch_params(),
-        &Patch::Merge(serde_json::json!({ "status": status })),
+        &Patch::Merge(serde_json::json!({ "status": patch })),
     )
     .await
     .map_err(|source| Error::PatchStatus {
@@ -172,6 +177,30 @@ pub async fn update_status<K: Reported>(
     let uid = obj.meta().uid.as_deref().unwrap_or_default();
     K::written(ctx).record(uid, status.clone());
     Ok(status)
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: objects
+/// are patched key by key, a key `new` lacks is null, anything else is
+/// replaced whole.
+fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            for (key, value) in new {
+                let field = match old.get(key) {
+                    Some(before) => merge_patch(before, value),
+                    None => value.clone(),
+                };
+                patch.insert(key.clone(), field);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
 }
 
 /// The message of a status's `Ready` condition.
@@ -223,5 +252,26 @@ pub async fn report_unreadable<K: Reported>(
             Ok(Action::await_change())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_names_what_the_new_status_drops() {
+        let old = json!({"version": "1.34.5", "images": {"apiServer": "x"}, "upgrade": {"snapshot": "s", "step": "RolledBack"}});
+        let new = json!({"version": "1.34.5", "images": {}, "upgrade": {"step": "Snapshot"}, "phase": "Ready"});
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"version": "1.34.5", "images": {"apiServer": null}, "upgrade": {"snapshot": null, "step": "Snapshot"}, "phase": "Ready"})
+        );
+        assert_eq!(
+            merge_patch(&json!(null), &new),
+            new,
+            "a first status is written whole"
+        );
     }
 }

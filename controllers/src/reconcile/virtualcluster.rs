@@ -9,6 +9,7 @@
 
 mod encryption;
 mod pki;
+mod snapshot;
 
 use crate::build::apiserver::{host_of, node_address, published_endpoint};
 use crate::build::nested_addons::NestedAddons;
@@ -25,7 +26,9 @@ use crate::model::inputs::ClusterInputs;
 use crate::model::names::{ClusterNames, NESTED_ADDONS};
 use crate::model::readable::unreadable;
 use crate::model::status::{Observed, Rollout, compute_status, is_ready};
-use crate::model::validate::validate_cluster;
+use crate::model::upgrade::{self, Progress};
+use crate::model::validate::{ValidCluster, parse_version, validate_cluster};
+use crate::reconcile::nodepool::pools_joining;
 use crate::reconcile::policy::{RESYNC, RETRY, report_invalid, report_unreadable, update_status};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
@@ -35,7 +38,13 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
-use nestor_crds::{ExposureType, VirtualCluster, VirtualClusterStatus};
+use nestor_crds::{ExposureType, UpgradeStatus, UpgradeStep, VirtualCluster, VirtualClusterStatus};
+use snapshot::Snapshot;
+use std::time::Duration;
+
+/// `spec.upgrade.apiServerTimeout`'s default, should it not parse (the
+/// schema admits only what parses).
+const DEFAULT_API_SERVER_TIMEOUT: Duration = Duration::from_secs(600);
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -85,6 +94,18 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
         .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned())
         .unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    // A change of version or images rolls out step by step: what a step
+    // has not reached yet is built as it runs (`from`).
+    let change = upgrade::change(&vc.spec, vc.status.as_ref(), &now);
+    let from_vc = change.as_ref().map(|c| at_target(vc, &c.from));
+    let from_valid = change
+        .as_ref()
+        .and_then(|c| parse_version(&c.from.version))
+        .map(|version| ValidCluster {
+            version,
+            ..valid.clone()
+        });
     let mut inputs = ClusterInputs::new(vc, valid, &ctx.settings, revision);
 
     // Services first: the API server's address goes into its certificate.
@@ -106,15 +127,53 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
 
     inputs.pki_revision = pki::ensure_pki(ctx, vc, &inputs, &exposure).await?;
     inputs.encryption_revision = encryption::ensure_encryption(ctx, &inputs).await?;
+    let from_inputs = match (&from_vc, from_valid) {
+        (Some(from_vc), Some(from_valid)) => {
+            let mut from = ClusterInputs::new(
+                from_vc,
+                from_valid,
+                &ctx.settings,
+                inputs.pki_revision.clone(),
+            );
+            from.encryption_revision = inputs.encryption_revision.clone();
+            Some(from)
+        }
+        _ => None,
+    };
+    // Where each step stands: a step the record has passed stays passed.
+    let passed = |step| change.as_ref().is_none_or(|c| c.passed(step));
+    let mut progress = Progress::default();
+    let snapshot_ready = match (&change, &from_inputs) {
+        (Some(c), Some(from)) if !c.rolled_back() && !c.passed(UpgradeStep::Snapshot) => {
+            match snapshot::ensure_snapshot(ctx, from, &c.record).await? {
+                Snapshot::Taken(location) => {
+                    progress.snapshot = Some(location);
+                    true
+                }
+                Snapshot::Running => false,
+                Snapshot::Failed(why) => {
+                    progress.snapshot_failed = Some(why);
+                    false
+                }
+            }
+        }
+        _ => true,
+    };
+    // `to` when the step may run it, else as it runs.
+    let pick = |at_to: bool| match &from_inputs {
+        Some(from) if !at_to => from,
+        _ => &inputs,
+    };
+    let rolled_back = change.as_ref().is_some_and(|c| c.rolled_back());
 
     let ClusterWorkloads {
         kube_proxy_config,
         apiserver_config,
         network_policies,
         etcd,
-        apiserver,
-    } = ClusterWorkloads::desired(&inputs);
-    let (_, _, _, etcd, apiserver) = futures::try_join!(
+        ..
+    } = ClusterWorkloads::desired(pick(snapshot_ready));
+    let (_, _, _, etcd) = futures::try_join!(
         apply_owned(
             ctx,
             &stores.config_maps,
@@ -134,13 +193,36 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
             FirstWrite::Create
         ))),
         apply_owned(ctx, &stores.stateful_sets, etcd, FirstWrite::Create),
-        apply_owned(ctx, &stores.deployments, apiserver, FirstWrite::Create),
     )?;
+    progress.etcd = passed(UpgradeStep::Etcd)
+        || (snapshot_ready && Rollout::from_statefulset(etcd.object()).replaced());
+
+    // Past its deadline, a new API server that does not serve is rolled
+    // back (decided from the cache, before this pass writes it).
+    let timeout = upgrade::parse_timeout(&vc.spec.upgrade.api_server_timeout)
+        .unwrap_or(DEFAULT_API_SERVER_TIMEOUT);
+    let rollback = change.as_ref().and_then(|c| {
+        let serving = observe(ctx, &names).apiserver.is_some_and(|r| r.replaced());
+        (c.record.step == UpgradeStep::APIServer && c.overdue(timeout, &now) && !serving)
+            .then(|| c.rollback_message(&vc.spec.upgrade.api_server_timeout))
+    });
+    let rolled_back = rolled_back || rollback.is_some();
+    let apiserver_at_to = change.is_none() || (!rolled_back && progress.etcd);
+    let apiserver_inputs = pick(apiserver_at_to);
+    let apiserver = apply_owned(
+        ctx,
+        &stores.deployments,
+        ClusterWorkloads::desired(apiserver_inputs).apiserver,
+        FirstWrite::Create,
+    )
+    .await?;
 
     // The API server's clients start once it serves (and CoreDNS once its
     // RBAC is in the nested cluster), so that none of them crash-loops or
     // backs off while it comes up. Once started, they stay started.
     let apiserver_rollout = Rollout::from_deployment(apiserver.object());
+    progress.apiserver = passed(UpgradeStep::APIServer)
+        || (apiserver_at_to && !rolled_back && apiserver_rollout.replaced());
     let serving = apiserver_rollout.ready >= 1;
     // A migration that fails now is tried again shortly; it holds nothing
     // else up.
@@ -157,21 +239,46 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         ensure_nested_addons(ctx, vc, &inputs, dns_service.object(), serving).await?;
     let start =
         |name: String, ready: bool| Start::new(ready, is_held(&stores.deployments, &names, &name));
-    let starts = ClientStarts {
+    let starts = || ClientStarts {
         controller_manager: start(names.controller_manager(), serving),
         scheduler: start(names.scheduler(), serving),
         coredns: start(names.coredns(), addons_installed),
     };
+    // The controller-manager and the scheduler follow every API server;
+    // CoreDNS follows them.
+    let managers_at_to = change.is_none() || (!rolled_back && progress.apiserver);
     let ClusterClients {
         controller_manager,
         scheduler,
-        coredns,
-    } = ClusterClients::desired(&inputs, starts);
-    let (controller_manager, scheduler, coredns) = futures::try_join!(
+        ..
+    } = ClusterClients::desired(pick(managers_at_to), starts());
+    let (controller_manager, scheduler) = futures::try_join!(
         apply_holdable(ctx, &stores.deployments, controller_manager),
         apply_holdable(ctx, &stores.deployments, scheduler),
-        apply_holdable(ctx, &stores.deployments, coredns),
     )?;
+    let replaced = |applied: &Applied<Workload<Deployment>>| {
+        Rollout::from_deployment(applied.object()).replaced()
+    };
+    progress.managers = passed(UpgradeStep::ControllerManagerAndScheduler)
+        || (managers_at_to && replaced(&controller_manager) && replaced(&scheduler));
+    let addons_at_to = change.is_none() || (!rolled_back && progress.managers);
+    let coredns = apply_holdable(
+        ctx,
+        &stores.deployments,
+        ClusterClients::desired(pick(addons_at_to), starts()).coredns,
+    )
+    .await?;
+    progress.addons = passed(UpgradeStep::Addons) || (addons_at_to && replaced(&coredns));
+    progress.pools = change
+        .as_ref()
+        .is_some_and(|c| pools_run(ctx, vc, &c.to.version));
+    let record = change
+        .as_ref()
+        .map(|c| c.advance(&progress, rollback, &now));
+    announce_upgrade(ctx, vc, record.as_ref()).await;
+    let upgrading = record
+        .as_ref()
+        .is_some_and(|r| !matches!(r.step, UpgradeStep::Complete | UpgradeStep::RolledBack));
 
     // Status is computed from what the API server returned for each
     // workload (or the cache, when nothing was sent): never from a cache
@@ -188,10 +295,69 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         coredns: deployment(coredns),
         endpoint: Some(exposure.admin_endpoint.clone()),
         admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
+        apiserver_images: Some(apiserver_inputs.vc.spec.images.clone()),
+        upgrade: record,
     };
     let status = update_status(ctx, vc, status_now(&observed, vc)).await?;
     announce_readiness(ctx, vc, &names, &status).await;
-    Ok(Action::requeue(if migrating { RETRY } else { RESYNC }))
+    Ok(Action::requeue(if migrating || upgrading {
+        RETRY
+    } else {
+        RESYNC
+    }))
+}
+
+/// The cluster as it is built at `target` (a version and images).
+fn at_target(vc: &VirtualCluster, target: &upgrade::Target) -> VirtualCluster {
+    let mut at = vc.clone();
+    at.spec.version = target.version.clone();
+    at.spec.images = target.images.clone();
+    at.status = None;
+    at
+}
+
+/// Whether every pool that follows the cluster's version runs `version` on
+/// every node (a pool with its own version keeps it).
+fn pools_run(ctx: &Context, vc: &VirtualCluster, version: &str) -> bool {
+    pools_joining(&ctx.stores.node_pools, vc)
+        .filter(|p| p.spec.version.is_none())
+        .all(|p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.replicas == p.spec.replicas
+                    && s.updated_replicas == p.spec.replicas
+                    && (p.spec.replicas == 0 || s.version.as_deref() == Some(version))
+            })
+        })
+}
+
+/// An Event each time a change of version or images reaches a new step.
+async fn announce_upgrade(ctx: &Context, vc: &VirtualCluster, record: Option<&UpgradeStatus>) {
+    let Some(record) = record else { return };
+    let before = vc
+        .status
+        .as_ref()
+        .and_then(|s| s.upgrade.as_ref())
+        .filter(|u| u.target == record.target)
+        .map(|u| u.step);
+    if before == Some(record.step) {
+        return;
+    }
+    let (kind, reason) = match record.step {
+        UpgradeStep::RolledBack => (EventType::Warning, "RolledBack"),
+        UpgradeStep::Complete => (EventType::Normal, "Upgraded"),
+        _ => (EventType::Normal, "Upgrading"),
+    };
+    let note = match record.step {
+        UpgradeStep::RolledBack => record.message.clone().unwrap_or_default(),
+        step => format!(
+            "{} to {}: {}",
+            record.from,
+            record.to,
+            upgrade::describe(step)
+        ),
+    };
+    info!(cluster = %vc.name_any(), namespace = %vc.namespace().unwrap_or_default(), step = ?record.step, "{note}");
+    ctx.publish(vc, kind, reason, note).await;
 }
 
 /// Whether the cache holds `name` at zero replicas, or not at all.

@@ -1,0 +1,206 @@
+//! The etcd snapshot taken before a version change: a Job that runs
+//! etcdctl (upstream's etcd image carries it) against the cluster's etcd
+//! through etcd's snapshot API, and writes the snapshot onto a volume of
+//! the cluster, which goes with the cluster.
+
+use crate::build::etcd::CLIENT_PORT;
+use crate::build::podspec::{
+    control_plane_pod, hardened_container_security_context, read_only_mount, secret_volume,
+};
+use crate::model::hash::inputs_hash;
+use crate::model::inputs::ClusterInputs;
+use crate::model::names::{Component, cluster_child_meta, component_labels};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodTemplateSpec, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use nestor_crds::UpgradeStatus;
+use std::collections::BTreeMap;
+
+const PKI_DIR: &str = "/etc/etcd/pki";
+const SNAPSHOT_DIR: &str = "/snapshots";
+/// Attempts of a snapshot Job before it counts as failed.
+pub const BACKOFF_LIMIT: i32 = 2;
+
+/// The volume the snapshots are kept on: as large as an etcd member's, of
+/// the same class.
+pub fn desired_snapshot_claim(inputs: &ClusterInputs) -> PersistentVolumeClaim {
+    let etcd = &inputs.vc.spec.etcd;
+    PersistentVolumeClaim {
+        metadata: cluster_child_meta(
+            inputs.vc,
+            inputs.names.etcd_snapshots(),
+            Component::EtcdSnapshot,
+        ),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: etcd.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".into(),
+                    Quantity(etcd.storage.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The snapshot's file name: the versions and when the change began.
+pub fn snapshot_file(record: &UpgradeStatus) -> String {
+    format!(
+        "{}-to-{}-{}.db",
+        record.from,
+        record.to,
+        record.started_at.0.as_second()
+    )
+}
+
+/// The Job's name: one per change (at most 40 + 23 characters).
+pub fn snapshot_job_name(inputs: &ClusterInputs, record: &UpgradeStatus) -> String {
+    let id = inputs_hash([record.target.as_str(), &snapshot_file(record)]);
+    format!("{}-etcd-snapshot-{}", inputs.names.cluster, &id[..8])
+}
+
+/// Where the snapshot is reported: `<claim>/<file>`.
+pub fn snapshot_location(inputs: &ClusterInputs, record: &UpgradeStatus) -> String {
+    format!(
+        "{}/{}",
+        inputs.names.etcd_snapshots(),
+        snapshot_file(record)
+    )
+}
+
+/// The Job that takes the snapshot, with the image of the etcd that runs
+/// (`inputs` are those of the version the cluster runs). It authenticates
+/// with the members' own certificate, whose usage includes client auth.
+pub fn desired_snapshot_job(inputs: &ClusterInputs, record: &UpgradeStatus) -> Job {
+    let names = &inputs.names;
+    let endpoint = format!("https://{}:{CLIENT_PORT}", names.etcd_client_host());
+    let container = Container {
+        name: "etcdctl".into(),
+        image: Some(inputs.images.etcd.clone()),
+        command: Some(vec![
+            "etcdctl".into(),
+            format!("--endpoints={endpoint}"),
+            format!("--cacert={PKI_DIR}/ca.crt"),
+            format!("--cert={PKI_DIR}/server.crt"),
+            format!("--key={PKI_DIR}/server.key"),
+            "snapshot".into(),
+            "save".into(),
+            format!("{SNAPSHOT_DIR}/{}", snapshot_file(record)),
+        ]),
+        volume_mounts: Some(vec![
+            read_only_mount("pki", PKI_DIR),
+            VolumeMount {
+                name: "snapshots".into(),
+                mount_path: SNAPSHOT_DIR.into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        security_context: Some(hardened_container_security_context()),
+        ..Container::default()
+    };
+    let mut pod = control_plane_pod(
+        vec![container],
+        vec![
+            secret_volume("pki", &names.etcd_certs_secret()),
+            Volume {
+                name: "snapshots".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: names.etcd_snapshots(),
+                    read_only: Some(false),
+                }),
+                ..Volume::default()
+            },
+        ],
+        &inputs.placement,
+    );
+    pod.restart_policy = Some("Never".into());
+    Job {
+        metadata: cluster_child_meta(
+            inputs.vc,
+            snapshot_job_name(inputs, record),
+            Component::EtcdSnapshot,
+        ),
+        spec: Some(JobSpec {
+            backoff_limit: Some(BACKOFF_LIMIT),
+            active_deadline_seconds: Some(300),
+            // The status keeps where the snapshot is; the Job itself may go.
+            ttl_seconds_after_finished: Some(86_400),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(component_labels(&names.cluster, Component::EtcdSnapshot)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inputs::fixtures;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use nestor_crds::UpgradeStep;
+    use serde_json::json;
+
+    fn record() -> UpgradeStatus {
+        UpgradeStatus {
+            from: "1.34.5".into(),
+            from_images: Default::default(),
+            to: "1.35.4".into(),
+            target: "abc".into(),
+            step: UpgradeStep::Snapshot,
+            started_at: Time("2026-01-01T00:00:00Z".parse().unwrap()),
+            api_server_started_at: None,
+            snapshot: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn the_snapshot_job_saves_through_etcds_api_onto_the_clusters_volume() {
+        let vc = fixtures::vc(json!({"etcd": {"storage": "2Gi"}}));
+        let inputs = fixtures::inputs(&vc);
+        let job = desired_snapshot_job(&inputs, &record());
+        let name = job.metadata.name.clone().unwrap();
+        assert!(
+            name.starts_with("demo-etcd-snapshot-") && name.len() <= 63,
+            "{name}"
+        );
+        let pod = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        let command = pod.containers[0].command.clone().unwrap().join(" ");
+        assert!(
+            command.starts_with("etcdctl --endpoints=https://demo-etcd.tenants.svc:2379"),
+            "{command}"
+        );
+        assert!(
+            command.ends_with("snapshot save /snapshots/1.34.5-to-1.35.4-1767225600.db"),
+            "{command}"
+        );
+        assert_eq!(pod.containers[0].image, Some(inputs.images.etcd.clone()));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let labels = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["app.kubernetes.io/component"], "etcd-snapshot");
+        let claim = desired_snapshot_claim(&inputs);
+        assert_eq!(claim.metadata.name.as_deref(), Some("demo-etcd-snapshots"));
+        assert_eq!(
+            claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"],
+            Quantity("2Gi".into())
+        );
+        assert_eq!(
+            snapshot_location(&inputs, &record()),
+            "demo-etcd-snapshots/1.34.5-to-1.35.4-1767225600.db"
+        );
+    }
+}
