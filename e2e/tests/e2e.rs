@@ -34,6 +34,8 @@ mod conformance;
 mod network;
 #[path = "e2e/reach.rs"]
 mod reach;
+#[path = "e2e/upgrade.rs"]
+mod upgrade;
 #[path = "e2e/workloads.rs"]
 mod workloads;
 use at_rest::secrets_are_encrypted_at_rest_and_requests_audited;
@@ -41,6 +43,7 @@ use attacks::*;
 use conformance::upstream_conformance;
 use network::network_attacks;
 use reach::api_server_reaches_its_cluster;
+use upgrade::{failed_upgrade_rolls_back, upgrade_follows_the_skew_policy};
 use workloads::{node_pools_scale_drain_and_restart, workloads_run_on_nested_nodes};
 
 struct Env {
@@ -595,6 +598,8 @@ fn main() -> std::process::ExitCode {
             delete_leaves_the_host_clean,
             workloads_run_on_nested_nodes,
             node_pools_scale_drain_and_restart,
+            upgrade_follows_the_skew_policy,
+            failed_upgrade_rolls_back,
             api_server_reaches_its_cluster,
             secrets_are_encrypted_at_rest_and_requests_audited,
             network_attacks,

@@ -530,6 +530,7 @@ async fn chart_renders_and_rbac_is_least_privilege(env: &Env) -> Result<()> {
         ("create", "serviceaccounts/token", Some("default")),
         ("delete", "virtualclusters.nestor.dev", Some("default")),
         ("escalate", "clusterroles", None),
+        ("update", "jobs.batch", Some("default")),
     ] {
         ensure!(
             !can(verb, resource, ns)?,
@@ -551,6 +552,7 @@ async fn chart_renders_and_rbac_is_least_privilege(env: &Env) -> Result<()> {
             Some(OPERATOR_NAMESPACE),
         ),
         ("delete", "persistentvolumeclaims", Some("default")),
+        ("create", "jobs.batch", Some("default")),
     ] {
         ensure!(
             can(verb, resource, ns)?,

@@ -78,6 +78,13 @@ fn cluster_cases() -> Vec<(String, Value, Expect)> {
     ] {
         add(json!({"version": v}), expect);
     }
+    // The API servers' deadline in a version change.
+    for t in ["10s", "2h", "10", "1d", "-5m", "1m30"] {
+        add(
+            json!({"upgrade": {"apiServerTimeout": t}}),
+            Refused("upgrade apiServerTimeout must be a duration from 30s to 1h"),
+        );
+    }
     // etcd.
     for (etcd, expect) in [
         (json!({"replicas": 0}), Refused("spec.etcd.replicas")),
@@ -544,11 +551,11 @@ fn pool_cases() -> Vec<(String, Value, Expect)> {
         (json!({"version": "v1.35.4"}), Refused("spec.version")),
         (
             json!({"version": "1.36.0"}),
-            Invalid("spec.version: kubelet version 1.36.0 is newer"),
+            Invalid("spec.version: 1.36.0 is not supported; this operator runs 1.34.5 and 1.35.4"),
         ),
         (
-            json!({"version": "1.31.0"}),
-            Invalid("spec.version: kubelet version 1.31.0 is more than three minor versions older"),
+            json!({"version": "1.33.9"}),
+            Invalid("spec.version: 1.33.9 is not supported"),
         ),
         (
             json!({"labels": {"team": "a,evil=1"}}),
