@@ -130,18 +130,24 @@ GO
   echo "$dir"
 }
 
-etcd_wrapper() {
-  local dir=$cache/etcd/$ETCD_VERSION/module
+etcd_module() { # etcd_module NAME MODULE < main.go: a wrapper module for one of etcd's commands
+  # etcd's command modules replace their sibling modules with local paths,
+  # so they are not installable as-is: a wrapper module pins the published
+  # ones and runs the command's own entry point (main.go, on stdin).
+  local name=$1 module=$2
+  local dir=$cache/etcd/$ETCD_VERSION/$name-module
   if [ ! -f "$dir/go.sum" ]; then
     mkdir -p "$dir"
-    cat > "$dir/go.mod" <<GO
-module nestor.dev/testbed/etcd
+    printf 'module nestor.dev/testbed/%s\n\ngo 1.25\n\nrequire %s v%s\n' "$name" "$module" "$ETCD_VERSION" > "$dir/go.mod"
+    cat > "$dir/main.go"
+    echo "nestor-testbed: resolving $name v$ETCD_VERSION modules (first run only)" >&2
+    (cd "$dir" && go mod tidy >&2)
+  fi
+  echo "$dir"
+}
 
-go 1.25
-
-require go.etcd.io/etcd/server/v3 v$ETCD_VERSION
-GO
-    cat > "$dir/main.go" <<'GO'
+etcd_wrapper() {
+  etcd_module etcd go.etcd.io/etcd/server/v3 <<'GO'
 // Command etcd runs upstream etcd's own entry point, unchanged.
 package main
 
@@ -153,26 +159,10 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 GO
-    echo "nestor-testbed: resolving etcd v$ETCD_VERSION modules (first run only)" >&2
-    (cd "$dir" && go mod tidy >&2)
-  fi
-  echo "$dir"
 }
 
 etcdctl_wrapper() {
-  # etcdctl's go.mod replaces its sibling modules with local paths, so it
-  # is not installable as-is; a wrapper module pins the published ones.
-  local dir=$cache/etcd/$ETCD_VERSION/etcdctl-module
-  if [ ! -f "$dir/go.sum" ]; then
-    mkdir -p "$dir"
-    cat > "$dir/go.mod" <<GO
-module nestor.dev/testbed/etcdctl
-
-go 1.25
-
-require go.etcd.io/etcd/etcdctl/v3 v$ETCD_VERSION
-GO
-    cat > "$dir/main.go" <<'GO'
+  etcd_module etcdctl go.etcd.io/etcd/etcdctl/v3 <<'GO'
 // Command etcdctl runs upstream etcdctl's own entry point, unchanged.
 package main
 
@@ -180,10 +170,6 @@ import "go.etcd.io/etcd/etcdctl/v3/ctlv3"
 
 func main() { ctlv3.MustStart() }
 GO
-    echo "nestor-testbed: resolving etcdctl v$ETCD_VERSION modules (first run only)" >&2
-    (cd "$dir" && go mod tidy >&2)
-  fi
-  echo "$dir"
 }
 
 go_install() { # go_install NAME MODULE@VERSION BIN_DIR: a command of a published module
