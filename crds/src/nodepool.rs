@@ -109,6 +109,9 @@ pub struct NodePoolStatus {
     /// report the same one and no node is left to replace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The node image every node pod runs, once none is left to replace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Label selector of the pool's node pods, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,

@@ -51,29 +51,21 @@ pub fn desired_snapshot_claim(inputs: &ClusterInputs) -> PersistentVolumeClaim {
     }
 }
 
-/// The snapshot's file name: the versions and when the change began.
-pub fn snapshot_file(record: &UpgradeStatus) -> String {
-    format!(
-        "{}-to-{}-{}.db",
-        record.from,
-        record.to,
-        record.started_at.0.as_second()
-    )
-}
+/// The snapshot's file: one per cluster, each change's replacing the last
+/// (etcdctl writes a new file and renames it over the old one only once
+/// it is complete), so the volume never fills up with them.
+pub const SNAPSHOT_FILE: &str = "etcd-snapshot.db";
 
 /// The Job's name: one per change (at most 40 + 23 characters).
 pub fn snapshot_job_name(inputs: &ClusterInputs, record: &UpgradeStatus) -> String {
-    let id = inputs_hash([record.target.as_str(), &snapshot_file(record)]);
+    let started = record.started_at.0.as_second().to_string();
+    let id = inputs_hash([record.target.as_str(), &started]);
     format!("{}-etcd-snapshot-{}", inputs.names.cluster, &id[..8])
 }
 
 /// Where the snapshot is reported: `<claim>/<file>`.
-pub fn snapshot_location(inputs: &ClusterInputs, record: &UpgradeStatus) -> String {
-    format!(
-        "{}/{}",
-        inputs.names.etcd_snapshots(),
-        snapshot_file(record)
-    )
+pub fn snapshot_location(inputs: &ClusterInputs) -> String {
+    format!("{}/{SNAPSHOT_FILE}", inputs.names.etcd_snapshots())
 }
 
 /// The Job that takes the snapshot, with the image of the etcd that runs
@@ -93,7 +85,7 @@ pub fn desired_snapshot_job(inputs: &ClusterInputs, record: &UpgradeStatus) -> J
             format!("--key={PKI_DIR}/server.key"),
             "snapshot".into(),
             "save".into(),
-            format!("{SNAPSHOT_DIR}/{}", snapshot_file(record)),
+            format!("{SNAPSHOT_DIR}/{SNAPSHOT_FILE}"),
         ]),
         volume_mounts: Some(vec![
             read_only_mount("pki", PKI_DIR),
@@ -185,10 +177,17 @@ mod tests {
             "{command}"
         );
         assert!(
-            command.ends_with("snapshot save /snapshots/1.34.5-to-1.35.4-1767225600.db"),
+            command.ends_with("snapshot save /snapshots/etcd-snapshot.db"),
             "{command}"
         );
         assert_eq!(pod.containers[0].image, Some(inputs.images.etcd.clone()));
+        let mut later = record();
+        later.started_at = Time("2026-02-01T00:00:00Z".parse().unwrap());
+        assert_ne!(
+            snapshot_job_name(&inputs, &later),
+            name,
+            "each change has a Job of its own"
+        );
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let labels = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
         assert_eq!(labels["app.kubernetes.io/component"], "etcd-snapshot");
@@ -199,8 +198,8 @@ mod tests {
             Quantity("2Gi".into())
         );
         assert_eq!(
-            snapshot_location(&inputs, &record()),
-            "demo-etcd-snapshots/1.34.5-to-1.35.4-1767225600.db"
+            snapshot_location(&inputs),
+            "demo-etcd-snapshots/etcd-snapshot.db"
         );
     }
 }

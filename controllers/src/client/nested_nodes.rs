@@ -52,23 +52,15 @@ pub struct ServingCertificates {
     pub pending: Vec<String>,
 }
 
-/// Approves the pool's nodes' valid serving certificate requests and denies
-/// invalid ones, and tells which recently started nodes still wait for one.
-pub async fn approve_serving_certificates(
+/// The node pods of a pool, on the host.
+pub async fn node_pods(
     ctx: &Context,
-    client: &Client,
-    names: &ClusterNames,
     namespace: &str,
     pool: &str,
     statefulset: &str,
-) -> Result<ServingCertificates> {
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let csrs = api
-        .list(&ListParams::default().fields(&format!("spec.signerName={KUBELET_SERVING_SIGNER}")))
-        .await
-        .map_err(|e| nested_error(names, format!("listing CSRs failed: {}", short(&e))))?;
+) -> Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let pods: Vec<Pod> = pods
+    Ok(pods
         .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool}")))
         .await
         .map_err(|source| Error::Read {
@@ -83,7 +75,23 @@ pub async fn approve_serving_certificates(
                 .as_deref()
                 .is_some_and(|n| ordinal(statefulset, n).is_some())
         })
-        .collect();
+        .collect())
+}
+
+/// Approves the pool's nodes' valid serving certificate requests and denies
+/// invalid ones, and tells which recently started nodes still wait for one.
+pub async fn approve_serving_certificates(
+    ctx: &Context,
+    client: &Client,
+    names: &ClusterNames,
+    pods: &[Pod],
+    statefulset: &str,
+) -> Result<ServingCertificates> {
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let csrs = api
+        .list(&ListParams::default().fields(&format!("spec.signerName={KUBELET_SERVING_SIGNER}")))
+        .await
+        .map_err(|e| nested_error(names, format!("listing CSRs failed: {}", short(&e))))?;
     let pod_ip = |node: &str| -> Option<Option<IpAddr>> {
         let pod = pods
             .iter()

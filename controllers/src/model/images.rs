@@ -80,6 +80,19 @@ pub fn resolve(spec: &VirtualClusterSpec, settings: &OperatorSettings, minor: u6
     }
 }
 
+/// A pool's node image: the cluster's explicit one (for every pool), or
+/// that of the kubelet version from the images' registry.
+pub fn pool_node_image(
+    settings: &OperatorSettings,
+    images: &nestor_crds::ImagesSpec,
+    version: &str,
+) -> String {
+    images
+        .node
+        .clone()
+        .unwrap_or_else(|| node_image(settings, images.registry.as_deref(), version))
+}
+
 /// The node image for a kubelet version: the operator's node repository, or
 /// the spec's registry when one is set (mirrors carry every image).
 pub fn node_image(settings: &OperatorSettings, registry: Option<&str>, version: &str) -> String {

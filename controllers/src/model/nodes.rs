@@ -73,6 +73,15 @@ pub fn ready_count(nodes: &[Node]) -> i32 {
         .count() as i32
 }
 
+/// Whether a Node reports `ip` as its InternalIP: its kubelet is the one
+/// in the node pod of that address.
+pub fn reports_address(node: &Node, ip: &str) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .is_some_and(|a| a.iter().any(|a| a.type_ == "InternalIP" && a.address == ip))
+}
+
 /// A node pod's ordinal, from its name (`<statefulset>-<ordinal>`).
 pub fn ordinal(statefulset: &str, node: &str) -> Option<i32> {
     let digits = node.strip_prefix(statefulset)?.strip_prefix('-')?;
@@ -84,7 +93,7 @@ pub fn ordinal(statefulset: &str, node: &str) -> Option<i32> {
 /// What the cache holds of a pool's StatefulSet, for its node replacement.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeSet {
-    /// The hash of the pod template it runs ([`NODE_TEMPLATE`]).
+    /// The hash of the pod template it was last given ([`NODE_TEMPLATE`]).
     pub template: Option<String>,
     pub partition: i32,
     /// Its controller has seen the latest spec.
@@ -96,7 +105,7 @@ pub struct NodeSet {
     pub rolling: bool,
 }
 
-/// Annotation on a node pod template: the hash of the template.
+/// Annotation on a pool's StatefulSet: the hash of its pod template.
 pub const NODE_TEMPLATE: &str = "nestor.dev/node-template";
 
 /// How a pool's node pods are replaced: the StatefulSet's partition now,

@@ -23,6 +23,8 @@ pub struct PoolObserved {
     /// The kubelet version every Node reports, once none is left to
     /// replace.
     pub version: Option<String>,
+    /// The node image every node pod runs, once none is left to replace.
+    pub image: Option<String>,
     /// Nested Nodes that are Ready (`None`: the nested cluster is not
     /// reachable yet).
     pub nodes_ready: Option<i32>,
@@ -113,7 +115,9 @@ pub fn compute_pool_status(
         }
     };
     // While the nested cluster cannot be asked, the last version stays.
+    let asked = observed.nodes_ready.is_some();
     let previous_version = previous.and_then(|s| s.version.clone());
+    let previous_image = previous.and_then(|s| s.image.clone());
     let previous = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
@@ -126,7 +130,11 @@ pub fn compute_pool_status(
         version: observed
             .version
             .clone()
-            .or_else(|| previous_version.filter(|_| observed.nodes_ready.is_none())),
+            .or_else(|| previous_version.filter(|_| !asked)),
+        image: observed
+            .image
+            .clone()
+            .or_else(|| previous_image.filter(|_| !asked)),
         selector: Some(selector_string(&pool_selector_labels(pool))),
         conditions: settle_conditions(&[cp, nodes, ready], previous, pool.metadata.generation, now),
     }

@@ -90,9 +90,9 @@ pub struct Observed {
     pub admin_kubeconfig_secret: Option<String>,
     /// The `spec.images` this pass built the API servers from.
     pub apiserver_images: Option<ImagesSpec>,
-    /// Where a change of version or images stands after this pass (`None`:
-    /// the last record stays).
-    pub upgrade: Option<UpgradeStatus>,
+    /// The record of the latest change of version or images after this
+    /// pass (`None`: the pass did not look, and the last record stays).
+    pub upgrade: Option<Option<UpgradeStatus>>,
 }
 
 /// A condition as computed now, before its transition time is settled.
@@ -268,10 +268,10 @@ pub fn compute_status(
     generation: Option<i64>,
     now: &Time,
 ) -> VirtualClusterStatus {
-    let upgrade = observed
-        .upgrade
-        .clone()
-        .or_else(|| previous.and_then(|p| p.upgrade.clone()));
+    let upgrade = match &observed.upgrade {
+        Some(record) => record.clone(),
+        None => previous.and_then(|p| p.upgrade.clone()),
+    };
     let computed = compute_conditions(observed, upgrade.as_ref());
     let previous_conditions = previous
         .map(|p| p.conditions.as_slice())

@@ -107,6 +107,46 @@ pub fn change(
     })
 }
 
+/// The record a cluster with no change under way keeps: that of the change
+/// that made it what its spec asks for. A record of another target (a
+/// change taken back before it went anywhere, or a rollback whose images
+/// were put back) no longer says anything true, and goes.
+pub fn kept(
+    spec: &VirtualClusterSpec,
+    status: Option<&VirtualClusterStatus>,
+) -> Option<UpgradeStatus> {
+    let target = Target::wanted(spec).hash();
+    status?
+        .upgrade
+        .clone()
+        .filter(|u| u.target == target && u.step == UpgradeStep::Complete)
+}
+
+/// What the nodes may run now: the version and images the control plane
+/// ran before a change, until the change reaches its node step (the
+/// version skew policy's last), else what every API server runs. `None`
+/// for a cluster that runs nothing yet.
+pub fn node_target(
+    spec: &VirtualClusterSpec,
+    status: Option<&VirtualClusterStatus>,
+) -> Option<Target> {
+    let status = status?;
+    let target = Target::wanted(spec).hash();
+    let before_nodes = status.upgrade.as_ref().filter(|u| {
+        u.target == target && u.step < UpgradeStep::NodePools || u.step == UpgradeStep::RolledBack
+    });
+    match before_nodes {
+        Some(u) => Some(Target {
+            version: u.from.clone(),
+            images: u.from_images.clone(),
+        }),
+        None => Some(Target {
+            version: status.version.clone()?,
+            images: status.images.clone().unwrap_or_else(|| spec.images.clone()),
+        }),
+    }
+}
+
 /// What the reconciler found this pass, in the order of the steps. Each
 /// `bool` is whether that step's components run the target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -399,6 +439,60 @@ mod tests {
         let again = change(&vc.spec, Some(&status), &start).unwrap();
         assert_eq!(again.record.step, UpgradeStep::Snapshot);
         assert_eq!(again.from.version, "1.34.5");
+    }
+
+    #[test]
+    fn nodes_wait_for_every_step_before_theirs() {
+        let vc = fixtures::vc(
+            json!({"version": "1.35.4", "images": {"node": "ghcr.io/nestor-dev/nestor-node:v1.35.4-b"}}),
+        );
+        let now = t("2026-01-01T00:00:00Z");
+        assert_eq!(node_target(&vc.spec, None), None, "nothing runs yet");
+        let c = change(&vc.spec, Some(&running("1.34.5")), &now).unwrap();
+        let progress = Progress {
+            snapshot: Some("s".into()),
+            etcd: true,
+            apiserver: true,
+            ..Progress::default()
+        };
+        // The API servers run 1.35.4 now, but CoreDNS has not moved yet.
+        let status = VirtualClusterStatus {
+            upgrade: Some(c.advance(&progress, None, &now)),
+            images: Some(vc.spec.images.clone()),
+            ..running("1.35.4")
+        };
+        let nodes = node_target(&vc.spec, Some(&status)).unwrap();
+        assert_eq!(
+            (nodes.version.as_str(), nodes.images.node.clone()),
+            ("1.34.5", None)
+        );
+        let all = Progress {
+            managers: true,
+            addons: true,
+            ..progress
+        };
+        let status = VirtualClusterStatus {
+            upgrade: Some(c.advance(&all, None, &now)),
+            ..status
+        };
+        let nodes = node_target(&vc.spec, Some(&status)).unwrap();
+        assert_eq!(nodes, Target::wanted(&vc.spec));
+    }
+
+    #[test]
+    fn a_record_of_another_target_goes_once_nothing_changes() {
+        let mut vc =
+            fixtures::vc(json!({"images": {"coreDNS": "registry.k8s.io/coredns/coredns:v1.12.2"}}));
+        let now = t("2026-01-01T00:00:00Z");
+        let c = change(&vc.spec, Some(&running("1.35.4")), &now).unwrap();
+        let status = VirtualClusterStatus {
+            upgrade: Some(c.advance(&Progress::default(), None, &now)),
+            ..running("1.35.4")
+        };
+        // Taken back before the snapshot: nothing changes, and the record goes.
+        vc.spec.images.core_dns = None;
+        assert_eq!(change(&vc.spec, Some(&status), &now), None);
+        assert_eq!(kept(&vc.spec, Some(&status)), None);
     }
 
     #[test]

@@ -26,11 +26,14 @@ use crate::model::names::{
     ClusterNames, FIELD_MANAGER, INPUTS_HASH, NESTED_INSTALLED, POOL_FINALIZER, PoolNames,
     patch_params,
 };
-use crate::model::nodes::{NODE_TEMPLATE, NodeSet, node_rollout, ordinal, ready_count};
+use crate::model::nodes::{
+    NODE_TEMPLATE, NodeSet, node_rollout, ordinal, ready_count, reports_address,
+};
 use crate::model::placement;
 use crate::model::pool_status::{PoolObserved, compute_pool_status};
 use crate::model::readable::unreadable;
 use crate::model::status::is_ready;
+use crate::model::upgrade;
 use crate::model::validate::{kubelet_version, validate_pool};
 use crate::reconcile::policy::{
     POOL_CHANGING_RECHECK, POOL_PKI_WAIT, POOL_SETTLED_RECHECK, report_invalid, report_unreadable,
@@ -217,16 +220,18 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         own_pool(ctx, &pn, patch).await?;
     }
     let cp_ready = cluster_ready(&vc);
+    let node_target = upgrade::node_target(&vc.spec, vc.status.as_ref());
+    let node_images = node_target.as_ref().map_or(&vc.spec.images, |t| &t.images);
     let version = match validate_pool(
         &pn.pool,
         &pool.spec,
         &vc.spec.version,
         &ctx.settings.platform(),
     ) {
-        Ok(version) => kubelet_version(
-            version,
-            vc.status.as_ref().and_then(|s| s.version.as_deref()),
-        ),
+        // Never newer than every API server runs, and during a change of
+        // the cluster's version or images, what ran before until the
+        // change reaches its node step.
+        Ok(version) => kubelet_version(version, node_target.as_ref().map(|t| t.version.as_str())),
         Err(invalid) => {
             let message = invalid.to_string();
             let observed = PoolObserved {
@@ -258,7 +263,7 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     let config = desired_node_config_map(
         &pool,
         &vc,
-        &images::pause_image(&ctx.settings, vc.spec.images.registry.as_deref()),
+        &images::pause_image(&ctx.settings, node_images.registry.as_deref()),
         &ctx.settings.node_registry_mirrors,
     );
     let config_hash = node_config_hash(&config);
@@ -277,10 +282,7 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     let cached = node_statefulset(ctx, &pn);
     let running = cached.as_ref().and_then(|s| s.replicas()).unwrap_or(0);
     let set = cached.as_deref().map(node_set);
-    // An explicit node image is the cluster's, for every pool.
-    let image = vc.spec.images.node.clone().unwrap_or_else(|| {
-        images::node_image(&ctx.settings, vc.spec.images.registry.as_deref(), &version)
-    });
+    let image = images::pool_node_image(&ctx.settings, node_images, &version);
     let placement = placement::node_pool(
         &pool.spec.placement,
         &ctx.settings,
@@ -300,9 +302,8 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     };
     // The template's hash depends on neither replicas nor partition.
     let template = desired(0, 0)
-        .spec
-        .and_then(|s| s.template.metadata)
-        .and_then(|m| m.annotations)
+        .metadata
+        .annotations
         .and_then(|mut a| a.remove(NODE_TEMPLATE))
         .unwrap_or_default();
     // A scale-down waits for its drain; while the nested cluster cannot be
@@ -334,6 +335,9 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     // Nodes kept past the spec are nodes still draining.
     if replicas > pool.spec.replicas {
         observed.draining = Some(replicas - pool.spec.replicas);
+    }
+    if observed.version.is_some() {
+        observed.image = Some(image.clone());
     }
     apply_owned(
         ctx,
@@ -404,15 +408,21 @@ async fn nested_pass(
     }
     // A new template replaces one node at a time (cordon, drain, replace,
     // Ready), highest ordinal first.
+    let pods = nested_nodes::node_pods(ctx, &pn.namespace, &pn.pool, &pn.statefulset()).await?;
+    // Ready, and reported by the kubelet of the pod that runs now: a
+    // replaced pod's Node stays Ready for a while after its old kubelet
+    // stopped, but with the old pod's address.
     let node_ready = |i: i32| {
         let name = format!("{}-{i}", pn.statefulset());
-        ready_count(
-            &nodes
-                .iter()
-                .filter(|n| n.metadata.name.as_deref() == Some(name.as_str()))
-                .cloned()
-                .collect::<Vec<_>>(),
-        ) == 1
+        let pod_ip = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| p.status.as_ref()?.pod_ip.clone());
+        nodes.iter().any(|n| {
+            n.metadata.name.as_deref() == Some(name.as_str())
+                && ready_count(std::slice::from_ref(n)) == 1
+                && pod_ip.as_deref().is_some_and(|ip| reports_address(n, ip))
+        })
     };
     let rollout = node_rollout(replicas, set, template, node_ready);
     let replaced_ready =
@@ -449,15 +459,9 @@ async fn nested_pass(
     }
     settled &=
         partition == 0 && set.is_none_or(|s| !s.rolling && s.template.as_deref() == Some(template));
-    let serving = nested_nodes::approve_serving_certificates(
-        ctx,
-        &client,
-        names,
-        &pn.namespace,
-        &pn.pool,
-        &pn.statefulset(),
-    )
-    .await?;
+    let serving =
+        nested_nodes::approve_serving_certificates(ctx, &client, names, &pods, &pn.statefulset())
+            .await?;
     let ready = ready_count(&nodes);
     observed.nodes_ready = Some(ready);
     observed.serving_certificate_pending = serving.pending.len() as i32;
@@ -596,13 +600,16 @@ fn observe(ctx: &Context, pn: &PoolNames) -> PoolObserved {
 fn node_set(sts: &Workload<StatefulSet>) -> NodeSet {
     let status = sts.status.clone().unwrap_or_default();
     NodeSet {
-        template: sts.template_annotation(NODE_TEMPLATE).cloned(),
+        template: sts.annotations().get(NODE_TEMPLATE).cloned(),
         partition: sts.partition(),
         observed: sts.metadata.generation.is_some()
             && status.observed_generation >= sts.metadata.generation,
         updated: status.updated_replicas.unwrap_or(0),
         ready: status.ready_replicas.unwrap_or(0),
-        rolling: status.current_revision != status.update_revision,
+        // A template taken back mid-way makes both revisions the same
+        // again while pods of the other one remain.
+        rolling: status.current_revision != status.update_revision
+            || status.updated_replicas.unwrap_or(0) < status.replicas.unwrap_or(0),
     }
 }
 

@@ -22,6 +22,7 @@ use crate::client::context::Context;
 use crate::client::error::{Error, Result};
 use crate::client::nested;
 use crate::model::cached::{CachedService, Workload};
+use crate::model::images;
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::{ClusterNames, NESTED_ADDONS};
 use crate::model::readable::unreadable;
@@ -29,7 +30,9 @@ use crate::model::status::{Observed, Rollout, compute_status, is_ready};
 use crate::model::upgrade::{self, Progress};
 use crate::model::validate::{ValidCluster, parse_version, validate_cluster};
 use crate::reconcile::nodepool::pools_joining;
-use crate::reconcile::policy::{RESYNC, RETRY, report_invalid, report_unreadable, update_status};
+use crate::reconcile::policy::{
+    RESYNC, RETRY, previous_status, report_invalid, report_unreadable, update_status,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -97,7 +100,10 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     // A change of version or images rolls out step by step: what a step
     // has not reached yet is built as it runs (`from`).
-    let change = upgrade::change(&vc.spec, vc.status.as_ref(), &now);
+    // The status Nestor last wrote, should the cache not have it yet: a
+    // step the record has passed must stay passed.
+    let previous = previous_status(ctx, vc);
+    let change = upgrade::change(&vc.spec, previous.as_ref(), &now);
     let from_vc = change.as_ref().map(|c| at_target(vc, &c.from));
     let from_valid = change
         .as_ref()
@@ -269,13 +275,12 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     )
     .await?;
     progress.addons = passed(UpgradeStep::Addons) || (addons_at_to && replaced(&coredns));
-    progress.pools = change
-        .as_ref()
-        .is_some_and(|c| pools_run(ctx, vc, &c.to.version));
-    let record = change
-        .as_ref()
-        .map(|c| c.advance(&progress, rollback, &now));
-    announce_upgrade(ctx, vc, record.as_ref()).await;
+    progress.pools = change.as_ref().is_some_and(|c| pools_run(ctx, vc, &c.to));
+    let record = match &change {
+        Some(c) => Some(c.advance(&progress, rollback, &now)),
+        None => upgrade::kept(&vc.spec, previous.as_ref()),
+    };
+    announce_upgrade(ctx, vc, previous.as_ref(), record.as_ref()).await;
     let upgrading = record
         .as_ref()
         .is_some_and(|r| !matches!(r.step, UpgradeStep::Complete | UpgradeStep::RolledBack));
@@ -296,7 +301,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         endpoint: Some(exposure.admin_endpoint.clone()),
         admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
         apiserver_images: Some(apiserver_inputs.vc.spec.images.clone()),
-        upgrade: record,
+        upgrade: Some(record),
     };
     let status = update_status(ctx, vc, status_now(&observed, vc)).await?;
     announce_readiness(ctx, vc, &names, &status).await;
@@ -316,26 +321,33 @@ fn at_target(vc: &VirtualCluster, target: &upgrade::Target) -> VirtualCluster {
     at
 }
 
-/// Whether every pool that follows the cluster's version runs `version` on
-/// every node (a pool with its own version keeps it).
-fn pools_run(ctx: &Context, vc: &VirtualCluster, version: &str) -> bool {
+/// Whether every pool that follows the cluster's version runs `to` on
+/// every node: its kubelet version and its node image (a pool with its own
+/// version keeps it).
+fn pools_run(ctx: &Context, vc: &VirtualCluster, to: &upgrade::Target) -> bool {
+    let image = images::pool_node_image(&ctx.settings, &to.images, &to.version);
     pools_joining(&ctx.stores.node_pools, vc)
         .filter(|p| p.spec.version.is_none())
         .all(|p| {
             p.status.as_ref().is_some_and(|s| {
                 s.replicas == p.spec.replicas
                     && s.updated_replicas == p.spec.replicas
-                    && (p.spec.replicas == 0 || s.version.as_deref() == Some(version))
+                    && (p.spec.replicas == 0
+                        || (s.version.as_deref() == Some(to.version.as_str())
+                            && s.image.as_deref() == Some(image.as_str())))
             })
         })
 }
 
 /// An Event each time a change of version or images reaches a new step.
-async fn announce_upgrade(ctx: &Context, vc: &VirtualCluster, record: Option<&UpgradeStatus>) {
+async fn announce_upgrade(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    previous: Option<&VirtualClusterStatus>,
+    record: Option<&UpgradeStatus>,
+) {
     let Some(record) = record else { return };
-    let before = vc
-        .status
-        .as_ref()
+    let before = previous
         .and_then(|s| s.upgrade.as_ref())
         .filter(|u| u.target == record.target)
         .map(|u| u.step);

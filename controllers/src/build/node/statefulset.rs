@@ -148,7 +148,7 @@ pub fn desired_node_statefulset(
     let selector = pool_selector_labels(pool);
     let mut template_labels = pool_labels(pool);
     template_labels.extend(selector.clone());
-    let mut template = PodTemplateSpec {
+    let template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(template_labels),
             annotations: Some(BTreeMap::from([
@@ -185,18 +185,16 @@ pub fn desired_node_statefulset(
             placement,
         )),
     };
-    // The template's hash: a new one is rolled out one node at a time
-    // (model::nodes::node_rollout).
-    let hash = desired_hash(&template);
-    if let Some(annotations) = template
-        .metadata
-        .as_mut()
-        .and_then(|m| m.annotations.as_mut())
-    {
-        annotations.insert(NODE_TEMPLATE.into(), hash);
-    }
+    // The template's hash, on the StatefulSet itself (on the template it
+    // would be a change of the template): a new one is rolled out one node
+    // at a time (model::nodes::node_rollout).
+    let mut metadata = pool_child_meta(pool, pn.statefulset());
+    metadata.annotations = Some(BTreeMap::from([(
+        NODE_TEMPLATE.to_string(),
+        desired_hash(&template),
+    )]));
     StatefulSet {
-        metadata: pool_child_meta(pool, pn.statefulset()),
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
             service_name: Some(pn.service()),

@@ -93,7 +93,7 @@ pub async fn ensure_snapshot(
     };
     let status = current.status.unwrap_or_default();
     if status.succeeded.unwrap_or(0) > 0 {
-        return Ok(Snapshot::Taken(snapshot_location(inputs, record)));
+        return Ok(Snapshot::Taken(snapshot_location(inputs)));
     }
     let failed = status
         .conditions
