@@ -9,7 +9,7 @@ use super::workloads::{
 };
 use anyhow::{Context as _, Result, bail, ensure};
 use kube::api::{Api, Patch, PatchParams};
-use nestor_crds::{UpgradeStep, VirtualCluster};
+use nestor_crds::{NodePool, UpgradeStep, VirtualCluster};
 use nestor_e2e::paths;
 use nestor_e2e::support::vc_yaml;
 use nestor_e2e::tools::kubectl_ok;
@@ -248,12 +248,13 @@ pub async fn upgrade_follows_the_skew_policy(env: &Env) -> Result<()> {
             );
             steps.push((step, started.elapsed()));
         }
-        // Kubelets never run a version the API servers do not all run.
-        if version.as_deref() != Some(to.as_str()) {
+        // Kubelets never run a version the API servers do not all run, and
+        // nodes change only at the last step.
+        if version.as_deref() != Some(to.as_str()) || step < Some(UpgradeStep::NodePools) {
             let app = kubelet_versions(&config, "app").unwrap_or_default();
             ensure!(
                 !app.contains(&to),
-                "a kubelet runs {to} while the API servers run {version:?}: {app}"
+                "a kubelet runs {to} at step {step:?} while the API servers run {version:?}: {app}"
             );
         }
         if step >= Some(UpgradeStep::NodePools) && control_plane_done.is_none() {
@@ -298,6 +299,19 @@ pub async fn upgrade_follows_the_skew_policy(env: &Env) -> Result<()> {
         kubelet_versions(&config, "client")? == format!("v{from}"),
         "client node kept its version"
     );
+    let pools = env.api::<NodePool>(&ns);
+    for (pool, version) in [("app", &to), ("client", &from)] {
+        let status = pools.get(pool).await?.status.unwrap_or_default();
+        ensure!(
+            status.version.as_deref() == Some(version.as_str())
+                && status
+                    .image
+                    .as_deref()
+                    .is_some_and(|i| i.ends_with(&format!("nestor-node:v{version}")))
+                && status.updated_replicas == status.replicas,
+            "pool {pool}: {status:?}"
+        );
+    }
     ensure!(
         server_version(&config)? == format!("v{to}"),
         "the API server is not {to}"
