@@ -98,9 +98,8 @@ pub struct NodeSet {
     pub partition: i32,
     /// Its controller has seen the latest spec.
     pub observed: bool,
-    /// Pods of the current template, and ready pods.
+    /// Pods of the current template.
     pub updated: i32,
-    pub ready: i32,
     /// Pods of an earlier template remain (its revisions differ).
     pub rolling: bool,
 }
@@ -146,9 +145,10 @@ pub fn node_rollout(
         return hold(0);
     }
     let partition = set.partition.min(replicas);
-    let replaced_ready = set.updated >= replicas - partition
-        && set.ready >= replicas
-        && (partition..replicas).all(&ready);
+    // Only the replaced nodes must be Ready: an old one that is not (a
+    // pod of a broken template, say) has nothing to drain, and replacing
+    // it is what mends it.
+    let replaced_ready = set.updated >= replicas - partition && (partition..replicas).all(&ready);
     NodeRollout {
         partition,
         drain: replaced_ready.then_some(partition - 1),
@@ -381,12 +381,11 @@ mod tests {
     #[test]
     fn node_pods_are_replaced_one_at_a_time_after_a_drain() {
         let all = |_: i32| true;
-        let set = |template: &str, partition, updated, ready, rolling| NodeSet {
+        let set = |template: &str, partition, updated, rolling| NodeSet {
             template: Some(template.into()),
             partition,
             observed: true,
             updated,
-            ready,
             rolling,
         };
         let hold = |partition| NodeRollout {
@@ -396,20 +395,20 @@ mod tests {
         // A new pool starts every pod; a settled one keeps partition 0.
         assert_eq!(node_rollout(3, None, "a", all), hold(0));
         assert_eq!(
-            node_rollout(3, Some(&set("a", 0, 3, 3, false)), "a", all),
+            node_rollout(3, Some(&set("a", 0, 3, false)), "a", all),
             hold(0)
         );
         // A new template replaces nothing yet.
         assert_eq!(
-            node_rollout(3, Some(&set("a", 0, 3, 3, false)), "b", all),
+            node_rollout(3, Some(&set("a", 0, 3, false)), "b", all),
             hold(3)
         );
         // Its controller has not seen it: wait.
-        let mut unseen = set("b", 3, 0, 3, true);
+        let mut unseen = set("b", 3, 0, true);
         unseen.observed = false;
         assert_eq!(node_rollout(3, Some(&unseen), "b", all), hold(3));
         // Nothing replaced yet: drain node 2 first.
-        let start = set("b", 3, 0, 3, true);
+        let start = set("b", 3, 0, true);
         assert_eq!(
             node_rollout(3, Some(&start), "b", all),
             NodeRollout {
@@ -419,18 +418,34 @@ mod tests {
         );
         // Node 2 is being replaced: not ready yet, so nothing else moves.
         assert_eq!(
-            node_rollout(3, Some(&set("b", 2, 0, 2, true)), "b", all),
+            node_rollout(3, Some(&set("b", 2, 0, true)), "b", all),
             hold(2)
         );
         // Its pod is ready but its Node is not.
         let node_2_down = |i: i32| i != 2;
         assert_eq!(
-            node_rollout(3, Some(&set("b", 2, 1, 3, true)), "b", node_2_down),
+            node_rollout(3, Some(&set("b", 2, 1, true)), "b", node_2_down),
             hold(2)
         );
         // Ready again: node 1 is next.
         assert_eq!(
-            node_rollout(3, Some(&set("b", 2, 1, 3, true)), "b", all),
+            node_rollout(3, Some(&set("b", 2, 1, true)), "b", all),
+            NodeRollout {
+                partition: 2,
+                drain: Some(1)
+            }
+        );
+        // A broken node below the partition does not hold the others up.
+        let node_1_broken = |i: i32| i != 1;
+        assert_eq!(
+            node_rollout(3, Some(&set("c", 3, 0, true)), "c", node_1_broken),
+            NodeRollout {
+                partition: 3,
+                drain: Some(2)
+            }
+        );
+        assert_eq!(
+            node_rollout(3, Some(&set("c", 2, 1, true)), "c", node_1_broken),
             NodeRollout {
                 partition: 2,
                 drain: Some(1)
@@ -438,12 +453,12 @@ mod tests {
         );
         // The last pod goes at partition 0; then the set settles.
         assert_eq!(
-            node_rollout(3, Some(&set("b", 0, 2, 2, true)), "b", all),
+            node_rollout(3, Some(&set("b", 0, 2, true)), "b", all),
             hold(0)
         );
         // A template changed again mid-way starts over from the top.
         assert_eq!(
-            node_rollout(3, Some(&set("b", 1, 2, 3, true)), "c", all),
+            node_rollout(3, Some(&set("b", 1, 2, true)), "c", all),
             hold(3)
         );
     }

@@ -425,8 +425,7 @@ async fn nested_pass(
         })
     };
     let rollout = node_rollout(replicas, set, template, node_ready);
-    let replaced_ready =
-        set.is_none_or(|s| s.updated >= replicas - rollout.partition && s.ready >= replicas);
+    let replaced_ready = set.is_none_or(|s| s.updated >= replicas - rollout.partition);
     for node in &nodes {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         match ordinal(&pn.statefulset(), name) {
@@ -605,7 +604,6 @@ fn node_set(sts: &Workload<StatefulSet>) -> NodeSet {
         observed: sts.metadata.generation.is_some()
             && status.observed_generation >= sts.metadata.generation,
         updated: status.updated_replicas.unwrap_or(0),
-        ready: status.ready_replicas.unwrap_or(0),
         // A template taken back mid-way makes both revisions the same
         // again while pods of the other one remain.
         rolling: status.current_revision != status.update_revision
