@@ -298,6 +298,23 @@ pub fn describe(step: UpgradeStep) -> &'static str {
     }
 }
 
+/// `to` when a step may run what is asked, else `from` (as it runs),
+/// when there is one.
+pub fn either<T>(at_to: bool, to: T, from: Option<T>) -> T {
+    match from {
+        Some(from) if !at_to => from,
+        _ => to,
+    }
+}
+
+/// `spec.upgrade.apiServerTimeout`, or its default should it not parse
+/// (the schema admits only what parses).
+pub fn timeout(spec: &nestor_crds::UpgradeSpec) -> Duration {
+    parse_timeout(&spec.api_server_timeout)
+        .or_else(|| parse_timeout(nestor_crds::DEFAULT_API_SERVER_TIMEOUT))
+        .unwrap_or(Duration::from_secs(600))
+}
+
 /// Parses `spec.upgrade.apiServerTimeout` (hours, minutes and seconds,
 /// as the schema admits: `10m`, `1m30s`).
 pub fn parse_timeout(text: &str) -> Option<Duration> {
@@ -513,5 +530,12 @@ mod tests {
         assert_eq!(parse_timeout("10"), None);
         assert_eq!(parse_timeout(""), None);
         assert_eq!(parse_timeout("5d"), None);
+        let default = nestor_crds::UpgradeSpec::default();
+        assert_eq!(timeout(&default), Duration::from_secs(600));
+        assert_eq!(
+            parse_timeout(&default.api_server_timeout),
+            Some(timeout(&default)),
+            "the default parses"
+        );
     }
 }

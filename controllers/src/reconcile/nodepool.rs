@@ -12,7 +12,9 @@ use crate::build::node::bootstrap::{
 };
 use crate::build::node::config::{desired_node_config_map, node_config_hash};
 use crate::build::node::owner::desired_pool_owner;
-use crate::build::node::statefulset::{desired_node_service, desired_node_statefulset};
+use crate::build::node::statefulset::{
+    desired_node_service, desired_node_statefulset, desired_node_template, node_template_hash,
+};
 use crate::build::pki_secrets::{BUNDLE_FINGERPRINT, bundle_from_secret};
 use crate::client::apply::{FirstWrite, apply_owned};
 use crate::client::context::Context;
@@ -289,28 +291,13 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         &pn.namespace,
         &pool.spec.cluster_ref.name,
     );
-    let desired = |replicas, partition| {
-        desired_node_statefulset(
-            &pool,
-            &vc,
-            &image,
-            replicas,
-            partition,
-            &config_hash,
-            &placement,
-        )
-    };
-    // The template's hash depends on neither replicas nor partition.
-    let template = desired(0, 0)
-        .metadata
-        .annotations
-        .and_then(|mut a| a.remove(NODE_TEMPLATE))
-        .unwrap_or_default();
+    let template = desired_node_template(&pool, &vc, &image, &config_hash, &placement);
+    let template_hash = node_template_hash(&template);
     // A scale-down waits for its drain; while the nested cluster cannot be
     // asked (not serving, or an error), the pool keeps its nodes, and no
     // node is replaced.
     let hold = running.max(pool.spec.replicas);
-    let keep = node_rollout(hold, set.as_ref(), &template, |_| false).partition;
+    let keep = node_rollout(hold, set.as_ref(), &template_hash, |_| false).partition;
     let nested = if cp_ready {
         nested_pass(
             ctx,
@@ -320,7 +307,7 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
             NodePods {
                 running,
                 set: set.as_ref(),
-                template: &template,
+                template: &template_hash,
             },
             &mut observed,
         )
@@ -342,7 +329,7 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     apply_owned(
         ctx,
         &ctx.stores.stateful_sets,
-        desired(replicas, partition),
+        desired_node_statefulset(&pool, template, replicas, partition),
         // Its replicas follow the pool's scale.
         FirstWrite::Apply,
     )

@@ -43,11 +43,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use nestor_crds::{ExposureType, UpgradeStatus, UpgradeStep, VirtualCluster, VirtualClusterStatus};
 use snapshot::Snapshot;
-use std::time::Duration;
 
-/// `spec.upgrade.apiServerTimeout`'s default, should it not parse (the
-/// schema admits only what parses).
-const DEFAULT_API_SERVER_TIMEOUT: Duration = Duration::from_secs(600);
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -165,20 +161,25 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         }
         _ => true,
     };
-    // `to` when the step may run it, else as it runs.
-    let pick = |at_to: bool| match &from_inputs {
-        Some(from) if !at_to => from,
-        _ => &inputs,
-    };
     let rolled_back = change.as_ref().is_some_and(|c| c.rolled_back());
 
+    // Each component as asked, and (during a change) as it runs: a step
+    // takes the first only once the steps before it are done.
     let ClusterWorkloads {
         kube_proxy_config,
         apiserver_config,
         network_policies,
         etcd,
-        ..
-    } = ClusterWorkloads::desired(pick(snapshot_ready));
+        apiserver,
+    } = ClusterWorkloads::desired(&inputs);
+    let (from_etcd, from_apiserver) = from_inputs
+        .as_ref()
+        .map(|from| {
+            let workloads = ClusterWorkloads::desired(from);
+            (workloads.etcd, workloads.apiserver)
+        })
+        .unzip();
+    let etcd = upgrade::either(snapshot_ready, etcd, from_etcd);
     let (_, _, _, etcd) = futures::try_join!(
         apply_owned(
             ctx,
@@ -205,8 +206,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
 
     // Past its deadline, a new API server that does not serve is rolled
     // back (decided from the cache, before this pass writes it).
-    let timeout = upgrade::parse_timeout(&vc.spec.upgrade.api_server_timeout)
-        .unwrap_or(DEFAULT_API_SERVER_TIMEOUT);
+    let timeout = upgrade::timeout(&vc.spec.upgrade);
     let rollback = change.as_ref().and_then(|c| {
         let serving = observe(ctx, &names).apiserver.is_some_and(|r| r.replaced());
         (c.record.step == UpgradeStep::APIServer && c.overdue(timeout, &now) && !serving)
@@ -214,11 +214,15 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     });
     let rolled_back = rolled_back || rollback.is_some();
     let apiserver_at_to = change.is_none() || (!rolled_back && progress.etcd);
-    let apiserver_inputs = pick(apiserver_at_to);
+    let apiserver_images = upgrade::either(apiserver_at_to, &inputs, from_inputs.as_ref())
+        .vc
+        .spec
+        .images
+        .clone();
     let apiserver = apply_owned(
         ctx,
         &stores.deployments,
-        ClusterWorkloads::desired(apiserver_inputs).apiserver,
+        upgrade::either(apiserver_at_to, apiserver, from_apiserver),
         FirstWrite::Create,
     )
     .await?;
@@ -252,15 +256,34 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     };
     // The controller-manager and the scheduler follow every API server;
     // CoreDNS follows them.
-    let managers_at_to = change.is_none() || (!rolled_back && progress.apiserver);
     let ClusterClients {
         controller_manager,
         scheduler,
-        ..
-    } = ClusterClients::desired(pick(managers_at_to), starts());
+        coredns,
+    } = ClusterClients::desired(&inputs, starts());
+    let (from_managers, from_coredns) = from_inputs
+        .as_ref()
+        .map(|from| {
+            let clients = ClusterClients::desired(from, starts());
+            (
+                (clients.controller_manager, clients.scheduler),
+                clients.coredns,
+            )
+        })
+        .unzip();
+    let (from_controller_manager, from_scheduler) = from_managers.unzip();
+    let managers_at_to = change.is_none() || (!rolled_back && progress.apiserver);
     let (controller_manager, scheduler) = futures::try_join!(
-        apply_holdable(ctx, &stores.deployments, controller_manager),
-        apply_holdable(ctx, &stores.deployments, scheduler),
+        apply_holdable(
+            ctx,
+            &stores.deployments,
+            upgrade::either(managers_at_to, controller_manager, from_controller_manager)
+        ),
+        apply_holdable(
+            ctx,
+            &stores.deployments,
+            upgrade::either(managers_at_to, scheduler, from_scheduler)
+        ),
     )?;
     let replaced = |applied: &Applied<Workload<Deployment>>| {
         Rollout::from_deployment(applied.object()).replaced()
@@ -271,7 +294,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let coredns = apply_holdable(
         ctx,
         &stores.deployments,
-        ClusterClients::desired(pick(addons_at_to), starts()).coredns,
+        upgrade::either(addons_at_to, coredns, from_coredns),
     )
     .await?;
     progress.addons = passed(UpgradeStep::Addons) || (addons_at_to && replaced(&coredns));
@@ -300,7 +323,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         coredns: deployment(coredns),
         endpoint: Some(exposure.admin_endpoint.clone()),
         admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
-        apiserver_images: Some(apiserver_inputs.vc.spec.images.clone()),
+        apiserver_images: Some(apiserver_images),
         upgrade: Some(record),
     };
     let status = update_status(ctx, vc, status_now(&observed, vc)).await?;

@@ -46,18 +46,16 @@ fn node_labels_flag(pool: &NodePool) -> String {
         .join(",")
 }
 
-/// The node StatefulSet. Node pods are privileged (containerd and the
+/// The node pods' template. Node pods are privileged (containerd and the
 /// kubelet need it) and say so in an annotation; they use neither the host's
 /// network, PID namespace nor paths.
-pub fn desired_node_statefulset(
+pub fn desired_node_template(
     pool: &NodePool,
     vc: &VirtualCluster,
     image: &str,
-    replicas: i32,
-    partition: i32,
     config_hash: &str,
     placement: &Placement,
-) -> StatefulSet {
+) -> PodTemplateSpec {
     let pn = PoolNames::new(pool);
     let names = ClusterNames::new(vc);
     let empty = |name: &str, memory: bool| Volume {
@@ -148,7 +146,7 @@ pub fn desired_node_statefulset(
     let selector = pool_selector_labels(pool);
     let mut template_labels = pool_labels(pool);
     template_labels.extend(selector.clone());
-    let template = PodTemplateSpec {
+    PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(template_labels),
             annotations: Some(BTreeMap::from([
@@ -184,14 +182,30 @@ pub fn desired_node_statefulset(
             },
             placement,
         )),
-    };
+    }
+}
+
+/// The hash of a node pod template, as its StatefulSet carries it.
+pub fn node_template_hash(template: &PodTemplateSpec) -> String {
+    desired_hash(template)
+}
+
+/// The node StatefulSet of `template`: its pods are replaced through the
+/// partition (model::nodes::node_rollout).
+pub fn desired_node_statefulset(
+    pool: &NodePool,
+    template: PodTemplateSpec,
+    replicas: i32,
+    partition: i32,
+) -> StatefulSet {
+    let pn = PoolNames::new(pool);
     // The template's hash, on the StatefulSet itself (on the template it
     // would be a change of the template): a new one is rolled out one node
-    // at a time (model::nodes::node_rollout).
+    // at a time.
     let mut metadata = pool_child_meta(pool, pn.statefulset());
     metadata.annotations = Some(BTreeMap::from([(
         NODE_TEMPLATE.to_string(),
-        desired_hash(&template),
+        node_template_hash(&template),
     )]));
     StatefulSet {
         metadata,
@@ -200,7 +214,7 @@ pub fn desired_node_statefulset(
             service_name: Some(pn.service()),
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
-                match_labels: Some(selector),
+                match_labels: Some(pool_selector_labels(pool)),
                 ..LabelSelector::default()
             },
             template,
@@ -226,15 +240,14 @@ mod tests {
     #[test]
     fn statefulset_runs_privileged_nodes_without_host_namespaces() {
         let vc = fixtures::vc(json!({}));
-        let sts = desired_node_statefulset(
+        let template = desired_node_template(
             &pool(),
             &vc,
             "ghcr.io/nestor-dev/nestor-node:v1.35.4",
-            2,
-            0,
             "h",
             &serde_json::from_value(json!({"runtimeClassName": "kata"})).unwrap(),
         );
+        let sts = desired_node_statefulset(&pool(), template, 2, 0);
         assert_eq!(sts.metadata.name.as_deref(), Some("workers-node"));
         assert_eq!(
             sts.metadata.owner_references.as_ref().unwrap()[0].kind,
