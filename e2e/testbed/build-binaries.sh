@@ -183,24 +183,15 @@ go_install() { # go_install NAME MODULE@VERSION BIN_DIR: a command of a publishe
 
 for c in "${components[@]}"; do
   case "$c" in
-    etcd)
-      [ -x "$etcd_bin/etcd" ] && continue
-      dir=$(etcd_wrapper)
-      echo "nestor-testbed: building etcd v$ETCD_VERSION" >&2
-      start=$SECONDS
-      (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$etcd_bin/etcd.tmp" .)
-      mv "$etcd_bin/etcd.tmp" "$etcd_bin/etcd"
-      echo "nestor-testbed: built etcd in $((SECONDS - start))s" >&2
-      ;;
-    etcdctl)
+    etcd | etcdctl)
       # Upstream's etcd image carries etcdctl; Nestor's snapshots use it.
-      [ -x "$etcd_bin/etcdctl" ] && continue
-      dir=$(etcdctl_wrapper)
-      echo "nestor-testbed: building etcdctl v$ETCD_VERSION" >&2
+      [ -x "$etcd_bin/$c" ] && continue
+      dir=$("${c}_wrapper")
+      echo "nestor-testbed: building $c v$ETCD_VERSION" >&2
       start=$SECONDS
-      (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$etcd_bin/etcdctl.tmp" .)
-      mv "$etcd_bin/etcdctl.tmp" "$etcd_bin/etcdctl"
-      echo "nestor-testbed: built etcdctl in $((SECONDS - start))s" >&2
+      (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$etcd_bin/$c.tmp" .)
+      mv "$etcd_bin/$c.tmp" "$etcd_bin/$c"
+      echo "nestor-testbed: built $c in $((SECONDS - start))s" >&2
       ;;
     coredns)
       [ -x "$coredns_bin/coredns" ] && continue

@@ -8,10 +8,11 @@ use super::workloads::{
     BUSYBOX, default_service_account, get, nested, nested_apply, pool_ready, pool_yaml, wait_nested,
 };
 use anyhow::{Context as _, Result, bail, ensure};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use nestor_crds::{NodePool, UpgradeStep, VirtualCluster};
 use nestor_e2e::paths;
-use nestor_e2e::support::vc_yaml;
+use nestor_e2e::support::{vc_yaml, wait_for};
 use nestor_e2e::tools::kubectl_ok;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -530,11 +531,41 @@ pub async fn failed_upgrade_rolls_back(env: &Env) -> Result<()> {
         None,
     )?;
     ensure!(events.contains("RolledBack"), "events: {events}");
-    // It holds while the spec asks for the same.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // It holds while the spec asks for the same: the reconcile that
+    // recreates a deleted child still builds the version that ran.
+    let deployments: Api<Deployment> = env.api(&ns);
+    let manager = "rb-controller-manager";
+    let old_uid = deployments.get(manager).await?.metadata.uid;
+    deployments
+        .delete(manager, &DeleteParams::default())
+        .await?;
+    wait_for(
+        "the controller-manager recreated",
+        Duration::from_secs(60),
+        || {
+            let (deployments, old_uid) = (deployments.clone(), old_uid.clone());
+            Box::pin(async move {
+                Ok(deployments
+                    .get_opt(manager)
+                    .await?
+                    .is_some_and(|d| d.metadata.uid != old_uid))
+            })
+        },
+    )
+    .await?;
+    let image = deployments
+        .get(manager)
+        .await?
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.image)
+        .unwrap_or_default();
     ensure!(
-        server_version(&config)? == format!("v{from}"),
-        "the rollback did not hold"
+        image.ends_with(&format!(":v{from}"))
+            && server_version(&config)? == format!("v{from}")
+            && upgrade_step(&vcs, "rb").await?.0 == Some(UpgradeStep::RolledBack),
+        "the rollback did not hold: the controller-manager was recreated with {image}"
     );
 
     // A corrected spec is a new change, and completes.
@@ -550,18 +581,17 @@ pub async fn failed_upgrade_rolls_back(env: &Env) -> Result<()> {
         || Ok(server_version(&config).is_ok_and(|v| v == format!("v{to}"))),
     )
     .await?;
-    let complete = async {
-        loop {
-            let (step, _) = upgrade_step(&vcs, "rb").await?;
-            if step == Some(UpgradeStep::Complete) {
-                return Ok::<_, anyhow::Error>(());
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(180), complete)
-        .await
-        .context("the corrected upgrade did not complete")??;
+    wait_for(
+        "the corrected upgrade Complete",
+        Duration::from_secs(180),
+        || {
+            let vcs = vcs.clone();
+            Box::pin(
+                async move { Ok(upgrade_step(&vcs, "rb").await?.0 == Some(UpgradeStep::Complete)) },
+            )
+        },
+    )
+    .await?;
     ensure!(
         get(&config, &["configmap", "before"], "{.data.written}")? == "before-the-upgrade",
         "the ConfigMap is gone after the corrected upgrade"
