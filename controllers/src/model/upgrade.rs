@@ -10,14 +10,19 @@
 //! 3. every API server replica, with a deadline (`spec.upgrade.
 //!    apiServerTimeout`): past it, the control plane returns to the version
 //!    and images it ran, and stays there while the spec asks for the same;
-//! 4. the controller-manager and the scheduler;
+//! 4. the controller-manager and the scheduler, done once a replica of
+//!    the new version holds each one's leader Lease: a Deployment rolls
+//!    before its new replica leads (the old leader's Lease runs out first),
+//!    and with no controller-manager leading, a drained node's pods would
+//!    be neither replaced nor taken out of their Services' endpoints;
 //! 5. the add-ons (CoreDNS);
 //! 6. the node pools that follow the cluster's version (they never run a
 //!    kubelet newer than `status.version`, which moves with step 3), one
 //!    node at a time.
 
 use crate::model::hash::inputs_hash;
-use crate::model::status::Computed;
+use crate::model::status::{Computed, VERSION_ANNOTATION};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use nestor_crds::{
     ImagesSpec, UpgradeStatus, UpgradeStep, VirtualClusterSpec, VirtualClusterStatus,
@@ -307,6 +312,25 @@ pub fn either<T>(at_to: bool, to: T, from: Option<T>) -> T {
     }
 }
 
+/// Whether a leader Lease held by `holder` (`<pod>_<id>`, as the
+/// controller-manager and the scheduler name themselves) is held by one of
+/// `pods` that is not being deleted and runs `version` (its template's
+/// version annotation).
+pub fn leads(holder: Option<&str>, pods: &[Pod], version: &str) -> bool {
+    let Some((pod, _)) = holder.and_then(|h| h.split_once('_')) else {
+        return false;
+    };
+    pods.iter().any(|p| {
+        p.metadata.name.as_deref() == Some(pod)
+            && p.metadata.deletion_timestamp.is_none()
+            && p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(VERSION_ANNOTATION))
+                .is_some_and(|v| v == version)
+    })
+}
+
 /// `spec.upgrade.apiServerTimeout`, or its default should it not parse
 /// (the schema admits only what parses).
 pub fn timeout(spec: &nestor_crds::UpgradeSpec) -> Duration {
@@ -537,5 +561,40 @@ mod tests {
             Some(timeout(&default)),
             "the default parses"
         );
+    }
+
+    #[test]
+    fn only_a_live_replica_of_the_version_leads() {
+        let pod = |name: &str, version: &str, deleting: bool| -> Pod {
+            serde_json::from_value(json!({"metadata": {
+                "name": name,
+                "annotations": {VERSION_ANNOTATION: version},
+                "deletionTimestamp": deleting.then_some("2026-01-01T00:00:00Z"),
+            }}))
+            .unwrap()
+        };
+        let pods = [
+            pod("c-cm-new", "1.35.4", false),
+            pod("c-cm-old", "1.34.5", false),
+            pod("c-cm-going", "1.35.4", true),
+        ];
+        assert!(leads(Some("c-cm-new_4f1c"), &pods, "1.35.4"));
+        assert!(
+            !leads(Some("c-cm-old_4f1c"), &pods, "1.35.4"),
+            "an old replica"
+        );
+        assert!(
+            !leads(Some("c-cm-going_4f1c"), &pods, "1.35.4"),
+            "one being deleted"
+        );
+        assert!(
+            !leads(Some("c-cm-gone_4f1c"), &pods, "1.35.4"),
+            "a pod that is gone"
+        );
+        assert!(
+            !leads(Some("c-cm-new"), &pods, "1.35.4"),
+            "not a holder identity"
+        );
+        assert!(!leads(None, &pods, "1.35.4"), "no holder");
     }
 }

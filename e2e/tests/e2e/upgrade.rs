@@ -9,10 +9,13 @@ use super::workloads::{
 };
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use nestor_crds::{NodePool, UpgradeStep, VirtualCluster};
 use nestor_e2e::paths;
 use nestor_e2e::support::{vc_yaml, wait_for};
+use nestor_e2e::testbed::client_for;
 use nestor_e2e::tools::kubectl_ok;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +26,28 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+/// The version of the host pod that holds a component's leader Lease in
+/// the nested cluster (`None` when no live pod does).
+async fn leader(env: &Env, ns: &str, config: &Path, component: &str) -> Result<Option<String>> {
+    let nested = client_for(config).await?;
+    let program = format!("kube-{component}");
+    let lease = Api::<Lease>::namespaced(nested, "kube-system")
+        .get(&program)
+        .await?;
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    let Some((pod, _)) = holder.split_once('_') else {
+        return Ok(None);
+    };
+    let pod = env.api::<Pod>(ns).get_opt(pod).await?;
+    Ok(pod
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .and_then(|p| p.metadata.annotations)
+        .and_then(|a| a.get("nestor.dev/kubernetes-version").cloned()))
 }
 
 /// Two replicas that serve their pod's name, a budget that keeps one of
@@ -264,6 +289,14 @@ pub async fn upgrade_follows_the_skew_policy(env: &Env) -> Result<()> {
                 version.as_deref() == Some(to.as_str()),
                 "status.version is {version:?}"
             );
+            // Nodes are drained only with the new controllers leading.
+            for component in ["controller-manager", "scheduler"] {
+                let leader = leader(env, &ns, &config, component).await?;
+                ensure!(
+                    leader.as_deref() == Some(to.as_str()),
+                    "the {component}'s leader runs {leader:?} when the nodes start to change"
+                );
+            }
         }
         if step == Some(UpgradeStep::Complete) {
             break;
@@ -400,7 +433,7 @@ pub async fn upgrade_follows_the_skew_policy(env: &Env) -> Result<()> {
         "no call succeeded in {} second(s) while nodes were replaced ({node_failed} failed calls)",
         dark.len()
     );
-    env.done(&ns)
+    ns.done()
 }
 
 /// An upgrade whose API server never becomes ready is rolled back after
@@ -596,5 +629,5 @@ pub async fn failed_upgrade_rolls_back(env: &Env) -> Result<()> {
         get(&config, &["configmap", "before"], "{.data.written}")? == "before-the-upgrade",
         "the ConfigMap is gone after the corrected upgrade"
     );
-    env.done(&ns)
+    ns.done()
 }
