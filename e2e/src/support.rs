@@ -1,7 +1,7 @@
 //! Helpers shared by the integration and end-to-end tests.
 
 use crate::paths;
-use crate::tools::helm;
+use crate::tools::{helm, kubectl};
 use anyhow::{Result, bail, ensure};
 use futures::future::BoxFuture;
 use std::time::{Duration, Instant};
@@ -100,7 +100,10 @@ pub fn vc_yaml(name: &str, spec: &str) -> String {
 }
 
 /// `helm install` of the chart into `nestor-system`, waiting for the
-/// operator to be Ready.
+/// operator to be Ready. Helm waits only as long as that takes; the bound
+/// is for a cold machine, whose first image pull and node start take
+/// minutes. Should it not be Ready, the error carries what its pod and
+/// its log say.
 pub fn helm_install(kubeconfig: &std::path::Path, extra: &[&str]) -> Result<()> {
     let chart = paths::repo_root()
         .join("charts/nestor")
@@ -118,10 +121,25 @@ pub fn helm_install(kubeconfig: &std::path::Path, extra: &[&str]) -> Result<()> 
         "--create-namespace",
         "--wait",
         "--timeout",
-        "180s",
+        "300s",
     ];
     args.extend_from_slice(extra);
     let out = helm(&args)?;
-    ensure!(out.ok, "helm install failed: {}{}", out.stdout, out.stderr);
-    Ok(())
+    if out.ok {
+        return Ok(());
+    }
+    let ask = |args: &[&str]| {
+        let mut all = vec!["-n", OPERATOR_NAMESPACE];
+        all.extend_from_slice(args);
+        kubectl(kubeconfig, &all, None)
+            .map(|o| o.stdout + &o.stderr)
+            .unwrap_or_else(|e| format!("{e:#}"))
+    };
+    bail!(
+        "helm install failed: {}{}\nthe operator's pods:\n{}\nits log:\n{}",
+        out.stdout,
+        out.stderr,
+        ask(&["describe", "pods"]),
+        ask(&["logs", "deploy/nestor", "--tail=40"]),
+    )
 }
