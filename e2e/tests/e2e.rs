@@ -11,9 +11,7 @@
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use nestor_crds::VirtualCluster;
 use nestor_e2e::TestBed;
@@ -50,8 +48,9 @@ struct Env {
     bed: TestBed,
     admin: PathBuf,
     client: kube::Client,
-    /// The attack suite's two tenants, set up by the first attack.
-    tenants: tokio::sync::OnceCell<attacks::Tenants>,
+    /// The attack suite's two tenants, set up by the first attack (or why
+    /// they did not come up).
+    tenants: tokio::sync::OnceCell<std::result::Result<attacks::Tenants, String>>,
 }
 
 impl Env {
@@ -78,20 +77,14 @@ impl Env {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    fn namespace(&self, name: &str) -> Result<String> {
+    /// Creates a test's namespace; see [`TestNamespace`].
+    fn namespace(&self, name: &str) -> Result<TestNamespace<'_>> {
         kubectl_ok(&self.admin, &["create", "namespace", name], None)?;
-        Ok(name.to_string())
-    }
-
-    /// Deletes a test's namespace (and with it its clusters) without
-    /// waiting, so that the next tests have the node's CPU.
-    fn done(&self, namespace: &str) -> Result<()> {
-        kubectl_ok(
-            &self.admin,
-            &["delete", "namespace", namespace, "--wait=false"],
-            None,
-        )
-        .map(|_| ())
+        Ok(TestNamespace {
+            env: self,
+            name: name.to_string(),
+            settled: false,
+        })
     }
 
     fn apply(&self, namespace: &str, yaml: &str) -> Result<()> {
@@ -152,6 +145,80 @@ impl Env {
         let path = self.bed.dir.join(format!("{namespace}-{name}.kubeconfig"));
         std::fs::write(&path, data.0)?;
         Ok(path)
+    }
+}
+
+/// A test's namespace. The test ends it with [`TestNamespace::done`]; a
+/// test that fails before that leaves what its namespace held (pods,
+/// events) on stderr and in the logs, and its namespace is deleted all the
+/// same, so that its clusters do not starve the tests after it of the
+/// node's CPU.
+struct TestNamespace<'a> {
+    env: &'a Env,
+    name: String,
+    settled: bool,
+}
+
+impl TestNamespace<'_> {
+    /// Deletes the namespace (and with it its clusters) without waiting,
+    /// so that the next tests have the node's CPU.
+    fn done(mut self) -> Result<()> {
+        self.settled = true;
+        delete_namespace(self.env, &self.name)
+    }
+
+    /// Keeps the namespace for as long as the test bed runs.
+    fn keep(mut self) {
+        self.settled = true;
+    }
+}
+
+fn delete_namespace(env: &Env, name: &str) -> Result<()> {
+    kubectl_ok(
+        &env.admin,
+        &["delete", "namespace", name, "--wait=false"],
+        None,
+    )
+    .map(|_| ())
+}
+
+impl std::ops::Deref for TestNamespace<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for TestNamespace<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Drop for TestNamespace<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (env, ns) = (self.env, self.name.as_str());
+        let run = |args: &[&str]| {
+            kubectl(&env.admin, args, None)
+                .map(|o| o.stdout + &o.stderr)
+                .unwrap_or_else(|e| format!("{e:#}"))
+        };
+        let pods = run(&["get", "pods", "-n", ns, "-o", "wide"]);
+        let events = run(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
+        let last: Vec<&str> = events.lines().rev().take(30).collect();
+        eprintln!(
+            "namespace {ns} of a failed test:\n{pods}\nits last events:\n{}",
+            last.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        let described = run(&["describe", "pods", "-n", ns]);
+        let file = env.bed.dir.join(format!("logs/namespace-{ns}.txt"));
+        let _ = std::fs::write(file, [pods, events, described].join("\n"));
+        if let Err(e) = delete_namespace(env, ns) {
+            eprintln!("deleting the namespace {ns} of a failed test: {e:#}");
+        }
     }
 }
 
@@ -238,7 +305,7 @@ async fn empty_spec_becomes_ready(env: &Env) -> Result<()> {
         "status.version: {:?}",
         vc.status
     );
-    env.done(&ns)?;
+    ns.done()?;
     Ok(())
 }
 
@@ -327,7 +394,7 @@ async fn nested_cluster_serves_clients(env: &Env) -> Result<()> {
             .is_some_and(|h| h.starts_with("tenant-scheduler-")),
         "scheduler lease holder"
     );
-    env.done(&ns)?;
+    ns.done()?;
     Ok(())
 }
 
@@ -418,7 +485,7 @@ async fn three_member_etcd_survives_member_loss(env: &Env) -> Result<()> {
         cms.list(&ListParams::default()).await?.items.len() >= 21,
         "objects missing after the rejoin"
     );
-    env.done(&ns)?;
+    ns.done()?;
     Ok(())
 }
 
@@ -487,7 +554,7 @@ async fn tenants_are_isolated(env: &Env) -> Result<()> {
             unverified.stderr
         );
     }
-    env.done(&ns)?;
+    ns.done()?;
     Ok(())
 }
 
@@ -562,9 +629,7 @@ async fn delete_leaves_the_host_clean(env: &Env) -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let namespaces: Api<Namespace> = Api::all(env.client.clone());
-    namespaces.delete(&ns, &DeleteParams::default()).await?;
-    Ok(())
+    ns.done()
 }
 
 async fn setup(dir: &Path) -> Result<Env> {

@@ -191,6 +191,6 @@ pub async fn secrets_are_encrypted_at_rest_and_requests_audited(env: &Env) -> Re
         },
     )
     .await?;
-    env.done(&ns)?;
+    ns.done()?;
     Ok(())
 }

@@ -40,13 +40,25 @@ pub struct Tenants {
     b_endpoint: String,
 }
 
-/// Sets the tenants up once, for every attack.
+/// Sets the tenants up once, for every attack: should that fail, every
+/// attack fails with the same reason (none of them tries again).
 async fn tenants(env: &Env) -> Result<&Tenants> {
     env.tenants
-        .get_or_try_init(|| async {
-            env.namespace(NS)?;
-            let start = Instant::now();
-            env.apply(
+        .get_or_init(|| async {
+            set_up_tenants(env)
+                .await
+                .map_err(|e| format!("the attack suite's tenants did not come up: {e:#}"))
+        })
+        .await
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn set_up_tenants(env: &Env) -> Result<Tenants> {
+    // Every attack shares it, until the test bed stops.
+    env.namespace(NS)?.keep();
+    let start = Instant::now();
+    env.apply(
                 NS,
                 &[
                     vc_yaml("tenant-a", "{}"),
@@ -56,24 +68,26 @@ async fn tenants(env: &Env) -> Result<&Tenants> {
                 ]
                 .join("---\n"),
             )?;
-            env.ready(NS, "tenant-a", start, Duration::from_secs(300))
-                .await?;
-            env.ready(NS, "tenant-b", start, Duration::from_secs(300))
-                .await?;
-            let a = env.nested_kubeconfig(NS, "tenant-a").await?;
-            // The controller-manager creates the default ServiceAccount
-            // that pods need.
-            wait_for("A's default ServiceAccount", Duration::from_secs(60), || {
-                let a = a.clone();
-                Box::pin(async move {
-                    Ok(kubectl(&a, &["get", "serviceaccount", "default"], None)?.ok)
-                })
-            })
-            .await?;
-            let b_endpoint = endpoint(env, "tenant-b").await?;
-            Ok(Tenants { a, b_endpoint })
-        })
-        .await
+    env.ready(NS, "tenant-a", start, Duration::from_secs(300))
+        .await?;
+    env.ready(NS, "tenant-b", start, Duration::from_secs(300))
+        .await?;
+    let a = env.nested_kubeconfig(NS, "tenant-a").await?;
+    // The controller-manager creates the default ServiceAccount
+    // that pods need.
+    wait_for(
+        "A's default ServiceAccount",
+        Duration::from_secs(60),
+        || {
+            let a = a.clone();
+            Box::pin(
+                async move { Ok(kubectl(&a, &["get", "serviceaccount", "default"], None)?.ok) },
+            )
+        },
+    )
+    .await?;
+    let b_endpoint = endpoint(env, "tenant-b").await?;
+    Ok(Tenants { a, b_endpoint })
 }
 
 async fn endpoint(env: &Env, name: &str) -> Result<String> {

@@ -243,5 +243,5 @@ pub async fn upstream_conformance(env: &Env) -> Result<()> {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    env.done(&ns)
+    ns.done()
 }

@@ -606,8 +606,8 @@ spec:
         "A's own names do not resolve"
     );
 
-    for ns in [&a_ns, &b_ns, &p_ns, &control_ns] {
-        env.done(ns)?;
+    for ns in [a_ns, b_ns, p_ns, control_ns] {
+        ns.done()?;
     }
     Ok(())
 }

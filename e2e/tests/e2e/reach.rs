@@ -160,7 +160,7 @@ pub async fn api_server_reaches_its_cluster(env: &Env) -> Result<()> {
         pool_ready_after.as_secs_f64(),
         deleted.elapsed().as_secs_f64()
     );
-    env.done(&ns)
+    ns.done()
 }
 
 /// A validating webhook served by agnhost in a nested pod, behind a

@@ -451,7 +451,7 @@ spec:
     );
     let search = exec(&config, "probe", "cat /etc/resolv.conf")?;
     ensure!(
-        !search.contains(&ns),
+        !search.contains(&*ns),
         "the host's search domains reach nested pods: {search}"
     );
 
@@ -489,7 +489,7 @@ spec:
     );
 
     tenant_network_policies_hold(&config, &web, &web_ip).await?;
-    env.done(&ns)
+    ns.done()
 }
 
 /// The tenant's own NetworkPolicies, enforced by kube-router in its node
@@ -796,7 +796,7 @@ pub async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
         &["delete", "-n", &ns, "vc/elastic", "--wait=false"],
         None,
     )?;
-    env.done(&ns)
+    ns.done()
 }
 
 /// Whether a cgroup directory named `name` exists under the host's
