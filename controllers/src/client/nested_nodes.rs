@@ -20,7 +20,8 @@ use kube::Client;
 use kube::api::{Api, EvictParams, ListParams, Patch};
 use std::net::IpAddr;
 
-fn nested_error(names: &ClusterNames, message: String) -> Error {
+/// A failed request to a nested cluster, named by the cluster.
+pub fn nested_error(names: &ClusterNames, message: String) -> Error {
     Error::Nested {
         namespace: names.namespace.clone(),
         name: names.cluster.clone(),
@@ -37,7 +38,9 @@ pub async fn list(client: &Client, names: &ClusterNames, pool: &str) -> Result<V
         .map_err(|e| nested_error(names, format!("listing nodes failed: {}", short(&e))))
 }
 
-fn short(e: &kube::Error) -> String {
+/// A failed request's status code and reason: never its message, which
+/// may quote what the tenant wrote.
+pub fn short(e: &kube::Error) -> String {
     let (code, reason) = crate::client::error::code_and_reason(e);
     format!("HTTP {code} ({reason})")
 }

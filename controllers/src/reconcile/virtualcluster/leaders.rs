@@ -4,8 +4,9 @@
 //! leader Leases in the nested cluster.
 
 use crate::client::context::Context;
-use crate::client::error::{Error, Result, code_and_reason};
+use crate::client::error::{Error, Result};
 use crate::client::nested;
+use crate::client::nested_nodes::{nested_error, short};
 use crate::model::names::{ClusterNames, Component, selector_labels, selector_string};
 use crate::model::upgrade;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -41,15 +42,14 @@ pub async fn lead(
             })?
             .items;
         let lease = leases.get_opt(component.program()).await.map_err(|e| {
-            let (code, reason) = code_and_reason(&e);
-            Error::Nested {
-                namespace: names.namespace.clone(),
-                name: names.cluster.clone(),
-                message: format!(
-                    "reading the Lease kube-system/{} failed: HTTP {code} ({reason})",
-                    component.program()
+            let lease = component.program();
+            nested_error(
+                names,
+                format!(
+                    "reading the Lease kube-system/{lease} failed: {}",
+                    short(&e)
                 ),
-            }
+            )
         })?;
         let holder = lease.and_then(|l| l.spec).and_then(|s| s.holder_identity);
         if !upgrade::leads(holder.as_deref(), &pods, version) {
