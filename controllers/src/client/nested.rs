@@ -212,18 +212,20 @@ where
         &Patch::Apply(obj),
     )
     .await
-    .map_err(|e| {
-        let (code, reason) = crate::client::error::code_and_reason(&e);
-        Error::Nested {
-            namespace: names.namespace.clone(),
-            name: names.cluster.clone(),
-            message: format!(
-                "applying {} {name} failed with HTTP {code} ({reason})",
-                K::kind(&())
-            ),
-        }
-    })?;
+    .map_err(|e| request_failed(names, &format!("applying {} {name}", K::kind(&())), &e))?;
     Ok(())
+}
+
+/// A request to a nested cluster that failed: what was asked, and the
+/// status code and reason only (the message may quote what the tenant
+/// wrote).
+pub fn request_failed(names: &ClusterNames, what: &str, e: &kube::Error) -> Error {
+    let (code, reason) = crate::client::error::code_and_reason(e);
+    Error::Nested {
+        namespace: names.namespace.clone(),
+        name: names.cluster.clone(),
+        message: format!("{what} failed with HTTP {code} ({reason})"),
+    }
 }
 
 /// Rewrites every Secret of a nested cluster unchanged, so that the API
@@ -234,19 +236,11 @@ pub async fn rewrite_secrets(
     client: &Client,
     names: &ClusterNames,
 ) -> Result<usize> {
-    let failed = |what: &str, e: &kube::Error| {
-        let (code, reason) = crate::client::error::code_and_reason(e);
-        Error::Nested {
-            namespace: names.namespace.clone(),
-            name: names.cluster.clone(),
-            message: format!("{what} failed with HTTP {code} ({reason})"),
-        }
-    };
     let all: Api<k8s_openapi::api::core::v1::Secret> = Api::all(client.clone());
     let secrets = all
         .list(&Default::default())
         .await
-        .map_err(|e| failed("listing Secrets", &e))?;
+        .map_err(|e| request_failed(names, "listing Secrets", &e))?;
     let mut rewritten = 0;
     for secret in secrets.items {
         let (Some(ns), Some(name)) = (
@@ -261,7 +255,7 @@ pub async fn rewrite_secrets(
             Ok(_) => rewritten += 1,
             // Deleted meanwhile: nothing left to migrate.
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(failed("rewriting a Secret", &e)),
+            Err(e) => return Err(request_failed(names, "rewriting a Secret", &e)),
         }
     }
     Ok(rewritten)

@@ -5,6 +5,7 @@
 
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
+use crate::client::nested::request_failed;
 use crate::model::names::{ClusterNames, POOL_LABEL, patch_params};
 use crate::model::nodes::{
     DRAIN_TIMEOUT, DRAINED_BY, KUBELET_SERVING_SIGNER, Verdict, check_request, evictable, ordinal,
@@ -20,29 +21,13 @@ use kube::Client;
 use kube::api::{Api, EvictParams, ListParams, Patch};
 use std::net::IpAddr;
 
-/// A failed request to a nested cluster, named by the cluster.
-pub fn nested_error(names: &ClusterNames, message: String) -> Error {
-    Error::Nested {
-        namespace: names.namespace.clone(),
-        name: names.cluster.clone(),
-        message,
-    }
-}
-
 /// The pool's Nodes in the nested cluster.
 pub async fn list(client: &Client, names: &ClusterNames, pool: &str) -> Result<Vec<Node>> {
     let api: Api<Node> = Api::all(client.clone());
     api.list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool}")))
         .await
         .map(|l| l.items)
-        .map_err(|e| nested_error(names, format!("listing nodes failed: {}", short(&e))))
-}
-
-/// A failed request's status code and reason: never its message, which
-/// may quote what the tenant wrote.
-pub fn short(e: &kube::Error) -> String {
-    let (code, reason) = crate::client::error::code_and_reason(e);
-    format!("HTTP {code} ({reason})")
+        .map_err(|e| request_failed(names, "listing nodes", &e))
 }
 
 /// What [`approve_serving_certificates`] left undone.
@@ -94,7 +79,7 @@ pub async fn approve_serving_certificates(
     let csrs = api
         .list(&ListParams::default().fields(&format!("spec.signerName={KUBELET_SERVING_SIGNER}")))
         .await
-        .map_err(|e| nested_error(names, format!("listing CSRs failed: {}", short(&e))))?;
+        .map_err(|e| request_failed(names, "listing CSRs", &e))?;
     let pod_ip = |node: &str| -> Option<Option<IpAddr>> {
         let pod = pods
             .iter()
@@ -148,7 +133,7 @@ pub async fn approve_serving_certificates(
             &Patch::Merge(serde_json::json!({ "status": &status })),
         )
         .await
-        .map_err(|e| nested_error(names, format!("deciding CSR {name} failed: {}", short(&e))))?;
+        .map_err(|e| request_failed(names, &format!("deciding CSR {name}"), &e))?;
         // The list as it now stands.
         csr.status = Some(status);
     }
@@ -181,7 +166,7 @@ pub async fn drain(
     let Some(current) = nodes
         .get_opt(node)
         .await
-        .map_err(|e| nested_error(names, format!("reading node {node} failed: {}", short(&e))))?
+        .map_err(|e| request_failed(names, &format!("reading node {node}"), &e))?
     else {
         return Ok(true);
     };
@@ -209,7 +194,7 @@ pub async fn drain(
                 })),
             )
             .await
-            .map_err(|e| nested_error(names, format!("cordoning {node} failed: {}", short(&e))))?;
+            .map_err(|e| request_failed(names, &format!("cordoning {node}"), &e))?;
     }
     let timed_out = since.is_some_and(|t| {
         now.duration_since(t)
@@ -221,12 +206,7 @@ pub async fn drain(
     let on_node = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
         .await
-        .map_err(|e| {
-            nested_error(
-                names,
-                format!("listing pods on {node} failed: {}", short(&e)),
-            )
-        })?;
+        .map_err(|e| request_failed(names, &format!("listing pods on {node}"), &e))?;
     let mut left = 0;
     for pod in &on_node.items {
         // A pod being deleted is waited for until its kubelet is done (a
@@ -249,10 +229,7 @@ pub async fn drain(
             // A disruption budget says not now, or the pod is already gone.
             Err(kube::Error::Api(s)) if s.code == 429 || s.code == 404 => {}
             Err(e) => {
-                return Err(nested_error(
-                    names,
-                    format!("evicting {ns}/{name} failed: {}", short(&e)),
-                ));
+                return Err(request_failed(names, &format!("evicting {ns}/{name}"), &e));
             }
         }
     }
@@ -290,7 +267,7 @@ pub async fn uncordon_if_drained(
         })),
     )
     .await
-    .map_err(|e| nested_error(names, format!("uncordoning {name} failed: {}", short(&e))))?;
+    .map_err(|e| request_failed(names, &format!("uncordoning {name}"), &e))?;
     Ok(())
 }
 
@@ -306,10 +283,7 @@ pub async fn delete_node(
     match api.delete(node, &Default::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(nested_error(
-            names,
-            format!("deleting node {node} failed: {}", short(&e)),
-        )),
+        Err(e) => Err(request_failed(names, &format!("deleting node {node}"), &e)),
     }
 }
 
@@ -329,9 +303,6 @@ pub async fn delete_bootstrap_token(
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(nested_error(
-            names,
-            format!("revoking the bootstrap token failed: {}", short(&e)),
-        )),
+        Err(e) => Err(request_failed(names, "revoking the bootstrap token", &e)),
     }
 }

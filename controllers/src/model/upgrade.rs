@@ -579,22 +579,14 @@ mod tests {
             pod("c-cm-going", "1.35.4", true),
         ];
         assert!(leads(Some("c-cm-new_4f1c"), &pods, "1.35.4"));
-        assert!(
-            !leads(Some("c-cm-old_4f1c"), &pods, "1.35.4"),
-            "an old replica"
-        );
-        assert!(
-            !leads(Some("c-cm-going_4f1c"), &pods, "1.35.4"),
-            "one being deleted"
-        );
-        assert!(
-            !leads(Some("c-cm-gone_4f1c"), &pods, "1.35.4"),
-            "a pod that is gone"
-        );
-        assert!(
-            !leads(Some("c-cm-new"), &pods, "1.35.4"),
-            "not a holder identity"
-        );
-        assert!(!leads(None, &pods, "1.35.4"), "no holder");
+        for (holder, why) in [
+            (Some("c-cm-old_4f1c"), "an old replica"),
+            (Some("c-cm-going_4f1c"), "one being deleted"),
+            (Some("c-cm-gone_4f1c"), "a pod that is gone"),
+            (Some("c-cm-new"), "not a holder identity"),
+            (None, "no holder"),
+        ] {
+            assert!(!leads(holder, &pods, "1.35.4"), "{why}");
+        }
     }
 }

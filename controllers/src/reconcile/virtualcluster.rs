@@ -25,7 +25,7 @@ use crate::client::nested;
 use crate::model::cached::{CachedService, Workload};
 use crate::model::images;
 use crate::model::inputs::ClusterInputs;
-use crate::model::names::{ClusterNames, Component, NESTED_ADDONS};
+use crate::model::names::{ClusterNames, NESTED_ADDONS};
 use crate::model::readable::unreadable;
 use crate::model::status::{Observed, Rollout, compute_status, is_ready};
 use crate::model::upgrade::{self, Progress};
@@ -46,7 +46,7 @@ use nestor_crds::{ExposureType, UpgradeStatus, UpgradeStep, VirtualCluster, Virt
 use snapshot::Snapshot;
 
 use std::sync::Arc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Reconciles one `VirtualCluster`.
 pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -292,7 +292,12 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     // Rolled, the step waits until a new replica of each leads.
     let managers_rolled = managers_at_to && replaced(&controller_manager) && replaced(&scheduler);
     progress.managers = passed(UpgradeStep::ControllerManagerAndScheduler)
-        || (managers_rolled && new_managers_lead(ctx, vc, &names, change.as_ref()).await);
+        || match &change {
+            Some(c) if managers_rolled => {
+                leaders::new_ones_lead(ctx, vc, &names, &c.to.version).await
+            }
+            _ => false,
+        };
     let addons_at_to = change.is_none() || (!rolled_back && progress.managers);
     let coredns = apply_holdable(
         ctx,
@@ -336,28 +341,6 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     } else {
         RESYNC
     }))
-}
-
-/// Whether, during a change, a replica of the new version leads as the
-/// controller-manager and as the scheduler. A read that fails counts as
-/// not yet: the next pass asks again.
-async fn new_managers_lead(
-    ctx: &Context,
-    vc: &VirtualCluster,
-    names: &ClusterNames,
-    change: Option<&upgrade::Change>,
-) -> bool {
-    let Some(change) = change else {
-        return true;
-    };
-    let components = [Component::ControllerManager, Component::Scheduler];
-    match leaders::lead(ctx, vc, names, components, &change.to.version).await {
-        Ok(lead) => lead,
-        Err(e) => {
-            debug!(cluster = %names.cluster, namespace = %names.namespace, error = %e, "reading the new controllers' leader Leases failed");
-            false
-        }
-    }
 }
 
 /// The cluster as it is built at `target` (a version and images).

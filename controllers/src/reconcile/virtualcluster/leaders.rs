@@ -1,55 +1,63 @@
 //! Whether the controller-manager and the scheduler of a version lead: the
 //! last condition of their upgrade step ([`upgrade::leads`]). Read only
-//! while that step waits: the components' pods on the host and their
-//! leader Leases in the nested cluster.
+//! while that step waits: the two components' pods on the host (one list)
+//! and their leader Leases in the nested cluster.
 
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
-use crate::client::nested;
-use crate::client::nested_nodes::{nested_error, short};
-use crate::model::names::{ClusterNames, Component, selector_labels, selector_string};
+use crate::client::nested::{self, request_failed};
+use crate::model::names::{CLUSTER_LABEL, COMPONENT_LABEL, ClusterNames, Component};
 use crate::model::upgrade;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use nestor_crds::VirtualCluster;
+use tracing::debug;
 
-/// Whether a replica at `version` holds the leader Lease of each of
-/// `components`.
-pub async fn lead(
+const LEADERS: [Component; 2] = [Component::ControllerManager, Component::Scheduler];
+
+/// Whether a replica at `version` holds the leader Lease of the
+/// controller-manager and of the scheduler. A read that fails counts as
+/// not yet: the next pass asks again.
+pub async fn new_ones_lead(
     ctx: &Context,
     vc: &VirtualCluster,
     names: &ClusterNames,
-    components: [Component; 2],
+    version: &str,
+) -> bool {
+    read(ctx, vc, names, version).await.unwrap_or_else(|e| {
+        debug!(cluster = %names.cluster, namespace = %names.namespace, error = %e, "reading the new controllers' leader Leases failed");
+        false
+    })
+}
+
+async fn read(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    names: &ClusterNames,
     version: &str,
 ) -> Result<bool> {
-    let client = nested::client(ctx, vc).await?;
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
-    for component in components {
-        let selector = selector_string(&selector_labels(&names.cluster, component));
-        let pods = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|source| Error::Read {
-                what: format!(
-                    "the {} pods of {}/{}",
-                    component.as_str(),
-                    names.namespace,
-                    names.cluster
-                ),
-                source,
-            })?
-            .items;
-        let lease = leases.get_opt(component.program()).await.map_err(|e| {
-            let lease = component.program();
-            nested_error(
-                names,
-                format!(
-                    "reading the Lease kube-system/{lease} failed: {}",
-                    short(&e)
-                ),
-            )
+    let [first, second] = LEADERS.map(Component::as_str);
+    let selector = format!(
+        "{CLUSTER_LABEL}={},{COMPONENT_LABEL} in ({first},{second})",
+        names.cluster
+    );
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &names.namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Read {
+            what: format!(
+                "the {first} and {second} pods of {}/{}",
+                names.namespace, names.cluster
+            ),
+            source,
+        })?
+        .items;
+    let leases: Api<Lease> = Api::namespaced(nested::client(ctx, vc).await?, "kube-system");
+    for component in LEADERS {
+        let name = component.program();
+        let lease = leases.get_opt(name).await.map_err(|e| {
+            request_failed(names, &format!("reading the Lease kube-system/{name}"), &e)
         })?;
         let holder = lease.and_then(|l| l.spec).and_then(|s| s.holder_identity);
         if !upgrade::leads(holder.as_deref(), &pods, version) {
