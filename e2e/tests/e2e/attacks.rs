@@ -7,6 +7,7 @@
 //! bottom, and the two tenants they share.
 
 use super::Env;
+use super::workloads::default_service_account;
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Secret;
 use nestor_crds::VirtualCluster;
@@ -58,34 +59,25 @@ async fn set_up_tenants(env: &Env) -> Result<Tenants> {
     // Every attack shares it, until the test bed stops.
     env.namespace(NS)?.keep();
     let start = Instant::now();
+    let pool = "apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: pool\nspec:\n  clusterRef: {name: tenant-a}\n  replicas: 0\n";
     env.apply(
-                NS,
-                &[
-                    vc_yaml("tenant-a", "{}"),
-                    vc_yaml("tenant-b", "{}"),
-                    // No nodes: its bootstrap token is what matters.
-                    "apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: pool\nspec:\n  clusterRef: {name: tenant-a}\n  replicas: 0\n".into(),
-                ]
-                .join("---\n"),
-            )?;
+        NS,
+        &[
+            vc_yaml("tenant-a", "{}"),
+            vc_yaml("tenant-b", "{}"),
+            // No nodes: its bootstrap token is what matters.
+            pool.into(),
+        ]
+        .join("---\n"),
+    )?;
     env.ready(NS, "tenant-a", start, Duration::from_secs(300))
         .await?;
     env.ready(NS, "tenant-b", start, Duration::from_secs(300))
         .await?;
     let a = env.nested_kubeconfig(NS, "tenant-a").await?;
-    // The controller-manager creates the default ServiceAccount
-    // that pods need.
-    wait_for(
-        "A's default ServiceAccount",
-        Duration::from_secs(60),
-        || {
-            let a = a.clone();
-            Box::pin(
-                async move { Ok(kubectl(&a, &["get", "serviceaccount", "default"], None)?.ok) },
-            )
-        },
-    )
-    .await?;
+    // The controller-manager creates the default ServiceAccount that pods
+    // need.
+    default_service_account(&a).await?;
     let b_endpoint = endpoint(env, "tenant-b").await?;
     Ok(Tenants { a, b_endpoint })
 }

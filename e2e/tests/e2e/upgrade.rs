@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use nestor_controllers::model::status::VERSION_ANNOTATION;
 use nestor_crds::{NodePool, UpgradeStep, VirtualCluster};
 use nestor_e2e::paths;
 use nestor_e2e::support::{vc_yaml, wait_for};
@@ -47,7 +48,7 @@ async fn leader(env: &Env, ns: &str, config: &Path, component: &str) -> Result<O
     Ok(pod
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .and_then(|p| p.metadata.annotations)
-        .and_then(|a| a.get("nestor.dev/kubernetes-version").cloned()))
+        .and_then(|a| a.get(VERSION_ANNOTATION).cloned()))
 }
 
 /// Two replicas that serve their pod's name, a budget that keeps one of
