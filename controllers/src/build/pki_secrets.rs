@@ -93,6 +93,12 @@ impl PkiSecret {
     }
 }
 
+/// The API server's user towards kubelets: in no group, bound in the
+/// nested cluster to `system:kubelet-api-admin` and nothing else, so a
+/// request that rides on its certificate (a node proxy turned back onto
+/// the API server) is no superuser and meets the guard like any other.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
 /// The tenant admin's user name.
 pub const ADMIN_USER: &str = "nestor:admin";
 /// The break-glass credential's user: a superuser (`system:masters`) for
@@ -155,7 +161,9 @@ pub fn inputs_hash(
         PkiSecret::ApiServerCerts => {
             let req = crate::build::apiserver::serving_cert_request(inputs, &exposure.extra_sans);
             crate::model::hash::inputs_hash(
-                ["apiserver", bundle_fp]
+                // Names the kubelet client certificate's rights, so that a
+                // Secret issued with other groups is issued again.
+                ["apiserver", "kubelet-api-admin", bundle_fp]
                     .into_iter()
                     .map(String::from)
                     .chain(req.dns_names)
@@ -257,7 +265,7 @@ pub fn desired_pki_secret(
             )?;
             let kubelet_client = pki::issue(
                 &bundle.cluster,
-                &LeafRequest::client("kube-apiserver-kubelet-client", &["system:masters"]),
+                &LeafRequest::client(KUBELET_CLIENT_USER, &[]),
             )?;
             let front_proxy = pki::issue(
                 &bundle.front_proxy,
@@ -435,6 +443,74 @@ mod tests {
         etcd_client
             .verify_signature(Some(etcd_ca.public_key()))
             .unwrap();
+    }
+
+    /// The groups of every client certificate a Secret holds: its `.crt`
+    /// files and its kubeconfig's user.
+    fn client_groups(secret: &Secret) -> Vec<(String, Vec<String>)> {
+        use base64::Engine as _;
+        let data = secret.data.as_ref().unwrap();
+        let mut pems: Vec<(String, Vec<u8>)> = data
+            .iter()
+            .filter(|(k, _)| k.ends_with(".crt"))
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        if let Some(config) = data.get("kubeconfig") {
+            let config: serde_json::Value = serde_yaml::from_slice(&config.0).unwrap();
+            let cert = config["users"][0]["user"]["client-certificate-data"]
+                .as_str()
+                .unwrap();
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(cert)
+                .unwrap();
+            pems.push(("kubeconfig".into(), pem));
+        }
+        pems.into_iter()
+            .filter_map(|(key, pem)| {
+                let der = parse_x509_pem(&pem).unwrap().1.contents;
+                let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+                let eku = cert.extended_key_usage().ok().flatten()?.value;
+                eku.client_auth.then(|| {
+                    let groups = cert
+                        .subject()
+                        .iter_organization()
+                        .map(|o| o.as_str().unwrap().to_string())
+                        .collect();
+                    (key, groups)
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_break_glass_credential_is_a_superuser() {
+        let vc = fixtures::vc(json!({}));
+        let inputs = fixtures::inputs(&vc);
+        let bundle = pki::generate_ca_bundle("demo").unwrap();
+        let mut seen = 0;
+        for kind in PkiSecret::LEAVES {
+            let secret = desired_pki_secret(kind, &inputs, &exposure(), &bundle).unwrap();
+            for (key, groups) in client_groups(&secret) {
+                seen += 1;
+                let masters = groups.iter().any(|g| g == "system:masters");
+                assert_eq!(
+                    masters,
+                    kind == PkiSecret::BreakGlass,
+                    "{kind:?} {key}: {groups:?}"
+                );
+            }
+        }
+        // etcd's server and peer certificates (both client and server),
+        // the API server's three client certificates (etcd, kubelets,
+        // front proxy) and the five kubeconfigs.
+        assert_eq!(seen, 10);
+        let apiserver =
+            desired_pki_secret(PkiSecret::ApiServerCerts, &inputs, &exposure(), &bundle).unwrap();
+        let kubelet = client_groups(&apiserver)
+            .into_iter()
+            .find(|(k, _)| k == "apiserver-kubelet-client.crt")
+            .unwrap();
+        assert!(kubelet.1.is_empty(), "{kubelet:?}");
     }
 
     #[test]

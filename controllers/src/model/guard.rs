@@ -28,10 +28,12 @@ use k8s_openapi::api::authorization::v1::{
 /// The admission policies (and bindings, of the same names) the guard
 /// protects: those Nestor writes into every nested cluster. A tenant's own
 /// policies, whatever their names, stay the tenant's.
-pub const PROTECTED_POLICIES: [&str; 3] = [
+pub const PROTECTED_POLICIES: [&str; 5] = [
     "nestor-pod-security-labels",
     "nestor-host-volumes",
     "nestor-proc-mount",
+    "nestor-pod-baseline",
+    "nestor-webhook-urls",
 ];
 /// The labels of the protected policies and bindings, all of them: Nestor
 /// writes them with these, and no one else may create or change them.
