@@ -5,6 +5,13 @@
 //! never the host cluster, another tenant or a link-local address.
 //! (Enforced where the host's network plugin implements NetworkPolicy.)
 //!
+//! The control plane's pods reach only what their role needs too: etcd its
+//! members, the API server its etcd, the controller-manager, scheduler and
+//! CoreDNS the API servers (CoreDNS also its upstream resolvers), each the
+//! host's DNS. Whatever a tenant makes the API server dial (a webhook, an
+//! aggregated API, a proxied node, pod or Service) goes through the
+//! cluster's own node pods (Konnectivity), never from the API server's pod.
+//!
 //! Probes come from each pod's own node, which NetworkPolicy does not
 //! filter, so no rule opens a health or metrics port.
 
@@ -25,8 +32,8 @@ pub fn desired_network_policies(inputs: &ClusterInputs) -> Vec<NetworkPolicy> {
     vec![
         desired_etcd_policy(inputs),
         desired_apiserver_policy(inputs),
-        closed(inputs, Component::ControllerManager),
-        closed(inputs, Component::Scheduler),
+        closed_client(inputs, Component::ControllerManager),
+        closed_client(inputs, Component::Scheduler),
         desired_coredns_policy(inputs),
         desired_nodes_policy(inputs),
     ]
@@ -88,9 +95,43 @@ fn policy(
 }
 
 /// No pod may connect: the controller-manager and the scheduler serve
-/// nothing but their probes.
-fn closed(inputs: &ClusterInputs, component: Component) -> NetworkPolicy {
-    policy(inputs, component, Vec::new(), None)
+/// nothing but their probes; they reach only the API servers and DNS.
+fn closed_client(inputs: &ClusterInputs, component: Component) -> NetworkPolicy {
+    policy(inputs, component, Vec::new(), Some(to_apiservers(inputs)))
+}
+
+/// Egress to the cluster's API servers' serving port and the host's DNS.
+fn to_apiservers(inputs: &ClusterInputs) -> Vec<NetworkPolicyEgressRule> {
+    vec![
+        NetworkPolicyEgressRule {
+            to: Some(vec![peer(inputs, Component::ApiServer)]),
+            ports: Some(vec![port("TCP", apiserver::PORT)]),
+        },
+        to_host_dns(inputs),
+    ]
+}
+
+/// Egress to the host's DNS pods (`network.hostDNS`), on any port: the
+/// control plane names its peers by their host Services.
+fn to_host_dns(inputs: &ClusterInputs) -> NetworkPolicyEgressRule {
+    let net = &inputs.network;
+    NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_string(),
+                    net.dns_namespace.clone(),
+                )])),
+                ..LabelSelector::default()
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(net.dns_pod_labels.clone()),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: None,
+    }
 }
 
 /// Only the cluster's API servers (and members, and the Job that takes a
@@ -115,12 +156,24 @@ fn desired_etcd_policy(inputs: &ClusterInputs) -> NetworkPolicy {
                 ports: Some(vec![port("TCP", etcd::PEER_PORT)]),
             },
         ],
-        None,
+        Some(vec![
+            NetworkPolicyEgressRule {
+                to: Some(vec![peer(inputs, Component::Etcd)]),
+                ports: Some(vec![
+                    port("TCP", etcd::CLIENT_PORT),
+                    port("TCP", etcd::PEER_PORT),
+                ]),
+            },
+            to_host_dns(inputs),
+        ]),
     )
 }
 
 /// Clients reach the serving port from anywhere (that is the API server's
 /// job); only the cluster's own node pods reach Konnectivity's agent port.
+/// The API server reaches its etcd and the host's DNS, and nothing else:
+/// its traffic into the cluster leaves through Konnectivity's server in
+/// its own pod, over the agents' connections.
 fn desired_apiserver_policy(inputs: &ClusterInputs) -> NetworkPolicy {
     policy(
         inputs,
@@ -135,13 +188,33 @@ fn desired_apiserver_policy(inputs: &ClusterInputs) -> NetworkPolicy {
                 ports: Some(vec![port("TCP", konnectivity::AGENT_PORT)]),
             },
         ],
-        None,
+        Some(vec![
+            NetworkPolicyEgressRule {
+                to: Some(vec![peer(inputs, Component::Etcd)]),
+                ports: Some(vec![port("TCP", etcd::CLIENT_PORT)]),
+            },
+            to_host_dns(inputs),
+        ]),
     )
 }
 
 /// Nested DNS answers the cluster's own node pods only (nested pods'
-/// queries leave their node pod from its address).
+/// queries leave their node pod from its address). It reads the API
+/// servers and forwards to the host's DNS, or to `network.dnsUpstream`.
 fn desired_coredns_policy(inputs: &ClusterInputs) -> NetworkPolicy {
+    let mut egress = to_apiservers(inputs);
+    let upstream: Vec<NetworkPolicyPeer> = inputs
+        .network
+        .dns_upstream
+        .iter()
+        .map(|ip| ip_block(&IpNet::from(*ip).to_string(), &[]))
+        .collect();
+    if !upstream.is_empty() {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(upstream),
+            ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
+        });
+    }
     policy(
         inputs,
         Component::CoreDns,
@@ -149,7 +222,7 @@ fn desired_coredns_policy(inputs: &ClusterInputs) -> NetworkPolicy {
             from: Some(vec![peer(inputs, Component::Node)]),
             ports: Some(dns_ports()),
         }],
-        None,
+        Some(egress),
     )
 }
 
@@ -171,20 +244,6 @@ fn ip_block(cidr: &str, except: &[IpNet]) -> NetworkPolicyPeer {
 fn desired_nodes_policy(inputs: &ClusterInputs) -> NetworkPolicy {
     let net = &inputs.network;
     let nodes = peer(inputs, Component::Node);
-    let host_dns = NetworkPolicyPeer {
-        namespace_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(
-                "kubernetes.io/metadata.name".to_string(),
-                net.dns_namespace.clone(),
-            )])),
-            ..LabelSelector::default()
-        }),
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(net.dns_pod_labels.clone()),
-            ..LabelSelector::default()
-        }),
-        ..NetworkPolicyPeer::default()
-    };
     let (v4, v6) = net.denied_by_family();
     let mut egress = vec![
         NetworkPolicyEgressRule {
@@ -202,10 +261,7 @@ fn desired_nodes_policy(inputs: &ClusterInputs) -> NetworkPolicy {
             to: Some(vec![peer(inputs, Component::CoreDns)]),
             ports: Some(dns_ports()),
         },
-        NetworkPolicyEgressRule {
-            to: Some(vec![host_dns]),
-            ports: None,
-        },
+        to_host_dns(inputs),
         NetworkPolicyEgressRule {
             to: Some(vec![ip_block("0.0.0.0/0", &v4), ip_block("::/0", &v6)]),
             ports: None,
@@ -373,6 +429,53 @@ mod tests {
     }
 
     #[test]
+    fn the_control_plane_reaches_only_its_own_peers_and_dns() {
+        let vc = fixtures::vc(json!({}));
+        let mut inputs = fixtures::inputs(&vc);
+        inputs.network = HostNetwork::parse(r#"{"dnsUpstream": ["192.0.2.53"]}"#).unwrap();
+        let policies = desired_network_policies(&inputs);
+        let host_dns = json!({"to": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]});
+        let apiservers = json!({"to": [{"podSelector": {"matchLabels": {
+            "app.kubernetes.io/component": "apiserver", "nestor.dev/cluster": "demo"}}}],
+            "ports": [{"port": 6443, "protocol": "TCP"}]});
+        for p in &policies {
+            let spec = serde_json::to_value(p.spec.as_ref().unwrap()).unwrap();
+            assert_eq!(
+                spec["policyTypes"],
+                json!(["Ingress", "Egress"]),
+                "{:?}",
+                p.metadata.name
+            );
+        }
+        for name in ["demo-controller-manager", "demo-scheduler"] {
+            assert_eq!(
+                by_name(&policies, name)["egress"],
+                json!([apiservers, host_dns]),
+                "{name}"
+            );
+        }
+        let api = by_name(&policies, "demo-apiserver");
+        assert_eq!(api["egress"].as_array().unwrap().len(), 2);
+        assert_eq!(api["egress"][1], host_dns);
+        let etcd = by_name(&policies, "demo-etcd");
+        assert_eq!(
+            etcd["egress"][0]["ports"],
+            json!([{"port": 2379, "protocol": "TCP"}, {"port": 2380, "protocol": "TCP"}])
+        );
+        assert_eq!(etcd["egress"][1], host_dns);
+        let dns = by_name(&policies, "demo-coredns");
+        assert_eq!(dns["egress"][0], apiservers);
+        assert_eq!(dns["egress"][1], host_dns);
+        assert_eq!(
+            dns["egress"][2],
+            json!({"to": [{"ipBlock": {"cidr": "192.0.2.53/32"}}],
+                   "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]})
+        );
+    }
+
+    #[test]
     fn only_the_serving_port_is_open_to_all() {
         let vc = fixtures::vc(json!({}));
         let policies = desired_network_policies(&fixtures::inputs(&vc));
@@ -387,6 +490,12 @@ mod tests {
         );
         assert!(api["ingress"][1]["from"].is_array());
         assert_eq!(by_name(&policies, "demo-scheduler")["ingress"], json!([]));
+        assert_eq!(
+            api["egress"][0],
+            json!({"to": [{"podSelector": {"matchLabels": {
+                "app.kubernetes.io/component": "etcd", "nestor.dev/cluster": "demo"}}}],
+                "ports": [{"port": 2379, "protocol": "TCP"}]})
+        );
         assert_eq!(
             by_name(&policies, "demo-controller-manager")["ingress"],
             json!([])
