@@ -105,6 +105,11 @@ pub struct Args {
     /// forwards, as the JSON of the Helm value `network`.
     #[arg(long, env = "NESTOR_NETWORK", value_parser = HostNetwork::parse)]
     pub network: Option<HostNetwork>,
+    /// Seconds between two reads of what confines each nested cluster (its
+    /// admission policies, RBAC and DNS objects); a missing or changed one
+    /// is written again.
+    #[arg(long, env = "NESTOR_ADDONS_RECHECK_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    pub addons_recheck_seconds: u64,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -194,6 +199,7 @@ impl Args {
             placement_enforced: self.placement_enforced,
             spread_from_other_control_planes: self.spread_from_other_control_planes,
             network: self.network.clone().unwrap_or_default(),
+            addons_recheck: std::time::Duration::from_secs(self.addons_recheck_seconds),
         }
     }
 }

@@ -36,6 +36,8 @@ struct KeptClient {
     client: Client,
     /// When its certificate must be replaced.
     renew_at: Instant,
+    /// When the add-ons were last read back and found (or made) whole.
+    addons_checked: Option<Instant>,
 }
 
 impl NestedClients {
@@ -63,8 +65,30 @@ impl NestedClients {
                 credentials: credentials.into(),
                 client,
                 renew_at,
+                addons_checked: None,
             };
             clients.insert((names.namespace.clone(), names.cluster.clone()), kept);
+        }
+    }
+
+    /// Whether the add-ons of the cluster are due to be read back: never
+    /// since its client was built, or not for `every`.
+    pub fn addons_due(&self, names: &ClusterNames, every: Duration) -> bool {
+        let Ok(clients) = self.clients.lock() else {
+            return true;
+        };
+        clients
+            .get(&(names.namespace.clone(), names.cluster.clone()))
+            .and_then(|kept| kept.addons_checked)
+            .is_none_or(|at| at.elapsed() >= every)
+    }
+
+    /// Records that the cluster's add-ons were found (or made) whole now.
+    pub fn addons_checked(&self, names: &ClusterNames) {
+        if let Ok(mut clients) = self.clients.lock()
+            && let Some(kept) = clients.get_mut(&(names.namespace.clone(), names.cluster.clone()))
+        {
+            kept.addons_checked = Some(Instant::now());
         }
     }
 
@@ -214,6 +238,42 @@ where
     .await
     .map_err(|e| request_failed(names, &format!("applying {} {name}", K::kind(&())), &e))?;
     Ok(())
+}
+
+/// Reads `obj` back from the nested cluster and applies it again when it
+/// is missing or no longer holds what Nestor wrote (whoever changed it).
+/// Returns whether it had to.
+pub async fn repair<K>(
+    ctx: &Context,
+    client: &Client,
+    names: &ClusterNames,
+    obj: &K,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match obj.meta().namespace.as_deref() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| request_failed(names, &format!("reading {} {name}", K::kind(&())), &e))?;
+    let whole = match live {
+        None => false,
+        Some(live) => {
+            let desired = serde_json::to_value(obj).unwrap_or_default();
+            let live = serde_json::to_value(&live).unwrap_or_default();
+            crate::model::hash::holds(&live, &desired)
+        }
+    };
+    if !whole {
+        apply(ctx, client, names, obj).await?;
+    }
+    Ok(!whole)
 }
 
 /// A request to a nested cluster that failed: what was asked, and the

@@ -46,3 +46,45 @@ mod tests {
         assert_eq!(inputs_hash(["a", "b"]), inputs_hash(["a", "b"]));
     }
 }
+
+/// Whether `live` holds everything `desired` says: every field of an
+/// object, every element of a list (same length, in order), every value.
+/// What the API server adds (defaults, status, metadata) is ignored; a
+/// changed, dropped or added element of a desired list is not.
+pub fn holds(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, desired) {
+        (Value::Object(live), Value::Object(desired)) => desired
+            .iter()
+            .all(|(key, want)| live.get(key).is_some_and(|have| holds(have, want))),
+        (Value::Array(live), Value::Array(desired)) => {
+            live.len() == desired.len() && live.iter().zip(desired).all(|(l, d)| holds(l, d))
+        }
+        _ => live == desired,
+    }
+}
+
+#[cfg(test)]
+mod holds_tests {
+    use super::holds;
+    use serde_json::json;
+
+    #[test]
+    fn live_objects_hold_what_was_asked_for_and_may_add_to_it() {
+        let desired =
+            json!({"spec": {"validations": [{"expression": "x"}], "failurePolicy": "Fail"}});
+        let defaulted = json!({"spec": {"validations": [{"expression": "x", "messageExpression": ""}],
+            "failurePolicy": "Fail", "matchPolicy": "Equivalent"}, "status": {}});
+        assert!(holds(&defaulted, &desired));
+        for changed in [
+            json!({"spec": {"validations": [{"expression": "true"}], "failurePolicy": "Fail"}}),
+            json!({"spec": {"validations": [], "failurePolicy": "Fail"}}),
+            json!({"spec": {"validations": [{"expression": "x"}, {"expression": "y"}], "failurePolicy": "Fail"}}),
+            json!({"spec": {"validations": [{"expression": "x"}], "failurePolicy": "Ignore"}}),
+            json!({"spec": {"validations": [{"expression": "x"}]}}),
+            json!({}),
+        ] {
+            assert!(!holds(&changed, &desired), "{changed}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ use crate::model::network::HostNetwork;
 use crate::model::validate::Platform;
 use nestor_crds::Placement;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
@@ -41,6 +42,9 @@ pub struct OperatorSettings {
     /// What node pods may reach on the host network, and nested DNS's
     /// upstream.
     pub network: HostNetwork,
+    /// How often, at most, what confines a nested cluster is read back
+    /// from it (and repaired): every resync at the latest.
+    pub addons_recheck: Duration,
 }
 
 impl Default for OperatorSettings {
@@ -58,6 +62,7 @@ impl Default for OperatorSettings {
             placement_enforced: false,
             spread_from_other_control_planes: true,
             network: HostNetwork::default(),
+            addons_recheck: Duration::from_secs(600),
         }
     }
 }

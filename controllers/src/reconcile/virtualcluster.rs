@@ -339,7 +339,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(if migrating || upgrading {
         RETRY
     } else {
-        RESYNC
+        RESYNC.min(ctx.settings.addons_recheck)
     }))
 }
 
@@ -438,11 +438,15 @@ async fn announce_readiness(
 }
 
 /// Writes the add-ons' objects into the nested cluster (the confining
-/// admission policies, the admin binding, RBAC for CoreDNS and node
-/// bootstrapping, `kube-system/kube-dns`) once its API server
-/// serves, and again whenever they change. The hash of what was written is
-/// kept on the CoreDNS ConfigMap, so a settled cluster costs no request.
-/// Returns whether they are in place.
+/// admission policies, the admin binding, RBAC for CoreDNS, node
+/// bootstrapping and the kubelet client, `kube-system/kube-dns`) once its
+/// API server serves, and again whenever they change. The hash of what was
+/// written is kept on the CoreDNS ConfigMap. Whatever confines the cluster
+/// is also read back on every resync (at least every
+/// `settings.addons_recheck`), and any object that is missing or changed
+/// is written again at once, with a Warning Event: nothing a superuser's
+/// request or a lost write did to them outlasts a resync. Returns whether
+/// they are in place.
 async fn ensure_nested_addons(
     ctx: &Context,
     vc: &VirtualCluster,
@@ -461,33 +465,91 @@ async fn ensure_nested_addons(
     let host_dns_ip = dns_service.cluster_ip().unwrap_or_default().to_string();
     let wanted = NestedAddons::new(inputs, &host_dns_ip);
     let hash = wanted.hash();
-    let writing = serving && !host_dns_ip.is_empty() && written.as_deref() != Some(hash.as_str());
-    let installed = if writing {
+    let current = written.as_deref() == Some(hash.as_str());
+    let writing = serving && !host_dns_ip.is_empty() && !current;
+    // Reconciles come at least every recheck (see the requeue), a little
+    // late or early: a tenth of slack keeps every one of them reading.
+    let every = ctx.settings.addons_recheck.mul_f64(0.9);
+    let checking = serving && current && ctx.nested.addons_due(names, every);
+    if writing || checking {
         let client = nested::client(ctx, vc).await?;
-        for policy in &wanted.policies {
-            nested::apply(ctx, &client, names, policy).await?;
+        let repaired = write_addons(ctx, &client, names, &wanted, checking).await?;
+        ctx.nested.addons_checked(names);
+        if writing {
+            info!(cluster = %names.cluster, namespace = %names.namespace, "wrote the add-ons into the nested cluster");
+        } else if !repaired.is_empty() {
+            let what = repaired.join(", ");
+            warn!(cluster = %names.cluster, namespace = %names.namespace, repaired = %what, "wrote missing or changed add-ons into the nested cluster again");
+            ctx.publish(
+                vc,
+                EventType::Warning,
+                "AddonsRepaired",
+                format!("written again after they went missing or were changed in the nested cluster: {what}"),
+            )
+            .await;
         }
-        for binding in &wanted.policy_bindings {
-            nested::apply(ctx, &client, names, binding).await?;
-        }
-        for role in &wanted.roles {
-            nested::apply(ctx, &client, names, role).await?;
-        }
-        for binding in &wanted.bindings {
-            nested::apply(ctx, &client, names, binding).await?;
-        }
-        nested::apply(ctx, &client, names, &wanted.dns_service).await?;
-        nested::apply(ctx, &client, names, &wanted.dns_endpoints).await?;
-        info!(cluster = %names.cluster, namespace = %names.namespace, "wrote the add-ons into the nested cluster");
-        Some(hash)
-    } else {
-        written.clone()
-    };
+    }
+    let installed = if writing { Some(hash) } else { written.clone() };
     // Writing the add-ons changes only the value of the annotation (or
     // adds it): the ConfigMap is released like a held Deployment.
     let config = desired_coredns_config(inputs, installed.as_deref(), writing, written.as_deref());
     apply_holdable(ctx, &ctx.stores.config_maps, config).await?;
     Ok(installed.is_some())
+}
+
+/// Writes every add-on object, or, with `only_broken`, reads each back and
+/// writes those that are missing or changed. Returns what it wrote.
+async fn write_addons(
+    ctx: &Context,
+    client: &kube::Client,
+    names: &ClusterNames,
+    wanted: &NestedAddons,
+    only_broken: bool,
+) -> Result<Vec<String>> {
+    async fn one<K>(
+        ctx: &Context,
+        client: &kube::Client,
+        names: &ClusterNames,
+        obj: &K,
+        only_broken: bool,
+    ) -> Result<Option<String>>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let wrote = if only_broken {
+            nested::repair(ctx, client, names, obj).await?
+        } else {
+            nested::apply(ctx, client, names, obj).await?;
+            true
+        };
+        Ok(wrote.then(|| {
+            format!(
+                "{} {}",
+                K::kind(&()),
+                obj.meta().name.as_deref().unwrap_or_default()
+            )
+        }))
+    }
+    let mut wrote = Vec::new();
+    for policy in &wanted.policies {
+        wrote.extend(one(ctx, client, names, policy, only_broken).await?);
+    }
+    for binding in &wanted.policy_bindings {
+        wrote.extend(one(ctx, client, names, binding, only_broken).await?);
+    }
+    for role in &wanted.roles {
+        wrote.extend(one(ctx, client, names, role, only_broken).await?);
+    }
+    for binding in &wanted.bindings {
+        wrote.extend(one(ctx, client, names, binding, only_broken).await?);
+    }
+    wrote.extend(one(ctx, client, names, &wanted.dns_service, only_broken).await?);
+    wrote.extend(one(ctx, client, names, &wanted.dns_endpoints, only_broken).await?);
+    Ok(wrote)
 }
 
 /// Where the API server is published and which names its certificate needs.
