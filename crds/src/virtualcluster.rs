@@ -34,7 +34,9 @@ pub const DEFAULT_VERSION: &str = "1.35.4";
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", description = "Where the nested API server is reached"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("the name must be a DNS label that starts with a letter: lowercase letters, digits and '-' (children such as Services take names derived from it)"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("a VirtualCluster name may have at most 40 characters (children add suffixes)")
+    validation = Rule::new("size(self.metadata.name) <= 40").message("a VirtualCluster name may have at most 40 characters (children add suffixes)"),
+    validation = Rule::new("(has(oldSelf.spec.apiServer) && has(oldSelf.spec.apiServer.adminCredentialGeneration) ? oldSelf.spec.apiServer.adminCredentialGeneration : 0) <= (has(self.spec.apiServer) && has(self.spec.apiServer.adminCredentialGeneration) ? self.spec.apiServer.adminCredentialGeneration : 0)").message("spec.apiServer.adminCredentialGeneration can only be raised: a lower one would bind an earlier admin group again"),
+    validation = Rule::new("(has(oldSelf.spec.apiServer) && has(oldSelf.spec.apiServer.encryptionKeyGeneration) ? oldSelf.spec.apiServer.encryptionKeyGeneration : 0) <= (has(self.spec.apiServer) && has(self.spec.apiServer.encryptionKeyGeneration) ? self.spec.apiServer.encryptionKeyGeneration : 0)").message("spec.apiServer.encryptionKeyGeneration can only be raised: a lower one would bring back a retired key")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualClusterSpec {
@@ -252,12 +254,14 @@ pub struct ApiServerSpec {
     /// Raise to issue a new admin kubeconfig: the admin certificate's group
     /// carries this number, and only the current group is bound to
     /// `cluster-admin`, so every earlier admin kubeconfig stops working.
+    /// It can only be raised.
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = 0, max = 1_000_000))]
     pub admin_credential_generation: i64,
     /// Raise to rotate the key that encrypts the nested cluster's Secrets
     /// in its etcd: a new key encrypts every write from then on, every
-    /// Secret is rewritten with it, and the old key is then dropped.
+    /// Secret is rewritten with it, and the old key is then dropped. It can
+    /// only be raised.
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = 0, max = 1_000_000))]
     pub encryption_key_generation: i64,

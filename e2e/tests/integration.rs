@@ -1046,6 +1046,40 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
         );
     }
 
+    // Generations only rise: lowered, or dropped (which reads as 0).
+    s.apply(&vc_yaml(
+        "generations",
+        "{apiServer: {adminCredentialGeneration: 3, encryptionKeyGeneration: 2}}",
+    ))?;
+    for (patch, message) in [
+        (
+            r#"{"spec":{"apiServer":{"adminCredentialGeneration":2}}}"#,
+            "adminCredentialGeneration can only be raised",
+        ),
+        (
+            r#"{"spec":{"apiServer":{"adminCredentialGeneration":null}}}"#,
+            "adminCredentialGeneration can only be raised",
+        ),
+        (
+            r#"{"spec":{"apiServer":null}}"#,
+            "adminCredentialGeneration can only be raised",
+        ),
+        (
+            r#"{"spec":{"apiServer":{"encryptionKeyGeneration":1}}}"#,
+            "encryptionKeyGeneration can only be raised",
+        ),
+    ] {
+        let out = s.kubectl(&["patch", "vc/generations", "--type=merge", "-p", patch])?;
+        ensure!(!out.ok, "{patch} was accepted");
+        ensure!(
+            out.stderr.contains(message),
+            "{patch}: expected '{message}' in: {}",
+            out.stderr
+        );
+    }
+    let deleted = s.kubectl(&["delete", "vc/generations", "--wait=false"])?;
+    ensure!(deleted.ok, "deleting vc/generations: {}", deleted.stderr);
+
     // Accepted by the schema, refused by the operator's own validation:
     // reported in status and an Event, nothing touched.
     let vcs = s.api::<VirtualCluster>();
