@@ -28,6 +28,8 @@ mod at_rest;
 mod attacks;
 #[path = "e2e/conformance.rs"]
 mod conformance;
+#[path = "e2e/escapes.rs"]
+mod escapes;
 #[path = "e2e/network.rs"]
 mod network;
 #[path = "e2e/reach.rs"]
@@ -39,6 +41,9 @@ mod workloads;
 use at_rest::secrets_are_encrypted_at_rest_and_requests_audited;
 use attacks::*;
 use conformance::upstream_conformance;
+use escapes::{
+    attack_namespace_labels_through_subresources, attack_webhook_by_url, escape_attacks,
+};
 use network::network_attacks;
 use reach::api_server_reaches_its_cluster;
 use upgrade::{failed_upgrade_rolls_back, upgrade_follows_the_skew_policy};
@@ -134,9 +139,18 @@ impl Env {
 
     /// The admin kubeconfig of a virtual cluster, written to a file.
     async fn nested_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        self.kubeconfig_from_secret(namespace, &format!("{name}-admin-kubeconfig"))
+            .await
+    }
+
+    /// The kubeconfig in a host Secret (an admin or break-glass one).
+    async fn kubeconfig_from_secret(&self, namespace: &str, secret: &str) -> Result<PathBuf> {
+        let name = secret
+            .trim_end_matches("-kubeconfig")
+            .trim_end_matches("-admin");
         let secret = self
             .api::<k8s_openapi::api::core::v1::Secret>(namespace)
-            .get(&format!("{name}-admin-kubeconfig"))
+            .get(secret)
             .await?;
         let data = secret
             .data
@@ -642,6 +656,10 @@ async fn setup(dir: &Path) -> Result<Env> {
     let mut args: Vec<String> = vec![
         "--set".into(),
         "logFormat=text".into(),
+        // What confines each cluster is read back every 15 s, so that the
+        // repair of a removed policy is seen within a test.
+        "--set".into(),
+        "security.addonsRecheckSeconds=15".into(),
         "--set-json".into(),
         privileged,
     ];
@@ -668,6 +686,9 @@ fn main() -> std::process::ExitCode {
             api_server_reaches_its_cluster,
             secrets_are_encrypted_at_rest_and_requests_audited,
             network_attacks,
+            escape_attacks,
+            attack_namespace_labels_through_subresources,
+            attack_webhook_by_url,
             attack_privileged_pod,
             attack_capability_sys_admin,
             attack_capability_net_admin,

@@ -43,7 +43,7 @@ pub struct Tenants {
 
 /// Sets the tenants up once, for every attack: should that fail, every
 /// attack fails with the same reason (none of them tries again).
-async fn tenants(env: &Env) -> Result<&Tenants> {
+pub(super) async fn tenants(env: &Env) -> Result<&Tenants> {
     env.tenants
         .get_or_init(|| async {
             set_up_tenants(env)
@@ -53,6 +53,17 @@ async fn tenants(env: &Env) -> Result<&Tenants> {
         .await
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+impl Tenants {
+    /// A's admin kubeconfig.
+    pub(super) fn kubeconfig(&self) -> &Path {
+        &self.a
+    }
+    /// B's API server endpoint.
+    pub(super) fn b_endpoint(&self) -> &str {
+        &self.b_endpoint
+    }
 }
 
 async fn set_up_tenants(env: &Env) -> Result<Tenants> {
@@ -103,7 +114,7 @@ pub(super) fn record(what: &str, succeeded: bool) -> Result<()> {
 }
 
 /// Records one attempt: it must have failed, with `reason` in its error.
-fn refused(what: &str, run: Run, reason: &str) -> Result<()> {
+pub(super) fn refused(what: &str, run: Run, reason: &str) -> Result<()> {
     TRIED.fetch_add(1, Ordering::SeqCst);
     if run.ok {
         SUCCEEDED.fetch_add(1, Ordering::SeqCst);
@@ -265,7 +276,7 @@ spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], hostPath: {path: 
     .await
 }
 
-const LABELS: &str = "ValidatingAdmissionPolicy 'nestor-pod-security-labels'";
+pub(super) const LABELS: &str = "ValidatingAdmissionPolicy 'nestor-pod-security-labels'";
 
 pub async fn attack_namespace_labelled_privileged(env: &Env) -> Result<()> {
     let t = tenants(env).await?;

@@ -218,7 +218,7 @@ fn host_field(env: &Env, ns: &str, object: &[&str], path: &str) -> Result<String
 }
 
 /// The IP of the first pod of `cluster` in the given role.
-fn component_ip(env: &Env, ns: &str, cluster: &str, component: &str) -> Result<String> {
+pub(super) fn component_ip(env: &Env, ns: &str, cluster: &str, component: &str) -> Result<String> {
     let selector = format!("nestor.dev/cluster={cluster},app.kubernetes.io/component={component}");
     host_field(
         env,
@@ -228,7 +228,7 @@ fn component_ip(env: &Env, ns: &str, cluster: &str, component: &str) -> Result<S
     )
 }
 
-fn service_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
+pub(super) fn service_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
     host_field(env, ns, &["service", name], "{.spec.clusterIP}")
 }
 
