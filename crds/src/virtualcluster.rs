@@ -463,7 +463,9 @@ pub struct ImagesSpec {
     pub konnectivity_server: Option<String>,
     /// Full image reference of the Nestor node image (kubelet, containerd,
     /// kube-proxy, Konnectivity's proxy-agent and CNI plugins) that node
-    /// pools run.
+    /// pools run, tagged with the cluster's version (`REPOSITORY:vVERSION`,
+    /// optionally `@sha256:DIGEST`); a pool of another version runs the same
+    /// repository at its own version's tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub node: Option<String>,

@@ -80,17 +80,38 @@ pub fn resolve(spec: &VirtualClusterSpec, settings: &OperatorSettings, minor: u6
     }
 }
 
-/// A pool's node image: the cluster's explicit one (for every pool), or
-/// that of the kubelet version from the images' registry.
+/// A pool's node image for kubelet `version`: from the cluster's explicit
+/// node image's repository (as it is, digest included, for the version it
+/// is tagged with), or from the images' registry. The tag is always the
+/// kubelet version, so no spec runs a kubelet other than its version.
 pub fn pool_node_image(
     settings: &OperatorSettings,
     images: &nestor_crds::ImagesSpec,
     version: &str,
 ) -> String {
-    images
-        .node
-        .clone()
-        .unwrap_or_else(|| node_image(settings, images.registry.as_deref(), version))
+    match &images.node {
+        Some(node) if node_image_is_of(node, version) => node.clone(),
+        Some(node) => format!("{}:v{version}", node_repository(node)),
+        None => node_image(settings, images.registry.as_deref(), version),
+    }
+}
+
+/// The repository of an image reference: without its digest and tag.
+fn node_repository(image: &str) -> &str {
+    let without_digest = image.split_once('@').map_or(image, |(name, _)| name);
+    match without_digest.rsplit_once(':') {
+        // A colon after the last slash is a tag; before it, a port.
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => without_digest,
+    }
+}
+
+/// Whether `image` is tagged `v<version>` (a digest may follow).
+pub fn node_image_is_of(image: &str, version: &str) -> bool {
+    let without_digest = image.split_once('@').map_or(image, |(name, _)| name);
+    without_digest
+        .rsplit_once(':')
+        .is_some_and(|(_, tag)| tag.strip_prefix('v') == Some(version))
 }
 
 /// The node image for a kubelet version: the operator's node repository, or
@@ -99,5 +120,40 @@ pub fn node_image(settings: &OperatorSettings, registry: Option<&str>, version: 
     match registry {
         Some(registry) => format!("{}/nestor-node:v{version}", registry.trim_end_matches('/')),
         None => format!("{}:v{version}", settings.node_image_repository),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_image_is_tied_to_its_kubelet_version() {
+        assert!(node_image_is_of("r.example/nestor-node:v1.35.4", "1.35.4"));
+        assert!(node_image_is_of(
+            "r.example:5000/n/nestor-node:v1.35.4@sha256:0123",
+            "1.35.4"
+        ));
+        for other in [
+            "r.example/nestor-node:latest",
+            "r.example/nestor-node:v1.34.5",
+            "r.example/nestor-node",
+            "r.example:5000/nestor-node",
+            "r.example/nestor-node@sha256:0123",
+        ] {
+            assert!(!node_image_is_of(other, "1.35.4"), "{other}");
+        }
+        let images = |node: &str| nestor_crds::ImagesSpec {
+            node: Some(node.into()),
+            ..Default::default()
+        };
+        let settings = OperatorSettings::default();
+        let pinned = "r.example:5000/n/nestor-node:v1.35.4@sha256:0123";
+        assert_eq!(pool_node_image(&settings, &images(pinned), "1.35.4"), pinned);
+        // A pool of another version takes the same repository at its own tag.
+        assert_eq!(
+            pool_node_image(&settings, &images(pinned), "1.34.5"),
+            "r.example:5000/n/nestor-node:v1.34.5"
+        );
     }
 }

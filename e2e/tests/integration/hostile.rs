@@ -481,6 +481,10 @@ fn cluster_cases() -> Vec<(String, Value, Expect)> {
             json!({"node": "evil.example/nestor-node:v1.35.4"}),
             Invalid("spec.images.node: 'evil.example/nestor-node:v1.35.4' is not from a registry"),
         ),
+        (
+            json!({"node": "ghcr.io/nestor-dev/nestor-node:v1.34.5"}),
+            Invalid("spec.images.node: 'ghcr.io/nestor-dev/nestor-node:v1.34.5' is not tagged v1.35.4"),
+        ),
     ] {
         add(json!({"images": images}), expect);
     }

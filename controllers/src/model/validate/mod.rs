@@ -283,6 +283,20 @@ pub fn validate_cluster(
         }
     }
 
+    if let Some(node) = &images.node
+        && !crate::model::images::node_image_is_of(node, &spec.version)
+    {
+        problems.push(
+            "spec.images.node",
+            format!(
+                "'{}' is not tagged v{} (the cluster's version): a node image carries its kubelet, so its tag is the version it runs (REPOSITORY:v{}, optionally @sha256:DIGEST)",
+                excerpt(node),
+                excerpt(&spec.version),
+                excerpt(&spec.version)
+            ),
+        );
+    }
+
     let domain = &spec.networking.cluster_domain;
     if !is_dns_name(domain, false) {
         problems.push(

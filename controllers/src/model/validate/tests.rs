@@ -299,6 +299,14 @@ fn images_and_registries_are_references() {
             "spec.images.apiServer",
         ),
         (json!({"node": "HTTP://x/y"}), "spec.images.node"),
+        (
+            json!({"node": "ghcr.io/nestor-dev/nestor-node:latest"}),
+            "spec.images.node: 'ghcr.io/nestor-dev/nestor-node:latest' is not tagged v1.35.4 (the cluster's version)",
+        ),
+        (
+            json!({"node": "ghcr.io/nestor-dev/nestor-node:v1.34.5"}),
+            "is not tagged v1.35.4",
+        ),
     ] {
         let message = refused(json!({ "images": images }));
         assert!(message.contains(expected), "{images}: {message}");
