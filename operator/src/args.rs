@@ -110,6 +110,13 @@ pub struct Args {
     /// is written again.
     #[arg(long, env = "NESTOR_ADDONS_RECHECK_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=3600))]
     pub addons_recheck_seconds: u64,
+    /// The most a node pod may use, as JSON such as
+    /// `{"cpu":"4","memory":"8Gi","ephemeral-storage":"20Gi"}`: its limits
+    /// where a pool sets none, and the ceiling of what a pool may ask for.
+    #[arg(long, env = "NESTOR_NODE_POD_LIMITS", value_parser = nestor_controllers::model::settings::parse_node_pod_limits)]
+    pub node_pod_limits: Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -200,6 +207,10 @@ impl Args {
             spread_from_other_control_planes: self.spread_from_other_control_planes,
             network: self.network.clone().unwrap_or_default(),
             addons_recheck: std::time::Duration::from_secs(self.addons_recheck_seconds),
+            node_pod_limits: self
+                .node_pod_limits
+                .clone()
+                .unwrap_or(defaults.node_pod_limits),
         }
     }
 }

@@ -149,7 +149,10 @@ mod tests {
         };
         let settings = OperatorSettings::default();
         let pinned = "r.example:5000/n/nestor-node:v1.35.4@sha256:0123";
-        assert_eq!(pool_node_image(&settings, &images(pinned), "1.35.4"), pinned);
+        assert_eq!(
+            pool_node_image(&settings, &images(pinned), "1.35.4"),
+            pinned
+        );
         // A pool of another version takes the same repository at its own tag.
         assert_eq!(
             pool_node_image(&settings, &images(pinned), "1.34.5"),

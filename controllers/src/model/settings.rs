@@ -3,6 +3,7 @@
 
 use crate::model::network::HostNetwork;
 use crate::model::validate::Platform;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nestor_crds::Placement;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -45,6 +46,47 @@ pub struct OperatorSettings {
     /// How often, at most, what confines a nested cluster is read back
     /// from it (and repaired): every resync at the latest.
     pub addons_recheck: Duration,
+    /// The most a node pod may use (`cpu`, `memory`, `ephemeral-storage`,
+    /// which bounds its volumes too): its limits where a pool sets none,
+    /// and the ceiling of what a pool may ask for.
+    pub node_pod_limits: BTreeMap<String, Quantity>,
+}
+
+/// The node pods' limits when the platform names none.
+pub fn default_node_pod_limits() -> BTreeMap<String, Quantity> {
+    [
+        ("cpu", "4"),
+        ("memory", "8Gi"),
+        ("ephemeral-storage", "20Gi"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+    .collect()
+}
+
+/// Parses the node pods' limits (the Helm value `security.nodePodLimits`,
+/// as JSON): known resources, each a quantity above zero.
+pub fn parse_node_pod_limits(text: &str) -> Result<BTreeMap<String, Quantity>, String> {
+    let limits: BTreeMap<String, String> = serde_json::from_str(text)
+        .map_err(|e| format!("security.nodePodLimits is not a map of quantities: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (name, value) in limits {
+        if !crate::model::validate::RESOURCE_NAMES.contains(&name.as_str()) {
+            return Err(format!(
+                "security.nodePodLimits: '{name}' is not one of {}",
+                crate::model::validate::RESOURCE_NAMES.join(", ")
+            ));
+        }
+        let ok = kube_quantity::ParsedQuantity::try_from(value.as_str())
+            .is_ok_and(|q| q > kube_quantity::ParsedQuantity::default());
+        if !ok {
+            return Err(format!(
+                "security.nodePodLimits.{name}: '{value}' is not a quantity above zero"
+            ));
+        }
+        out.insert(name, Quantity(value));
+    }
+    Ok(out)
 }
 
 impl Default for OperatorSettings {
@@ -63,6 +105,7 @@ impl Default for OperatorSettings {
             spread_from_other_control_planes: true,
             network: HostNetwork::default(),
             addons_recheck: Duration::from_secs(600),
+            node_pod_limits: default_node_pod_limits(),
         }
     }
 }
@@ -93,6 +136,7 @@ impl OperatorSettings {
         Platform {
             registries: self.allowed_registries(),
             placement_enforced: self.placement_enforced,
+            node_pod_limits: self.node_pod_limits.clone(),
         }
     }
 

@@ -291,7 +291,14 @@ async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
         &pn.namespace,
         &pool.spec.cluster_ref.name,
     );
-    let template = desired_node_template(&pool, &vc, &image, &config_hash, &placement);
+    let template = desired_node_template(
+        &pool,
+        &vc,
+        &image,
+        &config_hash,
+        &placement,
+        &ctx.settings.node_pod_limits,
+    );
     let template_hash = node_template_hash(&template);
     // A scale-down waits for its drain; while the nested cluster cannot be
     // asked (not serving, or an error), the pool keeps its nodes, and no

@@ -483,7 +483,9 @@ fn cluster_cases() -> Vec<(String, Value, Expect)> {
         ),
         (
             json!({"node": "ghcr.io/nestor-dev/nestor-node:v1.34.5"}),
-            Invalid("spec.images.node: 'ghcr.io/nestor-dev/nestor-node:v1.34.5' is not tagged v1.35.4"),
+            Invalid(
+                "spec.images.node: 'ghcr.io/nestor-dev/nestor-node:v1.34.5' is not tagged v1.35.4",
+            ),
         ),
     ] {
         add(json!({"images": images}), expect);
@@ -657,6 +659,18 @@ fn pool_cases() -> Vec<(String, Value, Expect)> {
         (
             json!({"resources": {"limits": {"memory": "128Mi"}, "requests": {"memory": "256Mi"}}}),
             Invalid("spec.resources.limits.memory: 128Mi is below its request (256Mi)"),
+        ),
+        (
+            json!({"resources": {"limits": {"memory": "1Ti"}}}),
+            Invalid(
+                "spec.resources.limits.memory: 1Ti is above what this platform lets a node pod use (8Gi",
+            ),
+        ),
+        (
+            json!({"resources": {"requests": {"ephemeral-storage": "500Gi"}}}),
+            Invalid(
+                "spec.resources.requests.ephemeral-storage: 500Gi is above what this platform lets a node pod use (20Gi",
+            ),
         ),
         (
             json!({"resources": {"claims": [{"name": "gpu"}]}}),

@@ -16,11 +16,16 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, SecurityContext,
     Service, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 use nestor_crds::node_contract as contract;
 use nestor_crds::{NodePool, Placement, VirtualCluster};
 use std::collections::BTreeMap;
+
+/// The size of a node pod's `/run` (in memory: containerd's and runc's
+/// state, sockets, network namespaces).
+const RUN_SIZE: &str = "256Mi";
 
 /// The headless Service that gives node pods stable names.
 pub fn desired_node_service(pool: &NodePool) -> Service {
@@ -55,14 +60,18 @@ pub fn desired_node_template(
     image: &str,
     config_hash: &str,
     placement: &Placement,
+    limits: &BTreeMap<String, Quantity>,
 ) -> PodTemplateSpec {
     let pn = PoolNames::new(pool);
     let names = ClusterNames::new(vc);
+    // The node pod's volumes are bounded by its ephemeral-storage limit
+    // (the kubelet counts them with its container), `/run` (in memory) by
+    // its own size.
     let empty = |name: &str, memory: bool| Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource {
             medium: memory.then(|| "Memory".to_string()),
-            ..Default::default()
+            size_limit: memory.then(|| Quantity(RUN_SIZE.into())),
         }),
         ..Volume::default()
     };
@@ -75,7 +84,13 @@ pub fn desired_node_template(
     let config_dir = |dir: &str| format!("{}/{dir}", contract::CONFIG_DIR);
     // The node's own daemons (kubelet, containerd, kube-proxy); a pool
     // whose workloads need more says so in `resources`.
-    let resources = resources_or(&pool.spec.resources, "100m", "256Mi");
+    // The platform's limits hold where the pool sets none (validation
+    // keeps what it sets below them).
+    let mut resources = resources_or(&pool.spec.resources, "100m", "256Mi");
+    let given = resources.limits.get_or_insert_with(BTreeMap::new);
+    for (name, limit) in limits {
+        given.entry(name.clone()).or_insert_with(|| limit.clone());
+    }
     let container = Container {
         name: "node".into(),
         image: Some(image.into()),
@@ -246,6 +261,7 @@ mod tests {
             "ghcr.io/nestor-dev/nestor-node:v1.35.4",
             "h",
             &serde_json::from_value(json!({"runtimeClassName": "kata"})).unwrap(),
+            &crate::model::settings::default_node_pod_limits(),
         );
         let sts = desired_node_statefulset(&pool(), template, 2, 0);
         assert_eq!(sts.metadata.name.as_deref(), Some("workers-node"));
@@ -273,6 +289,21 @@ mod tests {
             "--node-labels=nestor.dev/node-pool=workers,team=a"
         );
         assert!(c.resources.as_ref().unwrap().requests.is_some());
+        // Bounded: the platform's limits, and /run's size in memory.
+        let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!(limits["memory"].0, "8Gi");
+        assert_eq!(limits["ephemeral-storage"].0, "20Gi");
+        let run = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "run")
+            .unwrap();
+        assert_eq!(
+            run.empty_dir.as_ref().unwrap().size_limit,
+            Some(Quantity("256Mi".into()))
+        );
         assert!(
             spec.template
                 .metadata

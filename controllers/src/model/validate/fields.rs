@@ -221,6 +221,41 @@ pub fn check_resources(
     }
 }
 
+/// Requests and limits no higher than the platform's ceiling (`max`, by
+/// resource; the Helm value `security.nodePodLimits`).
+pub fn check_within(
+    problems: &mut Problems,
+    field: &str,
+    resources: Option<&ResourceRequirements>,
+    max: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) {
+    let Some(resources) = resources else {
+        return;
+    };
+    for (part, map) in [
+        ("requests", resources.requests.as_ref()),
+        ("limits", resources.limits.as_ref()),
+    ] {
+        for (name, value) in map.into_iter().flatten() {
+            let (Some(ceiling), Ok(asked)) =
+                (max.get(name), ParsedQuantity::try_from(value.0.as_str()))
+            else {
+                continue;
+            };
+            if ParsedQuantity::try_from(ceiling.0.as_str()).is_ok_and(|c| asked > c) {
+                problems.push(
+                    &format!("{field}.{part}.{name}"),
+                    format!(
+                        "{} is above what this platform lets a node pod use ({}, Helm value security.nodePodLimits)",
+                        excerpt(&value.0),
+                        excerpt(&ceiling.0)
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// A component's `extraArgs`: bounded, one line each, and only flags a
 /// tenant may set; a flag Nestor sets, or any other, is refused by name.
 pub fn check_extra_args(

@@ -21,9 +21,10 @@ use fields::{
     is_label_value, label_key_problem, quantity,
 };
 use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube_quantity::ParsedQuantity;
 use nestor_crds::{NodePoolSpec, VirtualClusterSpec};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// The Kubernetes versions this operator runs: exactly those its tests
@@ -150,12 +151,14 @@ fn check_version(problems: &mut Problems, field: &str, version: &str) -> Option<
 
 /// What the platform admin decided that validation enforces
 /// ([`crate::model::settings::OperatorSettings::platform`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Platform {
     /// Registries image overrides must come from.
     pub registries: Vec<String>,
     /// Whether only the operator's own placement applies.
     pub placement_enforced: bool,
+    /// The most a node pod may ask for or be limited to, by resource.
+    pub node_pod_limits: BTreeMap<String, Quantity>,
 }
 
 /// Validates a `VirtualCluster` named `name` and returns what the builders
@@ -463,6 +466,12 @@ pub fn validate_pool(
         }
     }
     check_resources(&mut problems, "spec.resources", spec.resources.as_ref());
+    fields::check_within(
+        &mut problems,
+        "spec.resources",
+        spec.resources.as_ref(),
+        &platform.node_pod_limits,
+    );
     if spec.labels.len() > MAX_POOL_LABELS {
         problems.push(
             "spec.labels",

@@ -634,3 +634,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn node_pods_stay_within_the_platforms_limits() {
+    let with = |resources: serde_json::Value| {
+        let mut spec = pool(None);
+        spec.resources = Some(serde_json::from_value(resources).unwrap());
+        validate_pool("p", &spec, "1.35.4", &registries())
+    };
+    assert!(with(json!({"requests": {"memory": "8Gi"}, "limits": {"cpu": "4"}})).is_ok());
+    let over = with(json!({
+        "requests": {"memory": "9Gi"},
+        "limits": {"cpu": "64", "ephemeral-storage": "1Ti"}
+    }))
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "spec.resources.requests.memory: 9Gi is above what this platform lets a node pod use (8Gi, Helm value security.nodePodLimits)",
+        "spec.resources.limits.cpu: 64 is above",
+        "spec.resources.limits.ephemeral-storage: 1Ti is above",
+    ] {
+        assert!(over.contains(expected), "{expected}: {over}");
+    }
+}
+
+#[test]
+fn the_platforms_node_pod_limits_are_checked_at_start() {
+    use crate::model::settings::parse_node_pod_limits;
+    let limits = parse_node_pod_limits(r#"{"cpu": "2", "memory": "4Gi"}"#).unwrap();
+    assert_eq!(limits["memory"].0, "4Gi");
+    for (text, expected) in [
+        (r#"{"gpu": "1"}"#, "'gpu' is not one of"),
+        (
+            r#"{"memory": "lots"}"#,
+            "security.nodePodLimits.memory: 'lots'",
+        ),
+        (r#"{"memory": "0"}"#, "not a quantity above zero"),
+        ("[]", "not a map of quantities"),
+    ] {
+        let error = parse_node_pod_limits(text).unwrap_err();
+        assert!(error.contains(expected), "{text}: {error}");
+    }
+}
