@@ -30,6 +30,8 @@ pub struct OperatorOptions<'a> {
     pub lease_duration: u64,
     /// Where its log goes.
     pub log_dir: &'a Path,
+    /// Settings beyond the defaults, as environment variables (`NESTOR_...`).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Operator {
@@ -52,7 +54,9 @@ impl Operator {
             &format!("operator-{}", opts.name),
             &paths::operator_binary()?,
             &args,
-            &[("KUBECONFIG", opts.kubeconfig.display().to_string())],
+            &std::iter::once(("KUBECONFIG", opts.kubeconfig.display().to_string()))
+                .chain(opts.env.iter().map(|(k, v)| (*k, v.to_string())))
+                .collect::<Vec<_>>(),
             &log,
             Lifetime::Tied,
         )?;

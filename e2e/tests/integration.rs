@@ -158,9 +158,15 @@ impl Env {
 
     /// A namespace of the test's own and an operator that watches it.
     async fn scenario(&self, name: &str) -> Result<Scenario<'_>> {
+        self.scenario_with(name, &[]).await
+    }
+
+    /// A scenario whose operator has settings beyond the defaults
+    /// (environment variables, as the chart sets them).
+    async fn scenario_with(&self, name: &str, env: &[(&str, &str)]) -> Result<Scenario<'_>> {
         let namespace = format!("t-{name}");
         kubectl_ok(&self.admin, &["create", "namespace", &namespace], None)?;
-        let operator = self.operator(name, &namespace, &format!("nestor-{name}"))?;
+        let operator = self.operator_with(name, &namespace, &format!("nestor-{name}"), env)?;
         let mut scenario = Scenario {
             env: self,
             namespace,
@@ -174,6 +180,16 @@ impl Env {
     }
 
     fn operator(&self, name: &str, namespace: &str, lease: &str) -> Result<Operator> {
+        self.operator_with(name, namespace, lease, &[])
+    }
+
+    fn operator_with(
+        &self,
+        name: &str,
+        namespace: &str,
+        lease: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Operator> {
         Operator::start(&OperatorOptions {
             name,
             kubeconfig: &self.operator_kubeconfig,
@@ -181,6 +197,7 @@ impl Env {
             lease: (lease, OPERATOR_NAMESPACE),
             lease_duration: 6,
             log_dir: &self.log_dir(),
+            env,
         })
     }
 }

@@ -95,6 +95,10 @@ pub struct Args {
     /// field empty, as the JSON of a `spec.placement`.
     #[arg(long, env = "NESTOR_CONTROL_PLANE_PLACEMENT", value_parser = parse_control_plane_placement)]
     pub control_plane_placement: Option<Placement>,
+    /// What a spec's placement may name, as the JSON of the Helm value
+    /// `placement.allowed`; empty: a spec may set no placement field.
+    #[arg(long, env = "NESTOR_PLACEMENT_ALLOWED", value_parser = nestor_controllers::model::settings::parse_allowed_placement)]
+    pub placement_allowed: Option<nestor_controllers::model::settings::AllowedPlacement>,
     /// Apply only the operator's placements; refuse specs that set one.
     #[arg(long, env = "NESTOR_PLACEMENT_ENFORCED", default_value_t = false, action = clap::ArgAction::Set)]
     pub placement_enforced: bool,
@@ -204,6 +208,7 @@ impl Args {
             node_pool_placement: self.node_pool_placement.clone().unwrap_or_default(),
             control_plane_placement: self.control_plane_placement.clone().unwrap_or_default(),
             placement_enforced: self.placement_enforced,
+            placement_allowed: self.placement_allowed.clone().unwrap_or_default(),
             spread_from_other_control_planes: self.spread_from_other_control_planes,
             network: self.network.clone().unwrap_or_default(),
             addons_recheck: std::time::Duration::from_secs(self.addons_recheck_seconds),

@@ -12,6 +12,7 @@
 //!
 //! A new component is a file here and a field in the stage it belongs to.
 
+pub mod admission_policies;
 pub mod apiserver;
 pub mod apiserver_config;
 pub mod controller_manager;

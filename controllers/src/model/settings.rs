@@ -50,6 +50,37 @@ pub struct OperatorSettings {
     /// which bounds its volumes too): its limits where a pool sets none,
     /// and the ceiling of what a pool may ask for.
     pub node_pod_limits: BTreeMap<String, Quantity>,
+    /// What a spec's placement may name.
+    pub placement_allowed: AllowedPlacement,
+}
+
+/// What a spec's placement may name: each field a tenant sets must be
+/// listed here (the Helm value `placement.allowed`), so no edit widens the
+/// platform's placement (a runtime class other than the sandbox, a
+/// priority class that preempts others, a toleration of a dedicated
+/// node's taint). Empty: a spec may set no placement field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowedPlacement {
+    #[serde(default)]
+    pub runtime_class_names: Vec<String>,
+    #[serde(default)]
+    pub priority_class_names: Vec<String>,
+    /// Taint keys a spec may tolerate (`""`: every taint, with operator
+    /// Exists and no key).
+    #[serde(default)]
+    pub toleration_keys: Vec<String>,
+    /// Node label keys a spec's `nodeSelector` may name.
+    #[serde(default)]
+    pub node_selector_keys: Vec<String>,
+    /// Whether a spec may set `affinity`.
+    #[serde(default)]
+    pub affinity: bool,
+}
+
+/// Parses `placement.allowed` (JSON).
+pub fn parse_allowed_placement(text: &str) -> Result<AllowedPlacement, String> {
+    serde_json::from_str(text).map_err(|e| format!("placement.allowed: {e}"))
 }
 
 /// The node pods' limits when the platform names none.
@@ -106,6 +137,7 @@ impl Default for OperatorSettings {
             network: HostNetwork::default(),
             addons_recheck: Duration::from_secs(600),
             node_pod_limits: default_node_pod_limits(),
+            placement_allowed: AllowedPlacement::default(),
         }
     }
 }
@@ -137,6 +169,7 @@ impl OperatorSettings {
             registries: self.allowed_registries(),
             placement_enforced: self.placement_enforced,
             node_pod_limits: self.node_pod_limits.clone(),
+            placement_allowed: self.placement_allowed.clone(),
         }
     }
 

@@ -515,6 +515,36 @@ fn cluster_cases() -> Vec<(String, Value, Expect)> {
             json!({"nodeSelector": {"ok": "-bad-"}}),
             Refused("spec.placement.nodeSelector.ok"),
         ),
+        // What this platform (no placement.allowed) lets no tenant name:
+        // each field at its most dangerous.
+        (
+            json!({"runtimeClassName": "runc"}),
+            Invalid(
+                "spec.placement.runtimeClassName: 'runc' is not one this platform allows (allowed: none",
+            ),
+        ),
+        (
+            json!({"priorityClassName": "system-node-critical"}),
+            Invalid(
+                "spec.placement.priorityClassName: 'system-node-critical' is not one this platform allows",
+            ),
+        ),
+        (
+            json!({"tolerations": [{"operator": "Exists"}]}),
+            Invalid(
+                "spec.placement.tolerations[0]: a toleration of every taint is not one this platform allows",
+            ),
+        ),
+        (
+            json!({"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}),
+            Invalid(
+                "spec.placement.nodeSelector: the node label 'node-role.kubernetes.io/control-plane' is not one this platform allows",
+            ),
+        ),
+        (
+            json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "etcd"}}}]}}}),
+            Invalid("spec.placement.affinity: this platform does not let a spec set affinity"),
+        ),
     ] {
         add(json!({"placement": placement}), expect);
     }
@@ -553,6 +583,12 @@ fn pool_cases() -> Vec<(String, Value, Expect)> {
         (json!({"replicas": -1}), Refused("spec.replicas")),
         (json!({"replicas": 1001}), Refused("spec.replicas")),
         (json!({"replicas": "two"}), Refused("spec.replicas")),
+        (
+            json!({"placement": {"runtimeClassName": "runc", "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}}),
+            Invalid(
+                "spec.placement.tolerations[0]: the taint 'node-role.kubernetes.io/control-plane' is not one this platform allows",
+            ),
+        ),
         (json!({"version": "1.035.0"}), Refused("no leading zeros")),
         (json!({"version": "v1.35.4"}), Refused("spec.version")),
         (

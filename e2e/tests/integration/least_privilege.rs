@@ -181,6 +181,7 @@ pub async fn namespaced_install_runs_clusters_in_its_namespaces_only(env: &Env) 
         lease: ("nestor-scoped", home),
         lease_duration: 6,
         log_dir: &env.bed.dir.join("logs"),
+        env: &[],
     })?;
     operator.wait_ready(Duration::from_secs(60)).await?;
     // One operator, a cluster in each watched namespace.

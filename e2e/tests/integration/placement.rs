@@ -37,8 +37,14 @@ fn placed_as_asked(what: &str, pod: &PodSpec, runtime: &str, pool: &str) -> Resu
     Ok(())
 }
 
+/// What the platform lets these specs name (the Helm value
+/// `placement.allowed`).
+const ALLOWED: &str = r#"{"runtimeClassNames": ["sandbox", "kata"], "priorityClassNames": ["tenant-control-planes", "tenant-nodes"], "tolerationKeys": ["dedicated"], "nodeSelectorKeys": ["pool"]}"#;
+
 pub async fn placement_reaches_every_pod(env: &Env) -> Result<()> {
-    let s = env.scenario("placement").await?;
+    let s = env
+        .scenario_with("placement", &[("NESTOR_PLACEMENT_ALLOWED", ALLOWED)])
+        .await?;
     s.apply(&vc_yaml("placed", &format!("{{placement: {PLACEMENT}}}")))?;
     s.apply("apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: sandboxed\nspec:\n  clusterRef: {name: placed}\n  replicas: 0\n  placement: {runtimeClassName: kata, nodeSelector: {pool: tenants}, tolerations: [{key: dedicated, operator: Equal, value: tenants, effect: NoSchedule}], priorityClassName: tenant-nodes}\n")?;
     converged(&s, "placed", Duration::from_secs(60)).await?;

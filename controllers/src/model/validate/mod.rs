@@ -159,6 +159,8 @@ pub struct Platform {
     pub placement_enforced: bool,
     /// The most a node pod may ask for or be limited to, by resource.
     pub node_pod_limits: BTreeMap<String, Quantity>,
+    /// What a spec's placement may name.
+    pub placement_allowed: crate::model::settings::AllowedPlacement,
 }
 
 /// Validates a `VirtualCluster` named `name` and returns what the builders
@@ -313,6 +315,14 @@ pub fn validate_cluster(
         &spec.placement,
         platform.placement_enforced,
     );
+    if !platform.placement_enforced {
+        placement::check_allowed(
+            &mut problems,
+            "spec.placement",
+            &spec.placement,
+            &platform.placement_allowed,
+        );
+    }
     let network = network::check_networking(&mut problems, &spec.networking);
     let allowed_egress = network::check_allowed_egress(&mut problems, &spec.allowed_egress);
     let valid = version.zip(network).map(|(version, net)| ValidCluster {
@@ -431,6 +441,14 @@ pub fn validate_pool(
         &spec.placement,
         platform.placement_enforced,
     );
+    if !platform.placement_enforced {
+        placement::check_allowed(
+            &mut problems,
+            "spec.placement",
+            &spec.placement,
+            &platform.placement_allowed,
+        );
+    }
     check_object_name(&mut problems, "metadata.name", name);
     check_object_name(
         &mut problems,

@@ -4,11 +4,96 @@
 
 use super::Problems;
 use super::fields::{excerpt, is_dns_name, is_label_value, label_key_problem};
+use crate::model::settings::AllowedPlacement;
 use k8s_openapi::api::core::v1::{
     Affinity, NodeSelectorRequirement, PodAffinityTerm, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use nestor_crds::{Placement, TaintEffect, TolerationOperator};
+
+/// Checks that every field a tenant's `placement` sets is one the platform
+/// allows (`placement.allowed`).
+pub(crate) fn check_allowed(
+    problems: &mut Problems,
+    field: &str,
+    placement: &Placement,
+    allowed: &AllowedPlacement,
+) {
+    let listed = |list: &[String]| {
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.iter()
+                .map(|v| format!("'{}'", excerpt(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let mut refuse = |here: String, what: String, list: &[String], value: &str| {
+        problems.push(
+            &here,
+            format!(
+                "{what} is not one this platform allows (allowed: {}; Helm value placement.allowed.{value})",
+                listed(list)
+            ),
+        );
+    };
+    for (name, value, list) in [
+        (
+            "runtimeClassName",
+            &placement.runtime_class_name,
+            &allowed.runtime_class_names,
+        ),
+        (
+            "priorityClassName",
+            &placement.priority_class_name,
+            &allowed.priority_class_names,
+        ),
+    ] {
+        if let Some(value) = value
+            && !list.contains(value)
+        {
+            refuse(
+                format!("{field}.{name}"),
+                format!("'{}'", excerpt(value)),
+                list,
+                &format!("{name}s"),
+            );
+        }
+    }
+    for key in placement.node_selector.keys() {
+        if !allowed.node_selector_keys.contains(key) {
+            refuse(
+                format!("{field}.nodeSelector"),
+                format!("the node label '{}'", excerpt(key)),
+                &allowed.node_selector_keys,
+                "nodeSelectorKeys",
+            );
+        }
+    }
+    for (i, t) in placement.tolerations.iter().enumerate() {
+        let key = t.key.clone().unwrap_or_default();
+        if !allowed.toleration_keys.contains(&key) {
+            let what = if key.is_empty() {
+                "a toleration of every taint".to_string()
+            } else {
+                format!("the taint '{}'", excerpt(&key))
+            };
+            refuse(
+                format!("{field}.tolerations[{i}]"),
+                what,
+                &allowed.toleration_keys,
+                "tolerationKeys",
+            );
+        }
+    }
+    if placement.affinity.is_some() && !allowed.affinity {
+        problems.push(
+            &format!("{field}.affinity"),
+            "this platform does not let a spec set affinity (Helm value placement.allowed.affinity)",
+        );
+    }
+}
 
 /// Checks `placement` under `field` (e.g. `spec.placement`).
 pub(crate) fn check_placement(
@@ -293,6 +378,50 @@ mod tests {
             ]
         );
         assert!(check(json!({}), true).is_empty());
+    }
+
+    #[test]
+    fn a_tenant_sets_only_what_the_platform_allows() {
+        let placement: Placement = serde_json::from_value(json!({
+            "runtimeClassName": "runc",
+            "priorityClassName": "system-node-critical",
+            "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+            "tolerations": [{"operator": "Exists"}, {"key": "dedicated", "operator": "Exists"}],
+            "affinity": {}
+        }))
+        .unwrap();
+        let check = |allowed: &AllowedPlacement| {
+            let mut problems = Problems::default();
+            check_allowed(&mut problems, "spec.placement", &placement, allowed);
+            problems.0
+        };
+        assert_eq!(
+            check(&AllowedPlacement::default()),
+            [
+                "spec.placement.runtimeClassName: 'runc' is not one this platform allows (allowed: none; Helm value placement.allowed.runtimeClassNames)",
+                "spec.placement.priorityClassName: 'system-node-critical' is not one this platform allows (allowed: none; Helm value placement.allowed.priorityClassNames)",
+                "spec.placement.nodeSelector: the node label 'node-role.kubernetes.io/control-plane' is not one this platform allows (allowed: none; Helm value placement.allowed.nodeSelectorKeys)",
+                "spec.placement.tolerations[0]: a toleration of every taint is not one this platform allows (allowed: none; Helm value placement.allowed.tolerationKeys)",
+                "spec.placement.tolerations[1]: the taint 'dedicated' is not one this platform allows (allowed: none; Helm value placement.allowed.tolerationKeys)",
+                "spec.placement.affinity: this platform does not let a spec set affinity (Helm value placement.allowed.affinity)",
+            ]
+        );
+        let all = AllowedPlacement {
+            runtime_class_names: vec!["runc".into()],
+            priority_class_names: vec!["system-node-critical".into()],
+            toleration_keys: vec!["".into(), "dedicated".into()],
+            node_selector_keys: vec!["node-role.kubernetes.io/control-plane".into()],
+            affinity: true,
+        };
+        assert!(check(&all).is_empty());
+        let mut most = all.clone();
+        most.toleration_keys = vec!["dedicated".into()];
+        assert_eq!(
+            check(&most),
+            [
+                "spec.placement.tolerations[0]: a toleration of every taint is not one this platform allows (allowed: 'dedicated'; Helm value placement.allowed.tolerationKeys)"
+            ]
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Validation, one rule at a time, and a property test over generated
 //! specs: never a panic, and every problem names its field.
+//!
+//! Longer than most files: one test per rule of both kinds.
 
 use super::*;
 use nestor_crds::{ClusterReference, NodeTaint, TaintEffect};
