@@ -508,7 +508,7 @@ webhooks:
   sideEffects: None
   failurePolicy: Ignore
   reinvocationPolicy: IfNeeded
-  clientConfig: {url: 'https://127.0.0.1:1/mutate'}
+  clientConfig: {service: {name: nowhere, namespace: default, path: /mutate}}
   rules: [{apiGroups: [''], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods]}]
 ",
         ),

@@ -168,7 +168,7 @@ fn host_connects(env: &Env, ns: &str, pod: &str, ip: &str, port: u16) -> Result<
 }
 
 /// Whether `ip:port` accepts a TCP connection from the test bed's node.
-fn node_connects(ip: &str, port: u16) -> Result<bool> {
+pub(super) fn node_connects(ip: &str, port: u16) -> Result<bool> {
     // busybox's shell runs its own nc, the one the pods' probes use.
     let out = node_command("busybox", &["sh", "-c", &connect_script(ip, port)]).output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim() == "open")
@@ -556,7 +556,15 @@ spec:
     // namespace, not a pod elsewhere on the host (the control pod).
     let operator = operator_ip(env)?;
     host_probe(env, OPERATOR_NAMESPACE, "metrics-probe")?;
-    let admitted = host_connects(env, OPERATOR_NAMESPACE, "metrics-probe", &operator, 8080)?;
+    // The enforcer admits a new pod once it has synced it: a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut admitted = false;
+    while !admitted && Instant::now() < deadline {
+        admitted = host_connects(env, OPERATOR_NAMESPACE, "metrics-probe", &operator, 8080)?;
+        if !admitted {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     kubectl(
         &env.admin,
         &[
