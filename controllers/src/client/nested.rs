@@ -240,9 +240,11 @@ where
     Ok(())
 }
 
-/// Reads `obj` back from the nested cluster and applies it again when it
-/// is missing or no longer holds what Nestor wrote (whoever changed it).
-/// Returns whether it had to.
+/// Reads `obj` back from the nested cluster and writes it again when it
+/// is missing (a create) or no longer holds what Nestor wrote (whoever
+/// changed it). A changed object is replaced whole, not applied: an apply
+/// would keep what another field manager added (a second element of a
+/// set, such as `Audit` beside `Deny`). Returns whether it had to.
 pub async fn repair<K>(
     ctx: &Context,
     client: &Client,
@@ -262,18 +264,30 @@ where
         .get_opt(&name)
         .await
         .map_err(|e| request_failed(names, &format!("reading {} {name}", K::kind(&())), &e))?;
-    let whole = match live {
-        None => false,
-        Some(live) => {
-            let desired = serde_json::to_value(obj).unwrap_or_default();
-            let live = serde_json::to_value(&live).unwrap_or_default();
-            crate::model::hash::holds(&live, &desired)
-        }
-    };
-    if !whole {
+    let Some(live) = live else {
         apply(ctx, client, names, obj).await?;
+        return Ok(true);
+    };
+    let mut desired = serde_json::to_value(obj).unwrap_or_default();
+    if crate::model::hash::holds(&serde_json::to_value(&live).unwrap_or_default(), &desired) {
+        return Ok(false);
     }
-    Ok(!whole)
+    desired["metadata"]["resourceVersion"] = live.metadata.resource_version.clone().into();
+    let replacement: DynamicObject =
+        serde_json::from_value(desired).map_err(|_| Error::Nested {
+            namespace: names.namespace.clone(),
+            name: names.cluster.clone(),
+            message: format!("{} {name} does not serialize", K::kind(&())),
+        })?;
+    ctx.metrics.write("replace", "Nested");
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    api.replace(&name, &params, &replacement)
+        .await
+        .map_err(|e| request_failed(names, &format!("replacing {} {name}", K::kind(&())), &e))?;
+    Ok(true)
 }
 
 /// A request to a nested cluster that failed: what was asked, and the
