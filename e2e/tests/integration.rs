@@ -389,6 +389,20 @@ async fn converged(s: &Scenario<'_>, vc: &str, timeout: Duration) -> Result<Virt
     }
 }
 
+/// Each merge patch of `object` refused by the API server with its message.
+fn refused_edits(s: &Scenario<'_>, object: &str, cases: &[(&str, &str)]) -> Result<()> {
+    for (patch, message) in cases {
+        let out = s.kubectl(&["patch", object, "--type=merge", "-p", patch])?;
+        ensure!(!out.ok, "{patch} was accepted");
+        ensure!(
+            out.stderr.contains(message),
+            "{patch}: expected '{message}' in: {}",
+            out.stderr
+        );
+    }
+    Ok(())
+}
+
 fn condition<'a>(
     vc: &'a VirtualCluster,
     type_: &str,
@@ -1053,22 +1067,14 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
         ),
         (r#"{"spec":{"version":"1.035.0"}}"#, "no leading zeros"),
     ];
-    for (patch, message) in update_cases {
-        let out = s.kubectl(&["patch", "vc/base", "--type=merge", "-p", patch])?;
-        ensure!(!out.ok, "{patch} was accepted");
-        ensure!(
-            out.stderr.contains(message),
-            "{patch}: expected '{message}' in: {}",
-            out.stderr
-        );
-    }
+    refused_edits(&s, "vc/base", &update_cases)?;
 
     // Generations only rise: lowered, or dropped (which reads as 0).
     s.apply(&vc_yaml(
         "generations",
         "{apiServer: {adminCredentialGeneration: 3, encryptionKeyGeneration: 2}}",
     ))?;
-    for (patch, message) in [
+    let generation_cases = [
         (
             r#"{"spec":{"apiServer":{"adminCredentialGeneration":2}}}"#,
             "adminCredentialGeneration can only be raised",
@@ -1085,15 +1091,8 @@ async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
             r#"{"spec":{"apiServer":{"encryptionKeyGeneration":1}}}"#,
             "encryptionKeyGeneration can only be raised",
         ),
-    ] {
-        let out = s.kubectl(&["patch", "vc/generations", "--type=merge", "-p", patch])?;
-        ensure!(!out.ok, "{patch} was accepted");
-        ensure!(
-            out.stderr.contains(message),
-            "{patch}: expected '{message}' in: {}",
-            out.stderr
-        );
-    }
+    ];
+    refused_edits(&s, "vc/generations", &generation_cases)?;
     let deleted = s.kubectl(&["delete", "vc/generations", "--wait=false"])?;
     ensure!(deleted.ok, "deleting vc/generations: {}", deleted.stderr);
 

@@ -218,17 +218,27 @@ async fn connect(ctx: &Context, names: &ClusterNames, server: &str) -> Result<Cl
     Client::try_from(config).map_err(|e| nested_error(format!("building a client failed: {e}")))
 }
 
+/// `obj`'s name, and an API for its kind where it lives (its namespace, or
+/// the cluster).
+fn dynamic_api<K>(client: &Client, obj: &K) -> (String, Api<DynamicObject>)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let resource = ApiResource::erase::<K>(&());
+    let api = match obj.meta().namespace.as_deref() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    (name, api)
+}
+
 /// Server-side applies an object into a nested cluster.
 pub async fn apply<K>(ctx: &Context, client: &Client, names: &ClusterNames, obj: &K) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let name = obj.meta().name.clone().unwrap_or_default();
-    let resource = ApiResource::erase::<K>(&());
-    let api: Api<DynamicObject> = match obj.meta().namespace.as_deref() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
+    let (name, api) = dynamic_api(client, obj);
     ctx.metrics.write("apply", "Nested");
     api.patch(
         &name,
@@ -254,12 +264,7 @@ pub async fn repair<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let name = obj.meta().name.clone().unwrap_or_default();
-    let resource = ApiResource::erase::<K>(&());
-    let api: Api<DynamicObject> = match obj.meta().namespace.as_deref() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
+    let (name, api) = dynamic_api(client, obj);
     let live = api
         .get_opt(&name)
         .await

@@ -134,7 +134,7 @@ fn create(config: &Path, yaml: &str) -> Result<Run> {
 }
 
 /// A pod in A's `default` namespace with extra pod and container fields.
-fn pod(name: &str, pod_fields: &str, container_fields: &str) -> String {
+pub(super) fn pod(name: &str, pod_fields: &str, container_fields: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Pod

@@ -9,7 +9,7 @@
 
 use super::Env;
 use super::attacks::{LABELS, record, refused, tenants};
-use super::network::{component_ip, service_ip};
+use super::network::{component_ip, host_targets, service_ip};
 use super::workloads::{
     BUSYBOX, connect_script, default_service_account, pool_ready, pool_yaml, wait_nested,
 };
@@ -218,20 +218,10 @@ spec:
 /// nothing runs it and the pod garbage collector keeps it), with extra pod
 /// and container fields.
 fn pod(name: &str, pod_fields: &str, container_fields: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  annotations: {{}}
-spec:
-  nodeName: parking
-{pod_fields}
-  containers:
-  - name: main
-    image: {BUSYBOX}
-    command: [sleep, '3600']
-{container_fields}"
+    super::attacks::pod(
+        name,
+        &format!("  nodeName: parking\n{pod_fields}"),
+        container_fields,
     )
 }
 
@@ -315,8 +305,8 @@ async fn no_label_decides(x: &Path, glass: &Path) -> Result<()> {
         (
             "an AppArmor annotation",
             pod("f11", "", "").replace(
-                "annotations: {}",
-                "annotations: {container.apparmor.security.beta.kubernetes.io/main: unconfined}",
+                "  name: f11\n",
+                "  name: f11\n  annotations: {container.apparmor.security.beta.kubernetes.io/main: unconfined}\n",
             ),
         ),
         (
@@ -513,15 +503,24 @@ fn decoy_node(x: &Path, name: &str, ip: &str, port: u16) -> Result<()> {
             "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n"
         )),
     )?;
-    let status = json!({"status": {
-        "addresses": [{"type": "InternalIP", "address": ip}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
-    }});
+    set_status(
+        x,
+        "node",
+        name,
+        json!({"status": {
+            "addresses": [{"type": "InternalIP", "address": ip}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+        }}),
+    )
+}
+
+/// Merges `status` into the status of `kind/name`, as the tenant may.
+fn set_status(x: &Path, kind: &str, name: &str, status: Value) -> Result<()> {
     kubectl_ok(
         x,
         &[
             "patch",
-            "node",
+            kind,
             name,
             "--subresource=status",
             "--type=merge",
@@ -533,24 +532,15 @@ fn decoy_node(x: &Path, name: &str, ip: &str, port: u16) -> Result<()> {
     Ok(())
 }
 
-/// A pod bound to no real node whose status claims the address `ip`.
+/// A pod bound to no running node whose status claims the address `ip`.
 fn decoy_pod(x: &Path, name: &str, ip: &str) -> Result<()> {
     kubectl_ok(x, &["create", "-f", "-"], Some(&pod(name, "", "")))?;
-    let status = json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}});
-    kubectl_ok(
+    set_status(
         x,
-        &[
-            "patch",
-            "pod",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status.to_string(),
-        ],
-        None,
-    )?;
-    Ok(())
+        "pod",
+        name,
+        json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}}),
+    )
 }
 
 /// A Service of the tenant's whose only endpoint is `ip:port`. The
@@ -584,6 +574,34 @@ subsets:
         run.stderr
     );
     Ok(Some(run))
+}
+
+/// A decoy of `kind` (`node`, `pod` or `service`) whose proxy goes to
+/// `ip:port`, and that proxy's base path; or the API server's refusal of
+/// the decoy itself.
+fn decoy(
+    x: &Path,
+    kind: &str,
+    name: &str,
+    ip: &str,
+    port: u16,
+) -> Result<std::result::Result<String, Run>> {
+    Ok(Ok(match kind {
+        "node" => {
+            decoy_node(x, name, ip, port)?;
+            format!("/api/v1/nodes/https:{name}:{port}/proxy")
+        }
+        "pod" => {
+            decoy_pod(x, name, ip)?;
+            format!("/api/v1/namespaces/default/pods/https:{name}:{port}/proxy")
+        }
+        _ => {
+            if let Some(refusal) = decoy_service(x, name, ip, port)? {
+                return Ok(Err(refusal));
+            }
+            format!("/api/v1/namespaces/default/services/https:{name}:https/proxy")
+        }
+    }))
 }
 
 /// Whether a proxied request's answer came from the target: any answer
@@ -693,33 +711,14 @@ async fn proxies_lead_nowhere(env: &Env, ns: &str, x: &Path, b_endpoint: &str) -
         ("its own API server's host Service", own_service, 6443),
         ("its own API server's pod", own_pod, 6443),
     ];
-    let elsewhere: Vec<(String, String, u16)> = vec![
-        (
-            "the host's API server".into(),
-            setting("HOST_IP").into(),
-            env.bed.api_port,
-        ),
-        (
-            "the host's API server through its Service".into(),
-            service_ip(env, "default", "kubernetes")?,
-            443,
-        ),
-        (
-            "the host node's kubelet".into(),
-            setting("NODE_IP").into(),
-            10250,
-        ),
-        (
+    let elsewhere: Vec<(String, String, u16)> = host_targets(env)?
+        .into_iter()
+        .chain([(
             "tenant B's API server".into(),
             b_ip.to_string(),
             b_port.parse()?,
-        ),
-        (
-            "the link-local metadata listener".into(),
-            setting("METADATA_IP").into(),
-            setting("METADATA_PORT").parse()?,
-        ),
-    ];
+        )])
+        .collect();
     kubectl_ok(
         x,
         &["create", "-f", "-"],
@@ -733,25 +732,9 @@ async fn proxies_lead_nowhere(env: &Env, ns: &str, x: &Path, b_endpoint: &str) -
         for kind in ["node", "pod", "service"] {
             n += 1;
             let name = format!("decoy-{n}");
-            let base = match kind {
-                "node" => {
-                    decoy_node(x, &name, ip, *port)?;
-                    format!("/api/v1/nodes/https:{name}:{port}/proxy")
-                }
-                "pod" => {
-                    decoy_pod(x, &name, ip)?;
-                    format!("/api/v1/namespaces/default/pods/https:{name}:{port}/proxy")
-                }
-                _ => {
-                    if let Some(refusal) = decoy_service(x, &name, ip, *port)? {
-                        anyhow::bail!(
-                            "the decoy Service at {what} was refused: {}",
-                            refusal.stderr
-                        );
-                    }
-                    format!("/api/v1/namespaces/default/services/https:{name}:https/proxy")
-                }
-            };
+            let base = decoy(x, kind, &name, ip, *port)?.map_err(|refusal| {
+                anyhow::anyhow!("the decoy {kind} at {what} was refused: {}", refusal.stderr)
+            })?;
             let who = format!("a {kind} proxy aimed at {what} ({ip}:{port})");
             let (run, user, groups) = review_through(x, &format!("{base}/{review}"))?;
             let answer: String = run.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -797,26 +780,16 @@ async fn proxies_lead_nowhere(env: &Env, ns: &str, x: &Path, b_endpoint: &str) -
         for kind in ["node", "pod", "service"] {
             n += 1;
             let name = format!("decoy-{n}");
-            let path = match kind {
-                "node" => {
-                    decoy_node(x, &name, ip, *port)?;
-                    format!("/api/v1/nodes/https:{name}:{port}/proxy/")
-                }
-                "pod" => {
-                    decoy_pod(x, &name, ip)?;
-                    format!("/api/v1/namespaces/default/pods/https:{name}:{port}/proxy/")
-                }
-                _ => {
-                    if let Some(refusal) = decoy_service(x, &name, ip, *port)? {
-                        // The API server takes no such endpoint at all.
-                        println!("a {kind} proxy aimed at {what}: {}", refusal.stderr.trim());
-                        record(
-                            &format!("a {kind} proxy aimed at {what} ({ip}:{port})"),
-                            false,
-                        )?;
-                        continue;
-                    }
-                    format!("/api/v1/namespaces/default/services/https:{name}:https/proxy/")
+            let path = match decoy(x, kind, &name, ip, *port)? {
+                Ok(base) => format!("{base}/"),
+                Err(refusal) => {
+                    // The API server takes no such decoy at all.
+                    println!("a {kind} proxy aimed at {what}: {}", refusal.stderr.trim());
+                    record(
+                        &format!("a {kind} proxy aimed at {what} ({ip}:{port})"),
+                        false,
+                    )?;
+                    continue;
                 }
             };
             let run = kubectl(x, &["get", "--raw", &path, "--request-timeout=30s"], None)?;
@@ -926,26 +899,13 @@ async fn api_server_pod_reaches_only_its_etcd(env: &Env, ns: &str, b_endpoint: &
         .trim_start_matches("https://")
         .trim_end_matches('/');
     let (b_ip, b_port) = b.rsplit_once(':').context("B's endpoint has no port")?;
-    let targets: Vec<(&str, String, u16)> = vec![
-        (
-            "the host's API server",
-            setting("HOST_IP").into(),
-            env.bed.api_port,
-        ),
-        (
-            "the host's API server through its Service",
-            service_ip(env, "default", "kubernetes")?,
-            443,
-        ),
-        ("the host node's kubelet", setting("NODE_IP").into(), 10250),
-        ("tenant B's API server", b_ip.into(), b_port.parse()?),
-        (
-            "the link-local metadata listener",
-            setting("METADATA_IP").into(),
-            setting("METADATA_PORT").parse()?,
-        ),
-        ("its own etcd's metrics port", etcd.clone(), 2381),
-    ];
+    let targets: Vec<(String, String, u16)> = host_targets(env)?
+        .into_iter()
+        .chain([
+            ("tenant B's API server".into(), b_ip.into(), b_port.parse()?),
+            ("its own etcd's metrics port".into(), etcd.clone(), 2381),
+        ])
+        .collect();
     for (what, ip, port) in &targets {
         record(
             &format!("the API server's pod reaching {what} ({ip}:{port})"),

@@ -232,6 +232,33 @@ pub(super) fn service_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
     host_field(env, ns, &["service", name], "{.spec.clusterIP}")
 }
 
+/// What no tenant may reach on the host: its API server (directly and
+/// through its Service), its node's kubelet and the link-local listener.
+pub(super) fn host_targets(env: &Env) -> Result<Vec<(String, String, u16)>> {
+    Ok(vec![
+        (
+            "the host's API server".into(),
+            setting("HOST_IP").into(),
+            env.bed.api_port,
+        ),
+        (
+            "the host's API server through its Service".into(),
+            service_ip(env, "default", "kubernetes")?,
+            443,
+        ),
+        (
+            "the host node's kubelet".into(),
+            setting("NODE_IP").into(),
+            10250,
+        ),
+        (
+            "the link-local metadata listener".into(),
+            setting("METADATA_IP").into(),
+            setting("METADATA_PORT").parse()?,
+        ),
+    ])
+}
+
 fn operator_ip(env: &Env) -> Result<String> {
     host_field(
         env,
@@ -287,7 +314,6 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
         )?;
     }
 
-    let api_port = env.bed.api_port;
     let b_etcd = host_pod_ip(env, &b_ns, "b-etcd-0")?;
     let b_apiserver = component_ip(env, &b_ns, "b", "apiserver")?;
     let targets: Vec<(String, String, u16)> = vec![
@@ -314,31 +340,14 @@ pub async fn network_attacks(env: &Env) -> Result<()> {
             1053,
         ),
         (
-            "the host's API server".into(),
-            setting("HOST_IP").into(),
-            api_port,
-        ),
-        (
-            "the host's API server through its Service".into(),
-            service_ip(env, "default", "kubernetes")?,
-            443,
-        ),
-        (
-            "the host node's kubelet".into(),
-            setting("NODE_IP").into(),
-            10250,
-        ),
-        (
             "the operator's metrics port".into(),
             operator_ip(env)?,
             8080,
         ),
-        (
-            "the link-local metadata listener".into(),
-            setting("METADATA_IP").into(),
-            setting("METADATA_PORT").parse()?,
-        ),
-    ];
+    ]
+    .into_iter()
+    .chain(host_targets(env)?)
+    .collect();
     // Every target answers from its node (which NetworkPolicy does not
     // filter); those outside the host's pods also answer an unconfined pod,
     // so the pods' path to them is open but for the policies.

@@ -309,20 +309,7 @@ pub fn validate_cluster(
             format!("'{}' is not a DNS domain", excerpt(domain)),
         );
     }
-    placement::check_placement(
-        &mut problems,
-        "spec.placement",
-        &spec.placement,
-        platform.placement_enforced,
-    );
-    if !platform.placement_enforced {
-        placement::check_allowed(
-            &mut problems,
-            "spec.placement",
-            &spec.placement,
-            &platform.placement_allowed,
-        );
-    }
+    placement::check_tenant_placement(&mut problems, &spec.placement, platform);
     let network = network::check_networking(&mut problems, &spec.networking);
     let allowed_egress = network::check_allowed_egress(&mut problems, &spec.allowed_egress);
     let valid = version.zip(network).map(|(version, net)| ValidCluster {
@@ -435,20 +422,7 @@ pub fn validate_pool(
     platform: &Platform,
 ) -> Result<String, Invalid> {
     let mut problems = Problems::default();
-    placement::check_placement(
-        &mut problems,
-        "spec.placement",
-        &spec.placement,
-        platform.placement_enforced,
-    );
-    if !platform.placement_enforced {
-        placement::check_allowed(
-            &mut problems,
-            "spec.placement",
-            &spec.placement,
-            &platform.placement_allowed,
-        );
-    }
+    placement::check_tenant_placement(&mut problems, &spec.placement, platform);
     check_object_name(&mut problems, "metadata.name", name);
     check_object_name(
         &mut problems,

@@ -11,6 +11,20 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use nestor_crds::{Placement, TaintEffect, TolerationOperator};
 
+/// A tenant's `spec.placement`: sound, and within what the platform
+/// allows (nothing at all where it enforces its own).
+pub(crate) fn check_tenant_placement(
+    problems: &mut Problems,
+    placement: &Placement,
+    platform: &super::Platform,
+) {
+    let field = "spec.placement";
+    check_placement(problems, field, placement, platform.placement_enforced);
+    if !platform.placement_enforced {
+        check_allowed(problems, field, placement, &platform.placement_allowed);
+    }
+}
+
 /// Checks that every field a tenant's `placement` sets is one the platform
 /// allows (`placement.allowed`).
 pub(crate) fn check_allowed(
