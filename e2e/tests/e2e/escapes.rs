@@ -470,22 +470,28 @@ async fn confining_objects_are_repaired(env: &Env, ns: &str, x: &Path, glass: &P
             None,
         )
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut run = label()?;
-    while run.ok && Instant::now() < deadline {
-        kubectl_ok(
-            glass,
-            &[
-                "label",
-                "namespace",
-                "default",
-                "pod-security.kubernetes.io/enforce-",
-            ],
-            None,
-        )?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        run = label()?;
-    }
+    wait_nested(
+        "admission to see the label lock again",
+        Duration::from_secs(30),
+        || {
+            if !label()?.ok {
+                return Ok(true);
+            }
+            kubectl_ok(
+                glass,
+                &[
+                    "label",
+                    "namespace",
+                    "default",
+                    "pod-security.kubernetes.io/enforce-",
+                ],
+                None,
+            )?;
+            Ok(false)
+        },
+    )
+    .await?;
+    let run = label()?;
     refused(
         "relabelling default privileged after the repair",
         run,

@@ -13,7 +13,7 @@ use super::Env;
 use super::attacks::record;
 use super::workloads::{
     BUSYBOX, connect_script, connects, default_service_account, exec, host_pod_ip, nested,
-    nested_apply, pool_ready, pool_yaml,
+    nested_apply, pool_ready, pool_yaml, wait_nested,
 };
 use anyhow::{Result, ensure};
 use nestor_e2e::node::{TOOLS_IMAGE as TOOLS, node_command, setting};
@@ -566,14 +566,12 @@ spec:
     let operator = operator_ip(env)?;
     host_probe(env, OPERATOR_NAMESPACE, "metrics-probe")?;
     // The enforcer admits a new pod once it has synced it: a few seconds.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut admitted = false;
-    while !admitted && Instant::now() < deadline {
-        admitted = host_connects(env, OPERATOR_NAMESPACE, "metrics-probe", &operator, 8080)?;
-        if !admitted {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
+    let admitted = wait_nested(
+        "the operator's own namespace to reach its metrics port",
+        Duration::from_secs(30),
+        || host_connects(env, OPERATOR_NAMESPACE, "metrics-probe", &operator, 8080),
+    )
+    .await;
     kubectl(
         &env.admin,
         &[
@@ -586,10 +584,7 @@ spec:
         ],
         None,
     )?;
-    ensure!(
-        admitted,
-        "the operator's own namespace does not reach its metrics port"
-    );
+    admitted?;
     record(
         "a host pod of another namespace reaching the operator's metrics port",
         host_connects(env, &control_ns, "control", &operator, 8080)?,
