@@ -360,7 +360,34 @@ fn webhook_url_validations() -> Vec<Validation> {
             "!has(object.spec) || !has(object.spec.conversion) || !has(object.spec.conversion.webhook) || !has(object.spec.conversion.webhook.clientConfig) || !has(object.spec.conversion.webhook.clientConfig.url)".into(),
             says("spec.conversion.webhook.clientConfig.url"),
         ),
+        refusal(
+            format!(
+                "!has(object.webhooks) || object.webhooks.all(w, !has(w.clientConfig.service) || !({}))",
+                names_the_api_server("w.clientConfig.service")
+            ),
+            api_server_says("webhooks[*].clientConfig.service"),
+        ),
+        refusal(
+            format!(
+                "!has(object.spec) || !has(object.spec.conversion) || !has(object.spec.conversion.webhook) || !has(object.spec.conversion.webhook.clientConfig) || !has(object.spec.conversion.webhook.clientConfig.service) || !({})",
+                names_the_api_server("object.spec.conversion.webhook.clientConfig.service")
+            ),
+            api_server_says("spec.conversion.webhook.clientConfig.service"),
+        ),
     ]
+}
+
+/// Whether a webhook's `service` (CEL) is the API server's own
+/// `default/kubernetes`: upstream calls such a webhook with the API
+/// server's loopback superuser credential, on the path the webhook names.
+fn names_the_api_server(service: &str) -> String {
+    format!("{service}.namespace == 'default' && {service}.name == 'kubernetes'")
+}
+
+fn api_server_says(field: &str) -> String {
+    format!(
+        "nestor: {field} may not name default/kubernetes: the API server would call itself as its own superuser on the webhook's path"
+    )
 }
 
 #[cfg(test)]
@@ -513,5 +540,13 @@ mod tests {
         let all = expressions(webhooks);
         assert!(all.contains("object.webhooks.all(w, !has(w.clientConfig.url))"));
         assert!(all.contains("!has(object.spec.conversion.webhook.clientConfig.url)"));
+        // The API server's own Service, which upstream calls with its
+        // loopback superuser credential.
+        assert!(all.contains(
+            "object.webhooks.all(w, !has(w.clientConfig.service) || !(w.clientConfig.service.namespace == 'default' && w.clientConfig.service.name == 'kubernetes'))"
+        ));
+        assert!(all.contains(
+            "!(object.spec.conversion.webhook.clientConfig.service.namespace == 'default' && object.spec.conversion.webhook.clientConfig.service.name == 'kubernetes')"
+        ));
     }
 }

@@ -118,7 +118,8 @@ pub async fn attack_namespace_labels_through_subresources(env: &Env) -> Result<(
     Ok(())
 }
 
-/// Admission and conversion webhooks by URL: refused, created or edited.
+/// Admission and conversion webhooks by URL, or naming the API server's
+/// own Service: refused, created or edited.
 pub async fn attack_webhook_by_url(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let a = t.kubeconfig();
@@ -168,6 +169,18 @@ webhooks:
         )?;
         refused(&format!("a {kind} turned to a URL"), run, WEBHOOK_URLS)?;
         kubectl_ok(a, &["delete", &plural, "by-url"], None)?;
+        // The API server's own Service: upstream would call it with its
+        // loopback superuser credential.
+        let itself = yaml.replace(
+            &format!("{{url: '{host_api}'}}"),
+            "{service: {name: kubernetes, namespace: default, path: /api/v1/namespaces}}",
+        );
+        let run = kubectl(a, &["create", "-f", "-"], Some(&itself))?;
+        refused(
+            &format!("a {kind} calling the API server as its own superuser"),
+            run,
+            WEBHOOK_URLS,
+        )?;
     }
     let crd = format!(
         "apiVersion: apiextensions.k8s.io/v1
@@ -190,6 +203,16 @@ spec:
     let run = kubectl(a, &["create", "-f", "-"], Some(&crd))?;
     refused(
         "a CRD converting through the host's API server by URL",
+        run,
+        WEBHOOK_URLS,
+    )?;
+    let itself = crd.replace(
+        &format!("{{url: '{host_api}'}}"),
+        "{service: {name: kubernetes, namespace: default}}",
+    );
+    let run = kubectl(a, &["create", "-f", "-"], Some(&itself))?;
+    refused(
+        "a CRD converting through the API server as its own superuser",
         run,
         WEBHOOK_URLS,
     )
