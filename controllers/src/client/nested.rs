@@ -295,6 +295,57 @@ where
     Ok(true)
 }
 
+/// Writes every add-on object, or, with `only_broken`, reads each back and
+/// writes those that are missing or changed. Returns what it wrote.
+pub async fn write_addons(
+    ctx: &Context,
+    client: &Client,
+    names: &ClusterNames,
+    wanted: &crate::build::nested_addons::NestedAddons,
+    only_broken: bool,
+) -> Result<Vec<String>> {
+    async fn one<K>(
+        ctx: &Context,
+        client: &Client,
+        names: &ClusterNames,
+        obj: &K,
+        only_broken: bool,
+    ) -> Result<Option<String>>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        let wrote = if only_broken {
+            repair(ctx, client, names, obj).await?
+        } else {
+            apply(ctx, client, names, obj).await?;
+            true
+        };
+        Ok(wrote.then(|| {
+            format!(
+                "{} {}",
+                K::kind(&()),
+                obj.meta().name.as_deref().unwrap_or_default()
+            )
+        }))
+    }
+    let mut wrote = Vec::new();
+    for policy in &wanted.policies {
+        wrote.extend(one(ctx, client, names, policy, only_broken).await?);
+    }
+    for binding in &wanted.policy_bindings {
+        wrote.extend(one(ctx, client, names, binding, only_broken).await?);
+    }
+    for role in &wanted.roles {
+        wrote.extend(one(ctx, client, names, role, only_broken).await?);
+    }
+    for binding in &wanted.bindings {
+        wrote.extend(one(ctx, client, names, binding, only_broken).await?);
+    }
+    wrote.extend(one(ctx, client, names, &wanted.dns_service, only_broken).await?);
+    wrote.extend(one(ctx, client, names, &wanted.dns_endpoints, only_broken).await?);
+    Ok(wrote)
+}
+
 /// A request to a nested cluster that failed: what was asked, and the
 /// status code and reason only (the message may quote what the tenant
 /// wrote).

@@ -473,7 +473,7 @@ async fn ensure_nested_addons(
     let checking = serving && current && ctx.nested.addons_due(names, every);
     if writing || checking {
         let client = nested::client(ctx, vc).await?;
-        let repaired = write_addons(ctx, &client, names, &wanted, checking).await?;
+        let repaired = nested::write_addons(ctx, &client, names, &wanted, checking).await?;
         ctx.nested.addons_checked(names);
         if writing {
             info!(cluster = %names.cluster, namespace = %names.namespace, "wrote the add-ons into the nested cluster");
@@ -495,61 +495,6 @@ async fn ensure_nested_addons(
     let config = desired_coredns_config(inputs, installed.as_deref(), writing, written.as_deref());
     apply_holdable(ctx, &ctx.stores.config_maps, config).await?;
     Ok(installed.is_some())
-}
-
-/// Writes every add-on object, or, with `only_broken`, reads each back and
-/// writes those that are missing or changed. Returns what it wrote.
-async fn write_addons(
-    ctx: &Context,
-    client: &kube::Client,
-    names: &ClusterNames,
-    wanted: &NestedAddons,
-    only_broken: bool,
-) -> Result<Vec<String>> {
-    async fn one<K>(
-        ctx: &Context,
-        client: &kube::Client,
-        names: &ClusterNames,
-        obj: &K,
-        only_broken: bool,
-    ) -> Result<Option<String>>
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + serde::Serialize
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let wrote = if only_broken {
-            nested::repair(ctx, client, names, obj).await?
-        } else {
-            nested::apply(ctx, client, names, obj).await?;
-            true
-        };
-        Ok(wrote.then(|| {
-            format!(
-                "{} {}",
-                K::kind(&()),
-                obj.meta().name.as_deref().unwrap_or_default()
-            )
-        }))
-    }
-    let mut wrote = Vec::new();
-    for policy in &wanted.policies {
-        wrote.extend(one(ctx, client, names, policy, only_broken).await?);
-    }
-    for binding in &wanted.policy_bindings {
-        wrote.extend(one(ctx, client, names, binding, only_broken).await?);
-    }
-    for role in &wanted.roles {
-        wrote.extend(one(ctx, client, names, role, only_broken).await?);
-    }
-    for binding in &wanted.bindings {
-        wrote.extend(one(ctx, client, names, binding, only_broken).await?);
-    }
-    wrote.extend(one(ctx, client, names, &wanted.dns_service, only_broken).await?);
-    wrote.extend(one(ctx, client, names, &wanted.dns_endpoints, only_broken).await?);
-    Ok(wrote)
 }
 
 /// Where the API server is published and which names its certificate needs.
