@@ -42,6 +42,7 @@ fn builders(c: &mut Criterion) {
         extra_sans: vec!["10.0.0.1".into()],
     };
     let bundle = pki::generate_ca_bundle("bench").expect("bundle");
+    let client_signer = pki::generate_ca("bench-client-signer").expect("signer");
 
     c.bench_function("validate_cluster", |b| {
         b.iter(|| {
@@ -65,9 +66,10 @@ fn builders(c: &mut Criterion) {
             })
         },
     );
-    c.bench_function("DesiredCluster (all 19, certificates issued)", |b| {
+    c.bench_function("DesiredCluster (every child, certificates issued)", |b| {
         b.iter(|| {
-            DesiredCluster::new(black_box(&inputs), &exposure, &bundle, None).expect("builds")
+            DesiredCluster::new(black_box(&inputs), &exposure, &bundle, &client_signer, None)
+                .expect("builds")
         })
     });
     c.bench_function("generate_ca_bundle", |b| {

@@ -92,13 +92,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }))?;
     let settings = OperatorSettings::default();
     let bundle = pki::generate_ca_bundle("vc-0001")?;
+    let client_signer = pki::generate_ca("vc-0001-client-signer")?;
     let valid = validate_cluster(
         "vc-0001",
         &vc.spec,
         &nestor_controllers::model::settings::OperatorSettings::default().platform(),
     )?;
     let inputs = ClusterInputs::new(&vc, valid, &settings, "revision".into());
-    let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, None)?.by_kind();
+    let objects =
+        DesiredCluster::new(&inputs, &Exposure::default(), &bundle, &client_signer, None)?
+            .by_kind();
     let rows = [
         (
             "Secret (metadata)",

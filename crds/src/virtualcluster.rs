@@ -254,6 +254,8 @@ pub struct ApiServerSpec {
     /// Raise to issue a new admin kubeconfig: the admin certificate's group
     /// carries this number, and only the current group is bound to
     /// `cluster-admin`, so every earlier admin kubeconfig stops working.
+    /// It also replaces the CA that signs client certificates requested
+    /// through the nested cluster's CSR API, so those stop working too.
     /// It can only be raised.
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = 0, max = 1_000_000))]

@@ -90,7 +90,8 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
         ("etcd-cafile", pki("etcd-ca.crt")),
         ("etcd-certfile", pki("apiserver-etcd-client.crt")),
         ("etcd-keyfile", pki("apiserver-etcd-client.key")),
-        ("client-ca-file", pki("ca.crt")),
+        // The cluster CA and the current client signer.
+        ("client-ca-file", pki("client-ca.crt")),
         ("tls-cert-file", pki("apiserver.crt")),
         ("tls-private-key-file", pki("apiserver.key")),
         (

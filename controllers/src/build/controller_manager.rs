@@ -1,6 +1,6 @@
 //! The nested kube-controller-manager. It signs kubelet certificates with
-//! the cluster CA (TLS bootstrapping) and runs the bootstrap-token
-//! controllers.
+//! the cluster CA (TLS bootstrapping), other client certificates with the
+//! client signer, and runs the bootstrap-token controllers.
 
 use crate::build::apiserver::control_plane_deployment;
 use crate::build::podspec::*;
@@ -22,8 +22,30 @@ fn flags(inputs: &ClusterInputs) -> Vec<String> {
         ("bind-address", "0.0.0.0".to_string()),
         ("secure-port", PORT.to_string()),
         ("cluster-name", inputs.names.cluster.clone()),
-        ("cluster-signing-cert-file", file("ca.crt")),
-        ("cluster-signing-key-file", file("ca.key")),
+        // Kubelets' client and serving certificates chain to the cluster
+        // CA (the signers restrict their subjects to nodes); every other
+        // client certificate the CSR API signs chains to the client signer,
+        // replaced with each admin generation.
+        ("cluster-signing-kubelet-client-cert-file", file("ca.crt")),
+        ("cluster-signing-kubelet-client-key-file", file("ca.key")),
+        ("cluster-signing-kubelet-serving-cert-file", file("ca.crt")),
+        ("cluster-signing-kubelet-serving-key-file", file("ca.key")),
+        (
+            "cluster-signing-kube-apiserver-client-cert-file",
+            file("client-signer.crt"),
+        ),
+        (
+            "cluster-signing-kube-apiserver-client-key-file",
+            file("client-signer.key"),
+        ),
+        (
+            "cluster-signing-legacy-unknown-cert-file",
+            file("client-signer.crt"),
+        ),
+        (
+            "cluster-signing-legacy-unknown-key-file",
+            file("client-signer.key"),
+        ),
         ("root-ca-file", file("ca.crt")),
         ("service-account-private-key-file", file("sa.key")),
         ("use-service-account-credentials", "true".into()),
@@ -94,7 +116,7 @@ mod tests {
     }
 
     #[test]
-    fn signs_with_the_cluster_ca_and_elects_a_leader() {
+    fn signs_kubelets_with_the_cluster_ca_others_with_the_client_signer_and_elects_a_leader() {
         let vc = fixtures::vc(
             json!({"controllerManager": {"replicas": 2, "extraArgs": {"node-monitor-grace-period": "20s"}}}),
         );
@@ -111,7 +133,8 @@ mod tests {
         let c = &spec.template.spec.unwrap().containers[0];
         let cmd = c.command.clone().unwrap();
         for flag in [
-            "--cluster-signing-cert-file=/etc/kubernetes/controller-manager/ca.crt",
+            "--cluster-signing-kubelet-client-cert-file=/etc/kubernetes/controller-manager/ca.crt",
+            "--cluster-signing-kube-apiserver-client-key-file=/etc/kubernetes/controller-manager/client-signer.key",
             "--controllers=*,bootstrapsigner,tokencleaner",
             "--leader-elect=true",
             "--cluster-cidr=10.244.0.0/16",
@@ -119,6 +142,13 @@ mod tests {
         ] {
             assert!(cmd.contains(&flag.to_string()), "missing {flag}");
         }
+        // The legacy flag would sign every client certificate with the
+        // cluster CA, and the controller-manager refuses it beside the
+        // per-signer ones.
+        assert!(
+            !cmd.iter()
+                .any(|f| f.starts_with("--cluster-signing-cert-file"))
+        );
         assert_eq!(
             c.image.as_deref(),
             Some("registry.k8s.io/kube-controller-manager:v1.35.4")

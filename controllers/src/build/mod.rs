@@ -35,7 +35,7 @@ use crate::model::inputs::ClusterInputs;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use pki::{CaBundle, PkiError};
+use pki::{CaBundle, KeyAndCert, PkiError};
 use pki_secrets::{Exposure, PkiSecret};
 
 /// The first stage: the cluster's Services.
@@ -63,10 +63,12 @@ pub fn desired_pki_secrets(
     inputs: &ClusterInputs,
     exposure: &Exposure,
     bundle: &CaBundle,
+    client_signer: &KeyAndCert,
 ) -> Result<Vec<Secret>, PkiError> {
-    std::iter::once(PkiSecret::Ca)
+    [PkiSecret::Ca, PkiSecret::ClientSigner]
+        .into_iter()
         .chain(PkiSecret::LEAVES)
-        .map(|kind| pki_secrets::desired_pki_secret(kind, inputs, exposure, bundle))
+        .map(|kind| pki_secrets::desired_pki_secret(kind, inputs, exposure, bundle, client_signer))
         .collect()
 }
 
@@ -241,12 +243,14 @@ impl ByKind {
 }
 
 impl DesiredCluster {
-    /// Builds every child, issuing certificates from `bundle`; `addons` is
-    /// the hash recorded once the add-ons are in the nested cluster.
+    /// Builds every child, issuing certificates from `bundle` (and
+    /// `client_signer`); `addons` is the hash recorded once the add-ons are
+    /// in the nested cluster.
     pub fn new(
         inputs: &ClusterInputs,
         exposure: &Exposure,
         bundle: &CaBundle,
+        client_signer: &KeyAndCert,
         addons: Option<&str>,
     ) -> Result<Self, PkiError> {
         let started = ClientStarts {
@@ -256,7 +260,7 @@ impl DesiredCluster {
         };
         let ring = encryption::KeyRing::default()
             .next(inputs.vc.spec.api_server.encryption_key_generation, None);
-        let mut secrets = desired_pki_secrets(inputs, exposure, bundle)?;
+        let mut secrets = desired_pki_secrets(inputs, exposure, bundle, client_signer)?;
         secrets.push(encryption::desired_encryption_secret(inputs, &ring, None));
         Ok(Self {
             services: ClusterServices::desired(inputs),
@@ -322,10 +326,11 @@ mod tests {
         let vc = fixtures::vc(json!({}));
         let inputs = fixtures::inputs(&vc);
         let bundle = pki::generate_ca_bundle("demo").unwrap();
-        let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, None)
+        let signer = pki::generate_ca("demo-client-signer").unwrap();
+        let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, &signer, None)
             .unwrap()
             .by_kind();
-        assert_eq!(objects.len(), 27);
+        assert_eq!(objects.len(), 28);
         let mut names = BTreeSet::new();
         for (kind, meta) in (objects.secrets.iter().map(|o| ("Secret", &o.metadata)))
             .chain(objects.services.iter().map(|o| ("Service", &o.metadata)))

@@ -42,8 +42,10 @@ impl std::fmt::Debug for KeyAndCert {
 /// else is signed by these.
 #[derive(Clone, Debug)]
 pub struct CaBundle {
-    /// Signs the API server's serving certificate and every client
-    /// certificate, including kubelets' (through the controller-manager).
+    /// Signs the API server's serving certificate, Nestor's client
+    /// certificates and kubelets' (through the controller-manager). The
+    /// client certificates a tenant requests are signed by the cluster's
+    /// client signer instead (see `pki_secrets`).
     pub cluster: KeyAndCert,
     /// Signs etcd's server, peer and client certificates.
     pub etcd: KeyAndCert,

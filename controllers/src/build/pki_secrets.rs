@@ -1,7 +1,11 @@
 //! The Secrets that carry a virtual cluster's PKI and kubeconfigs.
 //!
 //! The roots of trust (`<vc>-ca`) are generated once and never regenerated
-//! while the Secret exists. Every other Secret records, in an annotation,
+//! while the Secret exists. The client signer (`<vc>-client-signer`), the
+//! CA behind the nested CSR API's `kubernetes.io/kube-apiserver-client`
+//! signer, is generated anew with every admin generation, so that a
+//! revocation also ends every client certificate a tenant minted itself
+//! (for a later admin group, say). Every other Secret records, in an annotation,
 //! a hash of the inputs it was made from (the roots' fingerprint, the
 //! names it must cover, the endpoint it points at); it is issued again only
 //! when those inputs change, and that is announced with an Event.
@@ -14,7 +18,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
 
-/// Annotation on the CA Secret: the fingerprint of every root it holds.
+/// Annotation on the root Secrets (the CA and the client signer): the
+/// fingerprint of every root it holds.
 pub const BUNDLE_FINGERPRINT: &str = "nestor.dev/bundle-fingerprint";
 /// Annotation on every other PKI Secret: when its certificates are renewed
 /// (two thirds into their one-year validity).
@@ -46,6 +51,7 @@ pub fn is_current(
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PkiSecret {
     Ca,
+    ClientSigner,
     EtcdCerts,
     ApiServerCerts,
     ControllerManager,
@@ -56,8 +62,9 @@ pub enum PkiSecret {
 }
 
 impl PkiSecret {
-    /// Every Secret signed by the roots in [`PkiSecret::Ca`], which is
-    /// written before them.
+    /// Every Secret signed by the roots in [`PkiSecret::Ca`] (or holding
+    /// [`PkiSecret::ClientSigner`]'s certificate), which are written before
+    /// them.
     pub const LEAVES: [PkiSecret; 7] = [
         PkiSecret::EtcdCerts,
         PkiSecret::ApiServerCerts,
@@ -71,6 +78,7 @@ impl PkiSecret {
     pub fn name(self, names: &ClusterNames) -> String {
         match self {
             PkiSecret::Ca => names.ca_secret(),
+            PkiSecret::ClientSigner => names.client_signer_secret(),
             PkiSecret::EtcdCerts => names.etcd_certs_secret(),
             PkiSecret::ApiServerCerts => names.apiserver_certs_secret(),
             PkiSecret::ControllerManager => names.controller_manager_secret(),
@@ -83,7 +91,9 @@ impl PkiSecret {
 
     fn component(self) -> Component {
         match self {
-            PkiSecret::Ca | PkiSecret::Admin | PkiSecret::BreakGlass => Component::Pki,
+            PkiSecret::Ca | PkiSecret::ClientSigner | PkiSecret::Admin | PkiSecret::BreakGlass => {
+                Component::Pki
+            }
             PkiSecret::EtcdCerts => Component::Etcd,
             PkiSecret::ApiServerCerts => Component::ApiServer,
             PkiSecret::ControllerManager => Component::ControllerManager,
@@ -137,17 +147,30 @@ pub fn bundle_fingerprint(bundle: &CaBundle) -> String {
     ])
 }
 
-/// The hash of what a Secret's content depends on. `bundle_fp` is the
-/// roots' fingerprint.
+/// The fingerprints of the roots a cluster's leaves are made from.
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprints<'a> {
+    /// [`bundle_fingerprint`] of the CA Secret's roots.
+    pub bundle: &'a str,
+    /// [`pki::fingerprint`] of the client signer's certificate.
+    pub client_signer: &'a str,
+}
+
+/// The hash of what a Secret's content depends on.
 pub fn inputs_hash(
     kind: PkiSecret,
     inputs: &ClusterInputs,
     exposure: &Exposure,
-    bundle_fp: &str,
+    fps: Fingerprints,
 ) -> String {
     let names = &inputs.names;
+    let bundle_fp = fps.bundle;
     match kind {
         PkiSecret::Ca => crate::model::hash::inputs_hash(["ca", "v1"]),
+        // Replaced with every admin generation, and only then.
+        PkiSecret::ClientSigner => {
+            crate::model::hash::inputs_hash(["client-signer", &admin_group(inputs)])
+        }
         PkiSecret::EtcdCerts => {
             let req = crate::build::etcd::server_cert_request(names);
             crate::model::hash::inputs_hash(
@@ -163,20 +186,29 @@ pub fn inputs_hash(
             crate::model::hash::inputs_hash(
                 // Names the kubelet client certificate's rights, so that a
                 // Secret issued with other groups is issued again.
-                ["apiserver", "kubelet-api-admin", bundle_fp]
-                    .into_iter()
-                    .map(String::from)
-                    .chain(req.dns_names)
-                    .chain(req.ips.iter().map(|i| i.to_string())),
+                [
+                    "apiserver",
+                    "kubelet-api-admin",
+                    bundle_fp,
+                    fps.client_signer,
+                ]
+                .into_iter()
+                .map(String::from)
+                .chain(req.dns_names)
+                .chain(req.ips.iter().map(|i| i.to_string())),
             )
         }
-        PkiSecret::ControllerManager | PkiSecret::Scheduler | PkiSecret::CoreDns => {
-            crate::model::hash::inputs_hash([
-                format!("{kind:?}"),
-                bundle_fp.to_string(),
-                names.internal_endpoint(),
-            ])
-        }
+        PkiSecret::ControllerManager => crate::model::hash::inputs_hash([
+            format!("{kind:?}"),
+            bundle_fp.to_string(),
+            fps.client_signer.to_string(),
+            names.internal_endpoint(),
+        ]),
+        PkiSecret::Scheduler | PkiSecret::CoreDns => crate::model::hash::inputs_hash([
+            format!("{kind:?}"),
+            bundle_fp.to_string(),
+            names.internal_endpoint(),
+        ]),
         PkiSecret::Admin => crate::model::hash::inputs_hash([
             "admin",
             bundle_fp,
@@ -224,14 +256,17 @@ fn component_kubeconfig(
 }
 
 /// Builds one PKI Secret, issuing whatever certificates it holds.
+/// `client_signer` is the CA held in [`PkiSecret::ClientSigner`].
 pub fn desired_pki_secret(
     kind: PkiSecret,
     inputs: &ClusterInputs,
     exposure: &Exposure,
     bundle: &CaBundle,
+    client_signer: &KeyAndCert,
 ) -> Result<Secret, PkiError> {
     let names = &inputs.names;
-    let fp = bundle_fingerprint(bundle);
+    let bundle_fp = bundle_fingerprint(bundle);
+    let signer_fp = pki::fingerprint(&client_signer.cert_pem);
     let internal = names.internal_endpoint();
     let mut data = BTreeMap::new();
     match kind {
@@ -241,6 +276,7 @@ pub fn desired_pki_secret(
             put_pair(&mut data, "front-proxy-ca", &bundle.front_proxy);
             put_sa(&mut data, &bundle.service_account);
         }
+        PkiSecret::ClientSigner => put_pair(&mut data, "ca", client_signer),
         PkiSecret::EtcdCerts => {
             let server = pki::issue(
                 &bundle.etcd,
@@ -272,6 +308,13 @@ pub fn desired_pki_secret(
                 &LeafRequest::client("front-proxy-client", &[]),
             )?;
             bytes(&mut data, "ca.crt", &bundle.cluster.cert_pem);
+            // Client certificates: Nestor's own (the cluster CA) and those
+            // the nested CSR API signs (the current client signer only).
+            bytes(
+                &mut data,
+                "client-ca.crt",
+                &format!("{}{}", bundle.cluster.cert_pem, client_signer.cert_pem),
+            );
             bytes(&mut data, "etcd-ca.crt", &bundle.etcd.cert_pem);
             bytes(
                 &mut data,
@@ -294,6 +337,7 @@ pub fn desired_pki_secret(
             )?;
             bytes(&mut data, "kubeconfig", &config);
             put_pair(&mut data, "ca", &bundle.cluster);
+            put_pair(&mut data, "client-signer", client_signer);
             bytes(&mut data, "sa.key", &bundle.service_account.private_pem);
         }
         PkiSecret::Scheduler => {
@@ -335,12 +379,18 @@ pub fn desired_pki_secret(
         }
     }
     let mut metadata = cluster_child_meta(inputs.vc, kind.name(names), kind.component());
+    let fps = Fingerprints {
+        bundle: &bundle_fp,
+        client_signer: &signer_fp,
+    };
     let mut annotations = BTreeMap::from([(
         INPUTS_HASH.to_string(),
-        inputs_hash(kind, inputs, exposure, &fp),
+        inputs_hash(kind, inputs, exposure, fps),
     )]);
     if kind == PkiSecret::Ca {
-        annotations.insert(BUNDLE_FINGERPRINT.into(), fp);
+        annotations.insert(BUNDLE_FINGERPRINT.into(), bundle_fp);
+    } else if kind == PkiSecret::ClientSigner {
+        annotations.insert(BUNDLE_FINGERPRINT.into(), signer_fp);
     } else {
         let renew = k8s_openapi::jiff::Timestamp::now()
             + k8s_openapi::jiff::SignedDuration::from_hours(24 * RENEW_AFTER_DAYS);
@@ -355,223 +405,36 @@ pub fn desired_pki_secret(
     })
 }
 
+fn text_of(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+fn pair_of(secret: &Secret, stem: &str) -> Option<KeyAndCert> {
+    Some(KeyAndCert {
+        cert_pem: text_of(secret, &format!("{stem}.crt"))?,
+        key_pem: text_of(secret, &format!("{stem}.key"))?,
+    })
+}
+
+/// Reads the client signer back from its Secret's data.
+pub fn client_signer_from_secret(secret: &Secret) -> Option<KeyAndCert> {
+    pair_of(secret, "ca")
+}
+
 /// Reads the roots of trust back from the CA Secret's data.
 pub fn bundle_from_secret(secret: &Secret) -> Option<CaBundle> {
-    let data = secret.data.as_ref()?;
-    let text = |key: &str| {
-        data.get(key)
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-    };
-    let pair = |stem: &str| {
-        Some(KeyAndCert {
-            cert_pem: text(&format!("{stem}.crt"))?,
-            key_pem: text(&format!("{stem}.key"))?,
-        })
-    };
     Some(CaBundle {
-        cluster: pair("ca")?,
-        etcd: pair("etcd-ca")?,
-        front_proxy: pair("front-proxy-ca")?,
+        cluster: pair_of(secret, "ca")?,
+        etcd: pair_of(secret, "etcd-ca")?,
+        front_proxy: pair_of(secret, "front-proxy-ca")?,
         service_account: ServiceAccountKeys {
-            private_pem: text("sa.key")?,
-            public_pem: text("sa.pub")?,
+            private_pem: text_of(secret, "sa.key")?,
+            public_pem: text_of(secret, "sa.pub")?,
         },
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::inputs::fixtures;
-    use serde_json::json;
-    use x509_parser::pem::parse_x509_pem;
-
-    fn exposure() -> Exposure {
-        Exposure {
-            admin_endpoint: "https://10.0.0.7:6443".into(),
-            extra_sans: vec!["10.0.0.7".into()],
-        }
-    }
-
-    #[test]
-    fn every_secret_builds_and_the_ca_round_trips() {
-        let vc = fixtures::vc(json!({}));
-        let inputs = fixtures::inputs(&vc);
-        let bundle = pki::generate_ca_bundle("demo").unwrap();
-        for kind in std::iter::once(PkiSecret::Ca).chain(PkiSecret::LEAVES) {
-            let secret = desired_pki_secret(kind, &inputs, &exposure(), &bundle).unwrap();
-            assert_eq!(secret.metadata.name, Some(kind.name(&inputs.names)));
-            assert!(
-                secret
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .unwrap()
-                    .contains_key(INPUTS_HASH)
-            );
-            assert!(!secret.data.as_ref().unwrap().is_empty());
-        }
-        let ca = desired_pki_secret(PkiSecret::Ca, &inputs, &exposure(), &bundle).unwrap();
-        let back = bundle_from_secret(&ca).unwrap();
-        assert_eq!(bundle_fingerprint(&back), bundle_fingerprint(&bundle));
-        assert_eq!(
-            ca.metadata.annotations.unwrap()[BUNDLE_FINGERPRINT],
-            bundle_fingerprint(&bundle)
-        );
-    }
-
-    #[test]
-    fn apiserver_secret_chains_to_the_cluster_ca() {
-        let vc = fixtures::vc(json!({}));
-        let inputs = fixtures::inputs(&vc);
-        let bundle = pki::generate_ca_bundle("demo").unwrap();
-        let secret =
-            desired_pki_secret(PkiSecret::ApiServerCerts, &inputs, &exposure(), &bundle).unwrap();
-        let data = secret.data.unwrap();
-        let ca_der = parse_x509_pem(&data["ca.crt"].0).unwrap().1.contents;
-        let leaf_der = parse_x509_pem(&data["apiserver.crt"].0).unwrap().1.contents;
-        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
-        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
-        leaf.verify_signature(Some(ca.public_key())).unwrap();
-        let etcd_client_der = parse_x509_pem(&data["apiserver-etcd-client.crt"].0)
-            .unwrap()
-            .1
-            .contents;
-        let etcd_ca_der = parse_x509_pem(&data["etcd-ca.crt"].0).unwrap().1.contents;
-        let (_, etcd_client) = x509_parser::parse_x509_certificate(&etcd_client_der).unwrap();
-        let (_, etcd_ca) = x509_parser::parse_x509_certificate(&etcd_ca_der).unwrap();
-        etcd_client
-            .verify_signature(Some(etcd_ca.public_key()))
-            .unwrap();
-    }
-
-    /// The groups of every client certificate a Secret holds: its `.crt`
-    /// files and its kubeconfig's user.
-    fn client_groups(secret: &Secret) -> Vec<(String, Vec<String>)> {
-        use base64::Engine as _;
-        let data = secret.data.as_ref().unwrap();
-        let mut pems: Vec<(String, Vec<u8>)> = data
-            .iter()
-            .filter(|(k, _)| k.ends_with(".crt"))
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect();
-        if let Some(config) = data.get("kubeconfig") {
-            let config: serde_json::Value = serde_yaml::from_slice(&config.0).unwrap();
-            let cert = config["users"][0]["user"]["client-certificate-data"]
-                .as_str()
-                .unwrap();
-            let pem = base64::engine::general_purpose::STANDARD
-                .decode(cert)
-                .unwrap();
-            pems.push(("kubeconfig".into(), pem));
-        }
-        pems.into_iter()
-            .filter_map(|(key, pem)| {
-                let der = parse_x509_pem(&pem).unwrap().1.contents;
-                let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-                let eku = cert.extended_key_usage().ok().flatten()?.value;
-                eku.client_auth.then(|| {
-                    let groups = cert
-                        .subject()
-                        .iter_organization()
-                        .map(|o| o.as_str().unwrap().to_string())
-                        .collect();
-                    (key, groups)
-                })
-            })
-            .collect()
-    }
-
-    #[test]
-    fn only_the_break_glass_credential_is_a_superuser() {
-        let vc = fixtures::vc(json!({}));
-        let inputs = fixtures::inputs(&vc);
-        let bundle = pki::generate_ca_bundle("demo").unwrap();
-        let mut seen = 0;
-        for kind in PkiSecret::LEAVES {
-            let secret = desired_pki_secret(kind, &inputs, &exposure(), &bundle).unwrap();
-            for (key, groups) in client_groups(&secret) {
-                seen += 1;
-                let masters = groups.iter().any(|g| g == "system:masters");
-                assert_eq!(
-                    masters,
-                    kind == PkiSecret::BreakGlass,
-                    "{kind:?} {key}: {groups:?}"
-                );
-            }
-        }
-        // etcd's server and peer certificates (both client and server),
-        // the API server's three client certificates (etcd, kubelets,
-        // front proxy) and the five kubeconfigs.
-        assert_eq!(seen, 10);
-        let apiserver =
-            desired_pki_secret(PkiSecret::ApiServerCerts, &inputs, &exposure(), &bundle).unwrap();
-        let kubelet = client_groups(&apiserver)
-            .into_iter()
-            .find(|(k, _)| k == "apiserver-kubelet-client.crt")
-            .unwrap();
-        assert!(kubelet.1.is_empty(), "{kubelet:?}");
-    }
-
-    #[test]
-    fn renewal_is_due_two_thirds_into_the_validity() {
-        let vc = fixtures::vc(json!({}));
-        let inputs = fixtures::inputs(&vc);
-        let bundle = pki::generate_ca_bundle("demo").unwrap();
-        let secret =
-            desired_pki_secret(PkiSecret::Scheduler, &inputs, &exposure(), &bundle).unwrap();
-        let annotations = secret.metadata.annotations.as_ref();
-        let hash = inputs_hash(
-            PkiSecret::Scheduler,
-            &inputs,
-            &exposure(),
-            &bundle_fingerprint(&bundle),
-        );
-        let now = k8s_openapi::jiff::Timestamp::now();
-        assert!(is_current(annotations, &hash, now));
-        assert!(!is_current(annotations, "other", now));
-        let later =
-            now + k8s_openapi::jiff::SignedDuration::from_hours(24 * (RENEW_AFTER_DAYS + 1));
-        assert!(!is_current(annotations, &hash, later), "due for renewal");
-        let ca = desired_pki_secret(PkiSecret::Ca, &inputs, &exposure(), &bundle).unwrap();
-        let ca_hash = inputs_hash(PkiSecret::Ca, &inputs, &exposure(), "");
-        assert!(
-            is_current(ca.metadata.annotations.as_ref(), &ca_hash, later),
-            "roots are never renewed this way"
-        );
-    }
-
-    #[test]
-    fn inputs_hash_moves_only_with_its_inputs() {
-        let vc = fixtures::vc(json!({}));
-        let inputs = fixtures::inputs(&vc);
-        let e = exposure();
-        let a = inputs_hash(PkiSecret::ApiServerCerts, &inputs, &e, "fp1");
-        assert_eq!(
-            a,
-            inputs_hash(PkiSecret::ApiServerCerts, &inputs, &e, "fp1")
-        );
-        assert_ne!(
-            a,
-            inputs_hash(PkiSecret::ApiServerCerts, &inputs, &e, "fp2")
-        );
-        let moved = Exposure {
-            extra_sans: vec!["10.0.0.8".into()],
-            ..e.clone()
-        };
-        assert_ne!(
-            a,
-            inputs_hash(PkiSecret::ApiServerCerts, &inputs, &moved, "fp1")
-        );
-        // The admin kubeconfig does not care about SANs, only the endpoint.
-        assert_eq!(
-            inputs_hash(PkiSecret::Admin, &inputs, &e, "fp1"),
-            inputs_hash(PkiSecret::Admin, &inputs, &moved, "fp1")
-        );
-        // The CA never depends on anything.
-        assert_eq!(
-            inputs_hash(PkiSecret::Ca, &inputs, &e, "x"),
-            inputs_hash(PkiSecret::Ca, &inputs, &moved, "y")
-        );
-    }
-}
+#[path = "pki_secrets_tests.rs"]
+mod tests;

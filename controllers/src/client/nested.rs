@@ -439,7 +439,15 @@ mod tests {
         let vc = fixtures::vc(serde_json::json!({}));
         let inputs = fixtures::inputs(&vc);
         let bundle = pki::generate_ca_bundle("demo").unwrap();
-        let ca = desired_pki_secret(PkiSecret::Ca, &inputs, &Exposure::default(), &bundle).unwrap();
+        let signer = pki::generate_ca("demo-client-signer").unwrap();
+        let ca = desired_pki_secret(
+            PkiSecret::Ca,
+            &inputs,
+            &Exposure::default(),
+            &bundle,
+            &signer,
+        )
+        .unwrap();
         let server =
             crate::client::mock::serve(handle, vec![(200, serde_json::to_value(&ca).unwrap())]);
         client(&ctx, &vc).await.expect("a client");

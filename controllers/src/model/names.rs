@@ -142,6 +142,11 @@ impl ClusterNames {
     pub fn ca_secret(&self) -> String {
         self.suffixed("ca")
     }
+    /// The CA that signs the client certificates a tenant requests through
+    /// the nested CSR API; replaced with every admin generation.
+    pub fn client_signer_secret(&self) -> String {
+        self.suffixed("client-signer")
+    }
     /// The volume that keeps the etcd snapshots taken before version
     /// changes.
     pub fn etcd_snapshots(&self) -> String {

@@ -258,7 +258,8 @@ fn children(
         admin_endpoint: inputs.names.internal_endpoint(),
         extra_sans: vec![],
     };
-    Ok(DesiredCluster::new(&inputs, &exposure, bundle, None)?.by_kind())
+    let client_signer = pki::generate_ca("bench-client-signer")?;
+    Ok(DesiredCluster::new(&inputs, &exposure, bundle, &client_signer, None)?.by_kind())
 }
 
 /// The order in which the floor creates the children.
@@ -1022,7 +1023,8 @@ fn certificate_cost() -> Result<f64> {
     let started = Instant::now();
     for _ in 0..rounds {
         let bundle = pki::generate_ca_bundle("cost")?;
-        desired_pki_secrets(&inputs, &exposure, &bundle)?;
+        let client_signer = pki::generate_ca("cost-client-signer")?;
+        desired_pki_secrets(&inputs, &exposure, &bundle, &client_signer)?;
     }
     Ok(started.elapsed().as_secs_f64() * 1000.0 / rounds as f64)
 }

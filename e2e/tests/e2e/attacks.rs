@@ -549,25 +549,67 @@ pub async fn attack_impersonate_system_masters(env: &Env) -> Result<()> {
     )
 }
 
-pub async fn attack_certificate_for_system_masters(env: &Env) -> Result<()> {
-    let t = tenants(env).await?;
+/// A request to the nested CSR API's client signer for a certificate of
+/// `user` in `group`: the CertificateSigningRequest's YAML and the key.
+fn client_csr(name: &str, user: &str, group: &str) -> Result<(String, rcgen::KeyPair)> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "mallory");
+        .push(rcgen::DnType::CommonName, user);
     params
         .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "system:masters");
+        .push(rcgen::DnType::OrganizationName, group);
     let csr = params.serialize_request(&key)?.pem()?;
     use base64::Engine as _;
     let request = base64::engine::general_purpose::STANDARD.encode(csr);
-    let run = create(
-        &t.a,
-        &format!(
-            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: masters}}\nspec: {{signerName: kubernetes.io/kube-apiserver-client, usages: [client auth], request: {request}}}\n"
-        ),
-    )?;
+    let yaml = format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: {name}}}\nspec: {{signerName: kubernetes.io/kube-apiserver-client, usages: [client auth], request: {request}}}\n"
+    );
+    Ok((yaml, key))
+}
+
+/// A client certificate `config`'s holder mints itself through the nested
+/// CSR API (request, approve, collect), as a kubeconfig beside `config`.
+async fn mint_client_certificate(config: &Path, name: &str, group: &str) -> Result<PathBuf> {
+    let (yaml, key) = client_csr(name, name, group)?;
+    kubectl_ok(config, &["create", "-f", "-"], Some(&yaml))?;
+    kubectl_ok(config, &["certificate", "approve", name], None)?;
+    let path = config.with_file_name(format!("{name}.kubeconfig"));
+    let (from, to) = (config.to_path_buf(), path.clone());
+    let (name, key) = (name.to_string(), key.serialize_pem());
+    wait_for(
+        "the minted certificate",
+        Duration::from_secs(60),
+        move || {
+            let (from, to, name, key) = (from.clone(), to.clone(), name.clone(), key.clone());
+            Box::pin(async move {
+                let jsonpath = "jsonpath={.status.certificate}";
+                let cert = kubectl_ok(&from, &["get", "csr", &name, "-o", jsonpath], None)?;
+                if cert.trim().is_empty() {
+                    return Ok(false);
+                }
+                use base64::Engine as _;
+                let mut config: serde_json::Value =
+                    serde_yaml::from_str(&std::fs::read_to_string(&from)?)?;
+                let user = &mut config["users"][0]["user"];
+                user["client-certificate-data"] = cert.trim().into();
+                user["client-key-data"] = base64::engine::general_purpose::STANDARD
+                    .encode(&key)
+                    .into();
+                std::fs::write(&to, serde_yaml::to_string(&config)?)?;
+                Ok(true)
+            })
+        },
+    )
+    .await?;
+    Ok(path)
+}
+
+pub async fn attack_certificate_for_system_masters(env: &Env) -> Result<()> {
+    let t = tenants(env).await?;
+    let (yaml, _) = client_csr("masters", "mallory", "system:masters")?;
+    let run = create(&t.a, &yaml)?;
     refused(
         "a certificate request for system:masters",
         run,
@@ -819,6 +861,17 @@ pub async fn attack_revoked_admin_credential(env: &Env) -> Result<()> {
     let old_saved = old.with_file_name("tenant-b-old.kubeconfig");
     std::fs::copy(&old, &old_saved)?;
     kubectl_ok(&old_saved, &["get", "namespaces"], None)?;
+    // Before the revocation, the admin mints itself a certificate for the
+    // admin group the revocation will bind. It authenticates (and is
+    // refused by RBAC for now).
+    let later =
+        mint_client_certificate(&old_saved, "later-admin", "nestor:cluster-admins:1").await?;
+    let run = kubectl(&later, &["get", "namespaces"], None)?;
+    ensure!(
+        !run.ok && run.stderr.contains("Forbidden"),
+        "a certificate minted through the CSR API should authenticate but not be bound yet: {}",
+        run.stderr.trim()
+    );
     kubectl_ok(
         &env.admin,
         &[
@@ -865,7 +918,51 @@ pub async fn attack_revoked_admin_credential(env: &Env) -> Result<()> {
     )
     .await?;
     let run = kubectl(&old_saved, &["get", "namespaces"], None)?;
-    refused("a revoked admin kubeconfig", run, "Forbidden")
+    refused("a revoked admin kubeconfig", run, "Forbidden")?;
+    // The revocation replaced the client signer: what the old admin
+    // minted no longer authenticates, even for the group now bound. The
+    // API server reads the new bundle from its Secret volume; the verdict
+    // is the attempt after the wait, whether the wait saw it or not.
+    let minted = later.clone();
+    wait_for(
+        "the minted certificate refused",
+        Duration::from_secs(180),
+        || {
+            let minted = minted.clone();
+            Box::pin(async move {
+                let run = kubectl(&minted, &["get", "namespaces"], None)?;
+                Ok(!run.ok && run.stderr.contains("Unauthorized"))
+            })
+        },
+    )
+    .await
+    .ok();
+    let run = kubectl(&later, &["get", "namespaces"], None)?;
+    refused(
+        "a certificate for a later admin group, minted before the revocation",
+        run,
+        "Unauthorized",
+    )?;
+    // Not an attack: the new admin still mints working certificates, once
+    // the controller-manager signs with the new signer (it reads it from
+    // its Secret volume too); one minted before that is retired.
+    let mut attempt = 0;
+    let started = Instant::now();
+    loop {
+        attempt += 1;
+        let name = format!("current-admin-{attempt}");
+        let current = mint_client_certificate(&new, &name, "nestor:cluster-admins:1").await?;
+        let run = kubectl(&current, &["get", "namespaces"], None)?;
+        if run.ok {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(180),
+            "a certificate minted after the revocation does not work: {}",
+            run.stderr.trim()
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// Not an attack: the tenant admin still does cluster-admin work, such as

@@ -294,13 +294,14 @@ pub fn check_extra_args(
         } else if managed.contains(&key.as_str()) {
             problems.push(
                 field,
-                format!("'{shown}' is set by Nestor and cannot be overridden"),
+                // A flag name (at most 63 safe characters) is shown whole.
+                format!("'{key}' is set by Nestor and cannot be overridden"),
             );
         } else if !flags::allows(allowed, key) {
             problems.push(
                 field,
                 format!(
-                    "'{shown}' is not a flag a tenant may set (it may change authentication, authorization, admission, the datastore or files Nestor relies on); allowed: {}",
+                    "'{key}' is not a flag a tenant may set (it may change authentication, authorization, admission, the datastore or files Nestor relies on); allowed: {}",
                     allowed.join(", ")
                 ),
             );

@@ -1,10 +1,12 @@
 //! A cluster's PKI: the roots are generated only when their Secret does
-//! not exist (a damaged one is reported, never replaced), and every other
-//! Secret is issued again only when what it covers changed or it is due
-//! for renewal.
+//! not exist (a damaged one is reported, never replaced), the client
+//! signer with every admin generation, and every other Secret is issued
+//! again only when what it covers changed or it is due for renewal.
 
-use crate::build::pki::generate_ca_bundle;
-use crate::build::pki_secrets::{self as secrets, BUNDLE_FINGERPRINT, Exposure, PkiSecret};
+use crate::build::pki::{self, CaBundle, KeyAndCert, generate_ca, generate_ca_bundle};
+use crate::build::pki_secrets::{
+    self as secrets, BUNDLE_FINGERPRINT, Exposure, Fingerprints, PkiSecret,
+};
 use crate::client::apply::changed_by_someone_else;
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
@@ -36,11 +38,18 @@ pub(super) async fn ensure_pki(
         .as_ref()
         .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned());
     let now = k8s_openapi::jiff::Timestamp::now();
-    let stale = |fp: &str| -> Vec<PkiSecret> {
+    let signer_inputs = signer_inputs(inputs, exposure);
+    let known_signer_fp = cached(PkiSecret::ClientSigner)
+        .filter(|s| {
+            secrets::is_current(s.metadata.annotations.as_ref(), &signer_inputs, now)
+                && !changed_by_someone_else(&s.metadata)
+        })
+        .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned());
+    let stale = |fps: Fingerprints| -> Vec<PkiSecret> {
         PkiSecret::LEAVES
             .into_iter()
             .filter(|kind| {
-                let expected = secrets::inputs_hash(*kind, inputs, exposure, fp);
+                let expected = secrets::inputs_hash(*kind, inputs, exposure, fps);
                 // Issued again when its inputs changed, when it is due, or
                 // when someone else edited it (what it holds is Nestor's
                 // alone to write).
@@ -51,8 +60,14 @@ pub(super) async fn ensure_pki(
             })
             .collect()
     };
-    if let Some(fp) = known_fp.filter(|fp| stale(fp).is_empty()) {
-        return Ok(fp);
+    if let (Some(bundle), Some(client_signer)) = (&known_fp, &known_signer_fp)
+        && stale(Fingerprints {
+            bundle,
+            client_signer,
+        })
+        .is_empty()
+    {
+        return Ok(bundle.clone());
     }
     let pki_error = |source| Error::Pki {
         namespace: names.namespace.clone(),
@@ -67,8 +82,15 @@ pub(super) async fn ensure_pki(
         Some(_) => None,
         None => {
             let bundle = generate_ca_bundle(&names.cluster).map_err(pki_error)?;
-            let secret = secrets::desired_pki_secret(PkiSecret::Ca, inputs, exposure, &bundle)
-                .map_err(pki_error)?;
+            // The CA Secret holds no client signer; any will do here.
+            let secret = secrets::desired_pki_secret(
+                PkiSecret::Ca,
+                inputs,
+                exposure,
+                &bundle,
+                &bundle.cluster,
+            )
+            .map_err(pki_error)?;
             create_secret(ctx, &secret).await?.then_some(bundle)
         }
     };
@@ -90,11 +112,18 @@ pub(super) async fn ensure_pki(
         }
     };
     let fp = secrets::bundle_fingerprint(&bundle);
+    let (client_signer, signer_replaced) =
+        ensure_client_signer(ctx, inputs, exposure, &bundle, created).await?;
+    let signer_fp = pki::fingerprint(&client_signer.cert_pem);
+    let fps = Fingerprints {
+        bundle: &fp,
+        client_signer: &signer_fp,
+    };
     // The cache may not have seen this operator's last writes yet: confirm
     // with the API server (one list of the cluster's Secrets' metadata)
     // before issuing anything again. Roots just created have signed
     // nothing yet, so there is nothing to confirm.
-    let candidates = stale(&fp);
+    let candidates = stale(fps);
     tracing::debug!(cluster = %names.cluster, ?candidates, "PKI Secrets that may need issuing");
     let live = if candidates.is_empty() || created {
         Default::default()
@@ -104,7 +133,7 @@ pub(super) async fn ensure_pki(
     let to_issue: Vec<PkiSecret> = candidates
         .into_iter()
         .filter(|kind| {
-            let expected = secrets::inputs_hash(*kind, inputs, exposure, &fp);
+            let expected = secrets::inputs_hash(*kind, inputs, exposure, fps);
             !live.get(&kind.name(names)).is_some_and(|live| {
                 secrets::is_current(Some(&live.annotations), &expected, now) && !live.edited
             })
@@ -112,7 +141,7 @@ pub(super) async fn ensure_pki(
         .collect();
     let built = to_issue
         .iter()
-        .map(|kind| secrets::desired_pki_secret(*kind, inputs, exposure, &bundle))
+        .map(|kind| secrets::desired_pki_secret(*kind, inputs, exposure, &bundle, &client_signer))
         .collect::<Result<Vec<Secret>, _>>()
         .map_err(pki_error)?;
     // Leaves signed by roots created just now are new: they are created,
@@ -127,7 +156,12 @@ pub(super) async fn ensure_pki(
         apply_secret(ctx, secret).await
     }))
     .await?;
-    let issued: Vec<String> = to_issue.iter().map(|k| k.name(names)).collect();
+    let issued: Vec<String> = signer_replaced
+        .then_some(PkiSecret::ClientSigner)
+        .into_iter()
+        .chain(to_issue.iter().copied())
+        .map(|k| k.name(names))
+        .collect();
     tracing::debug!(cluster = %names.cluster, ?issued, "PKI Secrets issued");
     let provisioned_before = vc.status.as_ref().is_some_and(|s| !s.conditions.is_empty());
     if created && provisioned_before {
@@ -161,5 +195,65 @@ pub(super) async fn ensure_pki(
         )
         .await;
     }
+    if signer_replaced && !created {
+        ctx.publish(
+            vc,
+            EventType::Normal,
+            "ClientSignerReplaced",
+            format!(
+                "a new client signer for admin generation {}: client certificates signed through the cluster's CSR API before it no longer authenticate",
+                vc.spec.api_server.admin_credential_generation
+            ),
+        )
+        .await;
+    }
     Ok(fp)
+}
+
+/// What the client signer's Secret is made from (the admin generation).
+fn signer_inputs(inputs: &ClusterInputs, exposure: &Exposure) -> String {
+    let none = Fingerprints {
+        bundle: "",
+        client_signer: "",
+    };
+    secrets::inputs_hash(PkiSecret::ClientSigner, inputs, exposure, none)
+}
+
+/// The client signer of the current admin generation, and whether it was
+/// generated just now: read back when its Secret is current, generated and
+/// written over the earlier one when not (a new generation, a damaged or
+/// edited Secret), which ends every certificate the earlier one signed.
+async fn ensure_client_signer(
+    ctx: &Context,
+    inputs: &ClusterInputs<'_>,
+    exposure: &Exposure,
+    bundle: &CaBundle,
+    new_cluster: bool,
+) -> Result<(KeyAndCert, bool)> {
+    let names = &inputs.names;
+    let pki_error = |source| Error::Pki {
+        namespace: names.namespace.clone(),
+        name: names.cluster.clone(),
+        source,
+    };
+    if !new_cluster {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let expected = signer_inputs(inputs, exposure);
+        let kept = read_secret(ctx, &names.namespace, &names.client_signer_secret())
+            .await?
+            .filter(|s| {
+                secrets::is_current(s.metadata.annotations.as_ref(), &expected, now)
+                    && !changed_by_someone_else(&s.metadata)
+            })
+            .and_then(|s| secrets::client_signer_from_secret(&s));
+        if let Some(signer) = kept {
+            return Ok((signer, false));
+        }
+    }
+    let signer = generate_ca(&format!("{}-client-signer", names.cluster)).map_err(pki_error)?;
+    let secret =
+        secrets::desired_pki_secret(PkiSecret::ClientSigner, inputs, exposure, bundle, &signer)
+            .map_err(pki_error)?;
+    apply_secret(ctx, &secret).await?;
+    Ok((signer, true))
 }
