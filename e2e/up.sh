@@ -16,7 +16,8 @@ start=$SECONDS
 say() { echo "up: [$((SECONDS - start))s] $*"; }
 tools=$(bash e2e/testbed/install-tools.sh)
 kubectl() { "$tools/kubectl" --kubeconfig "$kubeconfig" "$@"; }
-helm_args=()
+# The operator serves the namespace of the sample cluster.
+helm_args=(--set "rbac.namespaces={default}")
 
 if [ -z "$kubeconfig" ]; then
   say "preparing the local host cluster (the first run builds Kubernetes from source)"

@@ -531,10 +531,12 @@ pub fn registry() -> String {
     format!("{}:{}", host_ip(), setting("REGISTRY_PORT"))
 }
 
-/// The Helm values a platform on this test bed sets: the registries nested
-/// nodes reach through the test bed's registry (`nodeRegistryMirrors`), and
-/// that registry as node pods' one allowed destination on the host's
-/// networks (`network.allowedEgress`), as `helm` arguments.
+/// The Helm values a platform on this test bed sets: every namespace
+/// served (`rbac.clusterWide`: tests make namespaces of their own), the
+/// registries nested nodes reach through the test bed's registry
+/// (`nodeRegistryMirrors`), and that registry as node pods' one allowed
+/// destination on the host's networks (`network.allowedEgress`), as `helm`
+/// arguments.
 pub fn platform_helm_args() -> Vec<String> {
     let endpoint = format!("http://{}", registry());
     let mirrors = serde_json::json!({
@@ -546,6 +548,8 @@ pub fn platform_helm_args() -> Vec<String> {
         "ports": [setting("REGISTRY_PORT").parse::<u16>().expect("a port")],
     }]);
     vec![
+        "--set".into(),
+        "rbac.clusterWide=true".into(),
         "--set-json".into(),
         format!("nodeRegistryMirrors={mirrors}"),
         "--set-json".into(),

@@ -82,8 +82,9 @@ impl Env {
         )?;
         kubectl_ok(&admin, &["create", "namespace", OPERATOR_NAMESPACE], None)?;
 
-        // Install the chart's identity and RBAC for real, exactly as rendered.
-        let rendered = render_chart(&[])?;
+        // Install the chart's identity and RBAC for real, exactly as
+        // rendered, serving every namespace the tests create.
+        let rendered = render_chart(&["--set", "rbac.clusterWide=true"])?;
         let rbac = rbac_documents(&rendered, true);
         kubectl_ok(&admin, &["apply", "-f", "-"], Some(&rbac.join("\n---\n")))?;
         let service_account = documents(&rendered)
@@ -538,6 +539,28 @@ async fn chart_renders_and_rbac_is_least_privilege(env: &Env) -> Result<()> {
             "wildcard in the chart"
         );
     }
+    // By default the operator serves its release's namespace only: the
+    // ClusterRole holds no namespaced kind, a Role there holds them, and
+    // the operator watches that namespace alone.
+    let rendered = render_chart(&[])?;
+    let rbac = rbac_documents(&rendered, false);
+    let of_kind = |kind: &'static str| rbac.iter().filter(move |d| kind_of(d) == kind);
+    ensure!(
+        of_kind("ClusterRole").all(|d| !d.contains("secrets")),
+        "the default install's ClusterRole grants Secrets in every namespace"
+    );
+    ensure!(
+        of_kind("Role")
+            .any(|d| d.contains("secrets")
+                && d.contains(&format!("namespace: {OPERATOR_NAMESPACE}"))),
+        "the default install has no Role for Secrets in its own namespace"
+    );
+    ensure!(
+        rendered.contains(&format!(
+            "name: NESTOR_WATCH_NAMESPACE\n              value: \"{OPERATOR_NAMESPACE}\""
+        )),
+        "the default install does not watch its own namespace alone"
+    );
     let who = format!(
         "system:serviceaccount:{OPERATOR_NAMESPACE}:{}",
         env.service_account

@@ -67,8 +67,21 @@ Fail early on value combinations that cannot work.
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) -}}
 {{- fail "replicaCount > 1 requires leaderElection.enabled=true: without a leader every replica would reconcile the same objects" -}}
 {{- end -}}
+{{- if and .Values.rbac.clusterWide .Values.rbac.namespaces -}}
+{{- fail "rbac.clusterWide=true serves every namespace: leave rbac.namespaces empty, or set rbac.clusterWide=false to serve only those listed" -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled=true requires metrics.service.enabled=true: the ServiceMonitor scrapes through the metrics Service" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The namespaces the operator serves, comma-separated; empty when it serves
+every namespace (rbac.clusterWide).
+*/}}
+{{- define "nestor.servedNamespaces" -}}
+{{- if not .Values.rbac.clusterWide -}}
+{{- join "," (default (list .Release.Namespace) .Values.rbac.namespaces) -}}
 {{- end -}}
 {{- end -}}
 
