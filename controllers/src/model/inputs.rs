@@ -72,6 +72,24 @@ impl<'a> ClusterInputs<'a> {
             network: settings.network.clone(),
         }
     }
+
+    /// The same cluster at `at`'s version and images (the cluster as it
+    /// runs while a change rolls out), with these revisions; `None` when
+    /// `at`'s version does not parse.
+    pub fn at<'b>(
+        &self,
+        at: &'b VirtualCluster,
+        settings: &OperatorSettings,
+    ) -> Option<ClusterInputs<'b>> {
+        let version = crate::model::validate::parse_version(&at.spec.version)?;
+        let valid = ValidCluster {
+            version,
+            ..self.valid.clone()
+        };
+        let mut inputs = ClusterInputs::new(at, valid, settings, self.pki_revision.clone());
+        inputs.encryption_revision = self.encryption_revision.clone();
+        Some(inputs)
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@
 //!    kubelet newer than `status.version`, which moves with step 3), one
 //!    node at a time.
 
+mod steps;
+pub use steps::{Snapshot, Steps};
+
 use crate::model::hash::inputs_hash;
 use crate::model::status::{Computed, VERSION_ANNOTATION};
 use k8s_openapi::api::core::v1::Pod;

@@ -11,39 +11,36 @@ mod encryption;
 mod leaders;
 mod pki;
 mod snapshot;
+mod stages;
 
 use crate::build::apiserver::{host_of, node_address, published_endpoint};
+use crate::build::desired_coredns_config;
 use crate::build::nested_addons::NestedAddons;
 use crate::build::pki_secrets::{BUNDLE_FINGERPRINT, Exposure};
-use crate::build::{
-    ClientStarts, ClusterClients, ClusterServices, ClusterWorkloads, Start, desired_coredns_config,
-};
-use crate::client::apply::{Applied, FirstWrite, apply_holdable, apply_owned};
+use crate::client::apply::apply_holdable;
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
 use crate::client::nested;
-use crate::model::cached::{CachedService, Workload};
+use crate::model::cached::CachedService;
 use crate::model::images;
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::{ClusterNames, NESTED_ADDONS};
 use crate::model::readable::unreadable;
 use crate::model::status::{Observed, Rollout, compute_status, is_ready};
-use crate::model::upgrade::{self, Progress};
-use crate::model::validate::{ValidCluster, parse_version, validate_cluster};
+use crate::model::upgrade::{self, Steps};
+use crate::model::validate::validate_cluster;
 use crate::reconcile::nodepool::pools_joining;
 use crate::reconcile::policy::{
     RESYNC, RETRY, previous_status, report_invalid, report_unreadable, update_status,
 };
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use nestor_crds::{ExposureType, UpgradeStatus, UpgradeStep, VirtualCluster, VirtualClusterStatus};
-use snapshot::Snapshot;
 
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -79,268 +76,90 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let names = ClusterNames::new(vc);
     let valid = match validate_cluster(&names.cluster, &vc.spec, &ctx.settings.platform()) {
         Ok(valid) => valid,
-        Err(invalid) => {
-            let message = invalid.to_string();
-            let observed = Observed {
-                invalid: Some(message.clone()),
-                ..observe(ctx, &names)
-            };
-            return report_invalid(ctx, vc, &message, status_now(&observed, vc)).await;
-        }
+        Err(invalid) => return refuse(ctx, vc, &names, invalid.to_string()).await,
     };
-    let stores = &ctx.stores;
-    let revision = stores
-        .secrets
-        .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
-        .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned())
-        .unwrap_or_default();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     // A change of version or images rolls out step by step: what a step
-    // has not reached yet is built as it runs (`from`).
-    // The status Nestor last wrote, should the cache not have it yet: a
-    // step the record has passed must stay passed.
+    // has not reached yet is built as it runs (`from`). The status Nestor
+    // last wrote counts, should the cache not have it yet: a step the
+    // record has passed stays passed.
     let previous = previous_status(ctx, vc);
     let change = upgrade::change(&vc.spec, previous.as_ref(), &now);
     let from_vc = change.as_ref().map(|c| at_target(vc, &c.from));
-    let from_valid = change
-        .as_ref()
-        .and_then(|c| parse_version(&c.from.version))
-        .map(|version| ValidCluster {
-            version,
-            ..valid.clone()
-        });
+    let revision = cached_pki_revision(ctx, &names);
     let mut inputs = ClusterInputs::new(vc, valid, &ctx.settings, revision);
-
     // Services first: the API server's address goes into its certificate.
-    // Independent writes go out together; each stage waits for the last.
-    let ClusterServices {
-        etcd_peer,
-        etcd_client,
-        dns,
-        apiserver,
-    } = ClusterServices::desired(&inputs);
-    let create = |service| apply_owned(ctx, &stores.services, service, FirstWrite::Create);
-    let (_, _, dns_service, api_service) = futures::try_join!(
-        create(etcd_peer),
-        create(etcd_client),
-        create(dns),
-        create(apiserver),
-    )?;
-    let exposure = exposure(ctx, vc, &names, api_service.object()).await?;
-
+    let services = stages::apply_services(ctx, &inputs).await?;
+    let exposure = exposure(ctx, vc, &names, services.apiserver.object()).await?;
     inputs.pki_revision = pki::ensure_pki(ctx, vc, &inputs, &exposure).await?;
     inputs.encryption_revision = encryption::ensure_encryption(ctx, &inputs).await?;
-    let from_inputs = match (&from_vc, from_valid) {
-        (Some(from_vc), Some(from_valid)) => {
-            let mut from = ClusterInputs::new(
-                from_vc,
-                from_valid,
-                &ctx.settings,
-                inputs.pki_revision.clone(),
-            );
-            from.encryption_revision = inputs.encryption_revision.clone();
-            Some(from)
-        }
-        _ => None,
-    };
-    // Where each step stands: a step the record has passed stays passed.
-    let passed = |step| change.as_ref().is_none_or(|c| c.passed(step));
-    let mut progress = Progress::default();
-    let snapshot_ready = match (&change, &from_inputs) {
-        (Some(c), Some(from)) if !c.rolled_back() && !c.passed(UpgradeStep::Snapshot) => {
-            match snapshot::ensure_snapshot(ctx, from, &c.record).await? {
-                Snapshot::Taken(location) => {
-                    progress.snapshot = Some(location);
-                    true
-                }
-                Snapshot::Running => false,
-                Snapshot::Failed(why) => {
-                    progress.snapshot_failed = Some(why);
-                    false
-                }
-            }
-        }
-        _ => true,
-    };
-    let rolled_back = change.as_ref().is_some_and(|c| c.rolled_back());
-
-    // Each component as asked, and (during a change) as it runs: a step
-    // takes the first only once the steps before it are done.
-    let ClusterWorkloads {
-        kube_proxy_config,
-        apiserver_config,
-        network_policies,
-        etcd,
-        apiserver,
-    } = ClusterWorkloads::desired(&inputs);
-    let (from_etcd, from_apiserver) = from_inputs
-        .as_ref()
-        .map(|from| {
-            let workloads = ClusterWorkloads::desired(from);
-            (workloads.etcd, workloads.apiserver)
-        })
-        .unzip();
-    let etcd = upgrade::either(snapshot_ready, etcd, from_etcd);
-    let (_, _, _, etcd) = futures::try_join!(
-        apply_owned(
-            ctx,
-            &stores.config_maps,
-            kube_proxy_config,
-            FirstWrite::Create
-        ),
-        apply_owned(
-            ctx,
-            &stores.config_maps,
-            apiserver_config,
-            FirstWrite::Create
-        ),
-        futures::future::try_join_all(network_policies.into_iter().map(|policy| apply_owned(
-            ctx,
-            &stores.network_policies,
-            policy,
-            FirstWrite::Create
-        ))),
-        apply_owned(ctx, &stores.stateful_sets, etcd, FirstWrite::Create),
-    )?;
-    progress.etcd = passed(UpgradeStep::Etcd)
-        || (snapshot_ready && Rollout::from_statefulset(etcd.object()).replaced());
-
-    // Past its deadline, a new API server that does not serve is rolled
-    // back (decided from the cache, before this pass writes it).
-    let timeout = upgrade::timeout(&vc.spec.upgrade);
-    let rollback = change.as_ref().and_then(|c| {
-        let serving = observe(ctx, &names).apiserver.is_some_and(|r| r.replaced());
-        (c.record.step == UpgradeStep::APIServer && c.overdue(timeout, &now) && !serving)
-            .then(|| c.rollback_message(&vc.spec.upgrade.api_server_timeout))
-    });
-    let rolled_back = rolled_back || rollback.is_some();
-    let apiserver_at_to = change.is_none() || (!rolled_back && progress.etcd);
-    let apiserver_images = upgrade::either(apiserver_at_to, &inputs, from_inputs.as_ref())
-        .vc
-        .spec
-        .images
-        .clone();
-    let apiserver = apply_owned(
+    let from = from_vc.as_ref().and_then(|at| inputs.at(at, &ctx.settings));
+    let mut steps = Steps::new(change.as_ref());
+    let control_plane = stages::apply_control_plane(
         ctx,
-        &stores.deployments,
-        upgrade::either(apiserver_at_to, apiserver, from_apiserver),
-        FirstWrite::Create,
+        &inputs,
+        from.as_ref(),
+        change.as_ref(),
+        &mut steps,
+        &now,
     )
     .await?;
-
-    // The API server's clients start once it serves (and CoreDNS once its
-    // RBAC is in the nested cluster), so that none of them crash-loops or
-    // backs off while it comes up. Once started, they stay started.
-    let apiserver_rollout = Rollout::from_deployment(apiserver.object());
-    progress.apiserver = passed(UpgradeStep::APIServer)
-        || (apiserver_at_to && !rolled_back && apiserver_rollout.replaced());
-    let serving = apiserver_rollout.ready >= 1;
-    // A migration that fails now is tried again shortly; it holds nothing
-    // else up.
-    let migrating = match encryption::migrate_when_rolled_out(ctx, vc, &inputs, &apiserver_rollout)
-        .await
-    {
-        Ok(pending) => pending,
-        Err(e) => {
-            warn!(cluster = %names.cluster, namespace = %names.namespace, error = %e, "rewriting the nested Secrets with the new encryption key failed");
-            true
-        }
-    };
+    let apiserver = control_plane.apiserver_rollout();
+    let migrating = encryption::migrating(ctx, vc, &inputs, &apiserver).await;
+    let serving = apiserver.ready >= 1;
     let addons_installed =
-        ensure_nested_addons(ctx, vc, &inputs, dns_service.object(), serving).await?;
-    let start =
-        |name: String, ready: bool| Start::new(ready, is_held(&stores.deployments, &names, &name));
-    let starts = || ClientStarts {
-        controller_manager: start(names.controller_manager(), serving),
-        scheduler: start(names.scheduler(), serving),
-        coredns: start(names.coredns(), addons_installed),
-    };
-    // The controller-manager and the scheduler follow every API server;
-    // CoreDNS follows them.
-    let ClusterClients {
-        controller_manager,
-        scheduler,
-        coredns,
-    } = ClusterClients::desired(&inputs, starts());
-    let (from_managers, from_coredns) = from_inputs
-        .as_ref()
-        .map(|from| {
-            let clients = ClusterClients::desired(from, starts());
-            (
-                (clients.controller_manager, clients.scheduler),
-                clients.coredns,
-            )
-        })
-        .unzip();
-    let (from_controller_manager, from_scheduler) = from_managers.unzip();
-    let managers_at_to = change.is_none() || (!rolled_back && progress.apiserver);
-    let (controller_manager, scheduler) = futures::try_join!(
-        apply_holdable(
-            ctx,
-            &stores.deployments,
-            upgrade::either(managers_at_to, controller_manager, from_controller_manager)
-        ),
-        apply_holdable(
-            ctx,
-            &stores.deployments,
-            upgrade::either(managers_at_to, scheduler, from_scheduler)
-        ),
-    )?;
-    let replaced = |applied: &Applied<Workload<Deployment>>| {
-        Rollout::from_deployment(applied.object()).replaced()
-    };
-    // Rolled, the step waits until a new replica of each leads.
-    let managers_rolled = managers_at_to && replaced(&controller_manager) && replaced(&scheduler);
-    progress.managers = passed(UpgradeStep::ControllerManagerAndScheduler)
-        || match &change {
-            Some(c) if managers_rolled => {
-                leaders::new_ones_lead(ctx, vc, &names, &c.to.version).await
-            }
-            _ => false,
-        };
-    let addons_at_to = change.is_none() || (!rolled_back && progress.managers);
-    let coredns = apply_holdable(
+        ensure_nested_addons(ctx, vc, &inputs, services.dns.object(), serving).await?;
+    let clients = stages::apply_clients(
         ctx,
-        &stores.deployments,
-        upgrade::either(addons_at_to, coredns, from_coredns),
+        vc,
+        &inputs,
+        from.as_ref(),
+        &mut steps,
+        serving,
+        addons_installed,
     )
     .await?;
-    progress.addons = passed(UpgradeStep::Addons) || (addons_at_to && replaced(&coredns));
-    progress.pools = change.as_ref().is_some_and(|c| pools_run(ctx, vc, &c.to));
-    let record = match &change {
-        Some(c) => Some(c.advance(&progress, rollback, &now)),
-        None => upgrade::kept(&vc.spec, previous.as_ref()),
-    };
+    steps.pools_run(change.as_ref().is_some_and(|c| pools_run(ctx, vc, &c.to)));
+    let record = steps.record(&vc.spec, previous.as_ref(), &now);
     announce_upgrade(ctx, vc, previous.as_ref(), record.as_ref()).await;
     let upgrading = record
         .as_ref()
         .is_some_and(|r| !matches!(r.step, UpgradeStep::Complete | UpgradeStep::RolledBack));
-
     // Status is computed from what the API server returned for each
     // workload (or the cache, when nothing was sent): never from a cache
     // that has not yet seen this reconcile's writes.
-    let deployment =
-        |applied: Applied<Workload<Deployment>>| Some(Rollout::from_deployment(applied.object()));
-    let observed = Observed {
-        invalid: None,
-        deleting: false,
-        etcd: Some(Rollout::from_statefulset(etcd.object())),
-        apiserver: deployment(apiserver),
-        controller_manager: deployment(controller_manager),
-        scheduler: deployment(scheduler),
-        coredns: deployment(coredns),
-        endpoint: Some(exposure.admin_endpoint.clone()),
-        admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
-        apiserver_images: Some(apiserver_images),
-        upgrade: Some(record),
-    };
+    let observed = stages::observed(&names, exposure, control_plane, &clients, record);
     let status = update_status(ctx, vc, status_now(&observed, vc)).await?;
     announce_readiness(ctx, vc, &names, &status).await;
-    Ok(Action::requeue(if migrating || upgrading {
+    let soon = migrating || upgrading;
+    Ok(Action::requeue(if soon {
         RETRY
     } else {
         RESYNC.min(ctx.settings.addons_recheck)
     }))
+}
+
+/// Reports a spec that does not validate, changing nothing that runs.
+async fn refuse(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    names: &ClusterNames,
+    message: String,
+) -> Result<Action> {
+    let observed = Observed {
+        invalid: Some(message.clone()),
+        ..observe(ctx, names)
+    };
+    report_invalid(ctx, vc, &message, status_now(&observed, vc)).await
+}
+
+/// The roots' fingerprint as the cache has it (empty before they exist).
+fn cached_pki_revision(ctx: &Context, names: &ClusterNames) -> String {
+    ctx.stores
+        .secrets
+        .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
+        .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned())
+        .unwrap_or_default()
 }
 
 /// The cluster as it is built at `target` (a version and images).
@@ -401,13 +220,6 @@ async fn announce_upgrade(
     };
     info!(cluster = %vc.name_any(), namespace = %vc.namespace().unwrap_or_default(), step = ?record.step, "{note}");
     ctx.publish(vc, kind, reason, note).await;
-}
-
-/// Whether the cache holds `name` at zero replicas, or not at all.
-fn is_held(store: &Store<Workload<Deployment>>, names: &ClusterNames, name: &str) -> bool {
-    store
-        .get(&ObjectRef::new(name).within(&names.namespace))
-        .is_none_or(|d| d.replicas().unwrap_or(0) == 0)
 }
 
 /// A Normal Event when the cluster turns Ready, a Warning when it stops
@@ -574,7 +386,13 @@ fn observe(ctx: &Context, names: &ClusterNames) -> Observed {
         controller_manager: deployment(names.controller_manager()),
         scheduler: deployment(names.scheduler()),
         coredns: deployment(names.coredns()),
-        ..Observed::default()
+        invalid: None,
+        deleting: false,
+        endpoint: None,
+        admin_kubeconfig_secret: None,
+        apiserver_images: None,
+        // The cache says nothing of it: the last record stays.
+        upgrade: None,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::model::status::Rollout;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use nestor_crds::VirtualCluster;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The generations the cached Secret lists, and the migrated one.
 fn cached_state(ctx: &Context, inputs: &ClusterInputs) -> Option<(Vec<i64>, Option<i64>, bool)> {
@@ -64,11 +64,29 @@ pub(super) async fn ensure_encryption(ctx: &Context, inputs: &ClusterInputs<'_>)
     Ok(ring.revision())
 }
 
+/// Whether Secrets still wait to be rewritten with the newest key (see
+/// [`migrate_when_rolled_out`]). A rewrite that fails now is tried again
+/// shortly; it holds nothing else up.
+pub(super) async fn migrating(
+    ctx: &Context,
+    vc: &VirtualCluster,
+    inputs: &ClusterInputs<'_>,
+    apiserver: &Rollout,
+) -> bool {
+    migrate_when_rolled_out(ctx, vc, inputs, apiserver)
+        .await
+        .unwrap_or_else(|e| {
+            let names = &inputs.names;
+            warn!(cluster = %names.cluster, namespace = %names.namespace, error = %e, "rewriting the nested Secrets with the new encryption key failed");
+            true
+        })
+}
+
 /// Once every API server runs with the newest key, rewrites every nested
 /// Secret with it and records that; the next pass drops the older keys.
 /// Returns whether a migration is still to come (so that the cluster is
 /// looked at again soon).
-pub(super) async fn migrate_when_rolled_out(
+async fn migrate_when_rolled_out(
     ctx: &Context,
     vc: &VirtualCluster,
     inputs: &ClusterInputs<'_>,

@@ -9,22 +9,12 @@ use crate::build::snapshot::{
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
 use crate::model::inputs::ClusterInputs;
+use crate::model::upgrade::Snapshot;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use nestor_crds::UpgradeStatus;
 use tracing::info;
-
-/// How a snapshot stands.
-pub enum Snapshot {
-    /// Taken: where it is kept.
-    Taken(String),
-    /// Being taken.
-    Running,
-    /// The Job failed (and was deleted, so that the next pass takes it
-    /// again): why.
-    Failed(String),
-}
 
 fn child_error(
     verb: &'static str,
