@@ -6,31 +6,27 @@
 //! computes its status (pure). Its finalizer tidies the nested cluster
 //! when the pool is deleted.
 
-use crate::build::node::bootstrap::{
-    BootstrapToken, IssuedToken, PREVIOUS_TOKEN_ID, TOKEN_EXPIRES, TOKEN_ID,
-    desired_bootstrap_secret, nested_bootstrap_token_secret, token_due,
-};
+mod bootstrap;
+mod nested_pass;
+
+use nested_pass::{NodePods, nested_pass};
+
+use crate::build::node::bootstrap::IssuedToken;
 use crate::build::node::config::{desired_node_config_map, node_config_hash};
 use crate::build::node::owner::desired_pool_owner;
 use crate::build::node::statefulset::{
     desired_node_service, desired_node_statefulset, desired_node_template, node_template_hash,
 };
-use crate::build::pki_secrets::{BUNDLE_FINGERPRINT, bundle_from_secret};
+use crate::build::pki_secrets::BUNDLE_FINGERPRINT;
 use crate::client::apply::{FirstWrite, apply_owned};
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
-use crate::client::secrets::{annotate_secret, apply_secret, read_secret};
+use crate::client::secrets::read_secret;
 use crate::client::{nested, nested_nodes};
 use crate::model::cached::Workload;
-use crate::model::hash::inputs_hash;
 use crate::model::images;
-use crate::model::names::{
-    ClusterNames, FIELD_MANAGER, INPUTS_HASH, NESTED_INSTALLED, POOL_FINALIZER, PoolNames,
-    patch_params,
-};
-use crate::model::nodes::{
-    NODE_TEMPLATE, NodeSet, node_rollout, ordinal, ready_count, reports_address,
-};
+use crate::model::names::{ClusterNames, FIELD_MANAGER, POOL_FINALIZER, PoolNames, patch_params};
+use crate::model::nodes::{NODE_TEMPLATE, NodeSet, node_rollout};
 use crate::model::placement;
 use crate::model::pool_status::{PoolObserved, compute_pool_status};
 use crate::model::readable::unreadable;
@@ -42,7 +38,7 @@ use crate::reconcile::policy::{
     update_status,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -50,7 +46,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use nestor_crds::node_contract as contract;
-use nestor_crds::{NodePool, NodePoolStatus, VirtualCluster};
+use nestor_crds::{ImagesSpec, NodePool, NodePoolStatus, VirtualCluster};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -208,366 +204,172 @@ async fn cleanup(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
 
 async fn apply(pool: Arc<NodePool>, ctx: &Context) -> Result<Action> {
     let pn = PoolNames::new(&pool);
-    let vc = cluster_of(ctx, &pool);
-    let Some(vc) = vc else {
-        update_status(
-            ctx,
-            pool.as_ref(),
-            status_now(&PoolObserved::default(), &pool),
-        )
-        .await?;
-        return Ok(Action::await_change());
+    let Some(vc) = cluster_of(ctx, &pool) else {
+        return report(ctx, &pool, PoolObserved::default(), Action::await_change()).await;
     };
     if let Some(patch) = desired_pool_owner(&pool, &vc) {
         own_pool(ctx, &pn, patch).await?;
     }
     let cp_ready = cluster_ready(&vc);
+    let mut observed = PoolObserved {
+        control_plane_ready: Some(cp_ready),
+        ..observe(ctx, &pn)
+    };
     let node_target = upgrade::node_target(&vc.spec, vc.status.as_ref());
-    let node_images = node_target.as_ref().map_or(&vc.spec.images, |t| &t.images);
-    let version = match validate_pool(
-        &pn.pool,
-        &pool.spec,
-        &vc.spec.version,
-        &ctx.settings.platform(),
-    ) {
+    let platform = ctx.settings.platform();
+    let version = match validate_pool(&pn.pool, &pool.spec, &vc.spec.version, &platform) {
         // Never newer than every API server runs, and during a change of
         // the cluster's version or images, what ran before until the
         // change reaches its node step.
         Ok(version) => kubelet_version(version, node_target.as_ref().map(|t| t.version.as_str())),
         Err(invalid) => {
             let message = invalid.to_string();
-            let observed = PoolObserved {
-                invalid: Some(message.clone()),
-                control_plane_ready: Some(cp_ready),
-                ..observe(ctx, &pn)
-            };
-            return report_invalid(ctx, pool.as_ref(), &message, status_now(&observed, &pool))
-                .await;
+            observed.invalid = Some(message.clone());
+            let status = status_now(&observed, &pool);
+            return report_invalid(ctx, pool.as_ref(), &message, status).await;
         }
     };
     let names = ClusterNames::new(&vc);
-    let ca_fp = ctx
-        .stores
-        .secrets
-        .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
-        .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned());
-    let Some(ca_fp) = ca_fp else {
+    let Some(ca_fp) = cached_ca_fingerprint(ctx, &names) else {
         // The cluster's PKI does not exist yet; its creation wakes us.
-        let observed = PoolObserved {
-            control_plane_ready: Some(false),
-            ..observe(ctx, &pn)
-        };
-        update_status(ctx, pool.as_ref(), status_now(&observed, &pool)).await?;
-        return Ok(Action::requeue(POOL_PKI_WAIT));
+        observed.control_plane_ready = Some(false);
+        return report(ctx, &pool, observed, Action::requeue(POOL_PKI_WAIT)).await;
     };
-    let token = ensure_bootstrap_secret(ctx, &pool, &names, &ca_fp).await?;
-
-    let config = desired_node_config_map(
-        &pool,
-        &vc,
-        &images::pause_image(&ctx.settings, node_images.registry.as_deref()),
-        &ctx.settings.node_registry_mirrors,
-    );
-    let config_hash = node_config_hash(&config);
-    apply_owned(ctx, &ctx.stores.config_maps, config, FirstWrite::Create).await?;
-    apply_owned(
-        ctx,
-        &ctx.stores.services,
-        desired_node_service(&pool),
-        FirstWrite::Create,
-    )
-    .await?;
-    let mut observed = PoolObserved {
-        control_plane_ready: Some(cp_ready),
-        ..observe(ctx, &pn)
-    };
-    let cached = node_statefulset(ctx, &pn);
-    let running = cached.as_ref().and_then(|s| s.replicas()).unwrap_or(0);
-    let set = cached.as_deref().map(node_set);
+    let token = bootstrap::ensure_bootstrap_secret(ctx, &pool, &names, &ca_fp).await?;
+    let node_images = node_target.as_ref().map_or(&vc.spec.images, |t| &t.images);
     let image = images::pool_node_image(&ctx.settings, node_images, &version);
-    let placement = placement::node_pool(
-        &pool.spec.placement,
-        &ctx.settings,
-        &pn.namespace,
-        &pool.spec.cluster_ref.name,
-    );
-    let template = desired_node_template(
+    let template = apply_node_objects(ctx, &pool, &vc, node_images, &image).await?;
+    let template_hash = node_template_hash(&template);
+    let cached = node_statefulset(ctx, &pn);
+    let set = cached.as_deref().map(node_set);
+    let pods = NodePods {
+        running: cached.as_ref().and_then(|s| s.replicas()).unwrap_or(0),
+        set: set.as_ref(),
+        template: &template_hash,
+    };
+    let scale = scale(
+        ctx,
         &pool,
         &vc,
-        &image,
-        &config_hash,
-        &placement,
-        &ctx.settings.node_pod_limits,
-    );
-    let template_hash = node_template_hash(&template);
-    // A scale-down waits for its drain; while the nested cluster cannot be
-    // asked (not serving, or an error), the pool keeps its nodes, and no
-    // node is replaced.
-    let hold = running.max(pool.spec.replicas);
-    let keep = node_rollout(hold, set.as_ref(), &template_hash, |_| false).partition;
-    let nested = if cp_ready {
-        nested_pass(
-            ctx,
-            &pool,
-            &vc,
-            (token.as_ref(), &ca_fp),
-            NodePods {
-                running,
-                set: set.as_ref(),
-                template: &template_hash,
-            },
-            &mut observed,
-        )
-        .await
-    } else {
-        Ok((hold, keep, hold == pool.spec.replicas))
-    };
-    let (replicas, partition, settled, failed) = match nested {
-        Ok((replicas, partition, settled)) => (replicas, partition, settled, None),
-        Err(e) => (hold, keep, false, Some(e)),
-    };
+        cp_ready,
+        (token.as_ref(), &ca_fp),
+        pods,
+        &mut observed,
+    )
+    .await;
     // Nodes kept past the spec are nodes still draining.
-    if replicas > pool.spec.replicas {
-        observed.draining = Some(replicas - pool.spec.replicas);
+    if scale.replicas > pool.spec.replicas {
+        observed.draining = Some(scale.replicas - pool.spec.replicas);
     }
     if observed.version.is_some() {
-        observed.image = Some(image.clone());
+        observed.image = Some(image);
     }
-    apply_owned(
-        ctx,
-        &ctx.stores.stateful_sets,
-        desired_node_statefulset(&pool, template, replicas, partition),
-        // Its replicas follow the pool's scale.
-        FirstWrite::Apply,
-    )
-    .await?;
+    let statefulset = desired_node_statefulset(&pool, template, scale.replicas, scale.partition);
+    // Its replicas follow the pool's scale.
+    let store = &ctx.stores.stateful_sets;
+    let applied = apply_owned(ctx, store, statefulset, FirstWrite::Apply).await?;
+    // The status counts the node pods as the API server returned them.
+    count_pods(&mut observed, applied.object());
     update_status(ctx, pool.as_ref(), status_now(&observed, &pool)).await?;
-    if let Some(e) = failed {
+    if let Some(e) = scale.failed {
         return Err(e);
     }
-    if settled {
-        Ok(Action::requeue(POOL_SETTLED_RECHECK))
+    let recheck = if scale.settled {
+        POOL_SETTLED_RECHECK
     } else {
-        Ok(Action::requeue(POOL_CHANGING_RECHECK))
-    }
+        POOL_CHANGING_RECHECK
+    };
+    Ok(Action::requeue(recheck))
 }
 
-/// A pool's node pods as the cache holds them, and the template they
-/// should run.
-struct NodePods<'a> {
-    /// The StatefulSet's replicas.
-    running: i32,
-    set: Option<&'a NodeSet>,
-    template: &'a str,
+/// Writes the status and waits as `then` says.
+async fn report(
+    ctx: &Context,
+    pool: &NodePool,
+    observed: PoolObserved,
+    then: Action,
+) -> Result<Action> {
+    update_status(ctx, pool, status_now(&observed, pool)).await?;
+    Ok(then)
 }
 
-/// What the pool does inside its nested cluster: installs its bootstrap
-/// token, drains the nodes a scale-down removes and the node a new template
-/// replaces next, uncordons nodes kept or replaced, deletes Nodes whose
-/// pods are gone, decides serving certificate requests and counts Ready
-/// nodes. Returns the StatefulSet's replicas and partition, and whether
-/// everything has settled.
-async fn nested_pass(
+/// The roots' fingerprint of the pool's cluster, as the cache has it
+/// (`None` before they exist).
+fn cached_ca_fingerprint(ctx: &Context, names: &ClusterNames) -> Option<String> {
+    ctx.stores
+        .secrets
+        .get(&ObjectRef::new(&names.ca_secret()).within(&names.namespace))
+        .and_then(|s| s.annotations().get(BUNDLE_FINGERPRINT).cloned())
+}
+
+/// The pool's node configuration and Service; returns the pod template
+/// its StatefulSet runs (which names the configuration's hash).
+async fn apply_node_objects(
     ctx: &Context,
     pool: &NodePool,
     vc: &VirtualCluster,
-    (token, ca_fp): (Option<&IssuedToken>, &str),
+    node_images: &ImagesSpec,
+    image: &str,
+) -> Result<PodTemplateSpec> {
+    let pause = images::pause_image(&ctx.settings, node_images.registry.as_deref());
+    let mirrors = &ctx.settings.node_registry_mirrors;
+    let config = desired_node_config_map(pool, vc, &pause, mirrors);
+    let config_hash = node_config_hash(&config);
+    apply_owned(ctx, &ctx.stores.config_maps, config, FirstWrite::Create).await?;
+    let service = desired_node_service(pool);
+    apply_owned(ctx, &ctx.stores.services, service, FirstWrite::Create).await?;
+    let namespace = pool.namespace().unwrap_or_default();
+    let cluster = &pool.spec.cluster_ref.name;
+    let placement = placement::node_pool(&pool.spec.placement, &ctx.settings, &namespace, cluster);
+    let limits = &ctx.settings.node_pod_limits;
+    Ok(desired_node_template(
+        pool,
+        vc,
+        image,
+        &config_hash,
+        &placement,
+        limits,
+    ))
+}
+
+/// The StatefulSet's replicas and partition this pass, whether everything
+/// has settled, and what failed inside the nested cluster.
+struct Scale {
+    replicas: i32,
+    partition: i32,
+    settled: bool,
+    failed: Option<Error>,
+}
+
+/// Asks the nested cluster (see [`nested_pass`]) how far the pool may
+/// scale and replace its nodes. A scale-down waits for its drain; while
+/// the nested cluster cannot be asked (not serving, or an error), the pool
+/// keeps its nodes, and no node is replaced.
+async fn scale(
+    ctx: &Context,
+    pool: &NodePool,
+    vc: &VirtualCluster,
+    cp_ready: bool,
+    token: (Option<&IssuedToken>, &str),
     pods: NodePods<'_>,
     observed: &mut PoolObserved,
-) -> Result<(i32, i32, bool)> {
-    let NodePods {
-        running,
-        set,
-        template,
-    } = pods;
-    let pn = PoolNames::new(pool);
-    let names = &ClusterNames::new(vc);
-    let client = nested::client(ctx, vc).await?;
-    if let Some(token) = token {
-        install_in_nested_cluster(ctx, &client, pool, names, token, ca_fp).await?;
-    }
-    let nodes = nested_nodes::list(&client, names, &pn.pool).await?;
-    let mut replicas = pool.spec.replicas;
-    let mut settled = true;
-    if running > pool.spec.replicas {
-        let mut drained = true;
-        for ordinal in pool.spec.replicas..running {
-            let node = format!("{}-{ordinal}", pn.statefulset());
-            drained &= nested_nodes::drain(ctx, &client, names, &node).await?;
+) -> Scale {
+    let hold = pods.running.max(pool.spec.replicas);
+    let keep = node_rollout(hold, pods.set, pods.template, |_| false).partition;
+    let (replicas, partition, settled, failed) = if !cp_ready {
+        (hold, keep, hold == pool.spec.replicas, None)
+    } else {
+        match nested_pass(ctx, pool, vc, token, pods, observed).await {
+            Ok((replicas, partition, settled)) => (replicas, partition, settled, None),
+            Err(e) => (hold, keep, false, Some(e)),
         }
-        if !drained {
-            replicas = running;
-            settled = false;
-        }
-    }
-    // A new template replaces one node at a time (cordon, drain, replace,
-    // Ready), highest ordinal first.
-    let pods = nested_nodes::node_pods(ctx, &pn.namespace, &pn.pool, &pn.statefulset()).await?;
-    // Ready, and reported by the kubelet of the pod that runs now: a
-    // replaced pod's Node stays Ready for a while after its old kubelet
-    // stopped, but with the old pod's address.
-    let node_ready = |i: i32| {
-        let name = format!("{}-{i}", pn.statefulset());
-        let pod_ip = pods
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
-            .and_then(|p| p.status.as_ref()?.pod_ip.clone());
-        nodes.iter().any(|n| {
-            n.metadata.name.as_deref() == Some(name.as_str())
-                && ready_count(std::slice::from_ref(n)) == 1
-                && pod_ip.as_deref().is_some_and(|ip| reports_address(n, ip))
-        })
     };
-    let rollout = node_rollout(replicas, set, template, node_ready);
-    let replaced_ready = set.is_none_or(|s| s.updated >= replicas - rollout.partition);
-    for node in &nodes {
-        let name = node.metadata.name.as_deref().unwrap_or_default();
-        match ordinal(&pn.statefulset(), name) {
-            // A node being drained to be replaced.
-            Some(i) if Some(i) == rollout.drain => {}
-            // A node kept (or taken back) after a scale-down, or replaced
-            // and Ready again.
-            Some(i)
-                if i < pool.spec.replicas
-                    && (i < rollout.partition || (replaced_ready && node_ready(i))) =>
-            {
-                nested_nodes::uncordon_if_drained(ctx, &client, names, node).await?
-            }
-            // Its pod is gone: so is the Node.
-            Some(i) if i >= observed.replicas && i >= replicas => {
-                nested_nodes::delete_node(ctx, &client, names, name).await?
-            }
-            _ => {}
-        }
+    Scale {
+        replicas,
+        partition,
+        settled,
+        failed,
     }
-    // The next node is drained only once those replaced are uncordoned
-    // (its pods need somewhere to go).
-    let mut partition = rollout.partition;
-    if let Some(i) = rollout.drain {
-        let node = format!("{}-{i}", pn.statefulset());
-        if nested_nodes::drain(ctx, &client, names, &node).await? {
-            info!(pool = %pn.pool, node = %node, "drained; replacing its node pod");
-            partition = i;
-        }
-    }
-    settled &=
-        partition == 0 && set.is_none_or(|s| !s.rolling && s.template.as_deref() == Some(template));
-    let serving =
-        nested_nodes::approve_serving_certificates(ctx, &client, names, &pods, &pn.statefulset())
-            .await?;
-    let ready = ready_count(&nodes);
-    observed.nodes_ready = Some(ready);
-    observed.serving_certificate_pending = serving.pending.len() as i32;
-    settled &= serving.waiting == 0 && serving.pending.is_empty() && ready >= pool.spec.replicas;
-    observed.version = pool_version(&nodes, settled);
-    Ok((replicas, partition, settled))
-}
-
-/// Makes sure the pool's bootstrap Secret holds a token for the current CA
-/// that is not yet due for renewal. Returns the token when it still has to
-/// be installed in the nested cluster.
-async fn ensure_bootstrap_secret(
-    ctx: &Context,
-    pool: &NodePool,
-    names: &ClusterNames,
-    ca_fp: &str,
-) -> Result<Option<IssuedToken>> {
-    let pn = PoolNames::new(pool);
-    let cached = ctx
-        .stores
-        .secrets
-        .get(&ObjectRef::new(&pn.bootstrap_secret()).within(&pn.namespace));
-    let empty = Default::default();
-    let annotations = cached.as_ref().map_or(&empty, |s| s.annotations());
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let current = annotations.get(INPUTS_HASH).map(String::as_str)
-        == Some(inputs_hash(["bootstrap", ca_fp]).as_str())
-        && !token_due(annotations, now);
-    let token_id = annotations.get(TOKEN_ID).cloned();
-    if current && let Some(id) = &token_id {
-        if annotations.get(NESTED_INSTALLED) == Some(&IssuedToken::installed_hash(ca_fp, id)) {
-            return Ok(None);
-        }
-        // Read the token back to install it.
-        let secret = read_secret(ctx, &pn.namespace, &pn.bootstrap_secret()).await?;
-        let text = |s: &Secret, key: &str| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        };
-        let expires = annotations
-            .get(TOKEN_EXPIRES)
-            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
-        if let (Some((Some(id), Some(secret))), Some(expires)) = (
-            secret.map(|s| {
-                (
-                    text(&s, contract::TOKEN_ID),
-                    text(&s, contract::TOKEN_SECRET),
-                )
-            }),
-            expires,
-        ) {
-            return Ok(Some(IssuedToken {
-                token: BootstrapToken { id, secret },
-                expires,
-                previous_id: annotations.get(PREVIOUS_TOKEN_ID).cloned(),
-            }));
-        }
-    }
-    let ca = read_secret(ctx, &names.namespace, &names.ca_secret())
-        .await?
-        .and_then(|s| bundle_from_secret(&s))
-        .ok_or_else(|| Error::DamagedCa {
-            namespace: names.namespace.clone(),
-            name: names.ca_secret(),
-        })?;
-    let issued = IssuedToken::issue(now, token_id);
-    apply_secret(
-        ctx,
-        &desired_bootstrap_secret(pool, names, &issued, &ca.cluster.cert_pem, ca_fp),
-    )
-    .await?;
-    info!(pool = %pn.pool, namespace = %pn.namespace, token = %issued.token.id, expires = %issued.expires, "issued a bootstrap token");
-    Ok(Some(issued))
-}
-
-/// Writes the pool's bootstrap token into the nested cluster, deletes the
-/// token it replaced, then records that on the host Secret.
-async fn install_in_nested_cluster(
-    ctx: &Context,
-    client: &kube::Client,
-    pool: &NodePool,
-    names: &ClusterNames,
-    issued: &IssuedToken,
-    ca_fp: &str,
-) -> Result<()> {
-    let pn = PoolNames::new(pool);
-    // The node RBAC comes with the cluster's add-ons (see virtualcluster).
-    nested::apply(
-        ctx,
-        client,
-        names,
-        &nested_bootstrap_token_secret(&pn.pool, issued),
-    )
-    .await?;
-    if let Some(previous) = issued
-        .previous_id
-        .as_deref()
-        .filter(|id| *id != issued.token.id)
-    {
-        nested_nodes::delete_bootstrap_token(ctx, client, names, previous).await?;
-    }
-    let installed_hash = IssuedToken::installed_hash(ca_fp, &issued.token.id);
-    annotate_secret(
-        ctx,
-        &pn.namespace,
-        &pn.bootstrap_secret(),
-        NESTED_INSTALLED,
-        &installed_hash,
-    )
-    .await?;
-    Ok(())
 }
 
 /// The pool's StatefulSet, from the cache.
@@ -577,16 +379,21 @@ fn node_statefulset(ctx: &Context, pn: &PoolNames) -> Option<Arc<Workload<Statef
         .get(&ObjectRef::new(&pn.statefulset()).within(&pn.namespace))
 }
 
+/// The node pods as the cache counts them; the rest is learnt later.
 fn observe(ctx: &Context, pn: &PoolNames) -> PoolObserved {
-    let status = node_statefulset(ctx, pn)
-        .and_then(|s| s.status.clone())
-        .unwrap_or_default();
-    PoolObserved {
-        replicas: status.replicas.unwrap_or(0),
-        ready_replicas: status.ready_replicas.unwrap_or(0),
-        updated_replicas: status.updated_replicas.unwrap_or(0),
-        ..PoolObserved::default()
+    let mut observed = PoolObserved::default();
+    if let Some(sts) = node_statefulset(ctx, pn) {
+        count_pods(&mut observed, &sts);
     }
+    observed
+}
+
+/// Counts the node pods of `sts` into `observed`.
+fn count_pods(observed: &mut PoolObserved, sts: &Workload<StatefulSet>) {
+    let status = sts.status.clone().unwrap_or_default();
+    observed.replicas = status.replicas.unwrap_or(0);
+    observed.ready_replicas = status.ready_replicas.unwrap_or(0);
+    observed.updated_replicas = status.updated_replicas.unwrap_or(0);
 }
 
 /// What the cache holds of a pool's StatefulSet, for its node replacement.
@@ -602,20 +409,6 @@ fn node_set(sts: &Workload<StatefulSet>) -> NodeSet {
         // again while pods of the other one remain.
         rolling: status.current_revision != status.update_revision
             || status.updated_replicas.unwrap_or(0) < status.replicas.unwrap_or(0),
-    }
-}
-
-/// The kubelet version every Node of a pool reports, once no node is left
-/// to replace.
-fn pool_version(nodes: &[k8s_openapi::api::core::v1::Node], settled: bool) -> Option<String> {
-    let versions: std::collections::BTreeSet<String> = nodes
-        .iter()
-        .filter_map(|n| n.status.as_ref()?.node_info.as_ref())
-        .map(|i| i.kubelet_version.trim_start_matches('v').to_string())
-        .collect();
-    match (settled, versions.len()) {
-        (true, 1) => versions.into_iter().next(),
-        _ => None,
     }
 }
 
