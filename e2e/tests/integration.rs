@@ -47,7 +47,7 @@ use least_privilege::{
     namespaced_install_runs_clusters_in_its_namespaces_only,
     operator_writes_only_objects_labelled_as_its_own,
 };
-use placement::placement_reaches_every_pod;
+use placement::{placement_reaches_every_pod, sandbox_runtime_class_is_the_default_where_present};
 
 const CRDS: &str = "charts/nestor/crds/nestor.dev_crds.yaml";
 
@@ -1534,6 +1534,7 @@ fn main() -> std::process::ExitCode {
             unreadable_objects_stop_nothing,
             edited_secrets_are_repaired,
             placement_reaches_every_pod,
+            sandbox_runtime_class_is_the_default_where_present,
             delete_removes_everything,
             crash_mid_creation_converges,
             leader_election_fails_over,

@@ -86,6 +86,25 @@ every namespace (rbac.clusterWide).
 {{- end -}}
 
 {{/*
+The node pods' default placement, as JSON (empty when there is none):
+placement.nodePools, with the first of placement.sandboxRuntimeClasses the
+host cluster has as its runtimeClassName when it names none.
+*/}}
+{{- define "nestor.nodePoolPlacement" -}}
+{{- $placement := deepCopy .Values.placement.nodePools -}}
+{{- if not $placement.runtimeClassName -}}
+{{- range .Values.placement.sandboxRuntimeClasses -}}
+{{- if and (not $placement.runtimeClassName) (lookup "node.k8s.io/v1" "RuntimeClass" "" .) -}}
+{{- $_ := set $placement "runtimeClassName" . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $placement -}}
+{{- toJson $placement -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Registry mirrors as the operator reads them: REGISTRY=ENDPOINT[,ENDPOINT];...
 */}}
 {{- define "nestor.registryMirrors" -}}

@@ -7,6 +7,7 @@ use anyhow::{Result, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodSpec;
 use nestor_e2e::support::wait_for;
+use nestor_e2e::tools::kubectl_ok;
 use std::time::Duration;
 
 const PLACEMENT: &str = "{runtimeClassName: sandbox, priorityClassName: tenant-control-planes, nodeSelector: {pool: control-planes}, tolerations: [{key: dedicated, operator: Equal, value: control-planes, effect: NoSchedule}]}";
@@ -82,6 +83,88 @@ pub async fn placement_reaches_every_pod(env: &Env) -> Result<()> {
                 .iter()
                 .all(|p| p.pod_affinity_term.topology_key == "kubernetes.io/hostname"),
         "node pods' anti-affinity to other control planes: {preferred:?}"
+    );
+    Ok(())
+}
+
+/// The chart's default placement of node pods, as `helm install` renders
+/// it against the test bed (`--dry-run=server`, so that the chart's lookup
+/// sees the host's RuntimeClasses), with `extra` values.
+fn node_pool_placement(env: &Env, extra: &[&str]) -> Result<Option<serde_json::Value>> {
+    let chart = nestor_e2e::paths::repo_root().join("charts/nestor");
+    let (chart, config) = (chart.display().to_string(), env.admin.display().to_string());
+    let mut args = vec![
+        "template",
+        "sandbox",
+        &chart,
+        "--namespace",
+        "nestor-system",
+        "--dry-run=server",
+        "--kubeconfig",
+        &config,
+    ];
+    args.extend_from_slice(extra);
+    let out = nestor_e2e::tools::helm(&args)?;
+    ensure!(out.ok, "helm template: {}", out.stderr);
+    let mut lines = out.stdout.lines();
+    let found = lines.find(|l| l.trim() == "- name: NESTOR_NODE_POOL_PLACEMENT");
+    let Some(_) = found else { return Ok(None) };
+    let value = lines.next().unwrap_or_default().trim();
+    let json: String = serde_yaml::from_str(value.trim_start_matches("value:").trim())?;
+    Ok(Some(serde_json::from_str(&json)?))
+}
+
+/// Node pods run in a VM sandbox by default where the host has one: the
+/// first of `placement.sandboxRuntimeClasses` the host cluster has, unless
+/// the platform names a runtime class itself.
+pub async fn sandbox_runtime_class_is_the_default_where_present(env: &Env) -> Result<()> {
+    let runtime = |placement: Option<serde_json::Value>| {
+        placement.and_then(|p| p["runtimeClassName"].as_str().map(String::from))
+    };
+    ensure!(
+        runtime(node_pool_placement(env, &[])?).is_none(),
+        "a sandbox named on a host without one"
+    );
+    let runtime_class = |name: &str| {
+        format!(
+            "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {{name: {name}}}\nhandler: {name}\n"
+        )
+    };
+    for name in ["kata-clh", "kata"] {
+        kubectl_ok(
+            &env.admin,
+            &["create", "-f", "-"],
+            Some(&runtime_class(name)),
+        )?;
+    }
+    let found = runtime(node_pool_placement(env, &[])?);
+    let chosen = runtime(node_pool_placement(
+        env,
+        &["--set", "placement.nodePools.runtimeClassName=gvisor"],
+    )?);
+    let first_listed = runtime(node_pool_placement(
+        env,
+        &[
+            "--set-json",
+            r#"placement.sandboxRuntimeClasses=["kata-fc","kata-clh"]"#,
+        ],
+    )?);
+    kubectl_ok(
+        &env.admin,
+        &["delete", "runtimeclass", "kata-clh", "kata"],
+        None,
+    )?;
+    ensure!(
+        found.as_deref() == Some("kata"),
+        "default sandbox: {found:?}"
+    );
+    ensure!(
+        chosen.as_deref() == Some("gvisor"),
+        "the platform's own: {chosen:?}"
+    );
+    ensure!(
+        first_listed.as_deref() == Some("kata-clh"),
+        "the first listed the host has: {first_listed:?}"
     );
     Ok(())
 }
