@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::ResourceExt;
+use kube_core::ResourceExt;
 use nestor_crds::node_contract as contract;
 use nestor_crds::{NodePool, Placement, VirtualCluster};
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! The owner reference that makes a pool go with its cluster.
 
-use kube::{Resource, ResourceExt};
+use kube_core::{Resource, ResourceExt};
 use nestor_crds::{NodePool, VirtualCluster};
 
 /// The server-side apply body that makes `vc` an owner of `pool`, so that

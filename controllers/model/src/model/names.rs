@@ -1,7 +1,7 @@
 //! Names, labels, annotations and owner references shared by every child.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
+use kube_core::{Resource, ResourceExt};
 use nestor_crds::{NodePool, VirtualCluster};
 use std::collections::BTreeMap;
 
@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 pub const FIELD_MANAGER: &str = "nestor-operator";
 /// Patch parameters that name Nestor's field manager (for merge patches of
 /// status and metadata; children use server-side apply).
-pub fn patch_params() -> kube::api::PatchParams {
-    kube::api::PatchParams {
+pub fn patch_params() -> kube_core::params::PatchParams {
+    kube_core::params::PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     }

@@ -6,16 +6,16 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use nestor_controllers::OperatorSettings;
-use nestor_controllers::build::pki;
-use nestor_controllers::build::pki_secrets::Exposure;
-use nestor_controllers::build::{
+use nestor_crds::{VirtualCluster, VirtualClusterSpec};
+use nestor_model::OperatorSettings;
+use nestor_model::build::pki;
+use nestor_model::build::pki_secrets::Exposure;
+use nestor_model::build::{
     ClientStarts, ClusterClients, ClusterServices, ClusterWorkloads, DesiredCluster,
 };
-use nestor_controllers::model::inputs::ClusterInputs;
-use nestor_controllers::model::status::{Observed, Rollout, compute_status};
-use nestor_controllers::model::validate::validate_cluster;
-use nestor_crds::{VirtualCluster, VirtualClusterSpec};
+use nestor_model::model::inputs::ClusterInputs;
+use nestor_model::model::status::{Observed, Rollout, compute_status};
+use nestor_model::model::validate::validate_cluster;
 use std::hint::black_box;
 
 fn cluster() -> VirtualCluster {
@@ -33,7 +33,7 @@ fn builders(c: &mut Criterion) {
     let valid = validate_cluster(
         "bench",
         &vc.spec,
-        &nestor_controllers::model::settings::OperatorSettings::default().platform(),
+        &nestor_model::model::settings::OperatorSettings::default().platform(),
     )
     .expect("valid");
     let inputs = ClusterInputs::new(&vc, valid, &settings, "rev".into());
@@ -49,7 +49,7 @@ fn builders(c: &mut Criterion) {
             validate_cluster(
                 "bench",
                 black_box(&vc.spec),
-                &nestor_controllers::model::settings::OperatorSettings::default().platform(),
+                &nestor_model::model::settings::OperatorSettings::default().platform(),
             )
         })
     });

@@ -92,8 +92,10 @@ impl<'a> ClusterInputs<'a> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod fixtures {
+/// A VirtualCluster and its inputs for tests (this crate's, and with the
+/// feature `fixtures`, other crates').
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
     use super::*;
     use crate::model::validate::validate_cluster;
     use nestor_crds::{

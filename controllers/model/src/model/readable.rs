@@ -9,7 +9,7 @@
 use crate::model::names::UNREADABLE;
 use crate::model::validate::excerpt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
+use kube_core::Resource;
 use nestor_crds::{ClusterReference, NodePool, NodePoolSpec, VirtualCluster};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
