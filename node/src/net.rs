@@ -23,13 +23,13 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 /// The bridge nested pods are plugged into (flannel's name for it).
-pub const BRIDGE: &str = "cni0";
+pub(crate) const BRIDGE: &str = "cni0";
 /// flannel's VXLAN port on Linux, which Nestor's VXLAN filter guards.
-pub const VXLAN_PORT: u16 = 8472;
+pub(crate) const VXLAN_PORT: u16 = 8472;
 
 /// A destination nested pods may reach outside the overlay.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Allowed {
+pub(crate) struct Allowed {
     pub ip: Ipv4Addr,
     pub port: u16,
     /// `tcp` or `udp`.
@@ -38,7 +38,7 @@ pub struct Allowed {
 
 /// flanneld's network configuration (`net-conf.json`): the cluster's pod
 /// range over VXLAN.
-pub fn flannel_net_conf(cluster_cidr: &Ipv4Net) -> String {
+pub(crate) fn flannel_net_conf(cluster_cidr: &Ipv4Net) -> String {
     serde_json::json!({
         "Network": cluster_cidr.to_string(),
         "EnableIPv4": true,
@@ -50,14 +50,14 @@ pub fn flannel_net_conf(cluster_cidr: &Ipv4Net) -> String {
 /// What flanneld's subnet file says of this node: its pod range and the
 /// MTU its pods' interfaces get.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Subnet {
+pub(crate) struct Subnet {
     pub range: Ipv4Net,
     pub mtu: u32,
 }
 
 /// Reads flanneld's subnet file (`FLANNEL_SUBNET=10.244.1.1/24`,
 /// `FLANNEL_MTU=1450`, ...). `None` until both are there.
-pub fn parse_subnet_env(text: &str) -> Option<Subnet> {
+pub(crate) fn parse_subnet_env(text: &str) -> Option<Subnet> {
     let value = |key: &str| {
         text.lines()
             .filter_map(|l| l.trim().split_once('='))
@@ -72,7 +72,7 @@ pub fn parse_subnet_env(text: &str) -> Option<Subnet> {
 /// The CNI configuration for this node's pods: a bridge with host-local
 /// addresses of the node's range, as flannel's CNI plugin delegates it.
 /// Masquerading is Nestor's (`rules`), not the bridge plugin's.
-pub fn cni_conflist(subnet: &Subnet) -> String {
+pub(crate) fn cni_conflist(subnet: &Subnet) -> String {
     serde_json::json!({
         "cniVersion": "0.4.0",
         "name": "nestor",
@@ -107,7 +107,7 @@ pub fn cni_conflist(subnet: &Subnet) -> String {
 /// than its own address or a nested pod's (masqueraded to it), whatever
 /// sends it, so a raw socket cannot pass as another pod of the host; VXLAN
 /// comes only from `peers`; traffic leaving the overlay is masqueraded.
-pub fn rules(
+pub(crate) fn rules(
     cluster_cidr: &Ipv4Net,
     own_ip: Ipv4Addr,
     allowed: &BTreeSet<Allowed>,
@@ -153,7 +153,7 @@ pub fn rules(
 
 /// The jumps into Nestor's chains: `(table, chain, rule)`, each inserted
 /// once at the top of its built-in chain.
-pub fn jumps(cluster_cidr: &Ipv4Net) -> Vec<(&'static str, &'static str, Vec<String>)> {
+pub(crate) fn jumps(cluster_cidr: &Ipv4Net) -> Vec<(&'static str, &'static str, Vec<String>)> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let cidr = cluster_cidr.to_string();
     let port = VXLAN_PORT.to_string();

@@ -8,13 +8,13 @@ use nestor_crds::Placement;
 use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Json,
     Text,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Route {
+pub(crate) enum Route {
     /// Through the host Service's DNS name (the operator runs in the host cluster).
     Internal,
     /// Through the endpoint published in the admin kubeconfig.
@@ -24,7 +24,7 @@ pub enum Route {
 /// Nestor: Kubernetes clusters inside Kubernetes.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-pub struct Args {
+pub(crate) struct Args {
     /// Log format.
     #[arg(long, env = "NESTOR_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -143,7 +143,7 @@ fn parse_control_plane_placement(text: &str) -> Result<Placement, String> {
 
 /// What else this binary runs.
 #[derive(Debug, clap::Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// The authorization guard beside a nested API server.
     Guard {
         /// Where to listen: loopback in the API server's pod.
@@ -153,7 +153,7 @@ pub enum Command {
 }
 
 impl Args {
-    pub fn init_tracing(&self) {
+    pub(crate) fn init_tracing(&self) {
         let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -163,14 +163,14 @@ impl Args {
         }
     }
 
-    pub fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         self.identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
         })
     }
 
-    pub fn settings(&self) -> OperatorSettings {
+    pub(crate) fn settings(&self) -> OperatorSettings {
         let defaults = OperatorSettings::default();
         OperatorSettings {
             default_registry: self

@@ -14,7 +14,7 @@ use tracing::info;
 
 /// Serves `/authorize` (SubjectAccessReview, v1) and `/healthz` until
 /// SIGTERM.
-pub async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/authorize", post(authorize))
         .route("/healthz", get(|| async { "ok" }));

@@ -21,10 +21,10 @@ use tracing::{error, info};
 
 /// Readiness: the CRDs are established and the operator can serve.
 #[derive(Clone, Default)]
-pub struct Health(Arc<AtomicBool>);
+pub(crate) struct Health(Arc<AtomicBool>);
 
 impl Health {
-    pub fn set_ready(&self) {
+    pub(crate) fn set_ready(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }
@@ -36,7 +36,7 @@ struct AppState {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
-pub async fn serve(addr: SocketAddr, registry: Registry, health: Health) {
+pub(crate) async fn serve(addr: SocketAddr, registry: Registry, health: Health) {
     let state = AppState {
         registry: Arc::new(registry),
         health,
@@ -87,7 +87,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 }
 
 /// Waits until Nestor's CRDs are established.
-pub async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in ["virtualclusters.nestor.dev", "nodepools.nestor.dev"] {
         info!(crd = name, "waiting for the CRD to be established");
@@ -101,7 +101,7 @@ pub async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
 /// Completes on SIGTERM or Ctrl-C. (Not an `async fn`: the controller
 /// runtime needs the future to be `Sync`, which only an explicit bound says.)
 #[allow(clippy::manual_async_fn)]
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + Sync + 'static {
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> + Send + Sync + 'static {
     async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -120,13 +120,16 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + Sync + 'static {
 }
 
 /// A held leader-election Lease.
-pub struct Leadership {
+pub(crate) struct Leadership {
     channel: tokio::sync::watch::Receiver<bool>,
     task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
 }
 
 /// Blocks until this replica holds the Lease.
-pub async fn acquire_leadership(client: &kube::Client, args: &Args) -> anyhow::Result<Leadership> {
+pub(crate) async fn acquire_leadership(
+    client: &kube::Client,
+    args: &Args,
+) -> anyhow::Result<Leadership> {
     let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&args.lease_namespace)
         .with_identity(args.identity())
@@ -148,7 +151,10 @@ impl Leadership {
     /// Runs `work` while this replica leads. Losing the Lease ends the
     /// process with an error, so that nothing reconciles without it; the
     /// end of `work` releases the Lease.
-    pub async fn run_while_leader(mut self, work: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub(crate) async fn run_while_leader(
+        mut self,
+        work: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let lost = async {
             loop {
                 if self.channel.changed().await.is_err() || !*self.channel.borrow_and_update() {

@@ -6,11 +6,11 @@ use crate::client::context::{Context, Stores};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
 use std::sync::Arc;
 
-pub type MockHandle =
+pub(crate) type MockHandle =
     tower_test::mock::Handle<http::Request<kube::client::Body>, http::Response<kube::client::Body>>;
 
 /// A context whose client is served by the returned handle.
-pub fn mock_context() -> (Context, MockHandle) {
+pub(crate) fn mock_context() -> (Context, MockHandle) {
     use kube::runtime::reflector::store::Writer;
     let (service, handle) = tower_test::mock::pair();
     let client = kube::Client::new(service, "default");
@@ -44,12 +44,12 @@ pub fn mock_context() -> (Context, MockHandle) {
 }
 
 /// What the client asked: method, path and query, content type, accept.
-pub type Asked = (String, String, String, String);
+pub(crate) type Asked = (String, String, String, String);
 
 /// Answers the client's requests in turn with `responses` (status,
 /// body), then hangs up, so that one more request fails; returns what
 /// the client asked.
-pub fn serve(
+pub(crate) fn serve(
     mut handle: MockHandle,
     responses: Vec<(u16, serde_json::Value)>,
 ) -> tokio::task::JoinHandle<Vec<Asked>> {
@@ -79,14 +79,14 @@ pub fn serve(
 }
 
 /// An API server's refusal.
-pub fn failure(code: u16, reason: &str, message: &str) -> (u16, serde_json::Value) {
+pub(crate) fn failure(code: u16, reason: &str, message: &str) -> (u16, serde_json::Value) {
     let status = serde_json::json!({"kind": "Status", "apiVersion": "v1",
         "status": "Failure", "reason": reason, "code": code, "message": message});
     (code, status)
 }
 
 /// A managed-fields entry of `manager`, written at `time`.
-pub fn entry(manager: &str, time: &str, subresource: Option<&str>) -> ManagedFieldsEntry {
+pub(crate) fn entry(manager: &str, time: &str, subresource: Option<&str>) -> ManagedFieldsEntry {
     ManagedFieldsEntry {
         manager: Some(manager.into()),
         time: Some(Time(time.parse().unwrap())),

@@ -25,7 +25,7 @@ use tracing::warn;
 /// A deleted cluster's last written status is forgotten: no reconcile
 /// follows a deletion.
 #[derive(Clone)]
-pub struct Deletions {
+pub(super) struct Deletions {
     pub clusters: UnboundedSender<ObjectRef<VirtualCluster>>,
     pub pools: UnboundedSender<ObjectRef<NodePool>>,
     pub cluster_statuses: StatusGuard<VirtualClusterStatus>,
@@ -89,7 +89,7 @@ impl Deletions {
 /// buffer fills the watch itself stops. Here each subscriber is sent the
 /// cached object itself (a shared `Arc`, no copy), so nothing is looked up
 /// later and nothing can go missing.
-pub struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
+pub(super) struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
     events: Box<dyn FnOnce() -> Events<K> + Send>,
     slim: fn(&mut K),
     store: Store<K>,
@@ -110,7 +110,7 @@ where
 {
     /// A watch of `api`, whose objects are shrunk by `slim` before they are
     /// cached.
-    pub fn new(api: Api<K>, config: watcher::Config, slim: fn(&mut K)) -> Self {
+    pub(super) fn new(api: Api<K>, config: watcher::Config, slim: fn(&mut K)) -> Self {
         Self::of(
             Box::new(move || watcher(api, config).default_backoff().boxed()),
             slim,
@@ -120,7 +120,7 @@ where
     /// A watch of `api` whose objects that do not decode are cached as
     /// their stand-ins (see [`crate::model::readable`]) instead of
     /// stopping the watch.
-    pub fn readable(api: Api<Readable<K>>, config: watcher::Config, slim: fn(&mut K)) -> Self
+    pub(super) fn readable(api: Api<Readable<K>>, config: watcher::Config, slim: fn(&mut K)) -> Self
     where
         K: StandIn,
     {
@@ -151,12 +151,12 @@ where
     }
 
     /// The cache the watch fills (empty until it runs).
-    pub fn store(&self) -> Store<K> {
+    pub(super) fn store(&self) -> Store<K> {
         self.store.clone()
     }
 
     /// A new subscription: every object the watch applies, from its start.
-    pub fn subscribe(&mut self) -> Triggers<K> {
+    pub(super) fn subscribe(&mut self) -> Triggers<K> {
         let (sender, receiver) = unbounded();
         self.subscribers.push(sender);
         receiver
@@ -164,7 +164,7 @@ where
 
     /// Starts the watch in a task of its own, which runs until the process
     /// ends; returns its cache.
-    pub fn start(self, deletions: Deletions) -> Store<K> {
+    pub(super) fn start(self, deletions: Deletions) -> Store<K> {
         let mut unchanged = Unchanged::default();
         let stream = (self.events)()
             .modify(self.slim)
@@ -209,7 +209,7 @@ async fn route<K>(
 }
 
 /// The objects one controller hears of from one shared watch.
-pub type Triggers<K> = UnboundedReceiver<Arc<K>>;
+pub(super) type Triggers<K> = UnboundedReceiver<Arc<K>>;
 
 /// Sends every object that a watch applies to each of its subscribers.
 ///

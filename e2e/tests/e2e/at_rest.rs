@@ -67,7 +67,7 @@ fn stored_with(value: &[u8], key: &str) -> bool {
         && !value.windows(MARKER.len()).any(|w| w == MARKER.as_bytes())
 }
 
-pub async fn secrets_are_encrypted_at_rest_and_requests_audited(env: &Env) -> Result<()> {
+pub(crate) async fn secrets_are_encrypted_at_rest_and_requests_audited(env: &Env) -> Result<()> {
     let ns = env.namespace("at-rest")?;
     let start = Instant::now();
     env.apply(

@@ -21,7 +21,7 @@ static TRIED: AtomicUsize = AtomicUsize::new(0);
 static SUCCEEDED: AtomicUsize = AtomicUsize::new(0);
 
 /// `N attacks tried, M succeeded`, once any attack ran.
-pub fn summary() -> Option<String> {
+pub(crate) fn summary() -> Option<String> {
     let tried = TRIED.load(Ordering::SeqCst);
     (tried > 0).then(|| {
         format!(
@@ -34,7 +34,7 @@ pub fn summary() -> Option<String> {
 const NS: &str = "attacks";
 
 /// The two tenants every attack shares.
-pub struct Tenants {
+pub(crate) struct Tenants {
     /// A's admin kubeconfig, as the tenant holds it.
     a: PathBuf,
     /// B's API server endpoint.
@@ -159,7 +159,7 @@ async fn pod_refused(env: &Env, what: &str, yaml: &str, reason: &str) -> Result<
 const BASELINE: &str = "violates PodSecurity \"baseline:latest\"";
 const GUARDED: &str = "are managed by the platform";
 
-pub async fn attack_privileged_pod(env: &Env) -> Result<()> {
+pub(crate) async fn attack_privileged_pod(env: &Env) -> Result<()> {
     pod_refused(
         env,
         "a privileged pod",
@@ -184,20 +184,20 @@ async fn capability(env: &Env, cap: &str) -> Result<()> {
     .await
 }
 
-pub async fn attack_capability_sys_admin(env: &Env) -> Result<()> {
+pub(crate) async fn attack_capability_sys_admin(env: &Env) -> Result<()> {
     capability(env, "SYS_ADMIN").await
 }
-pub async fn attack_capability_net_admin(env: &Env) -> Result<()> {
+pub(crate) async fn attack_capability_net_admin(env: &Env) -> Result<()> {
     capability(env, "NET_ADMIN").await
 }
-pub async fn attack_capability_sys_ptrace(env: &Env) -> Result<()> {
+pub(crate) async fn attack_capability_sys_ptrace(env: &Env) -> Result<()> {
     capability(env, "SYS_PTRACE").await
 }
-pub async fn attack_capability_sys_module(env: &Env) -> Result<()> {
+pub(crate) async fn attack_capability_sys_module(env: &Env) -> Result<()> {
     capability(env, "SYS_MODULE").await
 }
 
-pub async fn attack_host_path_root(env: &Env) -> Result<()> {
+pub(crate) async fn attack_host_path_root(env: &Env) -> Result<()> {
     pod_refused(
         env,
         "a pod mounting the node's /",
@@ -224,17 +224,17 @@ async fn host_namespace(env: &Env, field: &str) -> Result<()> {
     .await
 }
 
-pub async fn attack_host_network(env: &Env) -> Result<()> {
+pub(crate) async fn attack_host_network(env: &Env) -> Result<()> {
     host_namespace(env, "hostNetwork").await
 }
-pub async fn attack_host_pid(env: &Env) -> Result<()> {
+pub(crate) async fn attack_host_pid(env: &Env) -> Result<()> {
     host_namespace(env, "hostPID").await
 }
-pub async fn attack_host_ipc(env: &Env) -> Result<()> {
+pub(crate) async fn attack_host_ipc(env: &Env) -> Result<()> {
     host_namespace(env, "hostIPC").await
 }
 
-pub async fn attack_unmasked_proc_mount(env: &Env) -> Result<()> {
+pub(crate) async fn attack_unmasked_proc_mount(env: &Env) -> Result<()> {
     pod_refused(
         env,
         "a pod with an unmasked /proc",
@@ -248,7 +248,7 @@ pub async fn attack_unmasked_proc_mount(env: &Env) -> Result<()> {
     .await
 }
 
-pub async fn attack_unsafe_sysctl(env: &Env) -> Result<()> {
+pub(crate) async fn attack_unsafe_sysctl(env: &Env) -> Result<()> {
     pod_refused(
         env,
         "a pod setting kernel.msgmax",
@@ -262,7 +262,7 @@ pub async fn attack_unsafe_sysctl(env: &Env) -> Result<()> {
     .await
 }
 
-pub async fn attack_host_path_persistent_volume(env: &Env) -> Result<()> {
+pub(crate) async fn attack_host_path_persistent_volume(env: &Env) -> Result<()> {
     pod_refused(
         env,
         "a hostPath PersistentVolume",
@@ -278,7 +278,7 @@ spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], hostPath: {path: 
 
 pub(super) const LABELS: &str = "ValidatingAdmissionPolicy 'nestor-pod-security-labels'";
 
-pub async fn attack_namespace_labelled_privileged(env: &Env) -> Result<()> {
+pub(crate) async fn attack_namespace_labelled_privileged(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     for ns in ["default", "kube-system"] {
         let run = kubectl(
@@ -318,7 +318,7 @@ const POLICIES: [&str; 3] = [
     "nestor-proc-mount",
 ];
 
-pub async fn attack_delete_enforcing_objects(env: &Env) -> Result<()> {
+pub(crate) async fn attack_delete_enforcing_objects(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     for kind in [
         "validatingadmissionpolicy",
@@ -334,7 +334,7 @@ pub async fn attack_delete_enforcing_objects(env: &Env) -> Result<()> {
     Ok(())
 }
 
-pub async fn attack_edit_enforcing_objects(env: &Env) -> Result<()> {
+pub(crate) async fn attack_edit_enforcing_objects(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     for name in POLICIES {
         let run = kubectl(
@@ -413,7 +413,7 @@ fn still_confined(what: &str, config: &Path) -> Result<()> {
     )
 }
 
-pub async fn attack_grant_through_cluster_role_binding(env: &Env) -> Result<()> {
+pub(crate) async fn attack_grant_through_cluster_role_binding(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     kubectl_ok(&t.a, &["create", "serviceaccount", "escalator"], None)?;
     kubectl_ok(
@@ -431,7 +431,7 @@ pub async fn attack_grant_through_cluster_role_binding(env: &Env) -> Result<()> 
     still_confined("a new cluster-admin binding", &config)
 }
 
-pub async fn attack_grant_through_aggregated_cluster_role(env: &Env) -> Result<()> {
+pub(crate) async fn attack_grant_through_aggregated_cluster_role(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     kubectl_ok(
         &t.a,
@@ -489,7 +489,7 @@ subjects: [{kind: ServiceAccount, name: aggregated, namespace: default}]
     )
 }
 
-pub async fn attack_mutating_webhook(env: &Env) -> Result<()> {
+pub(crate) async fn attack_mutating_webhook(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     // A webhook that would rewrite every pod. Admission runs every
     // mutation before any validation, so Pod Security judges the pod as
@@ -530,7 +530,7 @@ webhooks:
     result
 }
 
-pub async fn attack_impersonate_system_masters(env: &Env) -> Result<()> {
+pub(crate) async fn attack_impersonate_system_masters(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let run = kubectl(
         &t.a,
@@ -606,7 +606,7 @@ async fn mint_client_certificate(config: &Path, name: &str, group: &str) -> Resu
     Ok(path)
 }
 
-pub async fn attack_certificate_for_system_masters(env: &Env) -> Result<()> {
+pub(crate) async fn attack_certificate_for_system_masters(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let (yaml, _) = client_csr("masters", "mallory", "system:masters")?;
     let run = create(&t.a, &yaml)?;
@@ -617,7 +617,7 @@ pub async fn attack_certificate_for_system_masters(env: &Env) -> Result<()> {
     )
 }
 
-pub async fn attack_reach_tenant_b_and_the_host(env: &Env) -> Result<()> {
+pub(crate) async fn attack_reach_tenant_b_and_the_host(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let text = std::fs::read_to_string(&t.a)?;
     let mut value: serde_yaml::Value = serde_yaml::from_str(&text)?;
@@ -640,7 +640,7 @@ pub async fn attack_reach_tenant_b_and_the_host(env: &Env) -> Result<()> {
     Ok(())
 }
 
-pub async fn attack_anonymous_requests(env: &Env) -> Result<()> {
+pub(crate) async fn attack_anonymous_requests(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     // A client that trusts A's CA and presents no credential at all.
     let anonymous = kubeconfig_with_user(
@@ -682,7 +682,7 @@ pub async fn attack_anonymous_requests(env: &Env) -> Result<()> {
     Ok(())
 }
 
-pub async fn attack_expired_bootstrap_token(env: &Env) -> Result<()> {
+pub(crate) async fn attack_expired_bootstrap_token(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let token = |id: &str, expiration: &str| {
         format!(
@@ -741,7 +741,7 @@ pub async fn attack_expired_bootstrap_token(env: &Env) -> Result<()> {
     Ok(())
 }
 
-pub async fn attack_token_file_in_the_admin_kubeconfig(env: &Env) -> Result<()> {
+pub(crate) async fn attack_token_file_in_the_admin_kubeconfig(env: &Env) -> Result<()> {
     let _ = tenants(env).await?;
     // A listener where the tampered kubeconfig points: any connection is
     // the operator following it.
@@ -807,7 +807,7 @@ current-context: x
     repaired
 }
 
-pub async fn attack_image_from_an_unlisted_registry(env: &Env) -> Result<()> {
+pub(crate) async fn attack_image_from_an_unlisted_registry(env: &Env) -> Result<()> {
     let _ = tenants(env).await?;
     env.apply(
         NS,
@@ -855,7 +855,7 @@ pub async fn attack_image_from_an_unlisted_registry(env: &Env) -> Result<()> {
     Ok(())
 }
 
-pub async fn attack_revoked_admin_credential(env: &Env) -> Result<()> {
+pub(crate) async fn attack_revoked_admin_credential(env: &Env) -> Result<()> {
     let _ = tenants(env).await?;
     let old = env.nested_kubeconfig(NS, "tenant-b").await?;
     let old_saved = old.with_file_name("tenant-b-old.kubeconfig");
@@ -968,7 +968,7 @@ pub async fn attack_revoked_admin_credential(env: &Env) -> Result<()> {
 /// Not an attack: the tenant admin still does cluster-admin work, such as
 /// installing a chart with CRDs, ClusterRoles and ClusterRoleBindings
 /// (Nestor's own), and running ordinary pods.
-pub async fn tenant_admin_installs_a_chart(env: &Env) -> Result<()> {
+pub(crate) async fn tenant_admin_installs_a_chart(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let chart = nestor_e2e::paths::repo_root().join("charts/nestor");
     let config = t.a.display().to_string();

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// opt it in to privileged nested pods: Conformance tests expect a cluster
 /// that runs them (host networking, privileged containers), and the
 /// platform admin's opt-in is how a Nestor cluster offers one.
-pub const NAMESPACE: &str = "conformance";
+pub(crate) const NAMESPACE: &str = "conformance";
 
 /// The subset: every `[Conformance]` test of these groups.
 const SUBSET: &[&str] = &[
@@ -139,7 +139,7 @@ async fn ginkgo(
 /// Runs upstream Conformance (the subset, or all of it with
 /// `NESTOR_CONFORMANCE=full`) against a two-node nested cluster and fails
 /// on any failed test. Prints `conformance: N passed, M failed`.
-pub async fn upstream_conformance(env: &Env) -> Result<()> {
+pub(crate) async fn upstream_conformance(env: &Env) -> Result<()> {
     let full = std::env::var("NESTOR_CONFORMANCE").is_ok_and(|v| v == "full");
     let ns = env.namespace(NAMESPACE)?;
     let applied = Instant::now();

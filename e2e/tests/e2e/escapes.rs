@@ -28,7 +28,7 @@ const GUARDED: &str = "are managed by the platform";
 /// Every subresource of namespaces that takes a write, from the API
 /// server's own discovery: each carries a whole namespace, labels
 /// included, and each must refuse a label that lowers Pod Security.
-pub async fn attack_namespace_labels_through_subresources(env: &Env) -> Result<()> {
+pub(crate) async fn attack_namespace_labels_through_subresources(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let a = t.kubeconfig();
     kubectl_ok(a, &["create", "namespace", "relabel"], None)?;
@@ -120,7 +120,7 @@ pub async fn attack_namespace_labels_through_subresources(env: &Env) -> Result<(
 
 /// Admission and conversion webhooks by URL, or naming the API server's
 /// own Service: refused, created or edited.
-pub async fn attack_webhook_by_url(env: &Env) -> Result<()> {
+pub(crate) async fn attack_webhook_by_url(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let a = t.kubeconfig();
     let host_api = format!("https://{}:{}/", setting("HOST_IP"), env.bed.api_port);
@@ -946,7 +946,7 @@ async fn api_server_pod_reaches_only_its_etcd(env: &Env, ns: &str, b_endpoint: &
 
 /// One cluster with a node, attacked through its proxies, its API
 /// server's network and its confining objects.
-pub async fn escape_attacks(env: &Env) -> Result<()> {
+pub(crate) async fn escape_attacks(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let b_endpoint = t.b_endpoint().to_string();
     let ns = env.namespace("escape")?;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 /// The host namespace whose clusters may run privileged (and so
 /// host-network) pods: the suite's Helm values opt it in.
-pub const PRIVILEGED_NAMESPACE: &str = "net-privileged";
+pub(crate) const PRIVILEGED_NAMESPACE: &str = "net-privileged";
 
 fn probe_yaml(name: &str, image: &str, host_network: bool) -> String {
     format!(
@@ -268,7 +268,7 @@ fn operator_ip(env: &Env) -> Result<String> {
     )
 }
 
-pub async fn network_attacks(env: &Env) -> Result<()> {
+pub(crate) async fn network_attacks(env: &Env) -> Result<()> {
     let a_ns = env.namespace("net-a")?;
     let b_ns = env.namespace("net-b")?;
     let p_ns = env.namespace(PRIVILEGED_NAMESPACE)?;

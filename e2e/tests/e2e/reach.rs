@@ -48,7 +48,7 @@ fn raw(config: &Path, path: &str) -> Result<String> {
 /// replica; a validating webhook served by a nested pod is called; an
 /// aggregated API (metrics-server) serves `kubectl top nodes`; and after a
 /// node pod restarts, its pods are reached again.
-pub async fn api_server_reaches_its_cluster(env: &Env) -> Result<()> {
+pub(crate) async fn api_server_reaches_its_cluster(env: &Env) -> Result<()> {
     let ns = env.namespace("reach")?;
     let applied = Instant::now();
     env.apply(

@@ -199,7 +199,7 @@ fn server_version(config: &Path) -> Result<String> {
 /// API servers, a Service called in a loop fails no call while the control
 /// plane changes and stays within its budget while the nodes are
 /// replaced, and what was written before is still there.
-pub async fn upgrade_follows_the_skew_policy(env: &Env) -> Result<()> {
+pub(crate) async fn upgrade_follows_the_skew_policy(env: &Env) -> Result<()> {
     let from = paths::version("K8S_PREVIOUS_VERSION");
     let to = paths::version("K8S_VERSION");
     let ns = env.namespace("upgrade")?;
@@ -441,7 +441,7 @@ pub async fn upgrade_follows_the_skew_policy(env: &Env) -> Result<()> {
 /// `spec.upgrade.apiServerTimeout`: the previous version serves again,
 /// nothing written before is lost, the status says why, and it stays so
 /// until the spec changes; a corrected spec then upgrades.
-pub async fn failed_upgrade_rolls_back(env: &Env) -> Result<()> {
+pub(crate) async fn failed_upgrade_rolls_back(env: &Env) -> Result<()> {
     let from = paths::version("K8S_PREVIOUS_VERSION");
     let to = paths::version("K8S_VERSION");
     let ns = env.namespace("rollback")?;

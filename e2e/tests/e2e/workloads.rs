@@ -220,7 +220,7 @@ pub(super) fn host_pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
 /// logs, exec, DNS, Services and pod-to-pod traffic across nodes work;
 /// nested pods reach neither the host's pods nor another tenant's nodes;
 /// and the tenant's own NetworkPolicies are enforced.
-pub async fn workloads_run_on_nested_nodes(env: &Env) -> Result<()> {
+pub(crate) async fn workloads_run_on_nested_nodes(env: &Env) -> Result<()> {
     let ns = env.namespace("workloads")?;
     let applied = Instant::now();
     env.apply(
@@ -613,7 +613,7 @@ fn certificate_subject(b64: &str) -> Result<String> {
 /// and Nodes are removed; a node pod that restarts comes back as the same
 /// Node; deleting the pool drains it, removes its Nodes and token from the
 /// nested cluster and leaves nothing of its node pods on the host.
-pub async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
+pub(crate) async fn node_pools_scale_drain_and_restart(env: &Env) -> Result<()> {
     let ns = env.namespace("elastic")?;
     let applied = Instant::now();
     env.apply(

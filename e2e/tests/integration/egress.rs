@@ -20,7 +20,7 @@ const REFUSAL: &str =
 /// the rest of its cluster; the suite's administrator (an egress admin by
 /// the chart's defaults: `system:masters`) sets it, and the cluster's
 /// `<vc>-node` NetworkPolicy then opens exactly that destination.
-pub async fn egress_allowances_are_the_platform_admins(env: &Env) -> Result<()> {
+pub(crate) async fn egress_allowances_are_the_platform_admins(env: &Env) -> Result<()> {
     let s = env.scenario("egress").await?;
     s.apply(&format!(
         r#"apiVersion: rbac.authorization.k8s.io/v1

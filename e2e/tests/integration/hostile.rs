@@ -845,7 +845,7 @@ async fn children_of(
 }
 
 /// Every case of both kinds; no case leaves a child.
-pub async fn hostile_inputs_are_refused_before_any_write(env: &Env) -> Result<()> {
+pub(crate) async fn hostile_inputs_are_refused_before_any_write(env: &Env) -> Result<()> {
     let s = env.scenario("hostile").await?;
     s.apply(&vc_yaml("hbase", "{}"))?;
     let clusters = cluster_cases();
@@ -890,7 +890,7 @@ pub async fn hostile_inputs_are_refused_before_any_write(env: &Env) -> Result<()
 /// refuses it a status, as it validates the stored spec again), and
 /// clusters beside it are reconciled, before and after an operator
 /// restart.
-pub async fn unreadable_objects_stop_nothing(env: &Env) -> Result<()> {
+pub(crate) async fn unreadable_objects_stop_nothing(env: &Env) -> Result<()> {
     let mut s = env.scenario("unreadable").await?;
     let key = format!("/registry/nestor.dev/virtualclusters/{}/old", s.namespace);
     let stored = json!({
@@ -961,7 +961,7 @@ fn etcd_put(env: &Env, key: &str, value: &str) -> Result<()> {
 /// A tenant who edits a Secret Nestor issued (the admin kubeconfig, to
 /// make the operator send its token elsewhere; a component's kubeconfig)
 /// has it issued again; the operator's own client never reads them.
-pub async fn edited_secrets_are_repaired(env: &Env) -> Result<()> {
+pub(crate) async fn edited_secrets_are_repaired(env: &Env) -> Result<()> {
     let s = env.scenario("edited").await?;
     s.apply(&vc_yaml("ed", "{}"))?;
     super::converged(&s, "ed", Duration::from_secs(60)).await?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 const POLICY: &str = "ValidatingAdmissionPolicy 'nestor-writes-managed-objects-only'";
 
-pub async fn operator_writes_only_objects_labelled_as_its_own(env: &Env) -> Result<()> {
+pub(crate) async fn operator_writes_only_objects_labelled_as_its_own(env: &Env) -> Result<()> {
     let ns = "t-least-privilege";
     kubectl_ok(&env.admin, &["create", "namespace", ns], None)?;
     let as_operator = |args: &[&str], stdin: Option<&str>| {
@@ -88,7 +88,9 @@ pub async fn operator_writes_only_objects_labelled_as_its_own(env: &Env) -> Resu
     Ok(())
 }
 
-pub async fn namespaced_install_runs_clusters_in_its_namespaces_only(env: &Env) -> Result<()> {
+pub(crate) async fn namespaced_install_runs_clusters_in_its_namespaces_only(
+    env: &Env,
+) -> Result<()> {
     let (release, home) = ("scoped", "nestor-scoped");
     let (watched, also_watched) = ("t-scoped", "t-scoped-b");
     for ns in [home, watched, also_watched] {

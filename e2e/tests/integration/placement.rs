@@ -42,7 +42,7 @@ fn placed_as_asked(what: &str, pod: &PodSpec, runtime: &str, pool: &str) -> Resu
 /// `placement.allowed`).
 const ALLOWED: &str = r#"{"runtimeClassNames": ["sandbox", "kata"], "priorityClassNames": ["tenant-control-planes", "tenant-nodes"], "tolerationKeys": ["dedicated"], "nodeSelectorKeys": ["pool"]}"#;
 
-pub async fn placement_reaches_every_pod(env: &Env) -> Result<()> {
+pub(crate) async fn placement_reaches_every_pod(env: &Env) -> Result<()> {
     let s = env
         .scenario_with("placement", &[("NESTOR_PLACEMENT_ALLOWED", ALLOWED)])
         .await?;
@@ -117,7 +117,7 @@ fn node_pool_placement(env: &Env, extra: &[&str]) -> Result<Option<serde_json::V
 /// Node pods run in a VM sandbox by default where the host has one: the
 /// first of `placement.sandboxRuntimeClasses` the host cluster has, unless
 /// the platform names a runtime class itself.
-pub async fn sandbox_runtime_class_is_the_default_where_present(env: &Env) -> Result<()> {
+pub(crate) async fn sandbox_runtime_class_is_the_default_where_present(env: &Env) -> Result<()> {
     let runtime = |placement: Option<serde_json::Value>| {
         placement.and_then(|p| p["runtimeClassName"].as_str().map(String::from))
     };

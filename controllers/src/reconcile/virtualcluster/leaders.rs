@@ -19,7 +19,7 @@ const LEADERS: [Component; 2] = [Component::ControllerManager, Component::Schedu
 /// Whether a replica at `version` holds the leader Lease of the
 /// controller-manager and of the scheduler. A read that fails counts as
 /// not yet: the next pass asks again.
-pub async fn new_ones_lead(
+pub(super) async fn new_ones_lead(
     ctx: &Context,
     vc: &VirtualCluster,
     names: &ClusterNames,

@@ -35,7 +35,7 @@ fn child_error(
 /// Creates the snapshot volume and Job when missing and says how the
 /// snapshot stands. `inputs` are those of the version that runs (its etcd
 /// image carries etcdctl).
-pub async fn ensure_snapshot(
+pub(super) async fn ensure_snapshot(
     ctx: &Context,
     inputs: &ClusterInputs<'_>,
     record: &UpgradeStatus,

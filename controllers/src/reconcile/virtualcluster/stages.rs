@@ -57,7 +57,7 @@ pub(super) struct AppliedControlPlane {
 }
 
 impl AppliedControlPlane {
-    pub fn apiserver_rollout(&self) -> Rollout {
+    pub(super) fn apiserver_rollout(&self) -> Rollout {
         Rollout::from_deployment(self.apiserver.object())
     }
 }

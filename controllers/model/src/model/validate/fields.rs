@@ -47,7 +47,7 @@ pub fn excerpt(value: &str) -> String {
 
 /// A name of an object whose children's names derive from it: a DNS label
 /// that starts with a letter, short enough for the suffixes.
-pub fn check_object_name(problems: &mut Problems, field: &str, name: &str) {
+pub(super) fn check_object_name(problems: &mut Problems, field: &str, name: &str) {
     if name.len() > MAX_NAME_LEN {
         problems.push(
             field,
@@ -69,7 +69,7 @@ pub fn check_object_name(problems: &mut Problems, field: &str, name: &str) {
 
 /// Whether `s` is a DNS subdomain (RFC 1123), with an optional leading `*.`
 /// when `wildcard`.
-pub fn is_dns_name(s: &str, wildcard: bool) -> bool {
+pub(super) fn is_dns_name(s: &str, wildcard: bool) -> bool {
     let s = match s.strip_prefix("*.") {
         Some(rest) if wildcard => rest,
         _ => s,
@@ -89,7 +89,7 @@ pub fn is_dns_name(s: &str, wildcard: bool) -> bool {
 
 /// A Kubernetes label value: at most 63 characters, alphanumerics at both
 /// ends, `-`, `_` and `.` between.
-pub fn is_label_value(value: &str) -> bool {
+pub(super) fn is_label_value(value: &str) -> bool {
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     value.is_empty()
         || (value.len() <= 63
@@ -101,7 +101,7 @@ pub fn is_label_value(value: &str) -> bool {
 }
 
 /// A Kubernetes label key (`[prefix/]name`), or why not.
-pub fn label_key_problem(key: &str) -> Option<&'static str> {
+pub(super) fn label_key_problem(key: &str) -> Option<&'static str> {
     let (prefix, name) = match key.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -118,7 +118,7 @@ pub fn label_key_problem(key: &str) -> Option<&'static str> {
 }
 
 /// A registry prefix: a host, an optional port and path; no scheme.
-pub fn check_registry(problems: &mut Problems, field: &str, registry: &str) {
+pub(super) fn check_registry(problems: &mut Problems, field: &str, registry: &str) {
     if registry.len() > 255 || !REGISTRY.is_match(registry) {
         problems.push(
             field,
@@ -131,7 +131,7 @@ pub fn check_registry(problems: &mut Problems, field: &str, registry: &str) {
 }
 
 /// An image reference.
-pub fn check_image(problems: &mut Problems, field: &str, image: &str) {
+pub(super) fn check_image(problems: &mut Problems, field: &str, image: &str) {
     if image.len() > 512 || !IMAGE.is_match(image) {
         problems.push(
             field,
@@ -144,7 +144,11 @@ pub fn check_image(problems: &mut Problems, field: &str, image: &str) {
 }
 
 /// Parses a quantity, or says why not under `field`.
-pub fn quantity(problems: &mut Problems, field: &str, value: &str) -> Option<ParsedQuantity> {
+pub(super) fn quantity(
+    problems: &mut Problems,
+    field: &str,
+    value: &str,
+) -> Option<ParsedQuantity> {
     match ParsedQuantity::try_from(value) {
         Ok(q) => Some(q),
         Err(_) => {
@@ -160,7 +164,7 @@ pub fn quantity(problems: &mut Problems, field: &str, value: &str) -> Option<Par
 /// Requests and limits a pod can be given: known resources, quantities
 /// that parse and are not negative, each limit at least its request, no
 /// resource claims.
-pub fn check_resources(
+pub(super) fn check_resources(
     problems: &mut Problems,
     field: &str,
     resources: Option<&ResourceRequirements>,
@@ -223,7 +227,7 @@ pub fn check_resources(
 
 /// Requests and limits no higher than the platform's ceiling (`max`, by
 /// resource; the Helm value `security.nodePodLimits`).
-pub fn check_within(
+pub(super) fn check_within(
     problems: &mut Problems,
     field: &str,
     resources: Option<&ResourceRequirements>,
@@ -258,7 +262,7 @@ pub fn check_within(
 
 /// A component's `extraArgs`: bounded, one line each, and only flags a
 /// tenant may set; a flag Nestor sets, or any other, is refused by name.
-pub fn check_extra_args(
+pub(super) fn check_extra_args(
     problems: &mut Problems,
     field: &str,
     args: &BTreeMap<String, String>,

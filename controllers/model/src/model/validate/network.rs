@@ -26,7 +26,7 @@ const RESERVED: &[(&str, &str)] = &[
 ];
 
 /// What the builders need of valid networking.
-pub struct ValidNetwork {
+pub(super) struct ValidNetwork {
     pub pod_cidr: IpNet,
     pub service_cidr: IpNet,
     pub dns_service_ip: IpAddr,
@@ -35,7 +35,7 @@ pub struct ValidNetwork {
 
 /// The destinations the platform admin lets this cluster's node pods
 /// reach (`spec.allowedEgress`), each checked as the Helm value's are.
-pub fn check_allowed_egress(
+pub(super) fn check_allowed_egress(
     problems: &mut Problems,
     allowances: &[EgressAllowance],
 ) -> Vec<AllowedEgress> {
@@ -80,7 +80,10 @@ fn range(problems: &mut Problems, field: &str, text: &str) -> Option<Ipv4Net> {
 }
 
 /// Checks `spec.networking`.
-pub fn check_networking(problems: &mut Problems, net: &NetworkingSpec) -> Option<ValidNetwork> {
+pub(super) fn check_networking(
+    problems: &mut Problems,
+    net: &NetworkingSpec,
+) -> Option<ValidNetwork> {
     let pods = range(problems, "spec.networking.podCIDR", &net.pod_cidr);
     let services = range(problems, "spec.networking.serviceCIDR", &net.service_cidr);
     let dns = match net.dns_service_ip.parse::<IpAddr>() {
