@@ -289,6 +289,7 @@ fn expected_children(vc: &str) -> Vec<(&'static str, String)> {
     let mut v = vec![];
     for s in [
         "ca",
+        "client-signer",
         "etcd-certs",
         "apiserver-certs",
         "controller-manager-kubeconfig",
