@@ -12,6 +12,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::PartialObjectMeta;
 use nestor_controllers::OperatorSettings;
 use nestor_controllers::build::DesiredCluster;
+use nestor_controllers::build::mint::Mint;
 use nestor_controllers::build::pki;
 use nestor_controllers::build::pki_secrets::Exposure;
 use nestor_controllers::client::slim::{slim_child, slim_child_view};
@@ -91,17 +92,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "spec": {}
     }))?;
     let settings = OperatorSettings::default();
-    let bundle = pki::generate_ca_bundle("vc-0001")?;
-    let client_signer = pki::generate_ca("vc-0001-client-signer")?;
+    let mut mint = Mint::at(k8s_openapi::jiff::Timestamp::now());
+    let bundle = pki::generate_ca_bundle("vc-0001", &mut mint)?;
+    let client_signer = pki::generate_ca("vc-0001-client-signer", &mut mint)?;
     let valid = validate_cluster(
         "vc-0001",
         &vc.spec,
         &nestor_controllers::model::settings::OperatorSettings::default().platform(),
     )?;
     let inputs = ClusterInputs::new(&vc, valid, &settings, "revision".into());
-    let objects =
-        DesiredCluster::new(&inputs, &Exposure::default(), &bundle, &client_signer, None)?
-            .by_kind();
+    let objects = DesiredCluster::new(
+        &inputs,
+        &Exposure::default(),
+        (&bundle, &client_signer),
+        None,
+        &mut mint,
+    )?
+    .by_kind();
     let rows = [
         (
             "Secret (metadata)",

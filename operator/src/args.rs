@@ -97,8 +97,8 @@ pub(crate) struct Args {
     pub control_plane_placement: Option<Placement>,
     /// What a spec's placement may name, as the JSON of the Helm value
     /// `placement.allowed`; empty: a spec may set no placement field.
-    #[arg(long, env = "NESTOR_PLACEMENT_ALLOWED", value_parser = nestor_controllers::model::settings::parse_allowed_placement)]
-    pub placement_allowed: Option<nestor_controllers::model::settings::AllowedPlacement>,
+    #[arg(long, env = "NESTOR_PLACEMENT_ALLOWED", value_parser = nestor_controllers::model::validate::parse_allowed_placement)]
+    pub placement_allowed: Option<nestor_controllers::model::validate::AllowedPlacement>,
     /// Apply only the operator's placements; refuse specs that set one.
     #[arg(long, env = "NESTOR_PLACEMENT_ENFORCED", default_value_t = false, action = clap::ArgAction::Set)]
     pub placement_enforced: bool,

@@ -8,6 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use nestor_crds::{VirtualCluster, VirtualClusterSpec};
 use nestor_model::OperatorSettings;
+use nestor_model::build::mint::Mint;
 use nestor_model::build::pki;
 use nestor_model::build::pki_secrets::Exposure;
 use nestor_model::build::{
@@ -41,8 +42,9 @@ fn builders(c: &mut Criterion) {
         admin_endpoint: "https://10.0.0.1:6443".into(),
         extra_sans: vec!["10.0.0.1".into()],
     };
-    let bundle = pki::generate_ca_bundle("bench").expect("bundle");
-    let client_signer = pki::generate_ca("bench-client-signer").expect("signer");
+    let mut mint = Mint::seeded(k8s_openapi::jiff::Timestamp::UNIX_EPOCH, 1);
+    let bundle = pki::generate_ca_bundle("bench", &mut mint).expect("bundle");
+    let client_signer = pki::generate_ca("bench-client-signer", &mut mint).expect("signer");
 
     c.bench_function("validate_cluster", |b| {
         b.iter(|| {
@@ -68,12 +70,18 @@ fn builders(c: &mut Criterion) {
     );
     c.bench_function("DesiredCluster (every child, certificates issued)", |b| {
         b.iter(|| {
-            DesiredCluster::new(black_box(&inputs), &exposure, &bundle, &client_signer, None)
-                .expect("builds")
+            DesiredCluster::new(
+                black_box(&inputs),
+                &exposure,
+                (&bundle, &client_signer),
+                None,
+                &mut mint,
+            )
+            .expect("builds")
         })
     });
     c.bench_function("generate_ca_bundle", |b| {
-        b.iter(|| pki::generate_ca_bundle("bench").expect("bundle"))
+        b.iter(|| pki::generate_ca_bundle("bench", &mut mint).expect("bundle"))
     });
 }
 

@@ -2,9 +2,7 @@
 
 use super::*;
 use crate::client::mock::{Asked, MockHandle, entry, failure, mock_context, serve};
-use crate::client::secrets::apply_secret;
 use crate::model::hash::desired_hash;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::PartialObjectMeta;
 
@@ -181,29 +179,6 @@ fn only_a_child_held_in_this_builds_form_is_released() {
     let empty: Store<CachedConfigMap> =
         kube::runtime::reflector::store::Writer::default().as_reader();
     assert_eq!(releasing(&empty, true), FirstWrite::Create);
-}
-
-#[tokio::test]
-async fn a_refused_secret_write_keeps_only_the_status() {
-    let (ctx, handle) = mock_context();
-    let refused = failure(422, "Invalid", "data[tls.key]: c2VjcmV0LWtleQ== is invalid");
-    let server = serve(handle, vec![failure(404, "NotFound", ""), refused]);
-    let mut secret = Secret::default();
-    secret.metadata.name = Some("vc-apiserver-certs".into());
-    secret.metadata.namespace = Some("ns".into());
-    let error = apply_secret(&ctx, &secret).await.unwrap_err();
-    let text = format!("{error} {error:?}");
-    assert!(
-        matches!(error, Error::WriteSecret { code: 422, .. }),
-        "{text}"
-    );
-    assert!(!text.contains("c2VjcmV0LWtleQ"), "{text}");
-    let methods: Vec<_> = server.await.unwrap().into_iter().map(|a| a.0).collect();
-    assert_eq!(
-        methods,
-        ["GET", "PATCH"],
-        "nothing to adopt: applied at once"
-    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! What every reconcile shares: the client, the caches of owned objects, the
 //! event recorder, the metrics and the operator's settings.
 
+use crate::client::kept::NestedClients;
 use crate::client::metrics::Metrics;
-use crate::client::nested::NestedClients;
 use crate::model::cached::{CachedService, Workload};
 use crate::model::settings::OperatorSettings;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};

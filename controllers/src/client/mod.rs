@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod context;
 pub mod error;
+pub mod kept;
 pub mod metrics;
 #[cfg(test)]
 pub(crate) mod mock;

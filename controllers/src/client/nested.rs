@@ -1,6 +1,7 @@
 //! Clients for, and writes into, a nested cluster's own API server.
 
 use crate::build::kubeconfig::{self, Credentials};
+use crate::build::mint::Mint;
 use crate::build::pki::{self, LeafRequest};
 use crate::build::pki_secrets::{BUNDLE_FINGERPRINT, bundle_from_secret};
 use crate::client::context::Context;
@@ -15,100 +16,9 @@ use kube::{Client, Config, Resource};
 use nestor_crds::VirtualCluster;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
-
-/// Clients for nested clusters, one per cluster, built once and kept while
-/// the cluster's UID, its roots of trust and its endpoint stay the same: a
-/// reconcile that talks to a nested cluster reads no Secret and builds no
-/// TLS context.
-#[derive(Clone, Default)]
-pub struct NestedClients {
-    clients: Arc<Mutex<HashMap<(String, String), KeptClient>>>,
-}
-
-struct KeptClient {
-    uid: String,
-    /// The CA fingerprint and the endpoint.
-    credentials: String,
-    client: Client,
-    /// When its certificate must be replaced.
-    renew_at: Instant,
-    /// When the add-ons were last read back and found (or made) whole.
-    addons_checked: Option<Instant>,
-}
-
-impl NestedClients {
-    fn get(&self, names: &ClusterNames, uid: &str, credentials: &str) -> Option<Client> {
-        let clients = self.clients.lock().ok()?;
-        clients
-            .get(&(names.namespace.clone(), names.cluster.clone()))
-            .filter(|kept| {
-                kept.uid == uid && kept.credentials == credentials && Instant::now() < kept.renew_at
-            })
-            .map(|kept| kept.client.clone())
-    }
-
-    fn keep(
-        &self,
-        names: &ClusterNames,
-        uid: &str,
-        credentials: &str,
-        client: Client,
-        renew_at: Instant,
-    ) {
-        if let Ok(mut clients) = self.clients.lock() {
-            let kept = KeptClient {
-                uid: uid.into(),
-                credentials: credentials.into(),
-                client,
-                renew_at,
-                addons_checked: None,
-            };
-            clients.insert((names.namespace.clone(), names.cluster.clone()), kept);
-        }
-    }
-
-    /// Whether the add-ons of the cluster are due to be read back: never
-    /// since its client was built, or not for `every`.
-    pub fn addons_due(&self, names: &ClusterNames, every: Duration) -> bool {
-        let Ok(clients) = self.clients.lock() else {
-            return true;
-        };
-        clients
-            .get(&(names.namespace.clone(), names.cluster.clone()))
-            .and_then(|kept| kept.addons_checked)
-            .is_none_or(|at| at.elapsed() >= every)
-    }
-
-    /// Records that the cluster's add-ons were found (or made) whole now.
-    pub fn addons_checked(&self, names: &ClusterNames) {
-        if let Ok(mut clients) = self.clients.lock()
-            && let Some(kept) = clients.get_mut(&(names.namespace.clone(), names.cluster.clone()))
-        {
-            kept.addons_checked = Some(Instant::now());
-        }
-    }
-
-    /// Drops the client of a deleted cluster.
-    pub fn forget(&self, namespace: &str, cluster: &str) {
-        if let Ok(mut clients) = self.clients.lock() {
-            clients.remove(&(namespace.to_string(), cluster.to_string()));
-        }
-    }
-
-    /// How many clients are kept.
-    pub fn len(&self) -> usize {
-        self.clients.lock().map(|c| c.len()).unwrap_or(0)
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// The user the operator is in nested clusters. Its certificate is issued
 /// by the operator for itself, from the cluster's CA, lives only in the
@@ -186,6 +96,7 @@ async fn connect(ctx: &Context, names: &ClusterNames, server: &str) -> Result<Cl
         &bundle.cluster,
         &LeafRequest::client(OPERATOR_USER, &["system:masters"]),
         OPERATOR_CERT_LIFETIME,
+        &mut Mint::at(k8s_openapi::jiff::Timestamp::now()),
     )
     .map_err(|source| Error::Pki {
         namespace: names.namespace.clone(),
@@ -394,6 +305,7 @@ pub async fn rewrite_secrets(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::kept::NestedClients;
     use crate::model::inputs::fixtures;
 
     #[tokio::test]
@@ -438,14 +350,16 @@ mod tests {
         let (ctx, handle) = crate::client::mock::mock_context();
         let vc = fixtures::vc(serde_json::json!({}));
         let inputs = fixtures::inputs(&vc);
-        let bundle = pki::generate_ca_bundle("demo").unwrap();
-        let signer = pki::generate_ca("demo-client-signer").unwrap();
+        let mut mint = Mint::fixed();
+        let bundle = pki::generate_ca_bundle("demo", &mut mint).unwrap();
+        let signer = pki::generate_ca("demo-client-signer", &mut mint).unwrap();
         let ca = desired_pki_secret(
             PkiSecret::Ca,
             &inputs,
             &Exposure::default(),
             &bundle,
             &signer,
+            &mut mint,
         )
         .unwrap();
         let server =

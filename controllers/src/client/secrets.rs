@@ -125,3 +125,32 @@ pub async fn cluster_secrets_metadata(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::mock::{failure, mock_context, serve};
+
+    #[tokio::test]
+    async fn a_refused_secret_write_keeps_only_the_status() {
+        let (ctx, handle) = mock_context();
+        let refused = failure(422, "Invalid", "data[tls.key]: c2VjcmV0LWtleQ== is invalid");
+        let server = serve(handle, vec![failure(404, "NotFound", ""), refused]);
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("vc-apiserver-certs".into());
+        secret.metadata.namespace = Some("ns".into());
+        let error = apply_secret(&ctx, &secret).await.unwrap_err();
+        let text = format!("{error} {error:?}");
+        assert!(
+            matches!(error, Error::WriteSecret { code: 422, .. }),
+            "{text}"
+        );
+        assert!(!text.contains("c2VjcmV0LWtleQ"), "{text}");
+        let methods: Vec<_> = server.await.unwrap().into_iter().map(|a| a.0).collect();
+        assert_eq!(
+            methods,
+            ["GET", "PATCH"],
+            "nothing to adopt: applied at once"
+        );
+    }
+}

@@ -215,7 +215,7 @@ async fn announce_upgrade(
             "{} to {}: {}",
             record.from,
             record.to,
-            upgrade::describe(step)
+            crate::model::status::describe_step(step)
         ),
     };
     info!(cluster = %vc.name_any(), namespace = %vc.namespace().unwrap_or_default(), step = ?record.step, "{note}");

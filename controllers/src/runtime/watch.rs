@@ -2,7 +2,7 @@
 //! and fanned out to every controller that subscribed to it.
 
 use crate::client::context::StatusGuard;
-use crate::client::nested::NestedClients;
+use crate::client::kept::NestedClients;
 use crate::model::readable::{Readable, StandIn};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures::{Stream, StreamExt, TryStreamExt};

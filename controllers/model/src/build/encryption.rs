@@ -12,6 +12,7 @@
 //! added only once the previous one is migrated, so the ring holds at most
 //! two keys.
 
+use crate::build::mint::Mint;
 use crate::model::hash::inputs_hash;
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::{Component, cluster_child_meta};
@@ -62,20 +63,20 @@ impl KeyRing {
         Self(keys)
     }
 
-    fn generate_key() -> String {
+    fn generate_key(mint: &mut Mint) -> String {
         use base64::Engine as _;
-        let bytes: [u8; 32] = rand::random();
+        let bytes: [u8; 32] = mint.bytes();
         base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
     /// The ring the spec asks for, from the current one: a key for
     /// `generation` once the previous generation is migrated, and only the
     /// newest key once it is migrated.
-    pub fn next(mut self, generation: i64, migrated: Option<i64>) -> Self {
+    pub fn next(mut self, generation: i64, migrated: Option<i64>, mint: &mut Mint) -> Self {
         let newest = self.0.keys().next_back().copied();
         let previous_done = self.0.len() <= 1 || migrated == newest;
         if newest.is_none() || (newest < Some(generation) && previous_done) {
-            self.0.insert(generation, Self::generate_key());
+            self.0.insert(generation, Self::generate_key(mint));
         }
         let newest = self.0.keys().next_back().copied();
         if self.0.len() > 1 && migrated.is_some() && migrated == newest {
@@ -174,7 +175,8 @@ mod tests {
 
     #[test]
     fn a_cluster_starts_with_one_key_and_identity_last() {
-        let ring = KeyRing::default().next(0, None);
+        let mut mint = Mint::fixed();
+        let ring = KeyRing::default().next(0, None, &mut mint);
         assert_eq!(ring.generations(), [0]);
         let config: serde_yaml::Value = serde_yaml::from_str(&ring.config()).unwrap();
         let providers = &config["resources"][0]["providers"];
@@ -192,14 +194,15 @@ mod tests {
         );
         assert!(providers[1]["identity"].is_mapping());
         // The same ring again: nothing new.
-        assert_eq!(ring.clone().next(0, None), ring);
+        assert_eq!(ring.clone().next(0, None, &mut mint), ring);
         assert!(!format!("{ring:?}").contains(key));
     }
 
     #[test]
     fn a_rotation_adds_a_key_first_and_drops_the_old_once_migrated() {
-        let first = KeyRing::default().next(0, None);
-        let rotated = first.clone().next(1, None);
+        let mut mint = Mint::fixed();
+        let first = KeyRing::default().next(0, None, &mut mint);
+        let rotated = first.clone().next(1, None, &mut mint);
         assert_eq!(rotated.generations(), [1, 0]);
         assert!(rotated.needs_migration());
         let config: serde_yaml::Value = serde_yaml::from_str(&rotated.config()).unwrap();
@@ -207,18 +210,27 @@ mod tests {
         assert_eq!(keys[0]["name"], "key-1");
         assert_eq!(keys[1]["name"], "key-0");
         // A further generation waits for the migration.
-        assert_eq!(rotated.clone().next(2, None).generations(), [1, 0]);
-        let migrated = rotated.clone().next(1, Some(1));
+        assert_eq!(
+            rotated.clone().next(2, None, &mut mint).generations(),
+            [1, 0]
+        );
+        let migrated = rotated.clone().next(1, Some(1), &mut mint);
         assert_eq!(migrated.generations(), [1]);
         assert_ne!(migrated.revision(), rotated.revision());
-        assert_eq!(migrated.clone().next(2, Some(1)).generations(), [2, 1]);
+        assert_eq!(
+            migrated.clone().next(2, Some(1), &mut mint).generations(),
+            [2, 1]
+        );
     }
 
     #[test]
     fn the_secret_round_trips_and_its_annotations_name_no_key() {
         let vc = fixtures::vc(json!({}));
         let inputs = fixtures::inputs(&vc);
-        let ring = KeyRing::default().next(0, None).next(3, None);
+        let mut mint = Mint::fixed();
+        let ring = KeyRing::default()
+            .next(0, None, &mut mint)
+            .next(3, None, &mut mint);
         let secret = desired_encryption_secret(&inputs, &ring, Some(0));
         assert_eq!(KeyRing::from_secret(&secret), ring);
         let annotations = secret.metadata.annotations.clone().unwrap();

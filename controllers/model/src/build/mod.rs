@@ -22,6 +22,7 @@ pub mod etcd;
 pub mod konnectivity;
 pub mod kube_proxy;
 pub mod kubeconfig;
+pub mod mint;
 pub mod nested_addons;
 pub mod network;
 pub mod node;
@@ -35,6 +36,7 @@ use crate::model::inputs::ClusterInputs;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use mint::Mint;
 use pki::{CaBundle, KeyAndCert, PkiError};
 use pki_secrets::{Exposure, PkiSecret};
 
@@ -64,11 +66,14 @@ pub fn desired_pki_secrets(
     exposure: &Exposure,
     bundle: &CaBundle,
     client_signer: &KeyAndCert,
+    mint: &mut Mint,
 ) -> Result<Vec<Secret>, PkiError> {
     [PkiSecret::Ca, PkiSecret::ClientSigner]
         .into_iter()
         .chain(PkiSecret::LEAVES)
-        .map(|kind| pki_secrets::desired_pki_secret(kind, inputs, exposure, bundle, client_signer))
+        .map(|kind| {
+            pki_secrets::desired_pki_secret(kind, inputs, exposure, bundle, client_signer, mint)
+        })
         .collect()
 }
 
@@ -244,23 +249,26 @@ impl ByKind {
 
 impl DesiredCluster {
     /// Builds every child, issuing certificates from `bundle` (and
-    /// `client_signer`); `addons` is the hash recorded once the add-ons are
-    /// in the nested cluster.
+    /// `client_signer`) and keys from `mint`; `addons` is the hash recorded
+    /// once the add-ons are in the nested cluster.
     pub fn new(
         inputs: &ClusterInputs,
         exposure: &Exposure,
-        bundle: &CaBundle,
-        client_signer: &KeyAndCert,
+        (bundle, client_signer): (&CaBundle, &KeyAndCert),
         addons: Option<&str>,
+        mint: &mut Mint,
     ) -> Result<Self, PkiError> {
         let started = ClientStarts {
             controller_manager: Start::STARTED,
             scheduler: Start::STARTED,
             coredns: Start::STARTED,
         };
-        let ring = encryption::KeyRing::default()
-            .next(inputs.vc.spec.api_server.encryption_key_generation, None);
-        let mut secrets = desired_pki_secrets(inputs, exposure, bundle, client_signer)?;
+        let ring = encryption::KeyRing::default().next(
+            inputs.vc.spec.api_server.encryption_key_generation,
+            None,
+            mint,
+        );
+        let mut secrets = desired_pki_secrets(inputs, exposure, bundle, client_signer, mint)?;
         secrets.push(encryption::desired_encryption_secret(inputs, &ring, None));
         Ok(Self {
             services: ClusterServices::desired(inputs),
@@ -325,11 +333,18 @@ mod tests {
     fn a_cluster_has_every_child_once() {
         let vc = fixtures::vc(json!({}));
         let inputs = fixtures::inputs(&vc);
-        let bundle = pki::generate_ca_bundle("demo").unwrap();
-        let signer = pki::generate_ca("demo-client-signer").unwrap();
-        let objects = DesiredCluster::new(&inputs, &Exposure::default(), &bundle, &signer, None)
-            .unwrap()
-            .by_kind();
+        let mut mint = Mint::fixed();
+        let bundle = pki::generate_ca_bundle("demo", &mut mint).unwrap();
+        let signer = pki::generate_ca("demo-client-signer", &mut mint).unwrap();
+        let objects = DesiredCluster::new(
+            &inputs,
+            &Exposure::default(),
+            (&bundle, &signer),
+            None,
+            &mut mint,
+        )
+        .unwrap()
+        .by_kind();
         assert_eq!(objects.len(), 28);
         let mut names = BTreeSet::new();
         for (kind, meta) in (objects.secrets.iter().map(|o| ("Secret", &o.metadata)))

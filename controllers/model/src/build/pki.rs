@@ -4,7 +4,7 @@
 //! the service-account token signer all accept it, and it is far cheaper to
 //! generate than RSA. CAs are valid for ten years, leaf certificates for one.
 
-use rand::RngCore;
+use crate::build::mint::Mint;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
@@ -104,22 +104,22 @@ fn new_key() -> Result<KeyPair, PkiError> {
     Ok(KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?)
 }
 
-fn random_serial() -> SerialNumber {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
+fn random_serial(mint: &mut Mint) -> SerialNumber {
+    let mut bytes: [u8; 16] = mint.bytes();
     bytes[0] &= 0x7f; // positive
     SerialNumber::from_slice(&bytes)
 }
 
-fn validity(params: &mut CertificateParams, lifetime: Duration) {
-    let now = OffsetDateTime::now_utc();
+fn validity(params: &mut CertificateParams, lifetime: Duration, mint: &Mint) {
+    let now = OffsetDateTime::from_unix_timestamp(mint.now().as_second())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     // Allow for clocks a little behind ours.
     params.not_before = now - Duration::hours(1);
     params.not_after = now + lifetime;
 }
 
 /// Generates a self-signed certificate authority.
-pub fn generate_ca(common_name: &str) -> Result<KeyAndCert, PkiError> {
+pub fn generate_ca(common_name: &str, mint: &mut Mint) -> Result<KeyAndCert, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params
@@ -131,8 +131,8 @@ pub fn generate_ca(common_name: &str) -> Result<KeyAndCert, PkiError> {
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
     ];
-    params.serial_number = Some(random_serial());
-    validity(&mut params, Duration::days(3650));
+    params.serial_number = Some(random_serial(mint));
+    validity(&mut params, Duration::days(3650), mint);
     let key = new_key()?;
     let cert = params.self_signed(&key)?;
     Ok(KeyAndCert {
@@ -142,12 +142,12 @@ pub fn generate_ca(common_name: &str) -> Result<KeyAndCert, PkiError> {
 }
 
 /// Generates every root of trust of a cluster.
-pub fn generate_ca_bundle(cluster: &str) -> Result<CaBundle, PkiError> {
+pub fn generate_ca_bundle(cluster: &str, mint: &mut Mint) -> Result<CaBundle, PkiError> {
     let sa = new_key()?;
     Ok(CaBundle {
-        cluster: generate_ca(&format!("{cluster}-ca"))?,
-        etcd: generate_ca(&format!("{cluster}-etcd-ca"))?,
-        front_proxy: generate_ca(&format!("{cluster}-front-proxy-ca"))?,
+        cluster: generate_ca(&format!("{cluster}-ca"), mint)?,
+        etcd: generate_ca(&format!("{cluster}-etcd-ca"), mint)?,
+        front_proxy: generate_ca(&format!("{cluster}-front-proxy-ca"), mint)?,
         service_account: ServiceAccountKeys {
             private_pem: sa.serialize_pem(),
             public_pem: sa.public_key_pem(),
@@ -157,8 +157,17 @@ pub fn generate_ca_bundle(cluster: &str) -> Result<CaBundle, PkiError> {
 
 /// Issues a leaf certificate with a new key, signed by `ca`, valid for a
 /// year.
-pub fn issue(ca: &KeyAndCert, request: &LeafRequest) -> Result<KeyAndCert, PkiError> {
-    issue_for(ca, request, std::time::Duration::from_secs(365 * 24 * 3600))
+pub fn issue(
+    ca: &KeyAndCert,
+    request: &LeafRequest,
+    mint: &mut Mint,
+) -> Result<KeyAndCert, PkiError> {
+    issue_for(
+        ca,
+        request,
+        std::time::Duration::from_secs(365 * 24 * 3600),
+        mint,
+    )
 }
 
 /// Issues a leaf certificate with a new key, signed by `ca`, valid for
@@ -167,6 +176,7 @@ pub fn issue_for(
     ca: &KeyAndCert,
     request: &LeafRequest,
     lifetime: std::time::Duration,
+    mint: &mut Mint,
 ) -> Result<KeyAndCert, PkiError> {
     let ca_key =
         KeyPair::from_pem(&ca.key_pem).map_err(|_| PkiError::InvalidPem { what: "CA key" })?;
@@ -205,8 +215,12 @@ pub fn issue_for(
         ],
     };
     params.use_authority_key_identifier_extension = true;
-    params.serial_number = Some(random_serial());
-    validity(&mut params, Duration::seconds(lifetime.as_secs() as i64));
+    params.serial_number = Some(random_serial(mint));
+    validity(
+        &mut params,
+        Duration::seconds(lifetime.as_secs() as i64),
+        mint,
+    );
     let key = new_key()?;
     let cert = params.signed_by(&key, &issuer)?;
     Ok(KeyAndCert {
@@ -237,7 +251,8 @@ mod tests {
 
     #[test]
     fn ca_is_a_self_signed_ca() {
-        let ca = generate_ca("test-ca").unwrap();
+        let mut mint = Mint::fixed();
+        let ca = generate_ca("test-ca", &mut mint).unwrap();
         let der = parse(&ca.cert_pem);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert!(cert.is_ca());
@@ -254,7 +269,8 @@ mod tests {
 
     #[test]
     fn a_leaf_lives_as_long_as_asked() {
-        let ca = generate_ca("test-ca").unwrap();
+        let mut mint = Mint::fixed();
+        let ca = generate_ca("test-ca", &mut mint).unwrap();
         let request = LeafRequest::client("nestor:operator", &["system:masters"]);
         let lifetime = |leaf: &KeyAndCert| {
             let der = parse(&leaf.cert_pem);
@@ -262,14 +278,31 @@ mod tests {
             // Less the hour of slack for clocks behind ours.
             cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp() - 3600
         };
-        let day = issue_for(&ca, &request, std::time::Duration::from_secs(86_400)).unwrap();
+        let day = issue_for(
+            &ca,
+            &request,
+            std::time::Duration::from_secs(86_400),
+            &mut mint,
+        )
+        .unwrap();
         assert_eq!(lifetime(&day), 86_400);
-        assert_eq!(lifetime(&issue(&ca, &request).unwrap()), 365 * 86_400);
+        assert_eq!(
+            lifetime(&issue(&ca, &request, &mut mint).unwrap()),
+            365 * 86_400
+        );
+        // The validity starts an hour before the mint's time, not the clock's.
+        let der = parse(&day.cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(
+            cert.validity().not_before.timestamp(),
+            mint.now().as_second() - 3600
+        );
     }
 
     #[test]
     fn leaf_chains_to_its_ca_with_sans_and_usages() {
-        let ca = generate_ca("test-ca").unwrap();
+        let mut mint = Mint::fixed();
+        let ca = generate_ca("test-ca", &mut mint).unwrap();
         let request = LeafRequest {
             common_name: "kube-apiserver".into(),
             organizations: vec![],
@@ -280,7 +313,7 @@ mod tests {
             ips: vec!["10.96.0.1".parse().unwrap()],
             usage: Usage::Server,
         };
-        let leaf = issue(&ca, &request).unwrap();
+        let leaf = issue(&ca, &request, &mut mint).unwrap();
         let ca_der = parse(&ca.cert_pem);
         let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         let der = parse(&leaf.cert_pem);
@@ -310,10 +343,12 @@ mod tests {
 
     #[test]
     fn client_cert_carries_user_and_groups() {
-        let ca = generate_ca("test-ca").unwrap();
+        let mut mint = Mint::fixed();
+        let ca = generate_ca("test-ca", &mut mint).unwrap();
         let leaf = issue(
             &ca,
             &LeafRequest::client("kubernetes-admin", &["system:masters"]),
+            &mut mint,
         )
         .unwrap();
         let der = parse(&leaf.cert_pem);
@@ -336,7 +371,7 @@ mod tests {
 
     #[test]
     fn keys_are_p256_and_debug_hides_them() {
-        let bundle = generate_ca_bundle("vc").unwrap();
+        let bundle = generate_ca_bundle("vc", &mut Mint::fixed()).unwrap();
         assert!(bundle.service_account.private_pem.contains("PRIVATE KEY"));
         assert!(bundle.service_account.public_pem.contains("PUBLIC KEY"));
         let shown = format!("{bundle:?}");

@@ -11,6 +11,7 @@
 //! when those inputs change, and that is announced with an Event.
 
 use crate::build::kubeconfig::{self, Credentials};
+use crate::build::mint::Mint;
 use crate::build::pki::{self, CaBundle, KeyAndCert, LeafRequest, PkiError, ServiceAccountKeys};
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::{ClusterNames, Component, INPUTS_HASH, cluster_child_meta};
@@ -241,8 +242,9 @@ fn component_kubeconfig(
     user: &str,
     groups: &[&str],
     server: &str,
+    mint: &mut Mint,
 ) -> Result<String, PkiError> {
-    let cert = pki::issue(&bundle.cluster, &LeafRequest::client(user, groups))?;
+    let cert = pki::issue(&bundle.cluster, &LeafRequest::client(user, groups), mint)?;
     Ok(kubeconfig::render(
         &inputs.names.cluster,
         server,
@@ -256,13 +258,15 @@ fn component_kubeconfig(
 }
 
 /// Builds one PKI Secret, issuing whatever certificates it holds.
-/// `client_signer` is the CA held in [`PkiSecret::ClientSigner`].
+/// `client_signer` is the CA held in [`PkiSecret::ClientSigner`]; `mint`
+/// gives the time the certificates start from and their serials.
 pub fn desired_pki_secret(
     kind: PkiSecret,
     inputs: &ClusterInputs,
     exposure: &Exposure,
     bundle: &CaBundle,
     client_signer: &KeyAndCert,
+    mint: &mut Mint,
 ) -> Result<Secret, PkiError> {
     let names = &inputs.names;
     let bundle_fp = bundle_fingerprint(bundle);
@@ -281,10 +285,12 @@ pub fn desired_pki_secret(
             let server = pki::issue(
                 &bundle.etcd,
                 &crate::build::etcd::server_cert_request(names),
+                mint,
             )?;
             let peer = pki::issue(
                 &bundle.etcd,
                 &crate::build::etcd::server_cert_request(names),
+                mint,
             )?;
             bytes(&mut data, "ca.crt", &bundle.etcd.cert_pem);
             put_pair(&mut data, "server", &server);
@@ -294,18 +300,22 @@ pub fn desired_pki_secret(
             let serving = pki::issue(
                 &bundle.cluster,
                 &crate::build::apiserver::serving_cert_request(inputs, &exposure.extra_sans),
+                mint,
             )?;
             let etcd_client = pki::issue(
                 &bundle.etcd,
                 &LeafRequest::client("kube-apiserver-etcd-client", &[]),
+                mint,
             )?;
             let kubelet_client = pki::issue(
                 &bundle.cluster,
                 &LeafRequest::client(KUBELET_CLIENT_USER, &[]),
+                mint,
             )?;
             let front_proxy = pki::issue(
                 &bundle.front_proxy,
                 &LeafRequest::client("front-proxy-client", &[]),
+                mint,
             )?;
             bytes(&mut data, "ca.crt", &bundle.cluster.cert_pem);
             // Client certificates: Nestor's own (the cluster CA) and those
@@ -334,6 +344,7 @@ pub fn desired_pki_secret(
                 "system:kube-controller-manager",
                 &[],
                 &internal,
+                mint,
             )?;
             bytes(&mut data, "kubeconfig", &config);
             put_pair(&mut data, "ca", &bundle.cluster);
@@ -341,8 +352,14 @@ pub fn desired_pki_secret(
             bytes(&mut data, "sa.key", &bundle.service_account.private_pem);
         }
         PkiSecret::Scheduler => {
-            let config =
-                component_kubeconfig(inputs, bundle, "system:kube-scheduler", &[], &internal)?;
+            let config = component_kubeconfig(
+                inputs,
+                bundle,
+                "system:kube-scheduler",
+                &[],
+                &internal,
+                mint,
+            )?;
             bytes(&mut data, "kubeconfig", &config);
         }
         PkiSecret::CoreDns => {
@@ -352,6 +369,7 @@ pub fn desired_pki_secret(
                 crate::build::coredns::COREDNS_USER,
                 &[],
                 &internal,
+                mint,
             )?;
             bytes(&mut data, "kubeconfig", &config);
         }
@@ -362,6 +380,7 @@ pub fn desired_pki_secret(
                 ADMIN_USER,
                 &[&admin_group(inputs)],
                 &exposure.admin_endpoint,
+                mint,
             )?;
             bytes(&mut data, "kubeconfig", &config);
             bytes(&mut data, "ca.crt", &bundle.cluster.cert_pem);
@@ -373,6 +392,7 @@ pub fn desired_pki_secret(
                 BREAK_GLASS_USER,
                 &["system:masters"],
                 &exposure.admin_endpoint,
+                mint,
             )?;
             bytes(&mut data, "kubeconfig", &config);
             bytes(&mut data, "ca.crt", &bundle.cluster.cert_pem);
@@ -392,8 +412,8 @@ pub fn desired_pki_secret(
     } else if kind == PkiSecret::ClientSigner {
         annotations.insert(BUNDLE_FINGERPRINT.into(), signer_fp);
     } else {
-        let renew = k8s_openapi::jiff::Timestamp::now()
-            + k8s_openapi::jiff::SignedDuration::from_hours(24 * RENEW_AFTER_DAYS);
+        let renew =
+            mint.now() + k8s_openapi::jiff::SignedDuration::from_hours(24 * RENEW_AFTER_DAYS);
         annotations.insert(RENEW_AFTER.into(), renew.to_string());
     }
     metadata.annotations = Some(annotations);

@@ -2,6 +2,7 @@
 //! and when they are issued again.
 
 use super::*;
+use crate::build::mint::Mint;
 use crate::model::inputs::fixtures;
 use serde_json::json;
 use x509_parser::pem::parse_x509_pem;
@@ -24,13 +25,15 @@ fn exposure() -> Exposure {
 fn every_secret_builds_and_the_ca_round_trips() {
     let vc = fixtures::vc(json!({}));
     let inputs = fixtures::inputs(&vc);
-    let bundle = pki::generate_ca_bundle("demo").unwrap();
-    let signer = pki::generate_ca("demo-client-signer").unwrap();
+    let mut mint = Mint::fixed();
+    let bundle = pki::generate_ca_bundle("demo", &mut mint).unwrap();
+    let signer = pki::generate_ca("demo-client-signer", &mut mint).unwrap();
     for kind in [PkiSecret::Ca, PkiSecret::ClientSigner]
         .into_iter()
         .chain(PkiSecret::LEAVES)
     {
-        let secret = desired_pki_secret(kind, &inputs, &exposure(), &bundle, &signer).unwrap();
+        let secret =
+            desired_pki_secret(kind, &inputs, &exposure(), &bundle, &signer, &mut mint).unwrap();
         assert_eq!(secret.metadata.name, Some(kind.name(&inputs.names)));
         assert!(
             secret
@@ -42,7 +45,15 @@ fn every_secret_builds_and_the_ca_round_trips() {
         );
         assert!(!secret.data.as_ref().unwrap().is_empty());
     }
-    let ca = desired_pki_secret(PkiSecret::Ca, &inputs, &exposure(), &bundle, &signer).unwrap();
+    let ca = desired_pki_secret(
+        PkiSecret::Ca,
+        &inputs,
+        &exposure(),
+        &bundle,
+        &signer,
+        &mut mint,
+    )
+    .unwrap();
     let back = bundle_from_secret(&ca).unwrap();
     assert_eq!(bundle_fingerprint(&back), bundle_fingerprint(&bundle));
     assert_eq!(
@@ -55,14 +66,16 @@ fn every_secret_builds_and_the_ca_round_trips() {
 fn apiserver_secret_chains_to_the_cluster_ca() {
     let vc = fixtures::vc(json!({}));
     let inputs = fixtures::inputs(&vc);
-    let bundle = pki::generate_ca_bundle("demo").unwrap();
-    let signer = pki::generate_ca("demo-client-signer").unwrap();
+    let mut mint = Mint::fixed();
+    let bundle = pki::generate_ca_bundle("demo", &mut mint).unwrap();
+    let signer = pki::generate_ca("demo-client-signer", &mut mint).unwrap();
     let secret = desired_pki_secret(
         PkiSecret::ApiServerCerts,
         &inputs,
         &exposure(),
         &bundle,
         &signer,
+        &mut mint,
     )
     .unwrap();
     let data = secret.data.unwrap();
@@ -124,11 +137,13 @@ fn client_groups(secret: &Secret) -> Vec<(String, Vec<String>)> {
 fn only_the_break_glass_credential_is_a_superuser() {
     let vc = fixtures::vc(json!({}));
     let inputs = fixtures::inputs(&vc);
-    let bundle = pki::generate_ca_bundle("demo").unwrap();
-    let signer = pki::generate_ca("demo-client-signer").unwrap();
+    let mut mint = Mint::fixed();
+    let bundle = pki::generate_ca_bundle("demo", &mut mint).unwrap();
+    let signer = pki::generate_ca("demo-client-signer", &mut mint).unwrap();
     let mut seen = 0;
     for kind in PkiSecret::LEAVES {
-        let secret = desired_pki_secret(kind, &inputs, &exposure(), &bundle, &signer).unwrap();
+        let secret =
+            desired_pki_secret(kind, &inputs, &exposure(), &bundle, &signer, &mut mint).unwrap();
         for (key, groups) in client_groups(&secret) {
             seen += 1;
             let masters = groups.iter().any(|g| g == "system:masters");
@@ -149,6 +164,7 @@ fn only_the_break_glass_credential_is_a_superuser() {
         &exposure(),
         &bundle,
         &signer,
+        &mut mint,
     )
     .unwrap();
     let kubelet = client_groups(&apiserver)
@@ -162,10 +178,18 @@ fn only_the_break_glass_credential_is_a_superuser() {
 fn renewal_is_due_two_thirds_into_the_validity() {
     let vc = fixtures::vc(json!({}));
     let inputs = fixtures::inputs(&vc);
-    let bundle = pki::generate_ca_bundle("demo").unwrap();
-    let signer = pki::generate_ca("demo-client-signer").unwrap();
-    let secret =
-        desired_pki_secret(PkiSecret::Scheduler, &inputs, &exposure(), &bundle, &signer).unwrap();
+    let mut mint = Mint::fixed();
+    let bundle = pki::generate_ca_bundle("demo", &mut mint).unwrap();
+    let signer = pki::generate_ca("demo-client-signer", &mut mint).unwrap();
+    let secret = desired_pki_secret(
+        PkiSecret::Scheduler,
+        &inputs,
+        &exposure(),
+        &bundle,
+        &signer,
+        &mut mint,
+    )
+    .unwrap();
     let annotations = secret.metadata.annotations.as_ref();
     let hash = inputs_hash(
         PkiSecret::Scheduler,
@@ -176,12 +200,26 @@ fn renewal_is_due_two_thirds_into_the_validity() {
             client_signer: &pki::fingerprint(&signer.cert_pem),
         },
     );
-    let now = k8s_openapi::jiff::Timestamp::now();
+    // The renewal date counts from the mint's time, not the clock's.
+    let now = mint.now();
+    let due = now + k8s_openapi::jiff::SignedDuration::from_hours(24 * RENEW_AFTER_DAYS);
+    assert_eq!(
+        annotations.and_then(|a| a.get(RENEW_AFTER)),
+        Some(&due.to_string())
+    );
     assert!(is_current(annotations, &hash, now));
     assert!(!is_current(annotations, "other", now));
     let later = now + k8s_openapi::jiff::SignedDuration::from_hours(24 * (RENEW_AFTER_DAYS + 1));
     assert!(!is_current(annotations, &hash, later), "due for renewal");
-    let ca = desired_pki_secret(PkiSecret::Ca, &inputs, &exposure(), &bundle, &signer).unwrap();
+    let ca = desired_pki_secret(
+        PkiSecret::Ca,
+        &inputs,
+        &exposure(),
+        &bundle,
+        &signer,
+        &mut mint,
+    )
+    .unwrap();
     let ca_hash = inputs_hash(PkiSecret::Ca, &inputs, &exposure(), fp(""));
     assert!(
         is_current(ca.metadata.annotations.as_ref(), &ca_hash, later),
@@ -262,10 +300,11 @@ fn the_client_signer_moves_with_the_admin_generation_alone() {
 fn the_api_server_trusts_the_client_signer_and_the_controller_manager_holds_it() {
     let vc = fixtures::vc(json!({}));
     let inputs = fixtures::inputs(&vc);
-    let bundle = pki::generate_ca_bundle("demo").unwrap();
-    let signer = pki::generate_ca("demo-client-signer").unwrap();
-    let build = |kind| {
-        desired_pki_secret(kind, &inputs, &exposure(), &bundle, &signer)
+    let mut mint = Mint::fixed();
+    let bundle = pki::generate_ca_bundle("demo", &mut mint).unwrap();
+    let signer = pki::generate_ca("demo-client-signer", &mut mint).unwrap();
+    let mut build = |kind| {
+        desired_pki_secret(kind, &inputs, &exposure(), &bundle, &signer, &mut mint)
             .unwrap()
             .data
             .unwrap()

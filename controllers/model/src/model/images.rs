@@ -1,5 +1,6 @@
 //! Image references of a virtual cluster's components.
 
+use crate::model::image_ref::{node_image_is_of, repository};
 use crate::model::settings::OperatorSettings;
 use nestor_crds::VirtualClusterSpec;
 
@@ -91,27 +92,9 @@ pub fn pool_node_image(
 ) -> String {
     match &images.node {
         Some(node) if node_image_is_of(node, version) => node.clone(),
-        Some(node) => format!("{}:v{version}", node_repository(node)),
+        Some(node) => format!("{}:v{version}", repository(node)),
         None => node_image(settings, images.registry.as_deref(), version),
     }
-}
-
-/// The repository of an image reference: without its digest and tag.
-fn node_repository(image: &str) -> &str {
-    let without_digest = image.split_once('@').map_or(image, |(name, _)| name);
-    match without_digest.rsplit_once(':') {
-        // A colon after the last slash is a tag; before it, a port.
-        Some((repository, tag)) if !tag.contains('/') => repository,
-        _ => without_digest,
-    }
-}
-
-/// Whether `image` is tagged `v<version>` (a digest may follow).
-pub fn node_image_is_of(image: &str, version: &str) -> bool {
-    let without_digest = image.split_once('@').map_or(image, |(name, _)| name);
-    without_digest
-        .rsplit_once(':')
-        .is_some_and(|(_, tag)| tag.strip_prefix('v') == Some(version))
 }
 
 /// The node image for a kubelet version: the operator's node repository, or

@@ -6,6 +6,7 @@ pub mod cached;
 pub mod flags;
 pub mod guard;
 pub mod hash;
+pub mod image_ref;
 pub mod images;
 pub mod inputs;
 pub mod names;

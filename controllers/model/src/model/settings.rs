@@ -2,6 +2,7 @@
 //! values): not from any object a tenant can write.
 
 use crate::model::network::HostNetwork;
+use crate::model::validate::AllowedPlacement;
 use crate::model::validate::Platform;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nestor_crds::Placement;
@@ -52,35 +53,6 @@ pub struct OperatorSettings {
     pub node_pod_limits: BTreeMap<String, Quantity>,
     /// What a spec's placement may name.
     pub placement_allowed: AllowedPlacement,
-}
-
-/// What a spec's placement may name: each field a tenant sets must be
-/// listed here (the Helm value `placement.allowed`), so no edit widens the
-/// platform's placement (a runtime class other than the sandbox, a
-/// priority class that preempts others, a toleration of a dedicated
-/// node's taint). Empty: a spec may set no placement field.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AllowedPlacement {
-    #[serde(default)]
-    pub runtime_class_names: Vec<String>,
-    #[serde(default)]
-    pub priority_class_names: Vec<String>,
-    /// Taint keys a spec may tolerate (`""`: every taint, with operator
-    /// Exists and no key).
-    #[serde(default)]
-    pub toleration_keys: Vec<String>,
-    /// Node label keys a spec's `nodeSelector` may name.
-    #[serde(default)]
-    pub node_selector_keys: Vec<String>,
-    /// Whether a spec may set `affinity`.
-    #[serde(default)]
-    pub affinity: bool,
-}
-
-/// Parses `placement.allowed` (JSON).
-pub fn parse_allowed_placement(text: &str) -> Result<AllowedPlacement, String> {
-    serde_json::from_str(text).map_err(|e| format!("placement.allowed: {e}"))
 }
 
 /// The node pods' limits when the platform names none.

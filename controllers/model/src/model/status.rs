@@ -5,7 +5,9 @@
 use crate::model::cached::Workload;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use nestor_crds::{ImagesSpec, UpgradeStatus, VirtualClusterPhase, VirtualClusterStatus};
+use nestor_crds::{
+    ImagesSpec, UpgradeStatus, UpgradeStep, VirtualClusterPhase, VirtualClusterStatus,
+};
 
 /// Annotation on control-plane pod templates naming the Kubernetes version.
 pub const VERSION_ANNOTATION: &str = "nestor.dev/kubernetes-version";
@@ -16,6 +18,7 @@ pub const CONTROLLER_MANAGER_READY: &str = "ControllerManagerReady";
 pub const SCHEDULER_READY: &str = "SchedulerReady";
 pub const DNS_READY: &str = "DNSReady";
 pub const READY: &str = "Ready";
+pub const UPGRADED: &str = "Upgraded";
 
 /// How far a workload (StatefulSet or Deployment) has come.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -168,36 +171,41 @@ fn component_condition(
 /// The conditions of a virtual cluster, in a fixed order. `upgrade` is
 /// the record of the latest change of version or images.
 pub fn compute_conditions(observed: &Observed, upgrade: Option<&UpgradeStatus>) -> Vec<Computed> {
+    // Without `..`: a component observed and given no condition does not
+    // compile. The fields that are not components say so.
+    let Observed {
+        invalid,
+        deleting,
+        etcd,
+        apiserver,
+        controller_manager,
+        scheduler,
+        coredns,
+        endpoint: _,
+        admin_kubeconfig_secret: _,
+        apiserver_images: _,
+        upgrade: _,
+    } = observed;
     let mut conditions = vec![
-        component_condition(ETCD_READY, "etcd", "members", &observed.etcd),
-        component_condition(
-            APISERVER_READY,
-            "kube-apiserver",
-            "replicas",
-            &observed.apiserver,
-        ),
+        component_condition(ETCD_READY, "etcd", "members", etcd),
+        component_condition(APISERVER_READY, "kube-apiserver", "replicas", apiserver),
         component_condition(
             CONTROLLER_MANAGER_READY,
             "kube-controller-manager",
             "replicas",
-            &observed.controller_manager,
+            controller_manager,
         ),
-        component_condition(
-            SCHEDULER_READY,
-            "kube-scheduler",
-            "replicas",
-            &observed.scheduler,
-        ),
-        component_condition(DNS_READY, "CoreDNS", "replicas", &observed.coredns),
+        component_condition(SCHEDULER_READY, "kube-scheduler", "replicas", scheduler),
+        component_condition(DNS_READY, "CoreDNS", "replicas", coredns),
     ];
     let waiting: Vec<&str> = conditions
         .iter()
         .filter(|c| !c.ok)
         .map(|c| c.type_)
         .collect();
-    let ready = if let Some(why) = &observed.invalid {
+    let ready = if let Some(why) = invalid {
         Computed::invalid_spec(why)
-    } else if observed.deleting {
+    } else if *deleting {
         Computed {
             type_: READY,
             ok: false,
@@ -220,7 +228,7 @@ pub fn compute_conditions(observed: &Observed, upgrade: Option<&UpgradeStatus>) 
         }
     };
     // A change under way (or rolled back) does not make the cluster unready.
-    conditions.push(crate::model::upgrade::condition(upgrade));
+    conditions.push(upgrade_condition(upgrade));
     conditions.push(ready);
     conditions
 }
@@ -325,243 +333,61 @@ pub fn compute_status(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(s: &str) -> Time {
-        Time(s.parse().unwrap())
-    }
-
-    fn ready(n: i32) -> Option<Rollout> {
-        Some(Rollout {
-            desired: n,
-            ready: n,
-            updated: n,
-            observed: true,
-            version: Some("1.35.4".into()),
-            outdated: 0,
-        })
-    }
-
-    fn all_ready() -> Observed {
-        Observed {
-            etcd: ready(1),
-            apiserver: ready(1),
-            controller_manager: ready(1),
-            scheduler: ready(1),
-            coredns: ready(1),
-            endpoint: Some("https://10.0.0.1:6443".into()),
-            admin_kubeconfig_secret: Some("demo-admin-kubeconfig".into()),
-            apiserver_images: Some(ImagesSpec::default()),
-            ..Observed::default()
+/// The `Upgraded` condition.
+pub fn upgrade_condition(record: Option<&UpgradeStatus>) -> Computed {
+    let (ok, reason, message) = match record {
+        None => (
+            true,
+            "UpToDate",
+            "no change of version or images is under way".to_string(),
+        ),
+        Some(r) if r.step == UpgradeStep::Complete => (
+            true,
+            "Upgraded",
+            format!("upgraded from {} to {}", r.from, r.to),
+        ),
+        Some(r) if r.step == UpgradeStep::RolledBack => {
+            (false, "RolledBack", r.message.clone().unwrap_or_default())
         }
-    }
-
-    #[test]
-    fn a_rollout_is_replaced_only_when_no_earlier_pod_is_left() {
-        // Mid rollout with a surge: the new pod counts as updated while the
-        // old one still serves (and is the one available).
-        let mut rollout = Rollout {
-            desired: 1,
-            ready: 1,
-            updated: 1,
-            observed: true,
-            version: None,
-            outdated: 1,
-        };
-        assert!(rollout.complete());
-        assert!(!rollout.replaced());
-        rollout.outdated = 0;
-        assert!(rollout.replaced());
-    }
-
-    #[test]
-    fn nothing_ready_says_why() {
-        let observed = Observed {
-            etcd: Some(Rollout {
-                desired: 1,
-                ready: 0,
-                updated: 1,
-                observed: true,
-                version: None,
-                outdated: 0,
-            }),
-            ..Observed::default()
-        };
-        let status = compute_status(&observed, None, Some(1), &t("2026-01-01T00:00:00Z"));
-        assert_eq!(status.phase, Some(VirtualClusterPhase::Provisioning));
-        let etcd = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == ETCD_READY)
-            .unwrap();
-        assert_eq!(
-            (
-                etcd.status.as_str(),
-                etcd.reason.as_str(),
-                etcd.message.as_str()
+        Some(r) => (
+            false,
+            "Upgrading",
+            format!(
+                "{} to {}: {}{}",
+                r.from,
+                r.to,
+                describe_step(r.step),
+                r.message
+                    .as_ref()
+                    .map(|m| format!("; {m}"))
+                    .unwrap_or_default()
             ),
-            ("False", "NotReady", "0/1 members ready")
-        );
-        let api = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == APISERVER_READY)
-            .unwrap();
-        assert_eq!(api.reason, "NotCreated");
-        let r = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
-        assert_eq!(r.status, "False");
-        assert!(r.message.contains("EtcdReady") && r.message.contains("DNSReady"));
-        assert_eq!(status.version, None);
-    }
-
-    #[test]
-    fn all_ready_is_ready_and_reports_version() {
-        let status = compute_status(&all_ready(), None, Some(3), &t("2026-01-01T00:00:00Z"));
-        assert_eq!(status.phase, Some(VirtualClusterPhase::Ready));
-        assert_eq!(status.version.as_deref(), Some("1.35.4"));
-        assert_eq!(status.observed_generation, Some(3));
-        assert!(status.conditions.iter().all(|c| c.status == "True"));
-        assert_eq!(status.conditions.len(), 7);
-        assert_eq!(status.images, Some(ImagesSpec::default()));
-    }
-
-    #[test]
-    fn unchanged_world_gives_identical_status() {
-        let first = compute_status(&all_ready(), None, Some(1), &t("2026-01-01T00:00:00Z"));
-        let second = compute_status(
-            &all_ready(),
-            Some(&first),
-            Some(1),
-            &t("2026-06-01T00:00:00Z"),
-        );
-        assert_eq!(first, second, "no timestamp churn");
-    }
-
-    #[test]
-    fn a_transition_moves_only_its_condition_and_degrades() {
-        let first = compute_status(&all_ready(), None, Some(1), &t("2026-01-01T00:00:00Z"));
-        let mut observed = all_ready();
-        observed.etcd = Some(Rollout {
-            desired: 3,
-            ready: 2,
-            updated: 3,
-            observed: true,
-            version: None,
-            outdated: 0,
-        });
-        let second = compute_status(&observed, Some(&first), Some(1), &t("2026-02-01T00:00:00Z"));
-        assert_eq!(second.phase, Some(VirtualClusterPhase::Degraded));
-        let etcd = second
-            .conditions
-            .iter()
-            .find(|c| c.type_ == ETCD_READY)
-            .unwrap();
-        assert_eq!(etcd.last_transition_time, t("2026-02-01T00:00:00Z"));
-        let api = second
-            .conditions
-            .iter()
-            .find(|c| c.type_ == APISERVER_READY)
-            .unwrap();
-        assert_eq!(api.last_transition_time, t("2026-01-01T00:00:00Z"));
-        assert_eq!(
-            second.version.as_deref(),
-            Some("1.35.4"),
-            "version stays while the apiserver runs"
-        );
-    }
-
-    #[test]
-    fn rolling_out_keeps_the_previous_version() {
-        let first = compute_status(&all_ready(), None, Some(1), &t("2026-01-01T00:00:00Z"));
-        let mut observed = all_ready();
-        observed.apiserver = Some(Rollout {
-            desired: 1,
-            ready: 1,
-            updated: 0,
-            observed: true,
-            version: Some("1.36.0".into()),
-            outdated: 0,
-        });
-        let second = compute_status(&observed, Some(&first), Some(2), &t("2026-02-01T00:00:00Z"));
-        assert_eq!(second.version.as_deref(), Some("1.35.4"));
-        // Every replica runs the new version, but an old one still serves.
-        observed.apiserver = Some(Rollout {
-            desired: 1,
-            ready: 1,
-            updated: 1,
-            observed: true,
-            version: Some("1.36.0".into()),
-            outdated: 1,
-        });
-        let third = compute_status(
-            &observed,
-            Some(&second),
-            Some(2),
-            &t("2026-02-01T00:00:00Z"),
-        );
-        assert_eq!(third.version.as_deref(), Some("1.35.4"));
-        observed.apiserver.as_mut().unwrap().outdated = 0;
-        let fourth = compute_status(&observed, Some(&third), Some(2), &t("2026-02-01T00:00:00Z"));
-        assert_eq!(fourth.version.as_deref(), Some("1.36.0"));
-        let api = second
-            .conditions
-            .iter()
-            .find(|c| c.type_ == APISERVER_READY)
-            .unwrap();
-        assert_eq!(api.reason, "RollingOut");
-    }
-
-    #[test]
-    fn clients_of_the_apiserver_wait_for_it() {
-        let mut observed = all_ready();
-        observed.scheduler = Some(Rollout {
-            desired: 0,
-            ready: 0,
-            updated: 0,
-            observed: true,
-            version: None,
-            outdated: 0,
-        });
-        let status = compute_status(&observed, None, Some(1), &t("2026-01-01T00:00:00Z"));
-        let c = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == SCHEDULER_READY)
-            .unwrap();
-        assert_eq!(
-            (c.reason.as_str(), c.message.as_str()),
-            (
-                "WaitingForAPIServer",
-                "kube-scheduler starts once the API server serves"
-            )
-        );
-    }
-
-    #[test]
-    fn invalid_spec_is_one_clear_condition() {
-        let observed = Observed {
-            invalid: Some("etcd.replicas is 2; it must be 1, 3 or 5".into()),
-            ..all_ready()
-        };
-        let status = compute_status(&observed, None, Some(2), &t("2026-01-01T00:00:00Z"));
-        assert_eq!(status.phase, Some(VirtualClusterPhase::Invalid));
-        let ready = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "InvalidSpec")
-        );
-        assert!(ready.message.contains("1, 3 or 5"));
-        // What runs is still reported.
-        assert_eq!(
-            status
-                .conditions
-                .iter()
-                .filter(|c| c.status == "True")
-                .count(),
-            6,
-            "five components and Upgraded"
-        );
+        ),
+    };
+    Computed {
+        type_: UPGRADED,
+        ok,
+        reason,
+        message,
     }
 }
+
+/// A step of a change of version or images, in words.
+pub fn describe_step(step: UpgradeStep) -> &'static str {
+    match step {
+        UpgradeStep::Snapshot => "taking an etcd snapshot",
+        UpgradeStep::Etcd => "rolling etcd",
+        UpgradeStep::APIServer => "rolling the API servers",
+        UpgradeStep::ControllerManagerAndScheduler => {
+            "rolling the controller-manager and the scheduler"
+        }
+        UpgradeStep::Addons => "rolling CoreDNS",
+        UpgradeStep::NodePools => "replacing the nodes of the pools, one at a time",
+        UpgradeStep::Complete => "complete",
+        UpgradeStep::RolledBack => "rolled back",
+    }
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

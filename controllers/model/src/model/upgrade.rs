@@ -24,15 +24,13 @@ mod steps;
 pub use steps::{Snapshot, Steps};
 
 use crate::model::hash::inputs_hash;
-use crate::model::status::{Computed, VERSION_ANNOTATION};
+use crate::model::status::VERSION_ANNOTATION;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use nestor_crds::{
     ImagesSpec, UpgradeStatus, UpgradeStep, VirtualClusterSpec, VirtualClusterStatus,
 };
 use std::time::Duration;
-
-pub const UPGRADED: &str = "Upgraded";
 
 /// What a control plane is built from: a version and the spec's images.
 #[derive(Clone, Debug, PartialEq)]
@@ -251,61 +249,6 @@ impl Change {
     }
 }
 
-/// The `Upgraded` condition.
-pub fn condition(record: Option<&UpgradeStatus>) -> Computed {
-    let (ok, reason, message) = match record {
-        None => (
-            true,
-            "UpToDate",
-            "no change of version or images is under way".to_string(),
-        ),
-        Some(r) if r.step == UpgradeStep::Complete => (
-            true,
-            "Upgraded",
-            format!("upgraded from {} to {}", r.from, r.to),
-        ),
-        Some(r) if r.step == UpgradeStep::RolledBack => {
-            (false, "RolledBack", r.message.clone().unwrap_or_default())
-        }
-        Some(r) => (
-            false,
-            "Upgrading",
-            format!(
-                "{} to {}: {}{}",
-                r.from,
-                r.to,
-                describe(r.step),
-                r.message
-                    .as_ref()
-                    .map(|m| format!("; {m}"))
-                    .unwrap_or_default()
-            ),
-        ),
-    };
-    Computed {
-        type_: UPGRADED,
-        ok,
-        reason,
-        message,
-    }
-}
-
-/// A step, in words.
-pub fn describe(step: UpgradeStep) -> &'static str {
-    match step {
-        UpgradeStep::Snapshot => "taking an etcd snapshot",
-        UpgradeStep::Etcd => "rolling etcd",
-        UpgradeStep::APIServer => "rolling the API servers",
-        UpgradeStep::ControllerManagerAndScheduler => {
-            "rolling the controller-manager and the scheduler"
-        }
-        UpgradeStep::Addons => "rolling CoreDNS",
-        UpgradeStep::NodePools => "replacing the nodes of the pools, one at a time",
-        UpgradeStep::Complete => "complete",
-        UpgradeStep::RolledBack => "rolled back",
-    }
-}
-
 /// `to` when a step may run what is asked, else `from` (as it runs),
 /// when there is one.
 pub fn either<T>(at_to: bool, to: T, from: Option<T>) -> T {
@@ -440,7 +383,7 @@ mod tests {
             ..running("1.35.4")
         };
         assert_eq!(change(&vc.spec, Some(&done), &later), None);
-        let ok = condition(Some(&r));
+        let ok = crate::model::status::upgrade_condition(Some(&r));
         assert!(ok.ok);
         assert_eq!(ok.message, "upgraded from 1.34.5 to 1.35.4");
     }
@@ -476,7 +419,7 @@ mod tests {
             held.advance(&progress, None, &start).step,
             UpgradeStep::RolledBack
         );
-        let c = condition(status.upgrade.as_ref());
+        let c = crate::model::status::upgrade_condition(status.upgrade.as_ref());
         assert_eq!((c.ok, c.reason), (false, "RolledBack"));
         // A new spec is a new change, from what runs.
         vc.spec.images.api_server = None;

@@ -2,6 +2,7 @@
 //! cluster's current CA, renewed before it expires, and installed in the
 //! nested cluster (the token it replaced deleted there).
 
+use crate::build::mint::Mint;
 use crate::build::node::bootstrap::{
     BootstrapToken, IssuedToken, PREVIOUS_TOKEN_ID, TOKEN_EXPIRES, TOKEN_ID,
     desired_bootstrap_secret, nested_bootstrap_token_secret, token_due,
@@ -79,7 +80,7 @@ pub(super) async fn ensure_bootstrap_secret(
             namespace: names.namespace.clone(),
             name: names.ca_secret(),
         })?;
-    let issued = IssuedToken::issue(now, token_id);
+    let issued = IssuedToken::issue(&mut Mint::at(now), token_id);
     apply_secret(
         ctx,
         &desired_bootstrap_secret(pool, names, &issued, &ca.cluster.cert_pem, ca_fp),

@@ -6,6 +6,7 @@
 use crate::build::encryption::{
     GENERATIONS, KeyRing, MIGRATED, desired_encryption_secret, parse_generations,
 };
+use crate::build::mint::Mint;
 use crate::client::apply::changed_by_someone_else;
 use crate::client::context::Context;
 use crate::client::error::Result;
@@ -58,7 +59,11 @@ pub(super) async fn ensure_encryption(ctx: &Context, inputs: &ClusterInputs<'_>)
         .as_ref()
         .map(KeyRing::from_secret)
         .unwrap_or_default()
-        .next(wanted, migrated);
+        .next(
+            wanted,
+            migrated,
+            &mut Mint::at(k8s_openapi::jiff::Timestamp::now()),
+        );
     apply_secret(ctx, &desired_encryption_secret(inputs, &ring, migrated)).await?;
     info!(cluster = %names.cluster, namespace = %names.namespace, keys = ?ring, "wrote the encryption key ring");
     Ok(ring.revision())

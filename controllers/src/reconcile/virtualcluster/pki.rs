@@ -3,6 +3,7 @@
 //! signer with every admin generation, and every other Secret is issued
 //! again only when what it covers changed or it is due for renewal.
 
+use crate::build::mint::Mint;
 use crate::build::pki::{self, CaBundle, KeyAndCert, generate_ca, generate_ca_bundle};
 use crate::build::pki_secrets::{
     self as secrets, BUNDLE_FINGERPRINT, Exposure, Fingerprints, PkiSecret,
@@ -81,7 +82,8 @@ pub(super) async fn ensure_pki(
     let fresh = match ca_cached {
         Some(_) => None,
         None => {
-            let bundle = generate_ca_bundle(&names.cluster).map_err(pki_error)?;
+            let mut mint = Mint::at(now);
+            let bundle = generate_ca_bundle(&names.cluster, &mut mint).map_err(pki_error)?;
             // The CA Secret holds no client signer; any will do here.
             let secret = secrets::desired_pki_secret(
                 PkiSecret::Ca,
@@ -89,6 +91,7 @@ pub(super) async fn ensure_pki(
                 exposure,
                 &bundle,
                 &bundle.cluster,
+                &mut mint,
             )
             .map_err(pki_error)?;
             create_secret(ctx, &secret).await?.then_some(bundle)
@@ -139,9 +142,12 @@ pub(super) async fn ensure_pki(
             })
         })
         .collect();
+    let mut mint = Mint::at(now);
     let built = to_issue
         .iter()
-        .map(|kind| secrets::desired_pki_secret(*kind, inputs, exposure, &bundle, &client_signer))
+        .map(|kind| {
+            secrets::desired_pki_secret(*kind, inputs, exposure, &bundle, &client_signer, &mut mint)
+        })
         .collect::<Result<Vec<Secret>, _>>()
         .map_err(pki_error)?;
     // Leaves signed by roots created just now are new: they are created,
@@ -250,10 +256,18 @@ async fn ensure_client_signer(
             return Ok((signer, false));
         }
     }
-    let signer = generate_ca(&format!("{}-client-signer", names.cluster)).map_err(pki_error)?;
-    let secret =
-        secrets::desired_pki_secret(PkiSecret::ClientSigner, inputs, exposure, bundle, &signer)
-            .map_err(pki_error)?;
+    let mut mint = Mint::at(k8s_openapi::jiff::Timestamp::now());
+    let signer =
+        generate_ca(&format!("{}-client-signer", names.cluster), &mut mint).map_err(pki_error)?;
+    let secret = secrets::desired_pki_secret(
+        PkiSecret::ClientSigner,
+        inputs,
+        exposure,
+        bundle,
+        &signer,
+        &mut mint,
+    )
+    .map_err(pki_error)?;
     apply_secret(ctx, &secret).await?;
     Ok((signer, true))
 }

@@ -152,21 +152,29 @@ pub(super) async fn apply_clients(
         scheduler: start(names.scheduler(), serving),
         coredns: start(names.coredns(), addons_installed),
     };
-    let to = ClusterClients::desired(inputs, starts());
-    let from = from.map(|from| ClusterClients::desired(from, starts()));
+    // Destructured without `..`: a client added to the stage and not
+    // applied here does not compile.
+    let ClusterClients {
+        controller_manager,
+        scheduler,
+        coredns,
+    } = ClusterClients::desired(inputs, starts());
     let (from_cm, from_scheduler, from_coredns) = match from {
-        Some(f) => (
-            Some(f.controller_manager),
-            Some(f.scheduler),
-            Some(f.coredns),
-        ),
+        Some(from) => {
+            let f = ClusterClients::desired(from, starts());
+            (
+                Some(f.controller_manager),
+                Some(f.scheduler),
+                Some(f.coredns),
+            )
+        }
         None => (None, None, None),
     };
     let at_to = steps.managers_at_to();
     let holdable = |d| apply_holdable(ctx, &stores.deployments, d);
     let (controller_manager, scheduler) = futures::try_join!(
-        holdable(upgrade::either(at_to, to.controller_manager, from_cm)),
-        holdable(upgrade::either(at_to, to.scheduler, from_scheduler)),
+        holdable(upgrade::either(at_to, controller_manager, from_cm)),
+        holdable(upgrade::either(at_to, scheduler, from_scheduler)),
     )?;
     let rollout =
         |applied: &Applied<Workload<Deployment>>| Rollout::from_deployment(applied.object());
@@ -177,7 +185,7 @@ pub(super) async fn apply_clients(
         None => false,
     };
     steps.managers_led(led);
-    let coredns = upgrade::either(steps.addons_at_to(), to.coredns, from_coredns);
+    let coredns = upgrade::either(steps.addons_at_to(), coredns, from_coredns);
     let coredns = holdable(coredns).await?;
     steps.addons_applied(&rollout(&coredns));
     Ok(AppliedClients {
@@ -216,17 +224,29 @@ pub(super) fn observed(
 ) -> Observed {
     let deployment =
         |applied: &Applied<Workload<Deployment>>| Some(Rollout::from_deployment(applied.object()));
+    // Both destructured and built without `..`: a workload applied and not
+    // observed, or observed and not reported, does not compile.
+    let AppliedControlPlane {
+        etcd,
+        apiserver,
+        apiserver_images,
+    } = control_plane;
+    let AppliedClients {
+        controller_manager,
+        scheduler,
+        coredns,
+    } = clients;
     Observed {
         invalid: None,
         deleting: false,
-        etcd: Some(Rollout::from_statefulset(control_plane.etcd.object())),
-        apiserver: deployment(&control_plane.apiserver),
-        controller_manager: deployment(&clients.controller_manager),
-        scheduler: deployment(&clients.scheduler),
-        coredns: deployment(&clients.coredns),
+        etcd: Some(Rollout::from_statefulset(etcd.object())),
+        apiserver: deployment(&apiserver),
+        controller_manager: deployment(controller_manager),
+        scheduler: deployment(scheduler),
+        coredns: deployment(coredns),
         endpoint: Some(exposure.admin_endpoint),
         admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
-        apiserver_images: Some(control_plane.apiserver_images),
+        apiserver_images: Some(apiserver_images),
         upgrade: Some(record),
     }
 }

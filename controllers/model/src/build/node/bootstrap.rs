@@ -9,6 +9,7 @@
 //! the new token from its mounted Secret.
 
 use crate::build::kubeconfig::{self, Credentials};
+use crate::build::mint::Mint;
 use crate::model::hash::inputs_hash;
 use crate::model::names::{ClusterNames, INPUTS_HASH, PoolNames, nested_meta, pool_child_meta};
 use k8s_openapi::ByteString;
@@ -16,7 +17,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use nestor_crds::NodePool;
 use nestor_crds::node_contract as contract;
-use rand::distr::{Alphanumeric, SampleString};
 use std::collections::BTreeMap;
 
 /// How long a bootstrap token authenticates.
@@ -40,11 +40,11 @@ pub struct IssuedToken {
 }
 
 impl IssuedToken {
-    /// A new token issued at `now`, replacing `previous_id`.
-    pub fn issue(now: Timestamp, previous_id: Option<String>) -> Self {
-        let expires = now + TOKEN_LIFETIME;
+    /// A new token issued at the mint's time, replacing `previous_id`.
+    pub fn issue(mint: &mut Mint, previous_id: Option<String>) -> Self {
+        let expires = mint.now() + TOKEN_LIFETIME;
         Self {
-            token: BootstrapToken::generate(),
+            token: BootstrapToken::generate(mint),
             // Whole seconds: the token Secret's `expiration` is RFC 3339.
             expires: Timestamp::from_second(expires.as_second()).unwrap_or(expires),
             previous_id,
@@ -82,12 +82,10 @@ impl std::fmt::Debug for BootstrapToken {
 }
 
 impl BootstrapToken {
-    pub fn generate() -> Self {
-        let mut rng = rand::rng();
-        let mut lower = |n| Alphanumeric.sample_string(&mut rng, n).to_ascii_lowercase();
+    pub fn generate(mint: &mut Mint) -> Self {
         Self {
-            id: lower(6),
-            secret: lower(16),
+            id: mint.lowercase_alphanumeric(6),
+            secret: mint.lowercase_alphanumeric(16),
         }
     }
     pub fn token(&self) -> String {
@@ -201,7 +199,9 @@ mod tests {
 
     #[test]
     fn bootstrap_token_is_well_formed_and_scoped() {
-        let token = BootstrapToken::generate();
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut mint = Mint::seeded(now, 1);
+        let token = BootstrapToken::generate(&mut mint);
         assert_eq!(token.id.len(), 6);
         assert_eq!(token.secret.len(), 16);
         assert!(
@@ -211,10 +211,9 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.')
         );
         assert!(!format!("{token:?}").contains(&token.secret));
-        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let issued = IssuedToken {
             token: token.clone(),
-            ..IssuedToken::issue(now, Some("old123".into()))
+            ..IssuedToken::issue(&mut mint, Some("old123".into()))
         };
         let nested = nested_bootstrap_token_secret("workers", &issued);
         assert_eq!(
@@ -250,7 +249,7 @@ mod tests {
     #[test]
     fn tokens_are_renewed_halfway_through_their_life() {
         let issued_at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let issued = IssuedToken::issue(issued_at, None);
+        let issued = IssuedToken::issue(&mut Mint::seeded(issued_at, 1), None);
         let vc = fixtures::vc(json!({}));
         let host = desired_bootstrap_secret(
             &fixtures::pool(),

@@ -11,6 +11,7 @@
 mod fields;
 mod network;
 mod placement;
+pub use placement::{AllowedPlacement, parse_allowed_placement};
 
 pub use fields::{MAX_ARG_VALUE, MAX_EXTRA_ARGS, MAX_NAME_LEN, RESOURCE_NAMES, excerpt};
 pub use network::{MIN_SERVICE_RANGE_ADDRESSES, NODE_BLOCK_PREFIX};
@@ -160,7 +161,7 @@ pub struct Platform {
     /// The most a node pod may ask for or be limited to, by resource.
     pub node_pod_limits: BTreeMap<String, Quantity>,
     /// What a spec's placement may name.
-    pub placement_allowed: crate::model::settings::AllowedPlacement,
+    pub placement_allowed: AllowedPlacement,
 }
 
 /// Validates a `VirtualCluster` named `name` and returns what the builders
@@ -289,7 +290,7 @@ pub fn validate_cluster(
     }
 
     if let Some(node) = &images.node
-        && !crate::model::images::node_image_is_of(node, &spec.version)
+        && !crate::model::image_ref::node_image_is_of(node, &spec.version)
     {
         problems.push(
             "spec.images.node",

@@ -4,12 +4,40 @@
 
 use super::Problems;
 use super::fields::{excerpt, is_dns_name, is_label_value, label_key_problem};
-use crate::model::settings::AllowedPlacement;
 use k8s_openapi::api::core::v1::{
     Affinity, NodeSelectorRequirement, PodAffinityTerm, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use nestor_crds::{Placement, TaintEffect, TolerationOperator};
+
+/// What a spec's placement may name: each field a tenant sets must be
+/// listed here (the Helm value `placement.allowed`), so no edit widens the
+/// platform's placement (a runtime class other than the sandbox, a
+/// priority class that preempts others, a toleration of a dedicated
+/// node's taint). Empty: a spec may set no placement field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowedPlacement {
+    #[serde(default)]
+    pub runtime_class_names: Vec<String>,
+    #[serde(default)]
+    pub priority_class_names: Vec<String>,
+    /// Taint keys a spec may tolerate (`""`: every taint, with operator
+    /// Exists and no key).
+    #[serde(default)]
+    pub toleration_keys: Vec<String>,
+    /// Node label keys a spec's `nodeSelector` may name.
+    #[serde(default)]
+    pub node_selector_keys: Vec<String>,
+    /// Whether a spec may set `affinity`.
+    #[serde(default)]
+    pub affinity: bool,
+}
+
+/// Parses `placement.allowed` (JSON).
+pub fn parse_allowed_placement(text: &str) -> Result<AllowedPlacement, String> {
+    serde_json::from_str(text).map_err(|e| format!("placement.allowed: {e}"))
+}
 
 /// A tenant's `spec.placement`: sound, and within what the platform
 /// allows (nothing at all where it enforces its own).
