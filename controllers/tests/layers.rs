@@ -133,7 +133,7 @@ fn references(text: &str, module: &[String]) -> Vec<Vec<String>> {
             let follows_path = chars.get(i) == Some(&':') && chars.get(i + 1) == Some(&':');
             let base: Option<Vec<String>> = match word.as_str() {
                 "crate" => Some(Vec::new()),
-                "super" if module.len() > 0 => Some(module[..module.len() - 1].to_vec()),
+                "super" if !module.is_empty() => Some(module[..module.len() - 1].to_vec()),
                 "self" => Some(module.to_vec()),
                 w if children.iter().any(|c| c == w) => {
                     let mut m = module.to_vec();
