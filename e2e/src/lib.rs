@@ -5,7 +5,13 @@
 //!
 //! Every process is tracked by PID and stopped by PID on drop; processes
 //! started for tests also die with the test process (`PR_SET_PDEATHSIG`).
+//!
+//! [`harness`] holds what the test targets `integration` and `e2e` share:
+//! each one's environment and the helpers more than one of its test files
+//! uses.
 
+pub mod harness;
+pub mod kubeconfig;
 pub mod node;
 pub mod operator;
 pub mod paths;

@@ -2,10 +2,10 @@
 //! its own, rotated on request; every request in the API server's audit
 //! log, without the content of Secrets.
 
-use super::Env;
 use anyhow::{Context as _, Result, ensure};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
+use nestor_e2e::harness::e2e::Env;
 use nestor_e2e::support::{vc_yaml, wait_for};
 use nestor_e2e::tools::PortForward;
 use nestor_e2e::tools::kubectl_ok;

@@ -4,156 +4,27 @@
 //! a test of its own. The run ends with `N attacks tried, 0 succeeded`.
 //!
 //! Longer than most files: one scenario per attack, each read top to
-//! bottom, and the two tenants they share.
+//! bottom.
 
-use super::Env;
-use super::workloads::default_service_account;
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Secret;
 use nestor_crds::VirtualCluster;
+use nestor_e2e::harness::attacks::{LABELS, count_attempt, count_success, pod, refused};
+use nestor_e2e::harness::e2e::{Env, TENANTS_NAMESPACE as NS, Tenants, tenants};
 use nestor_e2e::support::{vc_yaml, wait_for};
 use nestor_e2e::tools::{Run, helm, kubectl, kubectl_ok};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-static TRIED: AtomicUsize = AtomicUsize::new(0);
-static SUCCEEDED: AtomicUsize = AtomicUsize::new(0);
-
-/// `N attacks tried, M succeeded`, once any attack ran.
-pub(crate) fn summary() -> Option<String> {
-    let tried = TRIED.load(Ordering::SeqCst);
-    (tried > 0).then(|| {
-        format!(
-            "{tried} attacks tried, {} succeeded",
-            SUCCEEDED.load(Ordering::SeqCst)
-        )
-    })
-}
-
-const NS: &str = "attacks";
-
-/// The two tenants every attack shares.
-pub(crate) struct Tenants {
-    /// A's admin kubeconfig, as the tenant holds it.
-    a: PathBuf,
-    /// B's API server endpoint.
-    b_endpoint: String,
-}
-
-/// Sets the tenants up once, for every attack: should that fail, every
-/// attack fails with the same reason (none of them tries again).
-pub(super) async fn tenants(env: &Env) -> Result<&Tenants> {
-    env.tenants
-        .get_or_init(|| async {
-            set_up_tenants(env)
-                .await
-                .map_err(|e| format!("the attack suite's tenants did not come up: {e:#}"))
-        })
-        .await
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-impl Tenants {
-    /// A's admin kubeconfig.
-    pub(super) fn kubeconfig(&self) -> &Path {
-        &self.a
-    }
-    /// B's API server endpoint.
-    pub(super) fn b_endpoint(&self) -> &str {
-        &self.b_endpoint
-    }
-}
-
-async fn set_up_tenants(env: &Env) -> Result<Tenants> {
-    // Every attack shares it, until the test bed stops.
-    env.namespace(NS)?.keep();
-    let start = Instant::now();
-    let pool = "apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: pool\nspec:\n  clusterRef: {name: tenant-a}\n  replicas: 0\n";
-    env.apply(
-        NS,
-        &[
-            vc_yaml("tenant-a", "{}"),
-            vc_yaml("tenant-b", "{}"),
-            // No nodes: its bootstrap token is what matters.
-            pool.into(),
-        ]
-        .join("---\n"),
-    )?;
-    env.ready(NS, "tenant-a", start, Duration::from_secs(300))
-        .await?;
-    env.ready(NS, "tenant-b", start, Duration::from_secs(300))
-        .await?;
-    let a = env.nested_kubeconfig(NS, "tenant-a").await?;
-    // The controller-manager creates the default ServiceAccount that pods
-    // need.
-    default_service_account(&a).await?;
-    let b_endpoint = endpoint(env, "tenant-b").await?;
-    Ok(Tenants { a, b_endpoint })
-}
-
-async fn endpoint(env: &Env, name: &str) -> Result<String> {
-    env.api::<VirtualCluster>(NS)
-        .get(name)
-        .await?
-        .status
-        .and_then(|s| s.endpoint)
-        .context("no endpoint in status")
-}
-
-/// Records one attempt that has no error text to check (a connection, a
-/// lookup): `succeeded` says whether it got through.
-pub(super) fn record(what: &str, succeeded: bool) -> Result<()> {
-    TRIED.fetch_add(1, Ordering::SeqCst);
-    if succeeded {
-        SUCCEEDED.fetch_add(1, Ordering::SeqCst);
-        bail!("ATTACK SUCCEEDED: {what}");
-    }
-    Ok(())
-}
-
-/// Records one attempt: it must have failed, with `reason` in its error.
-pub(super) fn refused(what: &str, run: Run, reason: &str) -> Result<()> {
-    TRIED.fetch_add(1, Ordering::SeqCst);
-    if run.ok {
-        SUCCEEDED.fetch_add(1, Ordering::SeqCst);
-        bail!("ATTACK SUCCEEDED: {what}: {}", run.stdout.trim());
-    }
-    ensure!(
-        run.stderr.contains(reason),
-        "{what} was refused, but not because of {reason:?}: {}",
-        run.stderr.trim()
-    );
-    Ok(())
-}
-
 /// `kubectl create` of `yaml` as A's admin (or `config`'s holder).
 fn create(config: &Path, yaml: &str) -> Result<Run> {
     kubectl(config, &["create", "-f", "-"], Some(yaml))
 }
 
-/// A pod in A's `default` namespace with extra pod and container fields.
-pub(super) fn pod(name: &str, pod_fields: &str, container_fields: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  terminationGracePeriodSeconds: 1
-{pod_fields}
-  containers:
-  - name: main
-    image: images.nestor.test/busybox:1.35
-    command: [sleep, '3600']
-{container_fields}"
-    )
-}
-
 async fn pod_refused(env: &Env, what: &str, yaml: &str, reason: &str) -> Result<()> {
     let t = tenants(env).await?;
-    refused(what, create(&t.a, yaml)?, reason)
+    refused(what, create(t.kubeconfig(), yaml)?, reason)
 }
 
 const BASELINE: &str = "violates PodSecurity \"baseline:latest\"";
@@ -276,13 +147,11 @@ spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], hostPath: {path: 
     .await
 }
 
-pub(super) const LABELS: &str = "ValidatingAdmissionPolicy 'nestor-pod-security-labels'";
-
 pub(crate) async fn attack_namespace_labelled_privileged(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     for ns in ["default", "kube-system"] {
         let run = kubectl(
-            &t.a,
+            t.kubeconfig(),
             &[
                 "label",
                 "namespace",
@@ -295,12 +164,12 @@ pub(crate) async fn attack_namespace_labelled_privileged(env: &Env) -> Result<()
         refused(&format!("relabelling {ns} privileged"), run, LABELS)?;
     }
     let run = create(
-        &t.a,
+        t.kubeconfig(),
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: loose\n  labels: {pod-security.kubernetes.io/enforce: privileged}\n",
     )?;
     refused("a new namespace labelled privileged", run, LABELS)?;
     let run = kubectl(
-        &t.a,
+        t.kubeconfig(),
         &[
             "label",
             "namespace",
@@ -325,10 +194,10 @@ pub(crate) async fn attack_delete_enforcing_objects(env: &Env) -> Result<()> {
         "validatingadmissionpolicybinding",
     ] {
         for name in POLICIES {
-            let run = kubectl(&t.a, &["delete", kind, name], None)?;
+            let run = kubectl(t.kubeconfig(), &["delete", kind, name], None)?;
             refused(&format!("deleting {kind} {name}"), run, GUARDED)?;
         }
-        let run = kubectl(&t.a, &["delete", kind, "--all"], None)?;
+        let run = kubectl(t.kubeconfig(), &["delete", kind, "--all"], None)?;
         refused(&format!("deleting every {kind}"), run, GUARDED)?;
     }
     Ok(())
@@ -338,7 +207,7 @@ pub(crate) async fn attack_edit_enforcing_objects(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     for name in POLICIES {
         let run = kubectl(
-            &t.a,
+            t.kubeconfig(),
             &[
                 "patch",
                 "validatingadmissionpolicybinding",
@@ -351,7 +220,7 @@ pub(crate) async fn attack_edit_enforcing_objects(env: &Env) -> Result<()> {
         )?;
         refused(&format!("weakening binding {name} to Warn"), run, GUARDED)?;
         let run = kubectl(
-            &t.a,
+            t.kubeconfig(),
             &[
                 "patch",
                 "validatingadmissionpolicy",
@@ -366,7 +235,7 @@ pub(crate) async fn attack_edit_enforcing_objects(env: &Env) -> Result<()> {
     }
     // Server-side apply is an update (or a create) like any other.
     let run = kubectl(
-        &t.a,
+        t.kubeconfig(),
         &["apply", "--server-side", "--force-conflicts", "-f", "-"],
         Some(
             "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {name: nestor-proc-mount}\nspec: {policyName: nestor-proc-mount, validationActions: [Audit]}\n",
@@ -377,9 +246,9 @@ pub(crate) async fn attack_edit_enforcing_objects(env: &Env) -> Result<()> {
 
 /// A ServiceAccount token of A's, in a kubeconfig of its own.
 fn service_account_kubeconfig(t: &Tenants, name: &str) -> Result<PathBuf> {
-    let token = kubectl_ok(&t.a, &["create", "token", name], None)?;
+    let token = kubectl_ok(t.kubeconfig(), &["create", "token", name], None)?;
     kubeconfig_with_user(
-        &t.a,
+        t.kubeconfig(),
         &format!("{name}.kubeconfig"),
         serde_yaml::to_value(serde_json::json!({"token": token.trim()}))?,
     )
@@ -415,9 +284,13 @@ fn still_confined(what: &str, config: &Path) -> Result<()> {
 
 pub(crate) async fn attack_grant_through_cluster_role_binding(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
-    kubectl_ok(&t.a, &["create", "serviceaccount", "escalator"], None)?;
     kubectl_ok(
-        &t.a,
+        t.kubeconfig(),
+        &["create", "serviceaccount", "escalator"],
+        None,
+    )?;
+    kubectl_ok(
+        t.kubeconfig(),
         &[
             "create",
             "clusterrolebinding",
@@ -434,7 +307,7 @@ pub(crate) async fn attack_grant_through_cluster_role_binding(env: &Env) -> Resu
 pub(crate) async fn attack_grant_through_aggregated_cluster_role(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     kubectl_ok(
-        &t.a,
+        t.kubeconfig(),
         &["apply", "-f", "-"],
         Some(
             "apiVersion: rbac.authorization.k8s.io/v1
@@ -496,7 +369,7 @@ pub(crate) async fn attack_mutating_webhook(env: &Env) -> Result<()> {
     // the webhook left it; and the webhook's registration is no way around
     // the policies either.
     kubectl_ok(
-        &t.a,
+        t.kubeconfig(),
         &["apply", "-f", "-"],
         Some(
             "apiVersion: admissionregistration.k8s.io/v1
@@ -514,7 +387,7 @@ webhooks:
         ),
     )?;
     let run = create(
-        &t.a,
+        t.kubeconfig(),
         &pod("mutated", "", "    securityContext: {privileged: true}"),
     )?;
     let result = refused(
@@ -523,7 +396,7 @@ webhooks:
         "disallowed by cluster policy",
     );
     kubectl_ok(
-        &t.a,
+        t.kubeconfig(),
         &["delete", "mutatingwebhookconfiguration", "rewrite-pods"],
         None,
     )?;
@@ -533,7 +406,7 @@ webhooks:
 pub(crate) async fn attack_impersonate_system_masters(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let run = kubectl(
-        &t.a,
+        t.kubeconfig(),
         &[
             "get",
             "namespaces",
@@ -609,7 +482,7 @@ async fn mint_client_certificate(config: &Path, name: &str, group: &str) -> Resu
 pub(crate) async fn attack_certificate_for_system_masters(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let (yaml, _) = client_csr("masters", "mallory", "system:masters")?;
-    let run = create(&t.a, &yaml)?;
+    let run = create(t.kubeconfig(), &yaml)?;
     refused(
         "a certificate request for system:masters",
         run,
@@ -619,12 +492,14 @@ pub(crate) async fn attack_certificate_for_system_masters(env: &Env) -> Result<(
 
 pub(crate) async fn attack_reach_tenant_b_and_the_host(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
-    let text = std::fs::read_to_string(&t.a)?;
+    let text = std::fs::read_to_string(t.kubeconfig())?;
     let mut value: serde_yaml::Value = serde_yaml::from_str(&text)?;
     let host = format!("https://{}:{}", env.bed.api_host, env.bed.api_port);
-    for (target, what) in [(t.b_endpoint.as_str(), "b"), (host.as_str(), "host")] {
+    for (target, what) in [(t.b_endpoint(), "b"), (host.as_str(), "host")] {
         value["clusters"][0]["cluster"]["server"] = target.into();
-        let path = t.a.with_file_name(format!("a-to-{what}.kubeconfig"));
+        let path = t
+            .kubeconfig()
+            .with_file_name(format!("a-to-{what}.kubeconfig"));
         std::fs::write(&path, serde_yaml::to_string(&value)?)?;
         let run = kubectl(
             &path,
@@ -644,7 +519,7 @@ pub(crate) async fn attack_anonymous_requests(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     // A client that trusts A's CA and presents no credential at all.
     let anonymous = kubeconfig_with_user(
-        &t.a,
+        t.kubeconfig(),
         "anonymous.kubeconfig",
         serde_yaml::Mapping::new().into(),
     )?;
@@ -690,7 +565,7 @@ pub(crate) async fn attack_expired_bootstrap_token(env: &Env) -> Result<()> {
         )
     };
     kubectl_ok(
-        &t.a,
+        t.kubeconfig(),
         &["apply", "-f", "-"],
         Some(&format!(
             "{}---\n{}",
@@ -700,7 +575,7 @@ pub(crate) async fn attack_expired_bootstrap_token(env: &Env) -> Result<()> {
     )?;
     let as_token = |id: &str| {
         kubeconfig_with_user(
-            &t.a,
+            t.kubeconfig(),
             &format!("token-{id}.kubeconfig"),
             serde_yaml::to_value(serde_json::json!({"token": format!("{id}.0123456789abcdef")}))?,
         )
@@ -713,7 +588,7 @@ pub(crate) async fn attack_expired_bootstrap_token(env: &Env) -> Result<()> {
 
     // Nestor's own pool token expires within hours.
     let expirations = kubectl_ok(
-        &t.a,
+        t.kubeconfig(),
         &[
             "get",
             "secrets",
@@ -774,7 +649,7 @@ current-context: x
             &kube::api::Patch::Merge(&patch),
         )
         .await?;
-    TRIED.fetch_add(1, Ordering::SeqCst);
+    count_attempt();
     let repaired = wait_for(
         "the admin kubeconfig repaired",
         Duration::from_secs(120),
@@ -799,7 +674,7 @@ current-context: x
     accepting.abort();
     let called = connections.load(Ordering::SeqCst);
     if called > 0 {
-        SUCCEEDED.fetch_add(1, Ordering::SeqCst);
+        count_success();
         bail!(
             "ATTACK SUCCEEDED: the operator followed a tampered kubeconfig ({called} connections)"
         );
@@ -816,7 +691,7 @@ pub(crate) async fn attack_image_from_an_unlisted_registry(env: &Env) -> Result<
             "{images: {apiServer: 'evil.example/kube-apiserver:v1.35.4'}}",
         ),
     )?;
-    TRIED.fetch_add(1, Ordering::SeqCst);
+    count_attempt();
     let api = env.api::<VirtualCluster>(NS);
     let mut message = String::new();
     let reported = wait_for("tenant-c refused", Duration::from_secs(60), || {
@@ -844,7 +719,7 @@ pub(crate) async fn attack_image_from_an_unlisted_registry(env: &Env) -> Result<
         None,
     )?;
     if deployments.contains("tenant-c") {
-        SUCCEEDED.fetch_add(1, Ordering::SeqCst);
+        count_success();
         bail!("ATTACK SUCCEEDED: tenant-c's control plane was written: {deployments}");
     }
     reported?;
@@ -971,7 +846,7 @@ pub(crate) async fn attack_revoked_admin_credential(env: &Env) -> Result<()> {
 pub(crate) async fn tenant_admin_installs_a_chart(env: &Env) -> Result<()> {
     let t = tenants(env).await?;
     let chart = nestor_e2e::paths::repo_root().join("charts/nestor");
-    let config = t.a.display().to_string();
+    let config = t.kubeconfig().display().to_string();
     let out = helm(&[
         "install",
         "nestor",
@@ -993,16 +868,16 @@ pub(crate) async fn tenant_admin_installs_a_chart(env: &Env) -> Result<()> {
         ("clusterrole", "nestor"),
         ("clusterrolebinding", "nestor"),
     ] {
-        kubectl_ok(&t.a, &["get", kind, name], None)
+        kubectl_ok(t.kubeconfig(), &["get", kind, name], None)
             .with_context(|| format!("{kind} {name} after the chart install"))?;
     }
     kubectl_ok(
-        &t.a,
+        t.kubeconfig(),
         &["get", "deployment", "nestor", "-n", "nestor-system"],
         None,
     )?;
     let ordinary = create(
-        &t.a,
+        t.kubeconfig(),
         &pod(
             "ordinary",
             "",

@@ -10,20 +10,15 @@
 //! `NESTOR_CONFORMANCE_FOCUS=<regex>` runs the `[Conformance]` tests whose
 //! names match it.
 
-use super::Env;
-use super::workloads::{default_service_account, pool_ready, pool_yaml};
 use anyhow::{Context as _, Result, ensure};
+use nestor_e2e::harness::e2e::{CONFORMANCE_NAMESPACE, Env};
+use nestor_e2e::harness::host::pool_ready;
+use nestor_e2e::harness::nested::{default_service_account, pool_yaml};
 use nestor_e2e::paths;
 use nestor_e2e::process::{Lifetime, spawn};
 use nestor_e2e::support::vc_yaml;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// The host namespace of the Conformance cluster. The suite's Helm values
-/// opt it in to privileged nested pods: Conformance tests expect a cluster
-/// that runs them (host networking, privileged containers), and the
-/// platform admin's opt-in is how a Nestor cluster offers one.
-pub(crate) const NAMESPACE: &str = "conformance";
 
 /// The subset: every `[Conformance]` test of these groups.
 const SUBSET: &[&str] = &[
@@ -141,7 +136,7 @@ async fn ginkgo(
 /// on any failed test. Prints `conformance: N passed, M failed`.
 pub(crate) async fn upstream_conformance(env: &Env) -> Result<()> {
     let full = std::env::var("NESTOR_CONFORMANCE").is_ok_and(|v| v == "full");
-    let ns = env.namespace(NAMESPACE)?;
+    let ns = env.namespace(CONFORMANCE_NAMESPACE)?;
     let applied = Instant::now();
     env.apply(
         &ns,

@@ -7,13 +7,15 @@
 //! Longer than most files: one scenario per class of attack, each read
 //! top to bottom.
 
-use super::Env;
-use super::attacks::{LABELS, record, refused, tenants};
-use super::network::{component_ip, host_targets, service_ip};
-use super::workloads::{
-    BUSYBOX, connect_script, default_service_account, pool_ready, pool_yaml, wait_nested,
-};
 use anyhow::{Context as _, Result, ensure};
+use nestor_e2e::harness::attacks::{LABELS, record, refused};
+use nestor_e2e::harness::e2e::{Env, tenants};
+use nestor_e2e::harness::host::{
+    component_ip, host_pod_ip, host_targets, node_connects, pool_ready, service_ip,
+};
+use nestor_e2e::harness::nested::{
+    BUSYBOX, connect_script, default_service_account, pool_yaml, wait_nested,
+};
 use nestor_e2e::node::setting;
 use nestor_e2e::support::vc_yaml;
 use nestor_e2e::tools::{Run, kubectl, kubectl_ok};
@@ -241,7 +243,7 @@ spec:
 /// nothing runs it and the pod garbage collector keeps it), with extra pod
 /// and container fields.
 fn pod(name: &str, pod_fields: &str, container_fields: &str) -> String {
-    super::attacks::pod(
+    nestor_e2e::harness::attacks::pod(
         name,
         &format!("  nodeName: parking\n{pod_fields}"),
         container_fields,
@@ -803,7 +805,7 @@ async fn proxies_lead_nowhere(env: &Env, ns: &str, x: &Path, b_endpoint: &str) -
     }
     for (what, ip, port) in &elsewhere {
         ensure!(
-            super::network::node_connects(ip, *port)?,
+            node_connects(ip, *port)?,
             "{what} ({ip}:{port}) does not answer on the node: the test proves nothing"
         );
         for kind in ["node", "pod", "service"] {
@@ -919,7 +921,7 @@ async fn api_server_pod_reaches_only_its_etcd(env: &Env, ns: &str, b_endpoint: &
         )?;
         Ok(out.trim() == "open")
     };
-    let etcd = super::workloads::host_pod_ip(env, ns, "x-etcd-0")?;
+    let etcd = host_pod_ip(env, ns, "x-etcd-0")?;
     ensure!(
         probe(&etcd, 2379)?,
         "the API server's pod does not reach its own etcd: the test proves nothing"

@@ -9,22 +9,21 @@
 //! policy's doing, not a dead target. Each attempt counts in the attack
 //! suite's summary.
 
-use super::Env;
-use super::attacks::record;
-use super::workloads::{
-    BUSYBOX, connect_script, connects, default_service_account, exec, host_pod_ip, nested,
-    nested_apply, pool_ready, pool_yaml, wait_nested,
-};
 use anyhow::{Result, ensure};
+use nestor_e2e::harness::attacks::record;
+use nestor_e2e::harness::e2e::{Env, NETWORK_PRIVILEGED_NAMESPACE};
+use nestor_e2e::harness::host::{
+    component_ip, host_field, host_pod_ip, host_targets, node_connects, pool_ready, service_ip,
+};
+use nestor_e2e::harness::nested::{
+    BUSYBOX, connect_script, connects, default_service_account, exec, nested, nested_apply,
+    pool_yaml, wait_nested,
+};
 use nestor_e2e::node::{TOOLS_IMAGE as TOOLS, node_command, setting};
 use nestor_e2e::support::{OPERATOR_NAMESPACE, vc_yaml};
 use nestor_e2e::tools::{kubectl, kubectl_ok};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// The host namespace whose clusters may run privileged (and so
-/// host-network) pods: the suite's Helm values opt it in.
-pub(crate) const PRIVILEGED_NAMESPACE: &str = "net-privileged";
 
 fn probe_yaml(name: &str, image: &str, host_network: bool) -> String {
     format!(
@@ -167,13 +166,6 @@ fn host_connects(env: &Env, ns: &str, pod: &str, ip: &str, port: u16) -> Result<
     Ok(host_sh(env, ns, pod, &connect_script(ip, port))?.trim() == "open")
 }
 
-/// Whether `ip:port` accepts a TCP connection from the test bed's node.
-pub(super) fn node_connects(ip: &str, port: u16) -> Result<bool> {
-    // busybox's shell runs its own nc, the one the pods' probes use.
-    let out = node_command("busybox", &["sh", "-c", &connect_script(ip, port)]).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim() == "open")
-}
-
 /// Whether `name` resolves through the pod's DNS: `true` for an address,
 /// `false` for `NXDOMAIN`. A lookup that gets no answer at all proves
 /// nothing either way, so it is asked again, for at most 90 s; a wait is
@@ -208,57 +200,6 @@ async fn resolves(config: &Path, pod: &str, name: &str) -> Result<bool> {
     }
 }
 
-/// A field of a host object, by `kubectl get -o jsonpath`.
-fn host_field(env: &Env, ns: &str, object: &[&str], path: &str) -> Result<String> {
-    let path = format!("jsonpath={path}");
-    let mut args = vec!["get", "-n", ns];
-    args.extend_from_slice(object);
-    args.extend(["-o", path.as_str()]);
-    kubectl_ok(&env.admin, &args, None)
-}
-
-/// The IP of the first pod of `cluster` in the given role.
-pub(super) fn component_ip(env: &Env, ns: &str, cluster: &str, component: &str) -> Result<String> {
-    let selector = format!("nestor.dev/cluster={cluster},app.kubernetes.io/component={component}");
-    host_field(
-        env,
-        ns,
-        &["pods", "-l", &selector],
-        "{.items[0].status.podIP}",
-    )
-}
-
-pub(super) fn service_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
-    host_field(env, ns, &["service", name], "{.spec.clusterIP}")
-}
-
-/// What no tenant may reach on the host: its API server (directly and
-/// through its Service), its node's kubelet and the link-local listener.
-pub(super) fn host_targets(env: &Env) -> Result<Vec<(String, String, u16)>> {
-    Ok(vec![
-        (
-            "the host's API server".into(),
-            setting("HOST_IP").into(),
-            env.bed.api_port,
-        ),
-        (
-            "the host's API server through its Service".into(),
-            service_ip(env, "default", "kubernetes")?,
-            443,
-        ),
-        (
-            "the host node's kubelet".into(),
-            setting("NODE_IP").into(),
-            10250,
-        ),
-        (
-            "the link-local metadata listener".into(),
-            setting("METADATA_IP").into(),
-            setting("METADATA_PORT").parse()?,
-        ),
-    ])
-}
-
 fn operator_ip(env: &Env) -> Result<String> {
     host_field(
         env,
@@ -271,7 +212,7 @@ fn operator_ip(env: &Env) -> Result<String> {
 pub(crate) async fn network_attacks(env: &Env) -> Result<()> {
     let a_ns = env.namespace("net-a")?;
     let b_ns = env.namespace("net-b")?;
-    let p_ns = env.namespace(PRIVILEGED_NAMESPACE)?;
+    let p_ns = env.namespace(NETWORK_PRIVILEGED_NAMESPACE)?;
     let control_ns = env.namespace("net-control")?;
     let start = Instant::now();
     env.apply(

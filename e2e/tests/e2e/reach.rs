@@ -3,13 +3,13 @@
 //! from nested pods, with two API server replicas and across a node pod's
 //! restart.
 
-use super::Env;
-use super::workloads::{
-    default_service_account, get, nested, nested_apply, pool_ready, pool_yaml, recreate_node_pod,
-    wait_nested, web_yaml,
-};
 use anyhow::{Result, ensure};
 use base64::Engine as _;
+use nestor_e2e::harness::e2e::Env;
+use nestor_e2e::harness::host::{pool_ready, recreate_node_pod};
+use nestor_e2e::harness::nested::{
+    default_service_account, get, nested, nested_apply, pool_yaml, wait_nested, web_yaml,
+};
 use nestor_e2e::paths;
 use nestor_e2e::support::vc_yaml;
 use nestor_e2e::tools::kubectl;

@@ -3,10 +3,6 @@
 //! not stop, and an upgrade whose API server never serves, which Nestor
 //! rolls back.
 
-use super::Env;
-use super::workloads::{
-    BUSYBOX, default_service_account, get, nested, nested_apply, pool_ready, pool_yaml, wait_nested,
-};
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -14,6 +10,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use nestor_controllers::model::status::VERSION_ANNOTATION;
 use nestor_crds::{NodePool, UpgradeStep, VirtualCluster};
+use nestor_e2e::harness::e2e::Env;
+use nestor_e2e::harness::host::pool_ready;
+use nestor_e2e::harness::nested::{
+    BUSYBOX, default_service_account, get, nested, nested_apply, pool_yaml, wait_nested,
+};
 use nestor_e2e::paths;
 use nestor_e2e::support::{vc_yaml, wait_for};
 use nestor_e2e::testbed::client_for;

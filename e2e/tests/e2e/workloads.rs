@@ -1,218 +1,26 @@
 //! Workloads inside virtual clusters, on node pods of their own.
 //!
-//! Longer than most files: the workload scenarios share one node pool
-//! harness; each is one function that reads top to bottom.
+//! Longer than most files: each workload scenario is one function that
+//! reads top to bottom.
 
-use super::Env;
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams};
-use nestor_crds::NodePool;
-use nestor_e2e::support::{vc_yaml, wait_for};
+use kube::api::{Api, ListParams};
+use nestor_e2e::harness::e2e::Env;
+use nestor_e2e::harness::host::{host_pod_ip, pool_ready, recreate_node_pod};
+use nestor_e2e::harness::nested::{
+    BUSYBOX, connects, default_service_account, exec, get, nested, nested_apply, pool_yaml,
+    wait_nested, web_yaml,
+};
+use nestor_e2e::support::vc_yaml;
 use nestor_e2e::tools::{kubectl, kubectl_ok};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-pub(super) const BUSYBOX: &str = "images.nestor.test/busybox:1.35";
-
-pub(super) fn pool_yaml(name: &str, cluster: &str, replicas: i32, extra: &str) -> String {
-    format!(
-        "apiVersion: nestor.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\nspec:\n  clusterRef: {{name: {cluster}}}\n  replicas: {replicas}\n{extra}"
-    )
-}
-
-/// `kubectl` against a nested cluster.
-pub(super) fn nested(config: &Path, args: &[&str]) -> Result<String> {
-    kubectl_ok(config, args, None)
-}
-
-pub(super) fn nested_apply(config: &Path, yaml: &str) -> Result<()> {
-    kubectl_ok(config, &["apply", "-f", "-"], Some(yaml)).map(|_| ())
-}
-
-/// `sh -c script` in a nested pod; returns stdout, or the error's text.
-pub(super) fn exec(config: &Path, pod: &str, script: &str) -> Result<String> {
-    let out = kubectl(config, &["exec", pod, "--", "sh", "-c", script], None)?;
-    ensure!(
-        out.ok,
-        "exec in {pod} failed: {}{}",
-        out.stdout,
-        out.stderr.trim()
-    );
-    Ok(out.stdout)
-}
-
-/// Waits until a pool reports Ready with `replicas` ready nodes.
-/// Deletes a node pod and waits until its StatefulSet has made a new one.
-pub(super) async fn recreate_node_pod(env: &Env, ns: &str, name: &str) -> Result<()> {
-    let pods: Api<Pod> = env.api(ns);
-    let old_uid = pods.get(name).await?.metadata.uid.unwrap_or_default();
-    pods.delete(name, &DeleteParams::default()).await?;
-    let name = name.to_string();
-    wait_for(
-        &format!("{name} recreated"),
-        Duration::from_secs(120),
-        move || {
-            let (pods, name, old_uid) = (pods.clone(), name.clone(), old_uid.clone());
-            Box::pin(async move {
-                Ok(pods
-                    .get_opt(&name)
-                    .await?
-                    .is_some_and(|p| p.metadata.uid.as_deref() != Some(old_uid.as_str())))
-            })
-        },
-    )
-    .await
-}
-
-pub(super) async fn pool_ready(
-    env: &Env,
-    ns: &str,
-    name: &str,
-    replicas: i32,
-    timeout: Duration,
-) -> Result<()> {
-    let api = env.api::<NodePool>(ns);
-    let name = name.to_string();
-    wait_for(&format!("NodePool {ns}/{name} Ready"), timeout, || {
-        let api = api.clone();
-        let name = name.clone();
-        Box::pin(async move {
-            let np = api.get(&name).await?;
-            Ok(np.status.is_some_and(|s| {
-                s.ready_replicas == replicas
-                    && s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-            }))
-        })
-    })
-    .await
-}
-
-/// `jsonpath` output of a nested `kubectl get`.
-pub(super) fn get(config: &Path, what: &[&str], path: &str) -> Result<String> {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let jsonpath = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &jsonpath]);
-    nested(config, &args)
-}
-
-pub(super) async fn wait_nested<F>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Result<bool>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        match check() {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last = Some(e),
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out after {timeout:?} waiting for {what}{}",
-                last.map(|e| format!(" (last error: {e:#})"))
-                    .unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Waits for the nested `default` ServiceAccount (made by the nested
-/// controller-manager just after the cluster is Ready); pods need it.
-pub(super) async fn default_service_account(config: &Path) -> Result<()> {
-    wait_nested(
-        "the default ServiceAccount",
-        Duration::from_secs(60),
-        || Ok(kubectl(config, &["get", "serviceaccount", "default"], None)?.ok),
-    )
-    .await
-}
-
-/// A web Deployment spread over at least two nodes: `minDomains` keeps the
-/// scheduler from placing every replica on the first node that registers
-/// while its pool's other nodes are still joining (one replica per node
-/// until two nodes exist).
-pub(super) fn web_yaml(replicas: i32, node_selector: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      nodeSelector: {node_selector}
-      terminationGracePeriodSeconds: 2
-      topologySpreadConstraints:
-      - maxSkew: 1
-        minDomains: 2
-        topologyKey: kubernetes.io/hostname
-        whenUnsatisfiable: DoNotSchedule
-        labelSelector:
-          matchLabels: {{app: web}}
-      containers:
-      - name: web
-        image: {BUSYBOX}
-        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www"]
-        ports: [{{containerPort: 8080}}]
-        readinessProbe:
-          tcpSocket: {{port: 8080}}
-          periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-spec:
-  selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"#
-    )
-}
 
 /// An HTTP GET with busybox `nc` (busybox-static's own resolver serves
 /// `nslookup`; its libc lookups cannot, so calls go to addresses).
 fn http_get(ip: &str, port: u16) -> String {
     format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}")
-}
-
-/// A shell line that prints `open` when a new TCP connection to
-/// `ip:port` succeeds within 2 s, `closed` otherwise.
-pub(super) fn connect_script(ip: &str, port: u16) -> String {
-    format!(
-        "if printf x | nc -w 2 {ip} {port} >/dev/null 2>&1; then echo open; else echo closed; fi"
-    )
-}
-
-/// Whether a new TCP connection from the pod to `ip:port` succeeds.
-pub(super) fn connects(config: &Path, pod: &str, ip: &str, port: u16) -> Result<bool> {
-    Ok(exec(config, pod, &connect_script(ip, port))?.trim() == "open")
-}
-
-pub(super) fn host_pod_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
-    kubectl_ok(
-        &env.admin,
-        &[
-            "get",
-            "pod",
-            "-n",
-            ns,
-            name,
-            "-o",
-            "jsonpath={.status.podIP}",
-        ],
-        None,
-    )
 }
 
 /// Two pools of one cluster (different labels, taints and sizes) join as

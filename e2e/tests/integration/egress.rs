@@ -3,10 +3,10 @@
 //! everyone but `security.egressAdmins`, and what an admin grants reaches
 //! the cluster's node policy.
 
-use super::Env;
 use anyhow::{Result, ensure};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use nestor_crds::VirtualCluster;
+use nestor_e2e::harness::integration::Env;
 use nestor_e2e::support::{vc_yaml, wait_for};
 use nestor_e2e::tools::{Run, kubectl};
 use std::time::Duration;

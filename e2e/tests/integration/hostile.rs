@@ -6,13 +6,13 @@
 //!
 //! Longer than most files: the table is the test.
 
-use super::{Env, Scenario, condition};
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use nestor_crds::{NodePool, VirtualCluster};
+use nestor_e2e::harness::integration::{Env, Scenario, condition, converged};
 use nestor_e2e::support::{vc_yaml, wait_for};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -930,11 +930,11 @@ pub(crate) async fn unreadable_objects_stop_nothing(env: &Env) -> Result<()> {
     };
     reported_unreadable(&s).await?;
     s.apply(&vc_yaml("beside", "{}"))?;
-    super::converged(&s, "beside", Duration::from_secs(60)).await?;
+    converged(&s, "beside", Duration::from_secs(60)).await?;
     s.restart_operator("unreadable-2").await?;
     reported_unreadable(&s).await?;
     s.apply(&vc_yaml("after", "{}"))?;
-    super::converged(&s, "after", Duration::from_secs(60))
+    converged(&s, "after", Duration::from_secs(60))
         .await
         .context("a cluster created after the restart")?;
     Ok(())
@@ -964,7 +964,7 @@ fn etcd_put(env: &Env, key: &str, value: &str) -> Result<()> {
 pub(crate) async fn edited_secrets_are_repaired(env: &Env) -> Result<()> {
     let s = env.scenario("edited").await?;
     s.apply(&vc_yaml("ed", "{}"))?;
-    super::converged(&s, "ed", Duration::from_secs(60)).await?;
+    converged(&s, "ed", Duration::from_secs(60)).await?;
     let hostile = "apiVersion: v1\nkind: Config\nclusters: [{name: x, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: x, user: {tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token}}]\ncontexts: [{name: x, context: {cluster: x, user: x}}]\ncurrent-context: x\n";
     for (secret, key) in [
         ("ed-admin-kubeconfig", "kubeconfig"),

@@ -3,10 +3,10 @@
 //! namespaced install (Roles in the listed namespaces only) runs clusters
 //! there and can read nothing elsewhere.
 
-use super::Env;
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
+use nestor_e2e::harness::integration::Env;
 use nestor_e2e::operator::OperatorOptions;
 use nestor_e2e::support::{kind_of, rbac_documents, vc_yaml, wait_for};
 use nestor_e2e::tools::{helm, kubectl, kubectl_ok};

@@ -2,11 +2,11 @@
 //! ask for reaches every pod template, and node pods prefer host nodes
 //! without other clusters' control planes.
 
-use super::{Env, converged, vc_yaml};
 use anyhow::{Result, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodSpec;
-use nestor_e2e::support::wait_for;
+use nestor_e2e::harness::integration::{Env, converged};
+use nestor_e2e::support::{vc_yaml, wait_for};
 use nestor_e2e::tools::kubectl_ok;
 use std::time::Duration;
 

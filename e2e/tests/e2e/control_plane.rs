@@ -1,244 +1,22 @@
-//! End-to-end tests: Nestor installed with Helm on a test bed with a real
-//! node (containerd, kubelet, kube-proxy, CoreDNS), virtual clusters whose
-//! pods really run, and clients that use them. Needs root (the node) and
-//! the images of `e2e/testbed/build-images.sh`.
-//!
-//! One test bed serves every test; each test has its own namespace.
-//!
-//! Longer than most files: the harness of every end-to-end test (`Env`,
-//! its test bed and its helpers) and the tests of the control plane.
+//! The control plane of a virtual cluster: Nestor installed with Helm runs
+//! it, it turns Ready, serves clients, survives the loss of an etcd member,
+//! keeps tenants apart, and leaves the host clean when deleted.
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use nestor_crds::VirtualCluster;
-use nestor_e2e::TestBed;
-use nestor_e2e::process::Lifetime;
+use nestor_e2e::harness::e2e::Env;
 use nestor_e2e::support::{OPERATOR_NAMESPACE, vc_yaml, wait_for};
-use nestor_e2e::testbed::{TestBedOptions, client_for};
+use nestor_e2e::testbed::client_for;
 use nestor_e2e::tools::{kubectl, kubectl_ok};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-#[path = "e2e/at_rest.rs"]
-mod at_rest;
-#[path = "e2e/attacks.rs"]
-mod attacks;
-#[path = "e2e/conformance.rs"]
-mod conformance;
-#[path = "e2e/escapes.rs"]
-mod escapes;
-#[path = "e2e/network.rs"]
-mod network;
-#[path = "e2e/reach.rs"]
-mod reach;
-#[path = "e2e/upgrade.rs"]
-mod upgrade;
-#[path = "e2e/workloads.rs"]
-mod workloads;
-use at_rest::secrets_are_encrypted_at_rest_and_requests_audited;
-use attacks::*;
-use conformance::upstream_conformance;
-use escapes::{
-    attack_namespace_labels_through_subresources, attack_webhook_by_url, escape_attacks,
-};
-use network::network_attacks;
-use reach::api_server_reaches_its_cluster;
-use upgrade::{failed_upgrade_rolls_back, upgrade_follows_the_skew_policy};
-use workloads::{node_pools_scale_drain_and_restart, workloads_run_on_nested_nodes};
-
-struct Env {
-    bed: TestBed,
-    admin: PathBuf,
-    client: kube::Client,
-    /// The attack suite's two tenants, set up by the first attack (or why
-    /// they did not come up).
-    tenants: tokio::sync::OnceCell<std::result::Result<attacks::Tenants, String>>,
-}
-
-impl Env {
-    async fn setup(dir: &Path) -> Result<Self> {
-        let options = TestBedOptions {
-            node: Some(PathBuf::from(env!("CARGO_BIN_EXE_nestor-testbed"))),
-            ..Default::default()
-        };
-        let bed = TestBed::start(dir, Lifetime::Tied, &options).await?;
-        let admin = bed.kubeconfig.clone();
-        let client = bed.client().await?;
-        Ok(Self {
-            bed,
-            admin,
-            client,
-            tenants: Default::default(),
-        })
-    }
-
-    fn api<K>(&self, namespace: &str) -> Api<K>
-    where
-        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-    {
-        Api::namespaced(self.client.clone(), namespace)
-    }
-
-    /// Creates a test's namespace; see [`TestNamespace`].
-    fn namespace(&self, name: &str) -> Result<TestNamespace<'_>> {
-        kubectl_ok(&self.admin, &["create", "namespace", name], None)?;
-        Ok(TestNamespace {
-            env: self,
-            name: name.to_string(),
-            settled: false,
-        })
-    }
-
-    fn apply(&self, namespace: &str, yaml: &str) -> Result<()> {
-        kubectl_ok(
-            &self.admin,
-            &["apply", "-n", namespace, "-f", "-"],
-            Some(yaml),
-        )
-        .map(|_| ())
-    }
-
-    /// Waits for `Ready=True`; returns the time it took from `since`.
-    async fn ready(
-        &self,
-        namespace: &str,
-        name: &str,
-        since: Instant,
-        timeout: Duration,
-    ) -> Result<Duration> {
-        let api = self.api::<VirtualCluster>(namespace);
-        let deadline = Instant::now() + timeout;
-        loop {
-            let vc = api.get(name).await?;
-            let ready = vc.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            });
-            if ready {
-                return Ok(since.elapsed());
-            }
-            if Instant::now() > deadline {
-                let pods = kubectl(
-                    &self.admin,
-                    &["get", "pods", "-n", namespace, "-o", "wide"],
-                    None,
-                )?
-                .stdout;
-                bail!(
-                    "{namespace}/{name} not Ready within {timeout:?}: {:?}\n{pods}",
-                    vc.status
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// The admin kubeconfig of a virtual cluster, written to a file.
-    async fn nested_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
-        self.kubeconfig_from_secret(namespace, &format!("{name}-admin-kubeconfig"))
-            .await
-    }
-
-    /// The kubeconfig in a host Secret (an admin or break-glass one).
-    async fn kubeconfig_from_secret(&self, namespace: &str, secret: &str) -> Result<PathBuf> {
-        let name = secret
-            .trim_end_matches("-kubeconfig")
-            .trim_end_matches("-admin");
-        let secret = self
-            .api::<k8s_openapi::api::core::v1::Secret>(namespace)
-            .get(secret)
-            .await?;
-        let data = secret
-            .data
-            .and_then(|d| d.get("kubeconfig").cloned())
-            .context("no kubeconfig key")?;
-        let path = self.bed.dir.join(format!("{namespace}-{name}.kubeconfig"));
-        std::fs::write(&path, data.0)?;
-        Ok(path)
-    }
-}
-
-/// A test's namespace. The test ends it with [`TestNamespace::done`]; a
-/// test that fails before that leaves what its namespace held (pods,
-/// events) on stderr and in the logs, and its namespace is deleted all the
-/// same, so that its clusters do not starve the tests after it of the
-/// node's CPU.
-struct TestNamespace<'a> {
-    env: &'a Env,
-    name: String,
-    settled: bool,
-}
-
-impl TestNamespace<'_> {
-    /// Deletes the namespace (and with it its clusters) without waiting,
-    /// so that the next tests have the node's CPU.
-    fn done(mut self) -> Result<()> {
-        self.settled = true;
-        delete_namespace(self.env, &self.name)
-    }
-
-    /// Keeps the namespace for as long as the test bed runs.
-    fn keep(mut self) {
-        self.settled = true;
-    }
-}
-
-fn delete_namespace(env: &Env, name: &str) -> Result<()> {
-    kubectl_ok(
-        &env.admin,
-        &["delete", "namespace", name, "--wait=false"],
-        None,
-    )
-    .map(|_| ())
-}
-
-impl std::ops::Deref for TestNamespace<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.name
-    }
-}
-
-impl std::fmt::Display for TestNamespace<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)
-    }
-}
-
-impl Drop for TestNamespace<'_> {
-    fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let (env, ns) = (self.env, self.name.as_str());
-        let run = |args: &[&str]| {
-            kubectl(&env.admin, args, None)
-                .map(|o| o.stdout + &o.stderr)
-                .unwrap_or_else(|e| format!("{e:#}"))
-        };
-        let pods = run(&["get", "pods", "-n", ns, "-o", "wide"]);
-        let events = run(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
-        let last: Vec<&str> = events.lines().rev().take(30).collect();
-        eprintln!(
-            "namespace {ns} of a failed test:\n{pods}\nits last events:\n{}",
-            last.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-        let described = run(&["describe", "pods", "-n", ns]);
-        let file = env.bed.dir.join(format!("logs/namespace-{ns}.txt"));
-        let _ = std::fs::write(file, [pods, events, described].join("\n"));
-        if let Err(e) = delete_namespace(env, ns) {
-            eprintln!("deleting the namespace {ns} of a failed test: {e:#}");
-        }
-    }
-}
 
 /// Test 1: `helm install` with the locally built image; the operator pod is
 /// Ready and is the one that reconciles (it holds the Lease).
-async fn helm_install_runs_the_operator(env: &Env) -> Result<()> {
+pub(crate) async fn helm_install_runs_the_operator(env: &Env) -> Result<()> {
     let pods = env.api::<Pod>(OPERATOR_NAMESPACE);
     let list = pods
         .list(&ListParams::default().labels("app.kubernetes.io/name=nestor"))
@@ -276,7 +54,7 @@ async fn helm_install_runs_the_operator(env: &Env) -> Result<()> {
 
 /// Test 2: an empty spec runs etcd, apiserver, controller-manager and
 /// scheduler; `Ready` turns true only once the nested API answers /readyz.
-async fn empty_spec_becomes_ready(env: &Env) -> Result<()> {
+pub(crate) async fn empty_spec_becomes_ready(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-ready")?;
     let start = Instant::now();
     env.apply(&ns, &vc_yaml("first", "{}"))?;
@@ -325,7 +103,7 @@ async fn empty_spec_becomes_ready(env: &Env) -> Result<()> {
 
 /// Test 3: with the admin kubeconfig and the published endpoint, a client
 /// outside the nested cluster uses it; the nested controllers act.
-async fn nested_cluster_serves_clients(env: &Env) -> Result<()> {
+pub(crate) async fn nested_cluster_serves_clients(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-client")?;
     let start = Instant::now();
     env.apply(&ns, &vc_yaml("tenant", "{}"))?;
@@ -415,7 +193,7 @@ async fn nested_cluster_serves_clients(env: &Env) -> Result<()> {
 /// Test 4: a 3-member etcd survives the loss of a member: data written
 /// before is all there, the API keeps serving, the member rejoins with its
 /// volume.
-async fn three_member_etcd_survives_member_loss(env: &Env) -> Result<()> {
+pub(crate) async fn three_member_etcd_survives_member_loss(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-ha")?;
     let start = Instant::now();
     env.apply(&ns, &vc_yaml("ha", "{etcd: {replicas: 3}}"))?;
@@ -505,7 +283,7 @@ async fn three_member_etcd_survives_member_loss(env: &Env) -> Result<()> {
 
 /// Test 5: two virtual clusters side by side: each kubeconfig sees only its
 /// own cluster, and neither grants anything in the other or on the host.
-async fn tenants_are_isolated(env: &Env) -> Result<()> {
+pub(crate) async fn tenants_are_isolated(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-tenants")?;
     let start = Instant::now();
     env.apply(
@@ -574,7 +352,7 @@ async fn tenants_are_isolated(env: &Env) -> Result<()> {
 
 /// Test 6: deleting a virtual cluster stops and removes all its pods and
 /// objects, and its volumes; the host is left clean.
-async fn delete_leaves_the_host_clean(env: &Env) -> Result<()> {
+pub(crate) async fn delete_leaves_the_host_clean(env: &Env) -> Result<()> {
     let ns = env.namespace("e2e-delete")?;
     let start = Instant::now();
     env.apply(&ns, &vc_yaml("doomed", "{}"))?;
@@ -644,142 +422,4 @@ async fn delete_leaves_the_host_clean(env: &Env) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     ns.done()
-}
-
-async fn setup(dir: &Path) -> Result<Env> {
-    let env = Env::setup(dir).await?;
-    let privileged = format!(
-        "security.privilegedNamespaces=[\"{}\",\"{}\"]",
-        conformance::NAMESPACE,
-        network::PRIVILEGED_NAMESPACE
-    );
-    let mut args: Vec<String> = vec![
-        "--set".into(),
-        "logFormat=text".into(),
-        // What confines each cluster is read back every 15 s, so that the
-        // repair of a removed policy is seen within a test.
-        "--set".into(),
-        "security.addonsRecheckSeconds=15".into(),
-        "--set-json".into(),
-        privileged,
-    ];
-    args.extend(nestor_e2e::node::platform_helm_args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    nestor_e2e::support::helm_install(&env.admin, &args)?;
-    Ok(env)
-}
-
-fn main() -> std::process::ExitCode {
-    let dir = std::env::temp_dir().join(format!("nestor-e2e-{}", std::process::id()));
-    let code = nestor_e2e::suite::run_with(
-        nestor_e2e::tests![
-            helm_install_runs_the_operator,
-            empty_spec_becomes_ready,
-            nested_cluster_serves_clients,
-            three_member_etcd_survives_member_loss,
-            tenants_are_isolated,
-            delete_leaves_the_host_clean,
-            workloads_run_on_nested_nodes,
-            node_pools_scale_drain_and_restart,
-            upgrade_follows_the_skew_policy,
-            failed_upgrade_rolls_back,
-            api_server_reaches_its_cluster,
-            secrets_are_encrypted_at_rest_and_requests_audited,
-            network_attacks,
-            escape_attacks,
-            attack_namespace_labels_through_subresources,
-            attack_webhook_by_url,
-            attack_privileged_pod,
-            attack_capability_sys_admin,
-            attack_capability_net_admin,
-            attack_capability_sys_ptrace,
-            attack_capability_sys_module,
-            attack_host_path_root,
-            attack_host_network,
-            attack_host_pid,
-            attack_host_ipc,
-            attack_unmasked_proc_mount,
-            attack_unsafe_sysctl,
-            attack_host_path_persistent_volume,
-            attack_namespace_labelled_privileged,
-            attack_delete_enforcing_objects,
-            attack_edit_enforcing_objects,
-            attack_grant_through_cluster_role_binding,
-            attack_grant_through_aggregated_cluster_role,
-            attack_mutating_webhook,
-            attack_impersonate_system_masters,
-            attack_certificate_for_system_masters,
-            attack_reach_tenant_b_and_the_host,
-            attack_anonymous_requests,
-            attack_expired_bootstrap_token,
-            attack_token_file_in_the_admin_kubeconfig,
-            attack_image_from_an_unlisted_registry,
-            attack_revoked_admin_credential,
-            tenant_admin_installs_a_chart,
-            upstream_conformance,
-        ],
-        // Four ginkgo processes on two cores would starve other tests'
-        // waits.
-        &["upstream_conformance"],
-        || setup(&dir),
-        |mut env| {
-            let logs = kubectl(
-                &env.admin,
-                &[
-                    "logs",
-                    "-n",
-                    OPERATOR_NAMESPACE,
-                    "deploy/nestor",
-                    "--tail=200",
-                ],
-                None,
-            );
-            let _ =
-                logs.map(|o| std::fs::write(env.bed.dir.join("logs/operator-pod.log"), o.stdout));
-            // What the host ran, and what every node pod said.
-            let pods = kubectl(&env.admin, &["get", "pods", "-A", "-o", "wide"], None);
-            let events = kubectl(&env.admin, &["get", "events", "-A"], None);
-            let text = [pods, events]
-                .into_iter()
-                .flatten()
-                .map(|o| o.stdout)
-                .collect::<Vec<_>>()
-                .join("\n");
-            let _ = std::fs::write(env.bed.dir.join("logs/host-pods.txt"), text);
-            let nodes = kubectl(
-                &env.admin,
-                &[
-                    "get",
-                    "pods",
-                    "-A",
-                    "-l",
-                    "app.kubernetes.io/component=node",
-                    "-o",
-                    "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}",
-                ],
-                None,
-            );
-            for pod in nodes
-                .map(|o| o.stdout)
-                .unwrap_or_default()
-                .split_whitespace()
-            {
-                let (ns, name) = pod.split_once('/').unwrap_or_default();
-                if let Ok(out) = kubectl(&env.admin, &["logs", "-n", ns, name, "--tail=300"], None)
-                {
-                    let file = env.bed.dir.join(format!("logs/node-{ns}-{name}.log"));
-                    let _ = std::fs::write(file, out.stdout);
-                }
-            }
-            eprintln!(
-                "logs of the failed run are kept in {}",
-                env.bed.dir.join("logs").display()
-            );
-            env.bed.keep_logs();
-        },
-    );
-    if let Some(summary) = attacks::summary() {
-        println!("{summary}");
-    }
-    code
 }
