@@ -83,13 +83,27 @@ impl TestBed {
         if has_node {
             node_setup::take_machine(dir)?;
         }
-        let pki_dir = dir.join("pki");
-        std::fs::create_dir_all(&pki_dir)?;
-        std::fs::create_dir_all(dir.join("logs"))?;
-        let ca = certs::write_control_plane_pki(&pki_dir, &api_host)?;
-        let ports = Ports::free()?;
-        let server = format!("https://{api_host}:{}", ports.api);
-        let kubeconfigs = ComponentKubeconfigs::write(dir, &server, &ca)?;
+        // Until the bed exists (and its drop gives the machine back), a
+        // failure gives it back here.
+        let prepared = (|| {
+            let pki_dir = dir.join("pki");
+            std::fs::create_dir_all(&pki_dir)?;
+            std::fs::create_dir_all(dir.join("logs"))?;
+            let ca = certs::write_control_plane_pki(&pki_dir, &api_host)?;
+            let ports = Ports::free()?;
+            let server = format!("https://{api_host}:{}", ports.api);
+            let kubeconfigs = ComponentKubeconfigs::write(dir, &server, &ca)?;
+            anyhow::Ok((ca, ports, server, kubeconfigs))
+        })();
+        let (ca, ports, server, kubeconfigs) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                if has_node {
+                    node_setup::release_machine(dir);
+                }
+                return Err(e);
+            }
+        };
         let mut bed = TestBed {
             dir: dir.to_path_buf(),
             kubeconfig: kubeconfigs.admin.clone(),

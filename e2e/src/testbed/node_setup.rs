@@ -23,6 +23,12 @@ pub(super) fn take_machine(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Gives the machine back: the node's links down and the lock released.
+pub(super) fn release_machine(dir: &Path) {
+    let _ = node::network("down", &dir.join("node"));
+    node::unlock(dir);
+}
+
 impl TestBed {
     /// Starts the node and the provisioner (the `helper` binary), waits
     /// until the node is Ready, then installs the add-ons and waits for
