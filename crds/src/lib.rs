@@ -6,12 +6,14 @@
 //! copy (`crds/nestor.dev_crds.yaml`) and the chart's copy are kept in sync by
 //! a test.
 
+pub mod backup;
 pub mod common;
 pub mod node_contract;
 pub mod nodepool;
 pub mod placement;
 pub mod virtualcluster;
 
+pub use backup::*;
 pub use common::*;
 pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};
 pub use placement::{Placement, PlacementToleration, TolerationOperator};

@@ -15,6 +15,7 @@
 pub mod admission_policies;
 pub mod apiserver;
 pub mod apiserver_config;
+pub mod backup;
 pub mod controller_manager;
 pub mod coredns;
 pub mod encryption;

@@ -134,8 +134,9 @@ fn to_host_dns(inputs: &ClusterInputs) -> NetworkPolicyEgressRule {
     }
 }
 
-/// Only the cluster's API servers (and members, and the Job that takes a
-/// snapshot before a version change) reach etcd's client port, only its
+/// Only the cluster's API servers (and members, the Job that takes a
+/// snapshot before a version change and the backup Jobs) reach etcd's
+/// client port, only its
 /// members the peer port; the metrics port (plain HTTP, the probes'
 /// target) is open to no pod.
 fn desired_etcd_policy(inputs: &ClusterInputs) -> NetworkPolicy {
@@ -148,6 +149,7 @@ fn desired_etcd_policy(inputs: &ClusterInputs) -> NetworkPolicy {
                     peer(inputs, Component::ApiServer),
                     peer(inputs, Component::Etcd),
                     peer(inputs, Component::EtcdSnapshot),
+                    peer(inputs, Component::EtcdBackup),
                 ]),
                 ports: Some(vec![port("TCP", etcd::CLIENT_PORT)]),
             },
@@ -422,6 +424,7 @@ mod tests {
         let first = rules[0].to_string();
         assert!(first.contains("apiserver") && first.contains("2379"));
         assert!(first.contains("etcd-snapshot"), "the snapshot Job");
+        assert!(first.contains("etcd-backup"), "the backup Jobs");
         assert_eq!(
             rules[1]["ports"],
             json!([{"port": 2380, "protocol": "TCP"}])

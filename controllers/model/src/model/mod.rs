@@ -2,6 +2,7 @@
 //! inputs the builders take, validation, and status computation. Pure: no
 //! client, no I/O, nothing else of this crate.
 
+pub mod backup;
 pub mod cached;
 pub mod flags;
 pub mod guard;

@@ -52,6 +52,8 @@ pub enum Component {
     Etcd,
     /// The Job that takes an etcd snapshot before a version change.
     EtcdSnapshot,
+    /// A Job that backs etcd up to `spec.backup`'s destination.
+    EtcdBackup,
     ApiServer,
     ControllerManager,
     Scheduler,
@@ -67,6 +69,7 @@ impl Component {
             Component::Pki => "pki",
             Component::Etcd => "etcd",
             Component::EtcdSnapshot => "etcd-snapshot",
+            Component::EtcdBackup => "etcd-backup",
             Component::ApiServer => "apiserver",
             Component::ControllerManager => "controller-manager",
             Component::Scheduler => "scheduler",
@@ -82,6 +85,7 @@ impl Component {
             Component::Pki => "nestor-pki",
             Component::Etcd => "etcd",
             Component::EtcdSnapshot => "etcdctl",
+            Component::EtcdBackup => "etcdctl",
             Component::ApiServer => "kube-apiserver",
             Component::ControllerManager => "kube-controller-manager",
             Component::Scheduler => "kube-scheduler",

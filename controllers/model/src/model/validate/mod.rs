@@ -8,9 +8,14 @@
 //! cluster never stops half-written. Every problem names its field and
 //! quotes at most a short excerpt of the bad value.
 
+mod backup;
 mod fields;
 mod network;
 mod placement;
+pub use backup::{
+    MIN_BACKUP_INTERVAL_MINUTES, endpoint_problem, latest_slot, next_slot, parse_schedule,
+    validate_backup,
+};
 pub use placement::{AllowedPlacement, parse_allowed_placement};
 
 pub use fields::{MAX_ARG_VALUE, MAX_EXTRA_ARGS, MAX_NAME_LEN, RESOURCE_NAMES, excerpt};
@@ -114,7 +119,7 @@ impl Problems {
         self.0.push(format!("{field}: {problem}"));
     }
 
-    fn into_result<T>(self, valid: Option<T>) -> Result<T, Invalid> {
+    pub(crate) fn into_result<T>(self, valid: Option<T>) -> Result<T, Invalid> {
         match valid {
             Some(valid) if self.0.is_empty() => Ok(valid),
             _ => Err(Invalid(self.0)),
