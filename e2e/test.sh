@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 bash e2e/testbed/install-node-packages.sh
-bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns pause crane kube-router >/dev/null
+bash e2e/testbed/build-binaries.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd etcdctl etcdutl coredns pause crane kube-router versitygw >/dev/null
 bash e2e/testbed/install-tools.sh >/dev/null
 echo "test: prerequisites ready in $((SECONDS - start))s" >&2
 cargo fmt --all --check

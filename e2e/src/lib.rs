@@ -17,6 +17,7 @@ pub mod operator;
 pub mod paths;
 pub mod process;
 pub mod provisioner;
+pub mod s3;
 pub mod suite;
 pub mod support;
 pub mod testbed;

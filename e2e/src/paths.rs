@@ -63,6 +63,29 @@ pub fn etcd_binary() -> Result<PathBuf> {
     )
 }
 
+/// An etcd tool (`etcdctl`, `etcdutl`) of the pinned version.
+pub fn etcd_tool(name: &str) -> Result<PathBuf> {
+    existing(
+        cache()
+            .join("etcd")
+            .join(version("ETCD_VERSION"))
+            .join("bin")
+            .join(name),
+        &format!("e2e/testbed/build-binaries.sh {name}"),
+    )
+}
+
+/// versitygw: the S3-compatible store of the backup tests.
+pub fn versitygw_binary() -> Result<PathBuf> {
+    existing(
+        cache()
+            .join("versitygw")
+            .join(version("VERSITYGW_VERSION"))
+            .join("bin/versitygw"),
+        "e2e/testbed/build-binaries.sh versitygw",
+    )
+}
+
 /// crane: the test bed's registry and the tool that pushes into it.
 pub fn crane_binary() -> Result<PathBuf> {
     existing(
@@ -111,6 +134,17 @@ pub fn images_dir() -> Result<PathBuf> {
         bail!("the test bed's images are missing; run e2e/testbed/build-images.sh");
     }
     Ok(dir)
+}
+
+/// A binary of this workspace built by `cargo build` (debug profile).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    existing(
+        target.join("debug").join(name),
+        &format!("cargo build -p {name}"),
+    )
 }
 
 /// The operator binary built by `cargo build` in this workspace.

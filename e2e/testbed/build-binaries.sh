@@ -5,8 +5,8 @@
 # BUILD_K8S_VERSION builds the Kubernetes components of another version
 # (the upgrade tests' K8S_PREVIOUS_VERSION) into that version's cache.
 # Components: kube-apiserver kube-controller-manager kube-scheduler kubelet
-#             kube-proxy etcd etcdctl coredns pause crane konnectivity agnhost
-#             metrics-server kube-router flannel conformance (default: the
+#             kube-proxy etcd etcdctl etcdutl coredns pause crane konnectivity
+#             agnhost metrics-server kube-router flannel versitygw conformance (default: the
 #             control-plane set and etcd).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,8 +24,9 @@ knp_bin=$cache/konnectivity/$KONNECTIVITY_VERSION/bin
 ms_bin=$cache/metrics-server/$METRICS_SERVER_VERSION/bin
 kr_bin=$cache/kube-router/$KUBE_ROUTER_VERSION/bin
 flannel_bin=$cache/flannel/$FLANNEL_VERSION/bin
+vgw_bin=$cache/versitygw/$VERSITYGW_VERSION/bin
 mkdir -p "$k8s_bin" "$etcd_bin" "$coredns_bin" "$pause_bin" "$crane_bin" "$knp_bin" "$ms_bin" "$kr_bin" \
-  "$flannel_bin"
+  "$flannel_bin" "$vgw_bin"
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(kube-apiserver kube-controller-manager kube-scheduler etcd)
@@ -267,6 +268,30 @@ GO
         mv "$e2e_etcd/etcd.tmp" "$e2e_etcd/etcd"
         ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$here/versions.env")
       fi
+      ;;
+    etcdutl)
+      # etcd's offline tool (snapshot status and restore), which Nestor's
+      # backup tool runs. Its module's root is the command itself: a
+      # wrapper module pins it and builds that package.
+      [ -x "$etcd_bin/etcdutl" ] && continue
+      dir=$(etcd_module etcdutl go.etcd.io/etcd/etcdutl/v3 <<'GO'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/etcdutl/v3"
+GO
+)
+      echo "nestor-testbed: building etcdutl v$ETCD_VERSION" >&2
+      start=$SECONDS
+      (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$etcd_bin/etcdutl.tmp" go.etcd.io/etcd/etcdutl/v3)
+      mv "$etcd_bin/etcdutl.tmp" "$etcd_bin/etcdutl"
+      echo "nestor-testbed: built etcdutl in $((SECONDS - start))s" >&2
+      ;;
+    versitygw)
+      # The S3-compatible store backups are written to (posix backend).
+      [ -x "$vgw_bin/versitygw" ] && continue
+      go_install versitygw "github.com/versity/versitygw/cmd/versitygw@v$VERSITYGW_VERSION" "$vgw_bin"
       ;;
     metrics-server)
       [ -x "$ms_bin/metrics-server" ] && continue

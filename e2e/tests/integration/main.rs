@@ -8,6 +8,7 @@
 //! The harness (`Env`, `Scenario` and the helpers the tests share) is
 //! `nestor_e2e::harness::integration`; this file lists the tests.
 
+mod backup_tool;
 mod chart;
 mod children;
 mod deletion;
@@ -18,6 +19,7 @@ mod least_privilege;
 mod placement;
 mod resilience;
 
+use backup_tool::backups_reach_a_real_s3_store_and_fail_with_a_reason;
 use chart::{chart_renders_and_rbac_is_least_privilege, crds_install_and_explain};
 use children::{
     deleted_child_is_repaired, empty_spec_creates_every_child, spec_edits_roll_out,
@@ -63,6 +65,7 @@ fn main() -> std::process::ExitCode {
             crash_mid_creation_converges,
             leader_election_fails_over,
             fifty_clusters_converge,
+            backups_reach_a_real_s3_store_and_fail_with_a_reason,
         ],
         || Env::setup(&dir),
         Env::keep_logs,

@@ -272,6 +272,11 @@ fn classify(during: &str, e: &object_store::Error, secrets: &[String]) -> Failur
         | object_store::Error::Unauthenticated { .. } => FailureReason::AccessDenied,
         other => reason_from_causes(other),
     };
+    explained(reason, during, &e.to_string(), secrets)
+}
+
+/// `during: what the reason means (the error, redacted)`.
+fn explained(reason: FailureReason, during: &str, error: &str, secrets: &[String]) -> Failure {
     let what = match reason {
         FailureReason::BucketNotFound => "the bucket does not exist",
         FailureReason::AccessDenied => "the endpoint refused the credentials",
@@ -283,7 +288,7 @@ fn classify(during: &str, e: &object_store::Error, secrets: &[String]) -> Failur
     };
     Failure::new(
         reason,
-        format!("{during}: {what} ({})", redacted(&e.to_string(), secrets)),
+        format!("{during}: {what} ({})", redacted(error, secrets)),
     )
 }
 
@@ -349,10 +354,7 @@ fn io_failure(during: &str, e: &std::io::Error, secrets: &[String]) -> Failure {
             _ => reason_from_causes(e),
         },
     };
-    Failure::new(
-        reason,
-        format!("{during}: {}", redacted(&e.to_string(), secrets)),
-    )
+    explained(reason, during, &e.to_string(), secrets)
 }
 
 /// The S3 credentials from the environment variables the Job sets.
