@@ -9,17 +9,17 @@
 
 use crate::build::etcd::CLIENT_PORT;
 use crate::build::podspec::{
-    control_plane_pod, hardened_container_security_context, read_only_mount, secret_volume,
+    cluster_job, control_plane_pod, hardened_container_security_context, read_only_mount,
+    secret_volume,
 };
 use crate::model::backup::Start;
 use crate::model::inputs::ClusterInputs;
-use crate::model::names::{Component, cluster_child_meta, component_labels};
+use crate::model::names::Component;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource,
-    PodTemplateSpec, SecretKeySelector, Volume, VolumeMount,
+    SecretKeySelector, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use nestor_crds::{BackupSpec, S3Destination};
 
 const TOOLS_DIR: &str = "/tools";
@@ -178,24 +178,19 @@ pub fn desired_backup_job(inputs: &ClusterInputs, backup: &BackupSpec, start: &S
     };
     let mut pod = control_plane_pod(vec![upload], volumes, &inputs.placement);
     pod.init_containers = Some(vec![tools, etcdctl]);
-    pod.restart_policy = Some("Never".into());
-    Job {
-        metadata: cluster_child_meta(inputs.vc, start.job.clone(), Component::EtcdBackup),
-        spec: Some(JobSpec {
-            // A failure is reported and the next slot tries again.
-            backoff_limit: Some(0),
-            active_deadline_seconds: Some(DEADLINE_SECONDS),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(component_labels(&names.cluster, Component::EtcdBackup)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..JobSpec::default()
-        }),
-        ..Job::default()
-    }
+    let limits = JobSpec {
+        // A failure is reported and the next slot tries again.
+        backoff_limit: Some(0),
+        active_deadline_seconds: Some(DEADLINE_SECONDS),
+        ..JobSpec::default()
+    };
+    cluster_job(
+        inputs,
+        start.job.clone(),
+        Component::EtcdBackup,
+        pod,
+        limits,
+    )
 }
 
 #[cfg(test)]

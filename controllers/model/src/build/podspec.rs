@@ -199,6 +199,34 @@ pub fn assert_flags_managed(deployment: &k8s_openapi::api::apps::v1::Deployment,
     }
 }
 
+/// A Job of the cluster's `component` named `name` that runs `pod` once
+/// (its pods are never restarted in place), with the limits set in
+/// `limits` (backoff, deadline, time to live).
+pub fn cluster_job(
+    inputs: &crate::model::inputs::ClusterInputs,
+    name: String,
+    component: crate::model::names::Component,
+    mut pod: PodSpec,
+    limits: k8s_openapi::api::batch::v1::JobSpec,
+) -> k8s_openapi::api::batch::v1::Job {
+    use crate::model::names::{cluster_child_meta, component_labels};
+    pod.restart_policy = Some("Never".into());
+    k8s_openapi::api::batch::v1::Job {
+        metadata: cluster_child_meta(inputs.vc, name, component),
+        spec: Some(k8s_openapi::api::batch::v1::JobSpec {
+            template: k8s_openapi::api::core::v1::PodTemplateSpec {
+                metadata: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    labels: Some(component_labels(&inputs.names.cluster, component)),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..limits
+        }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

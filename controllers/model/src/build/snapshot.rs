@@ -5,18 +5,18 @@
 
 use crate::build::etcd::CLIENT_PORT;
 use crate::build::podspec::{
-    control_plane_pod, hardened_container_security_context, read_only_mount, secret_volume,
+    cluster_job, control_plane_pod, hardened_container_security_context, read_only_mount,
+    secret_volume,
 };
 use crate::model::hash::inputs_hash;
 use crate::model::inputs::ClusterInputs;
-use crate::model::names::{Component, cluster_child_meta, component_labels};
+use crate::model::names::{Component, cluster_child_meta};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodTemplateSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use nestor_crds::UpgradeStatus;
 use std::collections::BTreeMap;
 
@@ -98,7 +98,7 @@ pub fn desired_snapshot_job(inputs: &ClusterInputs, record: &UpgradeStatus) -> J
         security_context: Some(hardened_container_security_context()),
         ..Container::default()
     };
-    let mut pod = control_plane_pod(
+    let pod = control_plane_pod(
         vec![container],
         vec![
             secret_volume("pki", &names.etcd_certs_secret()),
@@ -113,29 +113,15 @@ pub fn desired_snapshot_job(inputs: &ClusterInputs, record: &UpgradeStatus) -> J
         ],
         &inputs.placement,
     );
-    pod.restart_policy = Some("Never".into());
-    Job {
-        metadata: cluster_child_meta(
-            inputs.vc,
-            snapshot_job_name(inputs, record),
-            Component::EtcdSnapshot,
-        ),
-        spec: Some(JobSpec {
-            backoff_limit: Some(BACKOFF_LIMIT),
-            active_deadline_seconds: Some(300),
-            // The status keeps where the snapshot is; the Job itself may go.
-            ttl_seconds_after_finished: Some(86_400),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(component_labels(&names.cluster, Component::EtcdSnapshot)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..JobSpec::default()
-        }),
-        ..Job::default()
-    }
+    let limits = JobSpec {
+        backoff_limit: Some(BACKOFF_LIMIT),
+        active_deadline_seconds: Some(300),
+        // The status keeps where the snapshot is; the Job itself may go.
+        ttl_seconds_after_finished: Some(86_400),
+        ..JobSpec::default()
+    };
+    let name = snapshot_job_name(inputs, record);
+    cluster_job(inputs, name, Component::EtcdSnapshot, pod, limits)
 }
 
 #[cfg(test)]
