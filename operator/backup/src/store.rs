@@ -65,6 +65,8 @@ pub(crate) struct Destination {
     location: String,
     /// Values an error text must not carry.
     secrets: Vec<String>,
+    /// A volume, which has no buckets.
+    volume: bool,
 }
 
 impl Destination {
@@ -87,6 +89,7 @@ impl Destination {
                     base: path.to_string(),
                     location: format!("volume://{claim}/"),
                     secrets: Vec::new(),
+                    volume: true,
                 })
             }
             Target::S3 {
@@ -151,6 +154,7 @@ impl Destination {
                     base: format!("{prefix}{path}"),
                     location: format!("s3://{bucket}/"),
                     secrets: vec![credentials.access_key_id, credentials.secret_access_key],
+                    volume: false,
                 })
             }
         }
@@ -166,7 +170,16 @@ impl Destination {
     }
 
     fn failure(&self, during: &str, e: &object_store::Error) -> Failure {
-        classify(during, e, &self.secrets)
+        self.on_this_store(classify(during, e, &self.secrets))
+    }
+
+    /// A volume has no buckets: what S3 calls a missing bucket is a plain
+    /// failure there.
+    fn on_this_store(&self, mut failure: Failure) -> Failure {
+        if self.volume && failure.reason == FailureReason::BucketNotFound {
+            failure.reason = FailureReason::BackupFailed;
+        }
+        failure
     }
 
     /// Writes the file at `from` as `file`, in parts.
@@ -187,7 +200,7 @@ impl Destination {
                 Err(e)
             }
         };
-        closed.map_err(|e| io_failure(&writing, &e, &self.secrets))
+        closed.map_err(|e| self.on_this_store(io_failure(&writing, &e, &self.secrets)))
     }
 
     /// Writes `bytes` as `file`.
@@ -399,6 +412,12 @@ mod tests {
         assert_eq!(
             d.names().await.unwrap(),
             ["20261205T120000Z", "20261205T060000Z"]
+        );
+        let missing = d.read_back("20261205T000000Z.db").await.unwrap_err();
+        assert_eq!(
+            missing.reason,
+            FailureReason::BackupFailed,
+            "a volume has no bucket to miss"
         );
         d.delete("20261205T060000Z").await.unwrap();
         assert_eq!(d.names().await.unwrap(), ["20261205T120000Z"]);
