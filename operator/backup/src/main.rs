@@ -202,6 +202,10 @@ async fn run(args: &BackupArgs) -> Result<Report, Failure> {
         revision,
         location: destination.location(&db),
     };
+    // A listing first: a small request whose answer (refused, no such
+    // bucket, no answer) is read whole, where a server may cut a refused
+    // upload short before its status arrives.
+    destination.names().await?;
     destination.put_file(&db, &args.snapshot).await?;
     let (size, sha256) = destination.read_back(&db).await?;
     if (size, sha256.as_str()) != (digest.size, digest.sha256.as_str()) {
