@@ -8,15 +8,19 @@
 
 pub mod backup;
 pub mod common;
+pub mod images;
 pub mod node_contract;
 pub mod nodepool;
 pub mod placement;
+pub mod upgrade;
 pub mod virtualcluster;
 
 pub use backup::*;
 pub use common::*;
+pub use images::ImagesSpec;
 pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};
 pub use placement::{Placement, PlacementToleration, TolerationOperator};
+pub use upgrade::*;
 pub use virtualcluster::*;
 
 use kube::CustomResourceExt;

@@ -1,7 +1,10 @@
 //! The `VirtualCluster` kind: one nested Kubernetes control plane.
 
-use crate::common::{ComponentSpec, DNS_SUBDOMAIN_PATTERN, IMAGE_PATTERN, REGISTRY_PATTERN, one};
+use crate::backup::{BackupRecord, BackupSpec};
+use crate::common::{ComponentSpec, DNS_SUBDOMAIN_PATTERN, one};
+use crate::images::ImagesSpec;
 use crate::placement::Placement;
+use crate::upgrade::{UpgradeSpec, UpgradeStatus};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -102,41 +105,10 @@ pub struct VirtualClusterSpec {
     /// How a change of `version` or `images` is rolled out.
     #[serde(default, skip_serializing_if = "UpgradeSpec::is_default")]
     pub upgrade: UpgradeSpec,
-}
-
-/// How a change of the control plane's version or images is rolled out.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UpgradeSpec {
-    /// How long the API servers of the new version may take until every
-    /// replica serves, as a duration such as `10m` (30s to 1h). Past it,
-    /// the control plane is rolled back to the version and images it ran
-    /// before, and stays there until `version` or `images` change again.
-    #[serde(default = "default_api_server_timeout")]
-    #[schemars(length(min = 2, max = 16))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && duration(self) >= duration('30s') && duration(self) <= duration('1h')").message("upgrade apiServerTimeout must be a duration from 30s to 1h in hours, minutes and seconds, such as 10m or 1m30s"))]
-    pub api_server_timeout: String,
-}
-
-/// The API server's default time to serve after a version change.
-pub const DEFAULT_API_SERVER_TIMEOUT: &str = "10m";
-
-fn default_api_server_timeout() -> String {
-    DEFAULT_API_SERVER_TIMEOUT.to_string()
-}
-
-impl Default for UpgradeSpec {
-    fn default() -> Self {
-        Self {
-            api_server_timeout: default_api_server_timeout(),
-        }
-    }
-}
-
-impl UpgradeSpec {
-    pub fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
+    /// Scheduled and on-demand backups of the nested cluster's etcd
+    /// (docs/backup.md). Unset: none are taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
 }
 
 /// A destination node pods may reach.
@@ -426,53 +398,6 @@ pub enum KubeProxyMode {
     Nftables,
 }
 
-/// Image sources. Each image left unset is `<registry>/<upstream name>:<tag
-/// matching the version>`. An image is a reference of at most 512
-/// characters: lowercase repository, optional tag, optional digest.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ImagesSpec {
-    /// Registry (and path) prefix that replaces the operator's default
-    /// registry for every image, for example `mirror.example.com/k8s`: a
-    /// host (lowercase, an optional port) and optional path, no scheme.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 255), regex(pattern = REGISTRY_PATTERN))]
-    pub registry: Option<String>,
-    /// Full image reference of etcd.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
-    pub etcd: Option<String>,
-    /// Full image reference of kube-apiserver.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
-    pub api_server: Option<String>,
-    /// Full image reference of kube-controller-manager.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
-    pub controller_manager: Option<String>,
-    /// Full image reference of kube-scheduler.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
-    pub scheduler: Option<String>,
-    /// Full image reference of CoreDNS.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "coreDNS")]
-    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
-    pub core_dns: Option<String>,
-    /// Full image reference of Konnectivity's proxy-server, which runs
-    /// beside each API server and carries its traffic into the cluster.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
-    pub konnectivity_server: Option<String>,
-    /// Full image reference of the Nestor node image (kubelet, containerd,
-    /// kube-proxy, Konnectivity's proxy-agent and CNI plugins) that node
-    /// pools run, tagged with the cluster's version (`REPOSITORY:vVERSION`,
-    /// optionally `@sha256:DIGEST`); a pool of another version runs the same
-    /// repository at its own version's tag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
-    pub node: Option<String>,
-}
-
 /// Lifecycle phase of a `VirtualCluster`, a summary of its conditions.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum VirtualClusterPhase {
@@ -519,66 +444,16 @@ pub struct VirtualClusterStatus {
     /// it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeStatus>,
+    /// The verified backups at `spec.backup`'s destination, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupRecord>,
+    /// The last value of the annotation `nestor.dev/backup-now` a backup
+    /// was started for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_request: Option<String>,
     /// `EtcdReady`, `APIServerReady`, `ControllerManagerReady`,
-    /// `SchedulerReady`, `DNSReady`, `Upgraded` and `Ready`.
+    /// `SchedulerReady`, `DNSReady`, `Upgraded`, `BackupSucceeded` (with
+    /// `spec.backup`) and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-}
-
-/// Where a change of the control plane's version or images stands.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UpgradeStatus {
-    /// The version the control plane ran when the change began.
-    pub from: String,
-    /// The `spec.images` it ran with: with `from`, what a rollback returns
-    /// to.
-    #[serde(default)]
-    pub from_images: ImagesSpec,
-    /// The version asked for.
-    pub to: String,
-    /// A hash of the version and images asked for: a rollback holds while
-    /// they stay the same.
-    pub target: String,
-    /// The step under way, or how the change ended.
-    pub step: UpgradeStep,
-    /// When the change began.
-    pub started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-    /// When the API servers began to change: the start of
-    /// `spec.upgrade.apiServerTimeout`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_server_started_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-    /// The etcd snapshot taken before etcd or the API servers changed:
-    /// `<PersistentVolumeClaim>/<file>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<String>,
-    /// What happened, in words (a rollback says why, and whether the
-    /// snapshot was restored).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-/// The steps of a version change, in order, and how it ends.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
-)]
-pub enum UpgradeStep {
-    /// Taking an etcd snapshot through etcd's snapshot API.
-    Snapshot,
-    /// Rolling etcd, when its image changes.
-    Etcd,
-    /// Rolling every API server replica.
-    APIServer,
-    /// Rolling the controller-manager and the scheduler.
-    ControllerManagerAndScheduler,
-    /// Rolling the add-ons (CoreDNS).
-    Addons,
-    /// Replacing the nodes of the pools that follow the cluster's version,
-    /// one at a time: cordon, drain, replace, Ready.
-    NodePools,
-    /// Every component runs what was asked for.
-    Complete,
-    /// The API servers did not serve in time: the control plane runs the
-    /// version it ran before.
-    RolledBack,
 }

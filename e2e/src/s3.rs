@@ -1,4 +1,4 @@
-//! An S3-compatible store on loopback: versitygw (posix backend), built
+//! An S3-compatible store: versitygw (posix backend), built
 //! from its upstream module, with a root user whose keys are made up per
 //! start. Its buckets are directories of its root, and each object is a
 //! file there, so a test reads what was written without going through S3.
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A running store; stopped on drop.
 pub struct S3Store {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<address>:<port>`.
     pub endpoint: String,
     /// The posix root: one directory per bucket.
     pub root: PathBuf,
@@ -23,8 +23,15 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    /// Starts a store with its data and log under `dir`.
+    /// Starts a store on loopback with its data and log under `dir`.
     pub fn start(dir: &Path, lifetime: Lifetime) -> Result<Self> {
+        Self::start_on(dir, "127.0.0.1", lifetime)
+    }
+
+    /// Starts a store on `address` (the machine's end of the link to the
+    /// test bed's node, for pods to reach) with its data and log under
+    /// `dir`.
+    pub fn start_on(dir: &Path, address: &str, lifetime: Lifetime) -> Result<Self> {
         let root = dir.join("s3");
         std::fs::create_dir_all(&root)?;
         let port = free_port()?;
@@ -32,7 +39,7 @@ impl S3Store {
         let access_key_id = format!("nestortest{stamp}");
         let secret_access_key = format!("secret-{stamp}-{}", port);
         let args = vec![
-            format!("--port=127.0.0.1:{port}"),
+            format!("--port={address}:{port}"),
             "--region=us-east-1".into(),
             "--keep-alive".into(),
             "--quiet".into(),
@@ -52,16 +59,16 @@ impl S3Store {
             lifetime,
         )?;
         let store = Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://{address}:{port}"),
             root,
             access_key_id,
             secret_access_key,
             process,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((address, port)).is_err() {
             if Instant::now() > deadline {
-                bail!("versitygw did not listen on 127.0.0.1:{port} within 30s");
+                bail!("versitygw did not listen on {address}:{port} within 30s");
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -17,7 +17,7 @@ cache=${NESTOR_CACHE:-$HOME/.cache/nestor}
 out=$cache/images
 mkdir -p "$out"
 bash "$here/build-binaries.sh" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy \
-  etcd etcdctl coredns pause konnectivity flannel kube-router agnhost metrics-server conformance >/dev/null
+  etcd etcdctl etcdutl coredns pause konnectivity flannel kube-router agnhost metrics-server conformance >/dev/null
 # The previous minor's components, for the upgrade tests.
 BUILD_K8S_VERSION=$K8S_PREVIOUS_VERSION bash "$here/build-binaries.sh" kube-apiserver \
   kube-controller-manager kube-scheduler kubelet kube-proxy >/dev/null
@@ -57,13 +57,17 @@ image "$registry/kas-network-proxy/proxy-server:v$KONNECTIVITY_VERSION" "$knp_bi
   --file "$knp_bin/proxy-server:/proxy-server" --entrypoint '["/proxy-server"]' --user 65532:65532
 
 # The operator and the node agent: static binaries, as operator/Dockerfile
-# and node/Dockerfile build them.
+# and node/Dockerfile build them. The operator's image also carries the
+# backup tool and upstream etcdutl, which backup and restore run.
 operator_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$root/charts/nestor/Chart.yaml")
 (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --locked --profile image \
-  --target x86_64-unknown-linux-gnu -p nestor-operator -p nestor-node)
+  --target x86_64-unknown-linux-gnu -p nestor-operator -p nestor-backup -p nestor-node)
 operator=$root/target/x86_64-unknown-linux-gnu/image/nestor-operator
-image "ghcr.io/nestor-dev/nestor-operator:$operator_version" "$operator" \
-  --file "$operator:/nestor-operator" --entrypoint '["/nestor-operator"]' --user 65532:65532
+backup_tool=$root/target/x86_64-unknown-linux-gnu/image/nestor-backup
+newest=$(ls -t "$operator" "$backup_tool" "$etcd_bin/etcdutl" | head -n 1)
+image "ghcr.io/nestor-dev/nestor-operator:$operator_version" "$newest" \
+  --file "$operator:/nestor-operator" --file "$backup_tool:/nestor-backup" \
+  --file "$etcd_bin/etcdutl:/etcdutl" --entrypoint '["/nestor-operator"]' --user 65532:65532
 
 # The node image (node/Dockerfile's equivalent, from this machine's packages).
 # One per Kubernetes version the test bed builds.

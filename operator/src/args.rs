@@ -99,6 +99,11 @@ pub(crate) struct Args {
     /// `placement.allowed`; empty: a spec may set no placement field.
     #[arg(long, env = "NESTOR_PLACEMENT_ALLOWED", value_parser = nestor_controllers::model::validate::parse_allowed_placement)]
     pub placement_allowed: Option<nestor_controllers::model::validate::AllowedPlacement>,
+    /// The S3 endpoints backups may be written to, as `http` or `https`
+    /// URLs of a host and port (comma-separated; default: none, so only
+    /// volume destinations).
+    #[arg(long = "backup-allowed-endpoint", env = "NESTOR_BACKUP_ALLOWED_ENDPOINTS", value_delimiter = ',', value_parser = parse_backup_endpoint)]
+    pub backup_endpoints: Vec<String>,
     /// Apply only the operator's placements; refuse specs that set one.
     #[arg(long, env = "NESTOR_PLACEMENT_ENFORCED", default_value_t = false, action = clap::ArgAction::Set)]
     pub placement_enforced: bool,
@@ -216,7 +221,19 @@ impl Args {
                 .node_pod_limits
                 .clone()
                 .unwrap_or(defaults.node_pod_limits),
+            backup_endpoints: self.backup_endpoints.clone(),
         }
+    }
+}
+
+/// Checks one of `backup.allowedEndpoints`.
+fn parse_backup_endpoint(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    match nestor_controllers::model::validate::endpoint_problem(text) {
+        None => Ok(text.to_string()),
+        Some(why) => Err(format!(
+            "backup.allowedEndpoints: {text:?} is not an http or https URL of a host and port ({why})"
+        )),
     }
 }
 

@@ -10,13 +10,13 @@ use kube::api::PartialObjectMeta;
 const NESTOR_ANNOTATIONS: &str = "nestor.dev/";
 
 /// Shrinks a watched VirtualCluster or NodePool before it is cached: drops
-/// its managed fields, labels and creation time (nothing reads them) and
-/// the last-applied annotation.
+/// its managed fields and labels (nothing reads them) and the
+/// last-applied annotation. The creation time stays: no backup slot before
+/// it is made up.
 pub fn slim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     // Looked up by name; selected by label on the server.
     meta.labels = None;
-    meta.creation_timestamp = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }

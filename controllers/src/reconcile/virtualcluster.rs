@@ -7,6 +7,7 @@
 //! A cluster has no finalizer: the garbage collector deletes its children
 //! (and its pools, which the pool reconciler gives it as an owner).
 
+mod backup;
 mod encryption;
 mod leaders;
 mod pki;
@@ -21,6 +22,7 @@ use crate::client::apply::apply_holdable;
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
 use crate::client::nested;
+use crate::model::backup::BackupObserved;
 use crate::model::cached::CachedService;
 use crate::model::images;
 use crate::model::inputs::ClusterInputs;
@@ -128,14 +130,24 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     // Status is computed from what the API server returned for each
     // workload (or the cache, when nothing was sent): never from a cache
     // that has not yet seen this reconcile's writes.
-    let observed = stages::observed(&names, exposure, control_plane, &clients, record);
+    let backups =
+        backup::ensure_backups(ctx, vc, &inputs, control_plane.etcd_quorum(), now.0).await?;
+    let observed = stages::observed(
+        &names,
+        exposure,
+        control_plane,
+        &clients,
+        record,
+        backups.observed,
+    );
     let status = update_status(ctx, vc, status_now(&observed, vc)).await?;
     announce_readiness(ctx, vc, &names, &status).await;
     let soon = migrating || upgrading;
+    let resync = RESYNC.min(ctx.settings.addons_recheck);
     Ok(Action::requeue(if soon {
         RETRY
     } else {
-        RESYNC.min(ctx.settings.addons_recheck)
+        backups.again_in.map_or(resync, |at| at.min(resync))
     }))
 }
 
@@ -391,8 +403,9 @@ fn observe(ctx: &Context, names: &ClusterNames) -> Observed {
         endpoint: None,
         admin_kubeconfig_secret: None,
         apiserver_images: None,
-        // The cache says nothing of it: the last record stays.
+        // The cache says nothing of them: the last records stay.
         upgrade: None,
+        backup: BackupObserved::NotLooked,
     }
 }
 

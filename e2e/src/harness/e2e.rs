@@ -7,6 +7,7 @@
 use super::nested::default_service_account;
 use crate::TestBed;
 use crate::process::Lifetime;
+use crate::s3::S3Store;
 use crate::support::{OPERATOR_NAMESPACE, vc_yaml};
 use crate::testbed::TestBedOptions;
 use crate::tools::{kubectl, kubectl_ok};
@@ -36,6 +37,9 @@ pub struct Env {
     pub admin: PathBuf,
     /// A client with the test bed's admin credentials.
     pub client: kube::Client,
+    /// An S3-compatible store the host's pods reach, whose endpoint the
+    /// Helm values allow for backups.
+    pub s3: S3Store,
     /// The attack suite's two tenants, set up by the first attack (or why
     /// they did not come up).
     tenants: tokio::sync::OnceCell<std::result::Result<Tenants, String>>,
@@ -52,10 +56,12 @@ impl Env {
         let bed = TestBed::start(dir, Lifetime::Tied, &options).await?;
         let admin = bed.kubeconfig.clone();
         let client = bed.client().await?;
+        let s3 = S3Store::start_on(dir, crate::node::host_ip(), Lifetime::Tied)?;
         Ok(Self {
             bed,
             admin,
             client,
+            s3,
             tenants: Default::default(),
         })
     }
@@ -77,6 +83,8 @@ impl Env {
             "security.addonsRecheckSeconds=15".into(),
             "--set-json".into(),
             privileged,
+            "--set-json".into(),
+            format!("backup.allowedEndpoints=[\"{}\"]", env.s3.endpoint),
         ];
         args.extend(crate::node::platform_helm_args());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -111,9 +111,21 @@ pub fn service_ip(env: &Env, ns: &str, name: &str) -> Result<String> {
 }
 
 /// What no tenant may reach on the host: its API server (directly and
-/// through its Service), its node's kubelet and the link-local listener.
+/// through its Service), its node's kubelet, the link-local listener and
+/// the platform's backup store.
 pub fn host_targets(env: &Env) -> Result<Vec<(String, String, u16)>> {
+    let store = env
+        .s3
+        .endpoint
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(0);
     Ok(vec![
+        (
+            "the platform's backup store".into(),
+            setting("HOST_IP").into(),
+            store,
+        ),
         (
             "the host's API server".into(),
             setting("HOST_IP").into(),

@@ -4,6 +4,7 @@
 //! hold the tests and the list the runner ([`crate::suite`]) runs.
 
 pub mod attacks;
+pub mod data;
 pub mod e2e;
 pub mod host;
 pub mod integration;

@@ -9,6 +9,7 @@
 
 mod at_rest;
 mod attacks;
+mod backup;
 mod conformance;
 mod control_plane;
 mod escapes;
@@ -19,6 +20,7 @@ mod workloads;
 
 use at_rest::secrets_are_encrypted_at_rest_and_requests_audited;
 use attacks::*;
+use backup::backups_run_on_schedule_and_failures_name_their_cause;
 use conformance::upstream_conformance;
 use control_plane::{
     delete_leaves_the_host_clean, empty_spec_becomes_ready, helm_install_runs_the_operator,
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
             failed_upgrade_rolls_back,
             api_server_reaches_its_cluster,
             secrets_are_encrypted_at_rest_and_requests_audited,
+            backups_run_on_schedule_and_failures_name_their_cause,
             network_attacks,
             escape_attacks,
             attack_namespace_labels_through_subresources,
@@ -92,6 +95,9 @@ fn main() -> std::process::ExitCode {
         Env::keep_logs,
     );
     if let Some(summary) = nestor_e2e::harness::attacks::summary() {
+        println!("{summary}");
+    }
+    if let Some(summary) = nestor_e2e::harness::data::summary() {
         println!("{summary}");
     }
     code

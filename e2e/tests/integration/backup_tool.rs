@@ -83,12 +83,25 @@ pub(crate) async fn backups_reach_a_real_s3_store_and_fail_with_a_reason(env: &E
         store.access_key_id.as_str(),
         store.secret_access_key.as_str(),
     ));
+    // The cluster's encryption Secret as mounted: its keys go with the
+    // snapshot, its configuration does not.
+    let ring = dir.join("encryption");
+    std::fs::create_dir_all(&ring)?;
+    std::fs::write(
+        ring.join("key-0"),
+        "a2V5LTAta2V5LTAta2V5LTAta2V5LTAta2V5LTA=",
+    )?;
+    std::fs::write(
+        ring.join("encryption.yaml"),
+        "kind: EncryptionConfiguration",
+    )?;
     let s3 = |endpoint: &str, bucket: &str, name: &str| -> Vec<String> {
         vec![
             format!("--snapshot={}", snapshot.display()),
             format!("--name={name}"),
             "--path=tenants/demo".into(),
             "--retention=2".into(),
+            format!("--keys={}", ring.display()),
             format!("--s3-endpoint={endpoint}"),
             format!("--s3-bucket={bucket}"),
             "--s3-prefix=nestor/".into(),
@@ -128,8 +141,10 @@ pub(crate) async fn backups_reach_a_real_s3_store_and_fail_with_a_reason(env: &E
             == [
                 "20261205T060000Z.db",
                 "20261205T060000Z.json",
+                "20261205T060000Z.keys.json",
                 "20261205T120000Z.db",
-                "20261205T120000Z.json"
+                "20261205T120000Z.json",
+                "20261205T120000Z.keys.json"
             ],
         "{files:?}"
     );
@@ -140,6 +155,12 @@ pub(crate) async fn backups_reach_a_real_s3_store_and_fail_with_a_reason(env: &E
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(held.join("20261205T120000Z.json"))?)?;
     ensure!(record["sha256"] == sha.as_str(), "{record}");
+    let keys: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(held.join("20261205T120000Z.keys.json"))?)?;
+    ensure!(
+        keys == serde_json::json!({"key-0": "a2V5LTAta2V5LTAta2V5LTAta2V5LTAta2V5LTA="}),
+        "the keys, and only they: {keys}"
+    );
 
     // A volume destination.
     let volume = dir.join("volume");

@@ -196,6 +196,16 @@ pub(crate) async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
             r#"{"spec":{"apiServer":{"certSANs":["not a name!"]}}}"#,
             "neither an IP address nor a DNS name",
         ),
+        // Backups go only where the platform allows (it allows no
+        // endpoint here), and no more often than every 5 minutes.
+        (
+            r#"{"spec":{"backup":{"destination":{"s3":{"endpoint":"http://169.254.169.254:80","bucket":"b-1","credentialsSecret":"c"}}}}}"#,
+            "spec.backup.destination.s3.endpoint: 'http://169.254.169.254:80' is not one of the platform's backup endpoints",
+        ),
+        (
+            r#"{"spec":{"backup":{"schedule":"* * * * *","destination":{"volume":{"claimName":"c"}}}}}"#,
+            "spec.backup.schedule: '* * * * *' runs more often than every 5 minutes",
+        ),
     ];
     for (patch, message) in operator_cases {
         let out = s.kubectl(&["patch", "vc/base", "--type=merge", "-p", patch])?;
@@ -234,7 +244,9 @@ pub(crate) async fn invalid_specs_are_refused(env: &Env) -> Result<()> {
         )?;
         ensure!(events.contains("InvalidSpec"), "no InvalidSpec event");
         // Undo the edit (drop the offending field).
-        let undo = if patch.contains("extraArgs") && patch.contains("apiServer") {
+        let undo = if patch.contains("backup") {
+            r#"{"spec":{"backup":null}}"#
+        } else if patch.contains("extraArgs") && patch.contains("apiServer") {
             r#"{"spec":{"apiServer":{"extraArgs":null}}}"#
         } else if patch.contains("controllerManager") {
             r#"{"spec":{"controllerManager":{"extraArgs":null}}}"#

@@ -1,7 +1,6 @@
-//! `nestor-backup`, the tool of Nestor's backup Jobs. `install` copies this
-//! static binary to a shared volume (it ships in the operator's image and
-//! runs in etcd's, beside `etcdutl`); `backup` checks a snapshot etcdctl
-//! saved, writes it and its record to the destination, reads it back,
+//! `nestor-backup`, the tool of Nestor's backup Jobs. It ships in the
+//! operator's image beside upstream `etcdutl`. `backup` checks a snapshot
+//! etcdctl saved, writes it and its record to the destination, reads it back,
 //! applies retention and reports in its container's termination message.
 //! It holds no Kubernetes credential, and prints no secret.
 
@@ -26,8 +25,6 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Copies this binary to PATH.
-    Install { path: PathBuf },
     /// Backs a snapshot up (see the crate's documentation).
     Backup(Box<BackupArgs>),
 }
@@ -49,6 +46,11 @@ struct BackupArgs {
     /// The etcdutl to read the snapshot with.
     #[arg(long, default_value = "etcdutl")]
     etcdutl: String,
+    /// The cluster's encryption Secret, mounted: its `key-*` files are
+    /// written beside the snapshot (`<name>.keys.json`), since the
+    /// snapshot's Secrets are encrypted with them.
+    #[arg(long)]
+    keys: Option<PathBuf>,
     /// Where the destination claim is mounted.
     #[arg(long, requires = "volume_claim", conflicts_with = "s3_endpoint")]
     volume: Option<PathBuf>,
@@ -94,13 +96,6 @@ impl BackupArgs {
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        Command::Install { path } => match install(&path) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("nestor-backup: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
         Command::Backup(args) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -124,12 +119,6 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-fn install(path: &std::path::Path) -> Result<()> {
-    let me = std::env::current_exe().context("finding this binary")?;
-    std::fs::copy(&me, path).with_context(|| format!("copying to {}", path.display()))?;
-    Ok(())
 }
 
 fn failed(reason: FailureReason, message: String) -> Report {
@@ -164,6 +153,26 @@ fn time_of(name: &str) -> Option<Time> {
     text.parse().ok().map(Time)
 }
 
+/// The `key-*` files of `dir`, as a JSON object of name to key. Errors
+/// name the files, never a key.
+fn read_keys(dir: &std::path::Path) -> Result<Vec<u8>> {
+    let mut keys = std::collections::BTreeMap::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading the keys in {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading the keys in {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !name.starts_with("key-") {
+            continue;
+        }
+        let key = std::fs::read_to_string(entry.path())
+            .with_context(|| format!("reading the key file {name}"))?;
+        keys.insert(name, key.trim().to_string());
+    }
+    anyhow::ensure!(!keys.is_empty(), "no key-* file in {}", dir.display());
+    Ok(serde_json::to_vec(&keys)?)
+}
+
 async fn run(args: &BackupArgs) -> Result<Report, Failure> {
     let bad = |m: String| Failure::new(FailureReason::BackupFailed, m);
     let time =
@@ -182,6 +191,10 @@ async fn run(args: &BackupArgs) -> Result<Report, Failure> {
             ),
         ));
     }
+    let keys = match &args.keys {
+        Some(dir) => Some(read_keys(dir).map_err(|e| bad(format!("{e:#}")))?),
+        None => None,
+    };
     let revision = snapshot::revision(&args.etcdutl, &args.snapshot)
         .await
         .map_err(|e| Failure::new(FailureReason::VerificationFailed, format!("{e:#}")))?;
@@ -216,6 +229,11 @@ async fn run(args: &BackupArgs) -> Result<Report, Failure> {
                 record.location, digest.size, digest.sha256
             ),
         ));
+    }
+    if let Some(keys) = keys {
+        destination
+            .put_bytes(&format!("{}.keys.json", args.name), keys)
+            .await?;
     }
     let json = serde_json::to_vec(&record).map_err(|e| bad(e.to_string()))?;
     destination
@@ -256,18 +274,14 @@ mod tests {
         .unwrap();
         let job = nestor_model::build::backup::desired_backup_job(&inputs, &backup, &start);
         let pod = job.spec.unwrap().template.spec.unwrap();
-        let install = pod.init_containers.unwrap()[0].command.clone().unwrap();
         let upload = pod.containers[0].command.clone().unwrap();
-        assert!(matches!(
-            Args::try_parse_from(&install).unwrap().command,
-            Command::Install { .. }
-        ));
         let Command::Backup(args) = Args::try_parse_from(&upload).unwrap().command else {
             panic!("{upload:?}")
         };
         assert_eq!(args.name, "20261205T060000Z");
         assert!(matches!(args.target().unwrap(), Target::Volume { .. }));
-        let mut s3 = upload[..6].to_vec();
+        assert_eq!(args.etcdutl, "/etcdutl");
+        let mut s3 = upload[..7].to_vec();
         s3.extend(
             [
                 "--s3-endpoint=http://10.0.0.5:7070",

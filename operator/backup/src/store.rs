@@ -105,10 +105,21 @@ impl Destination {
                         "no S3 credentials in the Job's environment",
                     )
                 })?;
+                // The Job's image has no system trust store: an https
+                // endpoint is verified with the CA Secret's certificates
+                // alone, or else with the Mozilla roots built in.
                 let mut options = ClientOptions::new()
                     .with_allow_http(endpoint.starts_with("http://"))
+                    .with_no_system_certificates(true)
                     .with_connect_timeout(Duration::from_secs(10))
                     .with_timeout(Duration::from_secs(300));
+                if ca.is_none() {
+                    for root in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+                        if let Ok(certificate) = object_store::Certificate::from_der(root) {
+                            options = options.with_root_certificate(certificate);
+                        }
+                    }
+                }
                 if let Some(ca) = ca {
                     let pem = std::fs::read(ca).map_err(|e| {
                         Failure::new(
@@ -254,9 +265,13 @@ impl Destination {
         Ok(names)
     }
 
-    /// Deletes backup `name` (its snapshot and its record).
+    /// Deletes backup `name` (its snapshot, its keys and its record).
     pub(crate) async fn delete(&self, name: &str) -> Result<(), Failure> {
-        for file in [format!("{name}.db"), format!("{name}.json")] {
+        for file in [
+            format!("{name}.db"),
+            format!("{name}.keys.json"),
+            format!("{name}.json"),
+        ] {
             match self.store.delete(&self.key(&file)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => {

@@ -1,18 +1,20 @@
-//! The Job of one backup. Its pod copies the static `nestor-backup` out of
-//! the operator's image, takes a snapshot through etcd's snapshot API with
-//! etcdctl, then runs `nestor-backup backup` in the etcd image (beside
-//! `etcdutl`): it checks the snapshot, writes it with its
-//! record to the destination, reads it back, deletes what retention drops
-//! and reports in its termination message ([`crate::model::backup::Report`]).
-//! The pod holds no Kubernetes credential; only the snapshot container
-//! holds etcd's client certificate.
+//! The Job of one backup. Its pod takes a snapshot through etcd's snapshot
+//! API with etcdctl (in the etcd image), then runs `nestor-backup backup`
+//! in the operator's image, which also carries upstream `etcdutl`: it
+//! checks the snapshot, writes it, the cluster's encryption keys (the
+//! snapshot's Secrets are encrypted with them) and its record to the
+//! destination,
+//! reads it back, deletes what retention drops and reports in its
+//! termination message ([`crate::model::backup::Report`]). The pod holds
+//! no Kubernetes credential; only the snapshot container holds etcd's
+//! client certificate.
 
 use crate::build::etcd::CLIENT_PORT;
 use crate::build::podspec::{
     cluster_job, control_plane_pod, hardened_container_security_context, read_only_mount,
     secret_volume,
 };
-use crate::model::backup::Start;
+use crate::model::backup::{SNAPSHOT_CONTAINER, Start, UPLOAD_CONTAINER};
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::Component;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -22,11 +24,14 @@ use k8s_openapi::api::core::v1::{
 };
 use nestor_crds::{BackupSpec, S3Destination};
 
-const TOOLS_DIR: &str = "/tools";
+/// Where the operator's image holds the backup tool and `etcdutl`.
+pub const BACKUP_TOOL: &str = "/nestor-backup";
+pub const ETCDUTL: &str = "/etcdutl";
 const WORK_DIR: &str = "/work";
 const PKI_DIR: &str = "/etc/etcd/pki";
 const DESTINATION_DIR: &str = "/destination";
 const CA_DIR: &str = "/etc/nestor/backup-ca";
+const KEYS_DIR: &str = "/etc/nestor/encryption";
 /// The keys of a backup's credentials Secret.
 pub const ACCESS_KEY_ID: &str = "access-key-id";
 pub const SECRET_ACCESS_KEY: &str = "secret-access-key";
@@ -89,20 +94,8 @@ pub fn desired_backup_job(inputs: &ClusterInputs, backup: &BackupSpec, start: &S
     let names = &inputs.names;
     let endpoint = format!("https://{}:{CLIENT_PORT}", names.etcd_client_host());
     let snapshot = format!("{WORK_DIR}/snapshot.db");
-    let tools = Container {
-        name: "tools".into(),
-        image: Some(inputs.guard_image.clone()),
-        command: Some(vec![
-            "/nestor-backup".into(),
-            "install".into(),
-            format!("{TOOLS_DIR}/nestor-backup"),
-        ]),
-        volume_mounts: Some(vec![mount("tools", TOOLS_DIR)]),
-        security_context: Some(hardened_container_security_context()),
-        ..Container::default()
-    };
     let etcdctl = Container {
-        name: "snapshot".into(),
+        name: SNAPSHOT_CONTAINER.into(),
         image: Some(inputs.images.etcd.clone()),
         command: Some(vec![
             "etcdctl".into(),
@@ -123,17 +116,19 @@ pub fn desired_backup_job(inputs: &ClusterInputs, backup: &BackupSpec, start: &S
         ..Container::default()
     };
     let mut args = vec![
-        format!("{TOOLS_DIR}/nestor-backup"),
+        BACKUP_TOOL.into(),
         "backup".into(),
+        format!("--etcdutl={ETCDUTL}"),
         format!("--snapshot={snapshot}"),
         format!("--name={}", start.name),
         format!("--path={}/{}", names.namespace, names.cluster),
         format!("--retention={}", backup.retention),
+        format!("--keys={KEYS_DIR}"),
     ];
-    let mut mounts = vec![mount("tools", TOOLS_DIR), mount("work", WORK_DIR)];
+    let mut mounts = vec![mount("work", WORK_DIR), read_only_mount("keys", KEYS_DIR)];
     let mut volumes = vec![
-        empty_dir("tools"),
         empty_dir("work"),
+        secret_volume("keys", &names.encryption_secret()),
         secret_volume("pki", &names.etcd_certs_secret()),
     ];
     let mut env = Vec::new();
@@ -168,8 +163,8 @@ pub fn desired_backup_job(inputs: &ClusterInputs, backup: &BackupSpec, start: &S
         }
     }
     let upload = Container {
-        name: "upload".into(),
-        image: Some(inputs.images.etcd.clone()),
+        name: UPLOAD_CONTAINER.into(),
+        image: Some(inputs.guard_image.clone()),
         command: Some(args),
         env: Some(env),
         volume_mounts: Some(mounts),
@@ -177,7 +172,7 @@ pub fn desired_backup_job(inputs: &ClusterInputs, backup: &BackupSpec, start: &S
         ..Container::default()
     };
     let mut pod = control_plane_pod(vec![upload], volumes, &inputs.placement);
-    pod.init_containers = Some(vec![tools, etcdctl]);
+    pod.init_containers = Some(vec![etcdctl]);
     let limits = JobSpec {
         // A failure is reported and the next slot tries again.
         backoff_limit: Some(0),
@@ -228,8 +223,8 @@ mod tests {
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
         let inits = pod.init_containers.unwrap();
-        assert_eq!(inits[0].image.as_deref(), Some(inputs.guard_image.as_str()));
-        let snapshot = inits[1].command.clone().unwrap().join(" ");
+        assert_eq!(inits.len(), 1);
+        let snapshot = inits[0].command.clone().unwrap().join(" ");
         assert!(
             snapshot.starts_with("etcdctl --endpoints=https://demo-etcd.tenants.svc:2379"),
             "{snapshot}"
@@ -239,16 +234,18 @@ mod tests {
             "{snapshot}"
         );
         let upload = &pod.containers[0];
-        assert_eq!(upload.image, Some(inputs.images.etcd.clone()));
+        assert_eq!(upload.image, Some(inputs.guard_image.clone()));
         assert_eq!(
             upload.command.clone().unwrap(),
             [
-                "/tools/nestor-backup",
+                "/nestor-backup",
                 "backup",
+                "--etcdutl=/etcdutl",
                 "--snapshot=/work/snapshot.db",
                 "--name=20261205T060000Z",
                 "--path=tenants/demo",
                 "--retention=3",
+                "--keys=/etc/nestor/encryption",
                 "--s3-endpoint=https://s3.internal:9000",
                 "--s3-bucket=tenant-backups",
                 "--s3-prefix=p/",
@@ -264,9 +261,8 @@ mod tests {
                 .map(|m| m.name.clone())
                 .collect()
         };
-        assert!(mounts(&inits[1]).contains(&"pki".to_string()));
+        assert!(mounts(&inits[0]).contains(&"pki".to_string()));
         assert!(!mounts(upload).contains(&"pki".to_string()));
-        assert!(!mounts(&inits[0]).contains(&"pki".to_string()));
         let env = upload.env.clone().unwrap();
         let secret = |name: &str| {
             env.iter()
@@ -299,7 +295,9 @@ mod tests {
         let pod = job.spec.unwrap().template.spec.unwrap();
         let command = pod.containers[0].command.clone().unwrap().join(" ");
         assert!(
-            command.ends_with("--retention=7 --volume=/destination --volume-claim=tenant-backups"),
+            command.ends_with(
+                "--retention=7 --keys=/etc/nestor/encryption --volume=/destination --volume-claim=tenant-backups"
+            ),
             "{command}"
         );
         let claim = pod

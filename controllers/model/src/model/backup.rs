@@ -16,6 +16,17 @@ use nestor_crds::{BackupRecord, BackupSpec};
 /// The condition every cluster with `spec.backup` has.
 pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
 
+/// The annotation the operator writes on a finished backup Job: its
+/// [`Report`], read once from the Job's pod.
+pub const REPORT_ANNOTATION: &str = "nestor.dev/backup-report";
+
+/// The containers of a backup Job's pod (see `build::backup`).
+pub const SNAPSHOT_CONTAINER: &str = "snapshot";
+pub const UPLOAD_CONTAINER: &str = "upload";
+
+/// The longest part of a container's own message a report keeps.
+const MESSAGE_LIMIT: usize = 400;
+
 /// Why a backup failed, as the uploader reports it (its termination
 /// message), or as the operator finds it before a Job starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,12 +47,15 @@ pub enum FailureReason {
     /// A Secret or claim the backup names is missing or not labelled
     /// `nestor.dev/backup: "true"`.
     DestinationNotAllowed,
+    /// The credentials Secret lacks `access-key-id` or
+    /// `secret-access-key`, or the CA Secret lacks `ca.crt`.
+    CredentialsMissing,
     /// The Job ended without a report (deadline, eviction, another error).
     BackupFailed,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 8] = [
+    pub const ALL: [FailureReason; 9] = [
         Self::SnapshotFailed,
         Self::VerificationFailed,
         Self::AccessDenied,
@@ -49,6 +63,7 @@ impl FailureReason {
         Self::EndpointUnreachable,
         Self::VolumeFull,
         Self::DestinationNotAllowed,
+        Self::CredentialsMissing,
         Self::BackupFailed,
     ];
 
@@ -61,6 +76,7 @@ impl FailureReason {
             Self::EndpointUnreachable => "EndpointUnreachable",
             Self::VolumeFull => "VolumeFull",
             Self::DestinationNotAllowed => "DestinationNotAllowed",
+            Self::CredentialsMissing => "CredentialsMissing",
             Self::BackupFailed => "BackupFailed",
         }
     }
@@ -102,6 +118,84 @@ pub enum Outcome {
         reason: FailureReason,
         message: String,
     },
+}
+
+impl From<Outcome> for Report {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Succeeded { record, kept } => Report::Succeeded { record, kept },
+            Outcome::Failed { reason, message } => Report::Failed {
+                reason: reason.as_str().to_string(),
+                message,
+            },
+        }
+    }
+}
+
+/// How a finished backup Job ended, from its pod (`None` once the pod is
+/// gone) and the Job's own `Failed` condition (reason, message): the
+/// uploader's report when it wrote one, else the snapshot container's
+/// failure, else the Job's.
+pub fn outcome_of_pod(
+    pod: Option<&k8s_openapi::api::core::v1::PodStatus>,
+    job_failure: Option<(&str, &str)>,
+) -> Outcome {
+    let terminated = |statuses: Option<&Vec<k8s_openapi::api::core::v1::ContainerStatus>>,
+                      name: &str| {
+        statuses?
+            .iter()
+            .find(|c| c.name == name)?
+            .state
+            .as_ref()?
+            .terminated
+            .clone()
+    };
+    let upload = pod.and_then(|p| terminated(p.container_statuses.as_ref(), UPLOAD_CONTAINER));
+    if let Some(report) = upload
+        .as_ref()
+        .and_then(|t| t.message.as_deref())
+        .and_then(|m| serde_json::from_str::<Report>(m.trim()).ok())
+    {
+        return report.into();
+    }
+    let snapshot = pod
+        .and_then(|p| terminated(p.init_container_statuses.as_ref(), SNAPSHOT_CONTAINER))
+        .filter(|t| t.exit_code != 0);
+    if let Some(t) = snapshot {
+        let said = t.message.as_deref().unwrap_or_default().trim();
+        return Outcome::Failed {
+            reason: FailureReason::SnapshotFailed,
+            message: format!(
+                "etcdctl could not take a snapshot (exit code {}): {}",
+                t.exit_code,
+                clip(said)
+            ),
+        };
+    }
+    let message = match (job_failure, upload) {
+        (_, Some(t)) => format!(
+            "the uploader ended with exit code {} and no report",
+            t.exit_code
+        ),
+        (Some((reason, message)), None) => format!("the Job failed ({reason}): {}", clip(message)),
+        (None, None) => "the Job ended with no pod left to say how".to_string(),
+    };
+    Outcome::Failed {
+        reason: FailureReason::BackupFailed,
+        message,
+    }
+}
+
+/// At most [`MESSAGE_LIMIT`] bytes of `text`, cut at a character.
+fn clip(text: &str) -> &str {
+    if text.len() <= MESSAGE_LIMIT {
+        return text;
+    }
+    let mut end = MESSAGE_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 impl From<Report> for Outcome {
@@ -476,6 +570,62 @@ mod tests {
             panic!("on")
         };
         assert_eq!(records, before);
+    }
+
+    #[test]
+    fn a_pod_says_how_its_backup_ended() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+        };
+        let status = |name: &str, code: i32, message: &str| ContainerStatus {
+            name: name.into(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: code,
+                    message: Some(message.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let report = serde_json::to_string(&Report::Failed {
+            reason: "BucketNotFound".into(),
+            message: "no bucket b".into(),
+        })
+        .unwrap();
+        let pod = PodStatus {
+            init_container_statuses: Some(vec![status(SNAPSHOT_CONTAINER, 0, "")]),
+            container_statuses: Some(vec![status(UPLOAD_CONTAINER, 1, &report)]),
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome_of_pod(Some(&pod), None),
+            Outcome::Failed {
+                reason: FailureReason::BucketNotFound,
+                message: "no bucket b".into()
+            }
+        );
+        let pod = PodStatus {
+            init_container_statuses: Some(vec![status(
+                SNAPSHOT_CONTAINER,
+                1,
+                "context deadline exceeded",
+            )]),
+            ..Default::default()
+        };
+        let Outcome::Failed { reason, message } = outcome_of_pod(Some(&pod), None) else {
+            panic!("failed")
+        };
+        assert_eq!(reason, FailureReason::SnapshotFailed);
+        assert!(message.ends_with("context deadline exceeded"), "{message}");
+        let Outcome::Failed { reason, message } =
+            outcome_of_pod(None, Some(("DeadlineExceeded", &"x".repeat(5000))))
+        else {
+            panic!("failed")
+        };
+        assert_eq!(reason, FailureReason::BackupFailed);
+        assert!(message.len() < 500, "clipped");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct OperatorSettings {
     pub node_pod_limits: BTreeMap<String, Quantity>,
     /// What a spec's placement may name.
     pub placement_allowed: AllowedPlacement,
+    /// The S3 endpoints backups may be written to, as URLs.
+    pub backup_endpoints: Vec<String>,
 }
 
 /// The node pods' limits when the platform names none.
@@ -110,6 +112,7 @@ impl Default for OperatorSettings {
             addons_recheck: Duration::from_secs(600),
             node_pod_limits: default_node_pod_limits(),
             placement_allowed: AllowedPlacement::default(),
+            backup_endpoints: Vec::new(),
         }
     }
 }
@@ -142,6 +145,7 @@ impl OperatorSettings {
             placement_enforced: self.placement_enforced,
             node_pod_limits: self.node_pod_limits.clone(),
             placement_allowed: self.placement_allowed.clone(),
+            backup_endpoints: self.backup_endpoints.clone(),
         }
     }
 

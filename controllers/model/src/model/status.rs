@@ -2,6 +2,7 @@
 //! a condition keeps its `lastTransitionTime` while its status holds, so an
 //! unchanged world gives a byte-identical status and no write.
 
+use crate::model::backup::{BACKUP_SUCCEEDED, BackupObserved, FailureReason, Outcome};
 use crate::model::cached::Workload;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -96,6 +97,8 @@ pub struct Observed {
     /// The record of the latest change of version or images after this
     /// pass (`None`: the pass did not look, and the last record stays).
     pub upgrade: Option<Option<UpgradeStatus>>,
+    /// What the backup stage found (`NotLooked`: the last record stays).
+    pub backup: BackupObserved,
 }
 
 /// A condition as computed now, before its transition time is settled.
@@ -170,7 +173,11 @@ fn component_condition(
 
 /// The conditions of a virtual cluster, in a fixed order. `upgrade` is
 /// the record of the latest change of version or images.
-pub fn compute_conditions(observed: &Observed, upgrade: Option<&UpgradeStatus>) -> Vec<Computed> {
+pub fn compute_conditions(
+    observed: &Observed,
+    upgrade: Option<&UpgradeStatus>,
+    backup: Option<Computed>,
+) -> Vec<Computed> {
     // Without `..`: a component observed and given no condition does not
     // compile. The fields that are not components say so.
     let Observed {
@@ -185,6 +192,7 @@ pub fn compute_conditions(observed: &Observed, upgrade: Option<&UpgradeStatus>) 
         admin_kubeconfig_secret: _,
         apiserver_images: _,
         upgrade: _,
+        backup: _,
     } = observed;
     let mut conditions = vec![
         component_condition(ETCD_READY, "etcd", "members", etcd),
@@ -229,6 +237,8 @@ pub fn compute_conditions(observed: &Observed, upgrade: Option<&UpgradeStatus>) 
     };
     // A change under way (or rolled back) does not make the cluster unready.
     conditions.push(upgrade_condition(upgrade));
+    // Nor does a failed backup: the cluster keeps serving.
+    conditions.extend(backup);
     conditions.push(ready);
     conditions
 }
@@ -280,10 +290,31 @@ pub fn compute_status(
         Some(record) => record.clone(),
         None => previous.and_then(|p| p.upgrade.clone()),
     };
-    let computed = compute_conditions(observed, upgrade.as_ref());
     let previous_conditions = previous
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
+    let (backups, backup_request, backup) = match &observed.backup {
+        BackupObserved::NotLooked => (
+            previous.map(|p| p.backups.clone()).unwrap_or_default(),
+            previous.and_then(|p| p.backup_request.clone()),
+            previous_conditions
+                .iter()
+                .find(|c| c.type_ == BACKUP_SUCCEEDED)
+                .map(kept_backup_condition),
+        ),
+        BackupObserved::Off => (Vec::new(), None, None),
+        BackupObserved::On {
+            records,
+            request,
+            last,
+            next: _,
+        } => (
+            records.clone(),
+            request.clone(),
+            Some(backup_condition(last.as_ref())),
+        ),
+    };
+    let computed = compute_conditions(observed, upgrade.as_ref(), backup);
     let conditions = settle_conditions(&computed, previous_conditions, generation, now);
     let ready = computed.iter().any(|c| c.type_ == READY && c.ok);
     let was_ready = previous.and_then(|p| p.phase).is_some_and(|p| {
@@ -329,7 +360,51 @@ pub fn compute_status(
         version,
         images,
         upgrade,
+        backups,
+        backup_request,
         conditions,
+    }
+}
+
+/// The `BackupSucceeded` condition, from how the newest finished backup
+/// ended.
+pub fn backup_condition(last: Option<&Outcome>) -> Computed {
+    let (ok, reason, message) = match last {
+        None => (
+            false,
+            "NoBackupYet",
+            "no backup has finished yet".to_string(),
+        ),
+        Some(Outcome::Succeeded { record, .. }) => (
+            true,
+            "Succeeded",
+            format!(
+                "backup {} verified: {} bytes at revision {}, at {}",
+                record.name, record.size_bytes, record.revision, record.location
+            ),
+        ),
+        Some(Outcome::Failed { reason, message }) => (false, reason.as_str(), message.clone()),
+    };
+    Computed {
+        type_: BACKUP_SUCCEEDED,
+        ok,
+        reason,
+        message,
+    }
+}
+
+/// The `BackupSucceeded` condition a pass that did not look keeps.
+fn kept_backup_condition(previous: &Condition) -> Computed {
+    let reason = match previous.reason.as_str() {
+        "Succeeded" => "Succeeded",
+        "NoBackupYet" => "NoBackupYet",
+        other => FailureReason::parse(other).as_str(),
+    };
+    Computed {
+        type_: BACKUP_SUCCEEDED,
+        ok: previous.status == "True",
+        reason,
+        message: previous.message.clone(),
     }
 }
 

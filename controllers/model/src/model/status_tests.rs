@@ -237,3 +237,49 @@ fn invalid_spec_is_one_clear_condition() {
         "five components and Upgraded"
     );
 }
+
+#[test]
+fn backups_are_listed_and_a_pass_that_did_not_look_keeps_the_condition() {
+    use crate::model::backup::{BackupObserved, FailureReason, Outcome};
+    let now = t("2026-12-05T06:00:00Z");
+    let failed = Observed {
+        backup: BackupObserved::On {
+            records: vec![],
+            request: Some("again".into()),
+            last: Some(Outcome::Failed {
+                reason: FailureReason::AccessDenied,
+                message: "the endpoint refused the credentials".into(),
+            }),
+            next: None,
+        },
+        ..all_ready()
+    };
+    let status = compute_status(&failed, None, Some(1), &now);
+    let backup = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "BackupSucceeded")
+        .unwrap();
+    assert_eq!(
+        (backup.status.as_str(), backup.reason.as_str()),
+        ("False", "AccessDenied")
+    );
+    assert!(
+        is_ready(&status.conditions),
+        "a failed backup is not unready"
+    );
+    assert_eq!(status.backup_request.as_deref(), Some("again"));
+    // Refused or deleting: the pass did not look, and nothing changes.
+    let later = t("2026-12-05T07:00:00Z");
+    let kept = compute_status(&all_ready(), Some(&status), Some(1), &later);
+    assert_eq!(kept.conditions, status.conditions);
+    assert_eq!(kept.backup_request, status.backup_request);
+    // Turned off: no condition and no list.
+    let off = Observed {
+        backup: BackupObserved::Off,
+        ..all_ready()
+    };
+    let off = compute_status(&off, Some(&status), Some(1), &later);
+    assert!(off.conditions.iter().all(|c| c.type_ != "BackupSucceeded"));
+    assert_eq!(off.backup_request, None);
+}

@@ -10,6 +10,7 @@ use crate::build::{ClientStarts, ClusterClients, ClusterServices, ClusterWorkloa
 use crate::client::apply::{Applied, FirstWrite, apply_holdable, apply_owned};
 use crate::client::context::Context;
 use crate::client::error::Result;
+use crate::model::backup::BackupObserved;
 use crate::model::cached::{CachedService, Workload};
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::ClusterNames;
@@ -59,6 +60,12 @@ pub(super) struct AppliedControlPlane {
 impl AppliedControlPlane {
     pub(super) fn apiserver_rollout(&self) -> Rollout {
         Rollout::from_deployment(self.apiserver.object())
+    }
+
+    /// A quorum of etcd's members is ready: a snapshot can be taken.
+    pub(super) fn etcd_quorum(&self) -> bool {
+        let etcd = Rollout::from_statefulset(self.etcd.object());
+        etcd.ready > etcd.desired / 2
     }
 }
 
@@ -221,6 +228,7 @@ pub(super) fn observed(
     control_plane: AppliedControlPlane,
     clients: &AppliedClients,
     record: Option<UpgradeStatus>,
+    backup: BackupObserved,
 ) -> Observed {
     let deployment =
         |applied: &Applied<Workload<Deployment>>| Some(Rollout::from_deployment(applied.object()));
@@ -248,5 +256,6 @@ pub(super) fn observed(
         admin_kubeconfig_secret: Some(names.admin_kubeconfig_secret()),
         apiserver_images: Some(apiserver_images),
         upgrade: Some(record),
+        backup,
     }
 }

@@ -67,7 +67,7 @@ pub fn validate_backup(backup: &BackupSpec, endpoints: &[String]) -> Result<(), 
     problems.into_result(Some(()))
 }
 
-fn check_backup(problems: &mut Problems, backup: &BackupSpec, endpoints: &[String]) {
+pub(super) fn check_backup(problems: &mut Problems, backup: &BackupSpec, endpoints: &[String]) {
     if let Some(schedule) = &backup.schedule {
         match parse_schedule(schedule) {
             Err(why) => problems.push(

@@ -167,6 +167,8 @@ pub struct Platform {
     pub node_pod_limits: BTreeMap<String, Quantity>,
     /// What a spec's placement may name.
     pub placement_allowed: AllowedPlacement,
+    /// The S3 endpoints backups may be written to.
+    pub backup_endpoints: Vec<String>,
 }
 
 /// Validates a `VirtualCluster` named `name` and returns what the builders
@@ -318,6 +320,9 @@ pub fn validate_cluster(
     placement::check_tenant_placement(&mut problems, &spec.placement, platform);
     let network = network::check_networking(&mut problems, &spec.networking);
     let allowed_egress = network::check_allowed_egress(&mut problems, &spec.allowed_egress);
+    if let Some(backup) = &spec.backup {
+        backup::check_backup(&mut problems, backup, &platform.backup_endpoints);
+    }
     let valid = version.zip(network).map(|(version, net)| ValidCluster {
         version,
         pod_cidr: net.pod_cidr,
