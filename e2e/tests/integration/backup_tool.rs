@@ -155,11 +155,11 @@ pub(crate) async fn backups_reach_a_real_s3_store_and_fail_with_a_reason(env: &E
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(held.join("20261205T120000Z.json"))?)?;
     ensure!(record["sha256"] == sha.as_str(), "{record}");
-    let keys: serde_json::Value =
+    let ring_held: serde_json::Value =
         serde_json::from_slice(&std::fs::read(held.join("20261205T120000Z.keys.json"))?)?;
     ensure!(
-        keys == serde_json::json!({"key-0": "a2V5LTAta2V5LTAta2V5LTAta2V5LTAta2V5LTA="}),
-        "the keys, and only they: {keys}"
+        ring_held == serde_json::json!({"key-0": "a2V5LTAta2V5LTAta2V5LTAta2V5LTAta2V5LTA="}),
+        "the keys, and only they: {ring_held}"
     );
 
     // A volume destination.

@@ -275,9 +275,7 @@ mod tests {
         let job = nestor_model::build::backup::desired_backup_job(&inputs, &backup, &start);
         let pod = job.spec.unwrap().template.spec.unwrap();
         let upload = pod.containers[0].command.clone().unwrap();
-        let Command::Backup(args) = Args::try_parse_from(&upload).unwrap().command else {
-            panic!("{upload:?}")
-        };
+        let Command::Backup(args) = Args::try_parse_from(&upload).unwrap().command;
         assert_eq!(args.name, "20261205T060000Z");
         assert!(matches!(args.target().unwrap(), Target::Volume { .. }));
         assert_eq!(args.etcdutl, "/etcdutl");
@@ -291,9 +289,7 @@ mod tests {
             ]
             .map(String::from),
         );
-        let Command::Backup(args) = Args::try_parse_from(&s3).unwrap().command else {
-            panic!("{s3:?}")
-        };
+        let Command::Backup(args) = Args::try_parse_from(&s3).unwrap().command;
         assert!(matches!(args.target().unwrap(), Target::S3 { .. }));
     }
 
@@ -328,6 +324,7 @@ mod tests {
             path: "tenants/demo".into(),
             retention,
             etcdutl: etcdutl(dir),
+            keys: None,
             volume: Some(dir.join("volume")),
             volume_claim: Some("backups".into()),
             s3_endpoint: None,
