@@ -211,7 +211,7 @@ pub(crate) async fn backups_reach_a_real_s3_store_and_fail_with_a_reason(env: &E
     ensure!(reason == "VerificationFailed", "{reason}: {message}");
     let after: Vec<_> = std::fs::read_dir(&held)?.collect();
     ensure!(
-        after.len() == 4,
+        after.len() == 6,
         "a failed backup wrote or deleted something"
     );
     eprintln!(
