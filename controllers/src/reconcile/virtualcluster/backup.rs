@@ -11,8 +11,8 @@ use crate::build::backup::{ACCESS_KEY_ID, CA_KEY, SECRET_ACCESS_KEY, desired_bac
 use crate::client::context::Context;
 use crate::client::error::{Error, Result};
 use crate::model::backup::{
-    BackupFacts, BackupJob, BackupObserved, FailureReason, Outcome, REPORT_ANNOTATION, Report,
-    outcome_of_pod, plan,
+    BACKUP_SUCCEEDED, BackupFacts, BackupJob, BackupObserved, FailureReason, Outcome,
+    REPORT_ANNOTATION, Report, outcome_of_pod, plan,
 };
 use crate::model::inputs::ClusterInputs;
 use crate::model::names::{CLUSTER_LABEL, COMPONENT_LABEL, Component};
@@ -58,14 +58,12 @@ pub(super) async fn ensure_backups(
     let Some(spec) = &vc.spec.backup else {
         // Turned off: the Jobs that are left go (looked for only while the
         // status still speaks of backups).
-        let status = vc.status.as_ref();
-        if status.is_some_and(|s| !s.backups.is_empty() || s.backup_request.is_some())
-            || status.is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == crate::model::backup::BACKUP_SUCCEEDED)
-            })
-        {
+        let spoke_of_backups = vc.status.as_ref().is_some_and(|s| {
+            !s.backups.is_empty()
+                || s.backup_request.is_some()
+                || s.conditions.iter().any(|c| c.type_ == BACKUP_SUCCEEDED)
+        });
+        if spoke_of_backups {
             for job in list_jobs(&jobs, inputs).await? {
                 delete_job(ctx, &jobs, ns, &job.name_any()).await?;
             }
@@ -238,7 +236,7 @@ async fn announce(ctx: &Context, vc: &VirtualCluster, outcome: &Outcome) {
     let (kind, reason, note) = match outcome {
         Outcome::Succeeded { record, .. } => (
             EventType::Normal,
-            crate::model::backup::BACKUP_SUCCEEDED,
+            BACKUP_SUCCEEDED,
             format!(
                 "backup {} verified: {} bytes at revision {}, at {}",
                 record.name, record.size_bytes, record.revision, record.location
